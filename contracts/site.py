@@ -1,0 +1,199 @@
+"""The site configuration: one file that describes a district.
+
+Zones, parking lots (coordinates, capacity, bays), locker banks (compartments
+and sizes), cameras (which zone each counting line leads into), displays (where
+they stand, what they show) and the devices expected on site. The gateway uses
+it to reject readings about things that do not exist; the server uses it to
+answer in terms users know (lot names, capacities, coordinates).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from contracts.messages import Ident
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Coords(_Config):
+    lat: Annotated[float, Field(ge=-90, le=90)]
+    lng: Annotated[float, Field(ge=-180, le=180)]
+
+
+class SiteInfo(_Config):
+    id: Ident
+    name: str
+    timezone: str = "UTC"
+
+
+class Zone(_Config):
+    id: Ident
+    name: str
+    #: People the zone holds comfortably; crowd levels are a share of this.
+    capacity: Annotated[int, Field(gt=0)] | None = None
+    coords: Coords | None = None
+
+
+class BayRange(_Config):
+    """``count`` bays named ``{prefix}{n:0{width}d}`` from ``start``."""
+
+    prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{0,32}$")] = ""
+    count: Annotated[int, Field(gt=0, le=100_000)]
+    start: Annotated[int, Field(ge=0)] = 1
+    width: Annotated[int, Field(ge=1, le=8)] = 3
+
+    def ids(self) -> list[str]:
+        return [f"{self.prefix}{n:0{self.width}d}" for n in range(self.start, self.start + self.count)]
+
+
+class ParkingLot(_Config):
+    """An off-street lot or garage (FIWARE OffStreetParking, ParkAPI lot)."""
+
+    id: Ident
+    name: str
+    coords: Coords
+    address: str | None = None
+    lot_type: Literal["garage", "underground", "surface", "street"] = "garage"
+    zone: Ident | None = None
+    bays: list[Ident] | BayRange
+    #: A bay not heard from for this long counts as unknown, never as free.
+    stale_after_s: Annotated[float, Field(gt=0)] = 600.0
+    #: Below this many free bays the lot reports ``full`` (reserve for churn).
+    full_below: Annotated[int, Field(ge=0)] = 1
+    closed: bool = False
+
+    def bay_ids(self) -> list[str]:
+        return list(self.bays) if isinstance(self.bays, list) else self.bays.ids()
+
+    @property
+    def total(self) -> int:
+        return len(self.bay_ids())
+
+
+class CompartmentRange(_Config):
+    size: Literal["S", "M", "L", "XL"]
+    count: Annotated[int, Field(gt=0, le=10_000)]
+    prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{0,32}$")] = ""
+    start: Annotated[int, Field(ge=0)] = 1
+    width: Annotated[int, Field(ge=1, le=8)] = 2
+
+
+class Compartment(_Config):
+    id: Ident
+    size: Literal["S", "M", "L", "XL"]
+
+
+class LockerBank(_Config):
+    id: Ident
+    name: str
+    coords: Coords
+    zone: Ident | None = None
+    compartments: list[Compartment | CompartmentRange]
+
+    def compartment_list(self) -> list[Compartment]:
+        out: list[Compartment] = []
+        for item in self.compartments:
+            if isinstance(item, Compartment):
+                out.append(item)
+            else:
+                out.extend(
+                    Compartment(id=f"{item.prefix}{n:0{item.width}d}", size=item.size)
+                    for n in range(item.start, item.start + item.count)
+                )
+        return out
+
+
+class CameraLine(_Config):
+    id: Ident
+    #: The zone a person enters when crossing this line in its "in" direction.
+    zone: Ident
+
+
+class Camera(_Config):
+    id: Ident
+    device: Ident
+    name: str | None = None
+    lines: Annotated[list[CameraLine], Field(min_length=1)]
+
+
+class Display(_Config):
+    id: Ident
+    kind: Literal["parking", "wayfinding"]
+    coords: Coords
+    name: str | None = None
+    lots: list[Ident] = Field(default_factory=list)
+    zones: list[Ident] = Field(default_factory=list)
+
+
+class Device(_Config):
+    id: Ident
+    kind: Literal["bay_controller", "locker_controller", "camera_node", "gateway"]
+    description: str | None = None
+    #: Status heartbeats are expected at least this often.
+    heartbeat_s: Annotated[float, Field(gt=0)] = 60.0
+
+
+class SiteConfig(_Config):
+    site: SiteInfo
+    zones: list[Zone] = Field(default_factory=list)
+    parking: list[ParkingLot] = Field(default_factory=list)
+    lockers: list[LockerBank] = Field(default_factory=list)
+    cameras: list[Camera] = Field(default_factory=list)
+    displays: list[Display] = Field(default_factory=list)
+    devices: list[Device] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> SiteConfig:
+        problems: list[str] = []
+        for what, ids in (
+            ("zone", [z.id for z in self.zones]),
+            ("parking lot", [p.id for p in self.parking]),
+            ("locker bank", [b.id for b in self.lockers]),
+            ("camera", [c.id for c in self.cameras]),
+            ("display", [d.id for d in self.displays]),
+            ("device", [d.id for d in self.devices]),
+        ):
+            dups = [i for i, n in Counter(ids).items() if n > 1]
+            if dups:
+                problems.append(f"duplicate {what} id(s): {', '.join(sorted(dups))}")
+        zones = {z.id for z in self.zones}
+        lots = {p.id for p in self.parking}
+        devices = {d.id for d in self.devices}
+        for lot in self.parking:
+            dups = [i for i, n in Counter(lot.bay_ids()).items() if n > 1]
+            if dups:
+                problems.append(f"parking lot {lot.id}: duplicate bay id(s): {', '.join(sorted(dups)[:10])}")
+            if lot.zone and lot.zone not in zones:
+                problems.append(f"parking lot {lot.id}: unknown zone {lot.zone!r}")
+        for bank in self.lockers:
+            ids = [c.id for c in bank.compartment_list()]
+            dups = [i for i, n in Counter(ids).items() if n > 1]
+            if dups:
+                problems.append(f"locker bank {bank.id}: duplicate compartment id(s): {', '.join(sorted(dups)[:10])}")
+            if bank.zone and bank.zone not in zones:
+                problems.append(f"locker bank {bank.id}: unknown zone {bank.zone!r}")
+        for cam in self.cameras:
+            if devices and cam.device not in devices:
+                problems.append(f"camera {cam.id}: unknown device {cam.device!r}")
+            for line in cam.lines:
+                if line.zone not in zones:
+                    problems.append(f"camera {cam.id} line {line.id}: unknown zone {line.zone!r}")
+        for disp in self.displays:
+            for lot_id in disp.lots:
+                if lot_id not in lots:
+                    problems.append(f"display {disp.id}: unknown parking lot {lot_id!r}")
+            for zone_id in disp.zones:
+                if zone_id not in zones:
+                    problems.append(f"display {disp.id}: unknown zone {zone_id!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def lot(self, lot_id: str) -> ParkingLot | None:
+        return next((p for p in self.parking if p.id == lot_id), None)

@@ -1,0 +1,86 @@
+"""The MQTT topic scheme, version 1. Topics are built and parsed here only.
+
+    {prefix}/v1/{site_id}/{device_id}/{kind}
+
+``kind`` is the message kind (``parking_bay``, ``locker``, ``footfall``,
+``status``). The major version sits in the topic so a future v2 can run beside
+v1 on one broker; additive changes stay in v1 and bump nothing. ``status`` is
+retained and is every device's last will (``offline``).
+
+Examples::
+
+    district/v1/dresden/lot-altmarkt-bus/parking_bay
+    district/v1/dresden/cam-altmarkt-1/footfall
+    district/v1/dresden/cam-altmarkt-1/status      (retained)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from contracts.messages import ID_PATTERN, MESSAGE_KINDS
+
+TOPIC_VERSION = "v1"
+DEFAULT_PREFIX = "district"
+
+_ID = re.compile(ID_PATTERN)
+_PREFIX = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+
+
+class TopicError(ValueError):
+    """A topic that is not one of ours."""
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    prefix: str
+    site_id: str
+    device_id: str
+    kind: str
+
+    def __str__(self) -> str:
+        return f"{self.prefix}/{TOPIC_VERSION}/{self.site_id}/{self.device_id}/{self.kind}"
+
+
+def check_prefix(prefix: str) -> str:
+    if not _PREFIX.match(prefix):
+        raise TopicError(f"bad topic prefix {prefix!r}: use letters, digits, '_', '.', '-' and '/' between levels")
+    return prefix
+
+
+def build(prefix: str, site_id: str, device_id: str, kind: str) -> str:
+    """The topic a device publishes ``kind`` messages on."""
+    check_prefix(prefix)
+    for name, value in (("site_id", site_id), ("device_id", device_id)):
+        if not _ID.match(value):
+            raise TopicError(f"bad {name} {value!r}")
+    if kind not in MESSAGE_KINDS:
+        raise TopicError(f"unknown kind {kind!r}")
+    return str(Topic(prefix, site_id, device_id, kind))
+
+
+def status_topic(prefix: str, site_id: str, device_id: str) -> str:
+    return build(prefix, site_id, device_id, "status")
+
+
+def subscription(prefix: str, site_id: str = "+", kind: str = "+") -> str:
+    """Filter for every device's ``kind`` messages (all kinds by default)."""
+    check_prefix(prefix)
+    return f"{prefix}/{TOPIC_VERSION}/{site_id}/+/{kind}"
+
+
+def parse(topic: str, prefix: str) -> Topic:
+    """Split a topic into its parts; raise :class:`TopicError` if it is not ours."""
+    head = f"{prefix}/{TOPIC_VERSION}/"
+    if not topic.startswith(head):
+        raise TopicError(f"topic {topic[:120]!r} is outside {head!r}")
+    parts = topic[len(head) :].split("/")
+    if len(parts) != 3:
+        raise TopicError(f"topic {topic[:120]!r} needs site/device/kind after {head!r}")
+    site_id, device_id, kind = parts
+    if not _ID.match(site_id) or not _ID.match(device_id):
+        raise TopicError(f"topic {topic[:120]!r} has a bad site or device id")
+    if kind not in MESSAGE_KINDS:
+        raise TopicError(f"topic {topic[:120]!r} has unknown kind {kind!r}")
+    return Topic(prefix, site_id, device_id, kind)

@@ -1,0 +1,1 @@
+"""Command line, demo orchestration and the service runner shared by demo and tests."""

@@ -1,0 +1,209 @@
+"""Run Mosquitto and InfluxDB 1.x from the system packages as child processes.
+
+Used by ``district demo`` and by the test fixtures, so both run the same real
+services the same way: free ports on loopback, a private config and data
+directory, wait until the service answers (never a fixed sleep), stop by pid
+(terminate, then kill).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(RuntimeError):
+    """A service binary is missing or did not come up."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def find_binary(name: str, extra_dirs: tuple[str, ...] = ("/usr/sbin", "/usr/bin")) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    for d in extra_dirs:
+        candidate = Path(d) / name
+        if candidate.exists():
+            return str(candidate)
+    return None
+
+
+@dataclass
+class Service:
+    name: str
+    proc: subprocess.Popen[bytes]
+    host: str
+    port: int
+    workdir: Path
+    log_path: Path
+    extra: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%s (pid %d) ignored SIGTERM; killing", self.name, self.pid)
+            self.proc.kill()
+            self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or power cut would."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def _wait(check: callable, service: Service, timeout: float) -> None:  # type: ignore[valid-type]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not service.alive():
+            raise ServiceError(f"{service.name} exited with {service.proc.returncode}:\n{service.log_tail()}")
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    service.stop()
+    raise ServiceError(f"{service.name} did not answer within {timeout:.0f} s:\n{service.log_tail()}")
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.create_connection((host, port), timeout=0.5):
+        return True
+
+
+def mosquitto_conf(port: int, data_dir: Path, host: str = "127.0.0.1") -> str:
+    """The demo/test broker config; ``deploy/mosquitto.conf`` is the production twin."""
+    # Started as root, Mosquitto drops to user 'mosquitto', which cannot reach
+    # a private temp dir: it then logs 'Permission denied' and acknowledges
+    # messages it never saves. This child binds loopback only, so keep root.
+    run_as = ["user root"] if os.geteuid() == 0 else []
+    return "\n".join(
+        [
+            *run_as,
+            f"listener {port} {host}",
+            "allow_anonymous true",
+            "persistence true",
+            f"persistence_location {data_dir}/",
+            # Write the in-memory database after every change instead of every
+            # 30 min: as close to 'acknowledged means on disk' as Mosquitto goes.
+            "autosave_on_changes true",
+            "autosave_interval 1",
+            "max_queued_messages 100000",
+            "max_inflight_messages 100",
+            # Big enough to let 1 MB of garbage through to the gateway's own
+            # check (deploy/mosquitto.conf is stricter).
+            "max_packet_size 2097152",
+            "log_dest stdout",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "",
+        ]
+    )
+
+
+def start_mosquitto(workdir: Path, port: int | None = None, timeout: float = 15.0) -> Service:
+    binary = find_binary("mosquitto")
+    if binary is None:
+        raise ServiceError("mosquitto not found: apt-get install mosquitto")
+    workdir.mkdir(parents=True, exist_ok=True)
+    data = workdir / "data"
+    data.mkdir(exist_ok=True)
+    port = port or free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(mosquitto_conf(port, data))
+    log_path = workdir / "mosquitto.log"
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    svc = Service("mosquitto", proc, "127.0.0.1", port, workdir, log_path)
+    _wait(lambda: _port_open(svc.host, port), svc, timeout)
+    log.info("mosquitto pid %d on %s:%d", svc.pid, svc.host, port)
+    return svc
+
+
+def influxd_conf(http_port: int, rpc_port: int, root: Path, host: str = "127.0.0.1") -> str:
+    return f"""reporting-disabled = true
+bind-address = "{host}:{rpc_port}"
+
+[meta]
+  dir = "{root}/meta"
+
+[data]
+  dir = "{root}/data"
+  wal-dir = "{root}/wal"
+  query-log-enabled = false
+  trace-logging-enabled = false
+
+[monitor]
+  store-enabled = false
+
+[http]
+  enabled = true
+  bind-address = "{host}:{http_port}"
+  log-enabled = false
+  max-body-size = 25000000
+
+[logging]
+  level = "warn"
+
+[continuous_queries]
+  enabled = false
+"""
+
+
+def start_influxd(workdir: Path, port: int | None = None, timeout: float = 30.0) -> Service:
+    binary = find_binary("influxd")
+    if binary is None:
+        raise ServiceError("influxd not found: apt-get install influxdb")
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    rpc = free_port()
+    conf = workdir / "influxdb.conf"
+    conf.write_text(influxd_conf(port, rpc, workdir))
+    log_path = workdir / "influxd.log"
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            [binary, "-config", str(conf)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    svc = Service("influxd", proc, "127.0.0.1", port, workdir, log_path, extra={"rpc_port": rpc})
+
+    def ping() -> bool:
+        with urllib.request.urlopen(f"http://{svc.host}:{port}/ping", timeout=1) as r:
+            return bool(r.status == 204)
+
+    _wait(ping, svc, timeout)
+    log.info("influxd pid %d on %s:%d", svc.pid, svc.host, port)
+    return svc
