@@ -227,8 +227,8 @@ def decode(payload: bytes, *, now: datetime | None = None, policy: TimePolicy | 
         message = _adapter.validate_json(payload)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
-        first = errors[0] if errors else {"type": "invalid", "loc": (), "msg": str(exc)}
-        reason = _reason_for(first["type"])
+        first = errors[0]  # a ValidationError always carries at least one
+        reason = _reason_for(str(first["type"]))
         loc = ".".join(str(p) for p in first["loc"]) or "<root>"
         detail = f"{loc}: {first['msg']}"
         if len(errors) > 1:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from influxdb_client import Point, WritePrecision
+from influxdb_client.client.write.point import Point
+from influxdb_client.domain.write_precision import WritePrecision
 
 from contracts.messages import (
     DeviceStatus,
@@ -87,11 +88,13 @@ def _point(measurement: str, tags: dict[str, str], at: datetime) -> Point:
     p = Point(measurement)
     for key, value in tags.items():
         p.tag(key, value)
-    return p.time(_ns(at), WritePrecision.NS)
+    p.time(_ns(at), WritePrecision.NS)
+    return p
 
 
 def _common(p: Point, message: Message, recv_ns: int) -> Point:
-    return p.field("reading_id", message.reading_id).field("received_ns", recv_ns)
+    p.field("reading_id", message.reading_id).field("received_ns", recv_ns)
+    return p
 
 
 def _ns(at: datetime) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import cast
 
 import yaml
 from pydantic import BaseModel
@@ -26,7 +27,7 @@ def _model_for(path: Path) -> type[BaseModel]:
     if isinstance(data, dict) and "device" in data and "site" not in data:
         from edge.config import DeviceConfig
 
-        return DeviceConfig
+        return cast(type[BaseModel], DeviceConfig)
     return SiteConfig
 
 

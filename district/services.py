@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,7 +85,7 @@ class Service:
             self.proc.wait(10)
 
 
-def _wait(check: callable, service: Service, timeout: float) -> None:  # type: ignore[valid-type]
+def _wait(check: Callable[[], bool], service: Service, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not service.alive():

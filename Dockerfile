@@ -1,0 +1,16 @@
+# One image for every Python component; the command picks the component.
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /opt/district
+COPY pyproject.toml README.md ./
+COPY contracts ./contracts
+COPY edge ./edge
+COPY gateway ./gateway
+COPY server ./server
+COPY firmware_sim ./firmware_sim
+COPY district ./district
+RUN pip install . && useradd --system --home /var/lib/district --create-home district
+USER district
+WORKDIR /var/lib/district
+ENTRYPOINT ["district"]

@@ -1,0 +1,311 @@
+"""``district demo``: the whole pipeline on one machine.
+
+Broker and database are started as child processes from the system packages;
+then the simulated fleet, one edge agent per simulated field bus, the gateway
+and the API, each as its own process, exactly as they would run on site (the
+edge agents reading serial devices, everything else talking MQTT and HTTP).
+Children run in their own sessions so Ctrl-C reaches only this supervisor,
+which stops them in reverse order. A child that dies is restarted with
+backoff, like systemd's Restart=always.
+
+``--fleet-only`` runs just the simulator and edge agents against an external
+broker (docker-compose's simulated edge site).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from contracts.configfile import load_model
+from contracts.site import SiteConfig
+from district.services import Service, ServiceError, free_port, start_influxd, start_mosquitto
+
+log = logging.getLogger("district.demo")
+
+DEMO_SITE = Path(__file__).parent / "sites" / "dresden.yaml"
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "parking" / "parkapi-dresden"
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = field(default=0.0)
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+            )
+        self.started_at = time.monotonic()
+        log.info("started %-28s pid %d  (log: %s)", self.name, self.proc.pid, self.log_path)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%s ignored SIGTERM; killing", self.name)
+            self.proc.kill()
+            self.proc.wait(timeout)
+
+
+def _district(*args: str) -> list[str]:
+    return [sys.executable, "-m", "district.cli", *args]
+
+
+def _wait_file(path: Path, child: Child, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return
+        if child.proc is not None and child.proc.poll() is not None:
+            raise RuntimeError(f"{child.name} exited with {child.proc.returncode}; see {child.log_path}")
+        time.sleep(0.05)
+    raise RuntimeError(f"{child.name} did not write {path} within {timeout:.0f} s; see {child.log_path}")
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return bool(200 <= r.status < 300)
+    except OSError:
+        return False
+
+
+def edge_config(
+    bus: dict[str, Any], *, device_id: str, site_id: str, mqtt_host: str, mqtt_port: int, outbox: Path
+) -> dict[str, Any]:
+    """An edge device configuration for one simulated bus (same shape as deploy/edge.example.yaml)."""
+    sensor: dict[str, Any] = {"port": bus["path"], "unit": 1, "poll_interval_s": 0.5, "refresh_interval_s": 60}
+    if bus["kind"] == "bay_controller":
+        sensor.update(type="modbus_bay_controller", lot_id=bus["name"], bays=bus["points"])
+    else:
+        sensor.update(type="modbus_locker_controller", bank_id=bus["name"], compartments=bus["points"])
+    return {
+        "device": {"id": device_id, "site_id": site_id, "firmware": "demo"},
+        "mqtt": {"host": mqtt_host, "port": mqtt_port},
+        "outbox": {"path": str(outbox)},
+        "status_interval_s": 15,
+        "sensors": [sensor],
+    }
+
+
+class Demo:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.site: SiteConfig = load_model(args.site, SiteConfig)
+        self.services: list[Service] = []
+        self.children: list[Child] = []
+        self.stop_event = threading.Event()
+        if args.workdir:
+            self.workdir = Path(args.workdir)
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self._own_workdir = False
+        else:
+            self.workdir = Path(tempfile.mkdtemp(prefix="district-demo-"))
+            self._own_workdir = True
+        (self.workdir / "logs").mkdir(exist_ok=True)
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    # -- start ---------------------------------------------------------------
+    def run(self) -> int:
+        try:
+            self._start_all()
+            self._supervise()
+        except (ServiceError, RuntimeError) as exc:
+            log.error("%s", exc)
+            return 1
+        finally:
+            self._stop_all()
+        return 0
+
+    def _child(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
+        child = Child(name, argv, {**self.env, **(env or {})}, self.workdir / "logs" / f"{name}.log")
+        child.start()
+        self.children.append(child)
+        return child
+
+    def _start_all(self) -> None:
+        args = self.args
+        site_id = self.site.site.id
+        if args.mqtt:
+            host, _, port = args.mqtt.partition(":")
+            mqtt_host, mqtt_port = host, int(port or 1883)
+        else:
+            broker = start_mosquitto(self.workdir / "mosquitto")
+            self.services.append(broker)
+            mqtt_host, mqtt_port = broker.host, broker.port
+            log.info("mosquitto   pid %d  mqtt://%s:%d", broker.pid, mqtt_host, mqtt_port)
+        influx_url = args.influx
+        if not args.fleet_only and not influx_url:
+            db = start_influxd(self.workdir / "influxdb")
+            self.services.append(db)
+            influx_url = f"http://{db.host}:{db.port}"
+            log.info("influxd     pid %d  %s", db.pid, influx_url)
+
+        bus_dir = self.workdir / "buses"
+        sim_args = ["sim", "--site", str(args.site), "--bus-dir", str(bus_dir), "--speed", str(args.speed)]
+        if args.seed is not None:
+            sim_args += ["--seed", str(args.seed)]
+        if args.data_dir and Path(args.data_dir).is_dir():
+            sim_args += ["--data-dir", str(args.data_dir)]
+        sim = self._child("sim", _district(*sim_args))
+        _wait_file(bus_dir / "buses.json", sim, 30)
+        buses = json.loads((bus_dir / "buses.json").read_text())["buses"]
+
+        for bus in buses:
+            device_id = f"edge-{bus['name']}"[:64]
+            cfg = edge_config(
+                bus,
+                device_id=device_id,
+                site_id=site_id,
+                mqtt_host=mqtt_host,
+                mqtt_port=mqtt_port,
+                outbox=self.workdir / "edge" / f"{device_id}.outbox.sqlite",
+            )
+            path = self.workdir / "edge" / f"{device_id}.yaml"
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+            self._child(device_id, _district("edge", "--config", str(path)))
+
+        if args.fleet_only:
+            log.info("fleet running: %d edge agents publishing to mqtt://%s:%d", len(buses), mqtt_host, mqtt_port)
+            return
+
+        common = {
+            "MQTT_HOST": mqtt_host,
+            "MQTT_PORT": str(mqtt_port),
+            "INFLUX_URL": str(influx_url),
+            "INFLUX_DB": "district",
+        }
+        self._child(
+            "gateway",
+            _district("gateway", "--site", str(args.site)),
+            {f"DISTRICT_GATEWAY_{k}": v for k, v in common.items()}
+            | {"DISTRICT_GATEWAY_DEAD_LETTER_PATH": str(self.workdir / "dead-letters.jsonl")},
+        )
+        port = args.port or free_port()
+        self._child(
+            "server",
+            _district("server", "--site", str(args.site), "--host", args.host, "--port", str(port)),
+            {f"DISTRICT_SERVER_{k}": v for k, v in common.items()},
+        )
+        self.api = f"http://{args.host}:{port}"
+        deadline = time.monotonic() + 30
+        while not _http_ok(f"{self.api}/v1/parking/lots"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the API did not answer within 30 s; see {self.workdir / 'logs' / 'server.log'}")
+            time.sleep(0.1)
+        print(
+            f"\nDistrict demo is up. API: {self.api}/v1/parking/lots   docs: {self.api}/docs   "
+            f"health: {self.api}/healthz",
+            flush=True,
+        )
+        print(f"Logs and data: {self.workdir}    Ctrl-C stops everything.\n", flush=True)
+
+    # -- run -----------------------------------------------------------------
+    def _supervise(self) -> None:
+        last_summary = 0.0
+        while not self.stop_event.wait(0.5):
+            now = time.monotonic()
+            for child in self.children:
+                assert child.proc is not None
+                code = child.proc.poll()
+                if code is None:
+                    continue
+                if child.next_start == 0.0:
+                    delay = min(30.0, 2.0 ** min(child.restarts, 5)) if now - child.started_at < 60 else 1.0
+                    child.next_start = now + delay
+                    log.warning(
+                        "%s exited with %s; restarting in %.0f s (log: %s)", child.name, code, delay, child.log_path
+                    )
+                elif now >= child.next_start:
+                    child.restarts += 1
+                    child.next_start = 0.0
+                    child.start()
+            if not self.args.fleet_only and now - last_summary >= self.args.summary_s:
+                last_summary = now
+                self._print_summary()
+
+    def _print_summary(self) -> None:
+        try:
+            with urllib.request.urlopen(f"{self.api}/v1/parking/lots", timeout=2) as r:
+                lots = json.loads(r.read())
+        except (OSError, ValueError) as exc:
+            print(f"{time.strftime('%H:%M:%S')}  API not answering: {exc}", flush=True)
+            return
+        items = lots.get("lots", lots) if isinstance(lots, dict) else lots
+        parts = [f"{lot['name']}: {lot['free']}/{lot['total']} free ({lot['state']})" for lot in items]
+        print(f"{time.strftime('%H:%M:%S')}  " + "  |  ".join(parts), flush=True)
+
+    # -- stop ----------------------------------------------------------------
+    def _stop_all(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+        for svc in reversed(self.services):
+            svc.stop()
+        if self._own_workdir and not self.args.keep:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        log.info("demo stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="district demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--site", type=Path, default=DEMO_SITE, help="site configuration (default: Dresden demo)")
+    parser.add_argument(
+        "--speed", type=float, default=60.0, help="simulated seconds per real second (default 60: a day in 24 min)"
+    )
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="ParkAPI forecast curves for realistic demand (default: ../shared/...)",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000, help="API port (0: any free port)")
+    parser.add_argument("--workdir", help="keep logs and data here (default: a temp dir removed on exit)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp workdir on exit")
+    parser.add_argument("--fleet-only", action="store_true", help="only the simulator and edge agents")
+    parser.add_argument("--mqtt", help="use this broker (HOST:PORT) instead of starting one")
+    parser.add_argument("--influx", help="use this InfluxDB (URL) instead of starting one")
+    parser.add_argument("--summary-s", type=float, default=5.0, help="print free counts this often")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    demo = Demo(args)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        demo.stop_event.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    return demo.run()

@@ -1,0 +1,127 @@
+"""Site configuration validation and the storage mapping."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from contracts import DeviceStatus, FootfallCount, LineCount, ParkingBayState, new_reading_id
+from contracts.configfile import ConfigError, load_model, parse_model
+from contracts.site import SiteConfig
+from contracts.storage import M_FOOTFALL, M_PARKING_BAY, M_ZONE_OCCUPANCY, to_points
+from district.check_config import main as check_config
+
+REPO = Path(__file__).resolve().parents[3]
+DEMO_SITE = REPO / "district" / "sites" / "dresden.yaml"
+
+
+def test_demo_site_is_valid_and_matches_parkapi_capacities() -> None:
+    site = load_model(DEMO_SITE, SiteConfig)
+    totals = {lot.id: lot.total for lot in site.parking}
+    assert totals == {
+        "dresdenaltmarkt": 400,
+        "dresdenkarstadt": 265,
+        "dresdenwoehrlflorentinum": 264,
+        "dresdencitycenter": 350,
+        "dresdencentrumgalerie": 1059,
+    }
+    assert len(site.lockers[0].compartment_list()) == 24
+
+
+def test_config_errors_carry_file_line_and_path() -> None:
+    text = "site:\n  id: s\n  name: S\n  colour: red\nparking:\n  - id: a\n    name: A\n    coords: {lat: 95, lng: 1}\n"
+    with pytest.raises(ConfigError) as info:
+        parse_model(text, SiteConfig, source="site.yaml")
+    errors = info.value.errors
+    assert "site.yaml:4:11: site.colour: Extra inputs are not permitted" in errors
+    assert any(e.startswith("site.yaml:8:") and "parking[0].coords.lat" in e for e in errors)
+    assert any("parking[0].bays" in e and "Field required" in e for e in errors)
+
+
+def test_cross_references_are_checked() -> None:
+    text = """
+site: {id: s, name: S}
+zones: [{id: z1, name: Z}]
+parking:
+  - {id: a, name: A, coords: {lat: 1, lng: 1}, bays: [b1, b1], zone: nowhere}
+displays:
+  - {id: d, kind: parking, coords: {lat: 1, lng: 1}, lots: [a, ghost]}
+"""
+    with pytest.raises(ConfigError) as info:
+        parse_model(text, SiteConfig)
+    message = "\n".join(info.value.errors)
+    assert "duplicate bay id(s): b1" in message
+    assert "unknown zone 'nowhere'" in message
+    assert "unknown parking lot 'ghost'" in message
+
+
+def test_yaml_syntax_errors_are_located() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_model("site:\n  id: [unclosed\n", SiteConfig, source="x.yaml")
+    assert info.value.errors[0].startswith("x.yaml:")
+    assert "not valid YAML" in info.value.errors[0]
+
+
+def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert check_config([str(DEMO_SITE)]) == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("site:\n  id: s\n  name: S\n  extra: 1\n")
+    assert check_config([str(bad)]) == 1
+    assert f"{bad}:4:10: site.extra: Extra inputs are not permitted" in capsys.readouterr().err
+    assert check_config([str(tmp_path / "missing.yaml")]) == 1
+
+
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def test_points_are_keyed_at_nanosecond_precision() -> None:
+    """Two readings 1 µs apart must not share an InfluxDB key."""
+    a = ParkingBayState(
+        device_id="d", observed_at=T0, reading_id=new_reading_id(), lot_id="l", bay_id="b", status="occupied"
+    )
+    b = a.model_copy(update={"observed_at": T0 + timedelta(microseconds=1), "reading_id": new_reading_id()})
+    pa, pb = (to_points(m, site_id="s", received_at=T0)[0] for m in (a, b))
+    la, lb = pa.to_line_protocol(), pb.to_line_protocol()
+    assert la.startswith(f"{M_PARKING_BAY},bay=b,device=d,lot=l,site=s ")
+    assert la.endswith(" 1795435200000000000")
+    assert lb.endswith(" 1795435200000001000")
+    assert "occupied=1i" in la and 'status="occupied"' in la
+
+
+def test_same_reading_maps_to_the_same_point() -> None:
+    """A replayed reading overwrites itself instead of adding a row."""
+    m = ParkingBayState(
+        device_id="d", observed_at=T0, reading_id=new_reading_id(), lot_id="l", bay_id="b", status="free"
+    )
+    first = to_points(m, site_id="s", received_at=T0)[0].to_line_protocol()
+    again = to_points(m, site_id="s", received_at=T0)[0].to_line_protocol()
+    assert first == again
+
+
+def test_footfall_becomes_one_point_per_line_plus_occupancy() -> None:
+    m = FootfallCount(
+        device_id="c",
+        observed_at=T0,
+        reading_id=new_reading_id(),
+        zone_id="z",
+        interval_start=T0 - timedelta(seconds=60),
+        occupancy=4,
+        lines=[LineCount(line_id="n", towards=5, away=1), LineCount(line_id="s", towards=0, away=2)],
+    )
+    points = to_points(m, site_id="s", received_at=T0)
+    assert [p._name for p in points] == [M_FOOTFALL, M_FOOTFALL, M_ZONE_OCCUPANCY]
+    first = points[0].to_line_protocol()
+    assert first.startswith(f"{M_FOOTFALL},device=c,line=n,site=s,zone=z away=1i,interval_s=60,")
+    assert "towards=5i" in first
+    assert points[1].to_line_protocol().startswith("footfall,device=c,line=s,site=s,zone=z away=2i,")
+    assert "occupancy=4i" in points[2].to_line_protocol()
+
+
+def test_status_strings_with_quotes_are_escaped_by_the_serializer() -> None:
+    m = DeviceStatus(
+        device_id="d", observed_at=T0, reading_id=new_reading_id(), state="degraded", reason='bus "A" said \\ no'
+    )
+    line = to_points(m, site_id="s", received_at=T0)[0].to_line_protocol()
+    assert 'reason="bus \\"A\\" said \\\\ no"' in line
