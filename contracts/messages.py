@@ -115,6 +115,9 @@ class FootfallCount(_Message):
 
     kind: Literal["footfall"] = "footfall"
     zone_id: Ident
+    #: The camera that counted, when a device has several (keeps their
+    #: intervals for the same zone apart in storage).
+    camera_id: Ident | None = None
     interval_start: AwareDatetime
     lines: Annotated[list[LineCount], Field(min_length=1, max_length=64)]
     occupancy: Annotated[int, Field(ge=0, le=1_000_000)] | None = None

@@ -181,6 +181,9 @@ class SiteConfig(_Config):
         for cam in self.cameras:
             if devices and cam.device not in devices:
                 problems.append(f"camera {cam.id}: unknown device {cam.device!r}")
+            dups = [i for i, n in Counter(line.id for line in cam.lines).items() if n > 1]
+            if dups:
+                problems.append(f"camera {cam.id}: duplicate line id(s): {', '.join(sorted(dups))}")
             for line in cam.lines:
                 if line.zone not in zones:
                     problems.append(f"camera {cam.id} line {line.id}: unknown zone {line.zone!r}")

@@ -54,6 +54,8 @@ def to_points(message: Message, *, site_id: str, received_at: datetime) -> list[
         return [_common(p, message, recv_ns)]
     if isinstance(message, FootfallCount):
         interval_s = (message.observed_at - message.interval_start).total_seconds()
+        if message.camera_id is not None:
+            base_tags = {**base_tags, "camera": message.camera_id}
         points = []
         for line in message.lines:
             p = _point(M_FOOTFALL, base_tags, message.observed_at)

@@ -1,0 +1,103 @@
+"""The FastAPI application factory.
+
+``create_app(settings)`` builds the app; its lifespan starts the MQTT
+subscriber (live state), opens the one shared InfluxDB client, bootstraps the
+live state from InfluxDB (bounded by ``bootstrap_timeout_s``: a database that
+is down delays nothing, the server starts and fills from the stream) and
+starts the background database check. Shutdown undoes it in reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from contracts import SiteConfig, utcnow
+from contracts.configfile import load_model
+from server.dbmonitor import DatabaseMonitor
+from server.errors import ApiError, api_error_handler
+from server.influx import InfluxClient, open_http_client
+from server.live import Clock, LiveState
+from server.routes import health, parking
+from server.runtime import Runtime
+from server.settings import ServerSettings
+from server.stream import LiveStream
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Live guidance for a shopping district: free parking per lot, from bay sensors.
+
+Live answers come from memory, kept current from the MQTT stream and
+bootstrapped from InfluxDB at start; a bay not heard from recently is
+`unknown`, never `free`.
+"""
+
+
+def create_app(
+    settings: ServerSettings,
+    *,
+    site: SiteConfig | None = None,
+    live: LiveState | None = None,
+    clock: Clock = utcnow,
+    connect: bool = True,
+) -> FastAPI:
+    """Build the app. ``connect=False`` starts no MQTT or InfluxDB client (API tests inject state)."""
+    if site is None:
+        site = load_model(settings.site_config, SiteConfig)
+    if live is None:
+        live = LiveState(site, clock)
+    runtime = Runtime(settings=settings, live=live)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not connect:
+            yield
+            return
+        # Stream first, then bootstrap: nothing published in between is missed,
+        # and the bootstrap cannot overwrite anything newer (LiveState orders).
+        stream = LiveStream(settings, live)
+        stream.start()
+        runtime.broker = stream
+        http = open_http_client(settings)
+        try:
+            monitor = DatabaseMonitor(
+                InfluxClient(http, settings.influx_db),
+                live,
+                bootstrap_window_s=settings.bootstrap_window_s,
+                interval_s=settings.db_check_interval_s,
+            )
+            runtime.database = monitor
+            try:
+                await asyncio.wait_for(monitor.check(), settings.bootstrap_timeout_s)
+            except TimeoutError:
+                log.warning(
+                    "InfluxDB did not answer within %.0f s; serving from the stream", settings.bootstrap_timeout_s
+                )
+                monitor.record_failure(f"start-up check timed out after {settings.bootstrap_timeout_s:.0f} s")
+            task = asyncio.create_task(monitor.run(), name="influx-monitor")
+            log.info("server ready: site %r, %d lot(s)", live.site.site.id, len(live.site.parking))
+            try:
+                yield
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        finally:
+            await http.aclose()
+            stream.stop()
+
+    app = FastAPI(
+        title="District guidance API",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.add_exception_handler(ApiError, api_error_handler)
+    app.include_router(parking.router)
+    app.include_router(health.router)
+    return app

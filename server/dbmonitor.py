@@ -1,0 +1,109 @@
+"""Database health and the start-up bootstrap.
+
+A background task pings InfluxDB every ``db_check_interval_s`` (requests never
+wait on the database to learn its health). Until a bootstrap has succeeded,
+each successful ping retries it, so a server that started while InfluxDB was
+down fills in the bays the stream has not mentioned yet as soon as it is back.
+The bootstrap cannot undo newer stream state: :class:`server.live.LiveState`
+only lets a bay move forward in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from server import models
+from server.influx import InfluxClient, InfluxError
+from server.live import BayReading, LiveState
+
+log = logging.getLogger(__name__)
+
+
+class DatabaseMonitor:
+    def __init__(
+        self,
+        client: InfluxClient,
+        live: LiveState,
+        *,
+        bootstrap_window_s: float,
+        interval_s: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.live = live
+        self.bootstrap_window_s = bootstrap_window_s
+        self.interval_s = interval_s
+        self._monotonic = monotonic
+        self.reachable = False
+        self.error: str | None = "not checked yet"
+        self.last_check: float | None = None
+        self.bootstrapped = False
+        self.bootstrap_bays = 0
+
+    async def bootstrap(self) -> None:
+        """Load each bay's last state; raise InfluxError."""
+        started = self._monotonic()
+        rows = await self.client.last_bay_states(self.live.site.site.id, self.bootstrap_window_s)
+        applied = 0
+        for row in rows:
+            reading = BayReading.of(row.status, row.observed_at, row.reading_id)
+            if self.live.apply_bay(row.lot_id, row.bay_id, reading):
+                applied += 1
+        self.bootstrapped = True
+        self.bootstrap_bays = len(rows)
+        log.info(
+            "bootstrap: %d bay state(s) from the last %.0f s, %d newer than the stream's, in %.2f s",
+            len(rows),
+            self.bootstrap_window_s,
+            applied,
+            self._monotonic() - started,
+        )
+
+    async def check(self) -> None:
+        """Ping once (and bootstrap if still needed); record the outcome, never raise."""
+        try:
+            await self.client.ping()
+        except InfluxError as exc:
+            if self.reachable or self.last_check is None:
+                log.warning("InfluxDB unreachable: %s", exc)
+            self._record(False, str(exc))
+            return
+        if not self.reachable:
+            log.info("InfluxDB reachable")
+        self._record(True, None)
+        if not self.bootstrapped:
+            try:
+                await self.bootstrap()
+            except InfluxError as exc:
+                log.warning("bootstrap failed (retried on the next check): %s", exc)
+                self.error = f"bootstrap: {exc}"
+
+    def record_failure(self, error: str) -> None:
+        self._record(False, error)
+
+    def _record(self, reachable: bool, error: str | None) -> None:
+        self.reachable = reachable
+        self.error = error
+        self.last_check = self._monotonic()
+
+    async def run(self) -> None:
+        """Check every ``interval_s`` until cancelled."""
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.check()
+            except Exception:  # check() records failures; this is for bugs
+                log.exception("database check failed")
+
+    def health(self) -> models.DatabaseHealth:
+        age = None if self.last_check is None else round(self._monotonic() - self.last_check, 3)
+        return models.DatabaseHealth(
+            reachable=self.reachable,
+            last_check_age_s=age,
+            error=self.error,
+            bootstrapped=self.bootstrapped,
+            bootstrap_bays=self.bootstrap_bays,
+        )

@@ -1,0 +1,219 @@
+"""The MQTT subscriber that keeps :class:`server.live.LiveState` current.
+
+paho 2.x in its own network thread, its own client id and a non-persistent
+session: the server needs the present, not a backlog (history is InfluxDB's
+job, and the gateway holds the persistent session that loses nothing).
+Subscriptions are QoS 1 and renewed on every (re)connect; paho reconnects
+by itself with backoff.
+
+Every message goes through ``contracts.receive(..., site=site)``. A rejected
+message is counted by reason and logged (the first of each reason, then every
+1000th), never raised; the handler is wrapped so nothing can kill paho's loop.
+The handler only validates and updates a dict, so it stays far below paho's
+keepalive budget (paho issue #914).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+import contracts
+from contracts import DeviceStatus, MessageRejected, ParkingBayState, topics
+from server import models
+from server.live import LiveState
+from server.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+#: Kinds the server follows. Footfall and lockers come with their endpoints.
+KINDS = ("parking_bay", "status")
+
+
+class LiveStream:
+    """Subscribes to the site's topics and applies each valid message to ``live``."""
+
+    def __init__(self, settings: ServerSettings, live: LiveState) -> None:
+        self.settings = settings
+        self.live = live
+        self.prefix = topics.check_prefix(settings.topic_prefix)
+        self.site_id = live.site.site.id
+        self.client_id = settings.mqtt_client_id or f"district-server-{uuid.uuid4().hex[:10]}"
+        self._lock = threading.Lock()
+        self._connected = False
+        self._last_message: float | None = None  # time.monotonic()
+        self._messages = 0
+        self._last_error: str | None = None
+        self.rejected: Counter[str] = Counter()
+        self._client: mqtt.Client | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        """Start connecting in the background; returns at once (the broker may be down)."""
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            clean_session=True,
+            protocol=mqtt.MQTTv311,
+        )
+        if self.settings.mqtt_username:
+            password = self.settings.mqtt_password.get_secret_value() if self.settings.mqtt_password else None
+            client.username_pw_set(self.settings.mqtt_username, password)
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        self._client = client
+        log.info(
+            "connecting to MQTT %s:%d as %s (prefix %r, site %r)",
+            self.settings.mqtt_host,
+            self.settings.mqtt_port,
+            self.client_id,
+            self.prefix,
+            self.site_id,
+        )
+        client.connect_async(self.settings.mqtt_host, self.settings.mqtt_port, keepalive=self.settings.mqtt_keepalive_s)
+        client.loop_start()
+
+    def stop(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            client.disconnect()
+        except Exception:  # disconnecting a client that never connected
+            log.debug("disconnect failed", exc_info=True)
+        client.loop_stop()
+        with self._lock:
+            self._connected = False
+        log.info("MQTT subscriber stopped")
+
+    # -- health ------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        with self._lock:
+            return self._connected
+
+    def health(self) -> models.BrokerHealth:
+        now = time.monotonic()
+        with self._lock:
+            age = None if self._last_message is None else round(now - self._last_message, 3)
+            return models.BrokerHealth(
+                connected=self._connected,
+                last_message_age_s=age,
+                messages=self._messages,
+                rejected=dict(self.rejected),
+                error=None if self._connected else self._last_error,
+            )
+
+    # -- paho callbacks (network thread) -----------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Any,
+    ) -> None:
+        try:
+            if reason_code.is_failure:
+                with self._lock:
+                    self._connected = False
+                    self._last_error = f"connect refused: {reason_code}"
+                log.warning("MQTT connect refused: %s", reason_code)
+                return
+            result, _ = client.subscribe([(topics.subscription(self.prefix, self.site_id, kind), 1) for kind in KINDS])
+            if result != mqtt.MQTT_ERR_SUCCESS:
+                log.warning("MQTT subscribe failed: %s", mqtt.error_string(result))
+            with self._lock:
+                self._connected = True
+                self._last_error = None
+            log.info("MQTT connected; subscribed to %s kinds under %s/v1/%s", KINDS, self.prefix, self.site_id)
+        except Exception:
+            log.exception("MQTT on_connect handler failed")
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        try:
+            where = f"{self.settings.mqtt_host}:{self.settings.mqtt_port}"
+            with self._lock:
+                first = self._last_error is None or not self._last_error.startswith("cannot connect")
+                self._connected = False
+                self._last_error = f"cannot connect to {where}"
+            if first:
+                log.warning("MQTT: cannot connect to %s; retrying with backoff", where)
+        except Exception:
+            log.exception("MQTT on_connect_fail handler failed")
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[ReasonCode], properties: Any
+    ) -> None:
+        try:
+            failed = [str(rc) for rc in reason_codes if rc.is_failure]
+            if failed:
+                with self._lock:
+                    self._last_error = f"subscription refused: {', '.join(failed)}"
+                log.error("MQTT subscription refused: %s", failed)
+        except Exception:
+            log.exception("MQTT on_subscribe handler failed")
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Any,
+    ) -> None:
+        try:
+            with self._lock:
+                was = self._connected
+                self._connected = False
+                self._last_error = f"disconnected: {reason_code}"
+            if was:
+                log.warning("MQTT disconnected (%s); paho reconnects with backoff", reason_code)
+        except Exception:
+            log.exception("MQTT on_disconnect handler failed")
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            payload = msg.payload
+            self.handle(msg.topic, payload if isinstance(payload, bytes) else bytes(payload))
+        except Exception:
+            self._reject("internal_error", "handler raised")
+            log.exception("MQTT message handler failed on %s", msg.topic[:200])
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """Validate one message and apply it; rejections are counted, never raised."""
+        with self._lock:
+            self._messages += 1
+            self._last_message = time.monotonic()
+        now = self.live.clock()
+        try:
+            _, message = contracts.receive(topic, payload, prefix=self.prefix, site=self.live.site, now=now)
+        except MessageRejected as exc:
+            self._reject(exc.reason, f"{topic[:200]}: {exc.detail}")
+            return
+        if isinstance(message, ParkingBayState):
+            self.live.apply_message(message)
+        elif isinstance(message, DeviceStatus):
+            self.live.apply_device_status(message, now)
+
+    def _reject(self, reason: str, detail: str) -> None:
+        with self._lock:
+            self.rejected[reason] += 1
+            n = self.rejected[reason]
+        if n == 1 or n % 1000 == 0:
+            log.warning("rejected message (%s, %d so far): %s", reason, n, detail)
