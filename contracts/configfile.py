@@ -78,6 +78,11 @@ def _locate(node: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[int, int]:
                 if key.value == str(part):
                     child = value if not isinstance(value, yaml.ScalarNode) or value.value else key
                     break
+            else:
+                if isinstance(part, str):
+                    # A discriminated union puts the tag ('modbus_bay_controller')
+                    # in the path; it names no key, so look past it.
+                    continue
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
             child = node.value[part]
         if child is None:

@@ -1,0 +1,318 @@
+"""The one module that owns the paho-mqtt 2.x client.
+
+One thread does everything MQTT: connect, run paho's network loop, publish
+from the outbox, acknowledge, heartbeat. Sensors never touch the client; they
+write to the outbox, so a slow or absent broker never blocks a sensor read.
+
+* QoS 1, stable client id, persistent session (``clean_session=False``).
+* Last will: retained ``DeviceStatus(state="offline", reason="connection_lost")``
+  on the device's status topic. On every connect a retained ``online`` (or
+  ``degraded``) status replaces it; a heartbeat repeats it every
+  ``status_interval_s`` and whenever the device's health changes; a clean
+  stop publishes retained ``offline`` with reason ``shutdown`` and waits for
+  its PUBACK before disconnecting.
+* Connected means CONNACK accepted, never merely "the TCP socket opened".
+* Each connection gets a fresh paho client and walks the outbox from its
+  oldest row: whatever was in flight when a connection dropped is published
+  again, in order, with the same bytes. At most ``max_inflight`` readings are
+  unacknowledged at a time; the outbox holds the rest.
+* Reconnects back off from ``reconnect_min_s`` doubling to ``reconnect_max_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from contracts import topics
+from contracts.messages import CameraHealth, DeviceStatus, encode, new_reading_id, utcnow
+from edge.config import DeviceConfig
+from edge.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+SHUTDOWN_ACK_TIMEOUT_S = 3.0
+MAX_REASON = 200
+
+
+class DeviceHealth:
+    """What the status heartbeat reports: problems by source, and camera health.
+
+    Sensors (and later cameras) call :meth:`set_problem`; any problem makes
+    the device ``degraded`` with the problems as the reason.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._problems: dict[str, str] = {}
+        self.version = 0
+        self._cameras: Callable[[], list[CameraHealth]] | None = None
+
+    def set_problem(self, source: str, problem: str | None) -> None:
+        with self._lock:
+            old = self._problems.get(source)
+            if problem == old:
+                return
+            if problem is None:
+                del self._problems[source]
+            else:
+                self._problems[source] = problem
+            self.version += 1
+
+    def set_camera_provider(self, provider: Callable[[], list[CameraHealth]] | None) -> None:
+        """The seam for the camera pipeline: a callable giving each camera's health."""
+        self._cameras = provider
+
+    def snapshot(self) -> tuple[str, str | None, list[CameraHealth]]:
+        with self._lock:
+            problems = [self._problems[k] for k in sorted(self._problems)]
+        cameras: list[CameraHealth] = []
+        if self._cameras is not None:
+            try:
+                cameras = self._cameras()
+            except Exception:
+                log.exception("camera health provider failed")
+        if not problems:
+            return "online", None, cameras
+        reason = "; ".join(problems)
+        if len(reason) > MAX_REASON:
+            reason = reason[: MAX_REASON - 3] + "..."
+        return "degraded", reason, cameras
+
+
+class MqttPublisher:
+    """Publishes the outbox and the device status; run in its own thread."""
+
+    def __init__(
+        self,
+        config: DeviceConfig,
+        outbox: Outbox,
+        health: DeviceHealth,
+        stop: threading.Event,
+        *,
+        password: str | None = None,
+        started: float | None = None,
+    ) -> None:
+        self.config = config
+        self.outbox = outbox
+        self.health = health
+        self._stop = stop
+        m = config.mqtt
+        self._password = password if password is not None else (m.password.get_secret_value() if m.password else None)
+        self._started = started if started is not None else time.monotonic()
+        self.status_topic = topics.status_topic(m.topic_prefix, config.device.site_id, config.device.id)
+        #: Set while a connection is up (CONNACK accepted); cleared when it drops.
+        self.connected = threading.Event()
+        self.stats: dict[str, int] = {"connects": 0, "connect_failures": 0, "published": 0, "acked": 0}
+        self._thread: threading.Thread | None = None
+        # per-connection state, only touched by the MQTT thread
+        self._connack: ReasonCode | None = None
+        self._inflight: dict[int, int] = {}  # mid -> outbox id
+        self._acked: list[int] = []
+        self._cursor = 0
+        self._status_mids: set[int] = set()
+        self._lost = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="mqtt", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run(self) -> None:
+        m = self.config.mqtt
+        backoff = m.reconnect_min_s
+        while not self._stop.is_set():
+            try:
+                ok = self._one_connection()
+            except Exception:
+                log.exception("mqtt: unexpected error; reconnecting")
+                ok = False
+            self.connected.clear()
+            if self._stop.is_set():
+                break
+            backoff = m.reconnect_min_s if ok else min(backoff * 2, m.reconnect_max_s)
+            log.info("mqtt: reconnecting in %.1f s", backoff)
+            self._stop.wait(backoff)
+        log.info("mqtt: stopped")
+
+    # -- one connection --------------------------------------------------------------------------
+    def _new_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.config.client_id,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
+        client.max_inflight_messages_set(self.config.mqtt.max_inflight + 10)
+        if self.config.mqtt.username:
+            client.username_pw_set(self.config.mqtt.username, self._password)
+        will = self._status("offline", "connection_lost")
+        client.will_set(self.status_topic, encode(will), qos=1, retain=True)
+        client.on_connect = self._guard(self._on_connect)
+        client.on_disconnect = self._guard(self._on_disconnect)
+        client.on_publish = self._guard(self._on_publish)
+        return client
+
+    def _one_connection(self) -> bool:
+        """Connect, serve until the connection drops or stop; True if it was up."""
+        m = self.config.mqtt
+        self._connack = None
+        self._inflight.clear()
+        self._acked.clear()
+        self._status_mids.clear()
+        self._cursor = 0
+        self._lost = False
+        client = self._new_client()
+        try:
+            try:
+                client.connect(m.host, m.port, keepalive=m.keepalive_s)
+            except (OSError, ValueError) as exc:
+                self.stats["connect_failures"] += 1
+                log.warning("mqtt: cannot connect to %s:%d: %s", m.host, m.port, exc)
+                return False
+            deadline = time.monotonic() + CONNECT_TIMEOUT_S
+            while self._connack is None and not self._lost and time.monotonic() < deadline:
+                if client.loop(0.1) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    break
+            if self._connack is None or self._connack.is_failure:
+                self.stats["connect_failures"] += 1
+                log.warning(
+                    "mqtt: %s:%d did not accept the connection: %s", m.host, m.port, self._connack or "no CONNACK"
+                )
+                return False
+            self.stats["connects"] += 1
+            self.connected.set()
+            log.info(
+                "mqtt: connected to %s:%d as %s; %d pending", m.host, m.port, self.config.client_id, self.outbox.pending
+            )
+            self._serve(client)
+            return True
+        finally:
+            self.connected.clear()
+            self._flush_acks()
+            # paho closes its sockets in _reset_sockets; disconnect() is a no-op when already gone
+            client.disconnect()
+            client._reset_sockets()
+
+    def _serve(self, client: mqtt.Client) -> None:
+        status_every = self.config.status_interval_s
+        health_seen = -1
+        next_status = 0.0
+        while not self._stop.is_set():
+            if client.loop(0.05) != MQTTErrorCode.MQTT_ERR_SUCCESS or self._lost:
+                log.warning("mqtt: connection lost; %d reading(s) pending", self.outbox.pending)
+                return
+            self._flush_acks()
+            now = time.monotonic()
+            if now >= next_status or self.health.version != health_seen:
+                health_seen = self.health.version
+                if not self._publish_status(client):
+                    return
+                next_status = now + status_every
+            if not self._pump(client):
+                return
+        self._shutdown(client)
+
+    def _pump(self, client: mqtt.Client) -> bool:
+        room = self.config.mqtt.max_inflight - len(self._inflight)
+        for item in self.outbox.pending_after(self._cursor, room):
+            info = client.publish(item.topic, item.payload, qos=1)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                log.warning("mqtt: publish failed (%s); reconnecting", mqtt.error_string(info.rc))
+                return False
+            self._inflight[info.mid] = item.id
+            self._cursor = item.id
+            self.stats["published"] += 1
+        return True
+
+    def _flush_acks(self) -> None:
+        if self._acked:
+            batch, self._acked = self._acked, []
+            self.stats["acked"] += len(batch)
+            try:
+                self.outbox.ack(batch)
+            except Exception:
+                # the rows stay pending and are re-published: a duplicate, never a loss
+                log.exception("outbox: cannot delete %d acknowledged reading(s)", len(batch))
+
+    def _status(self, state: str, reason: str | None, cameras: list[CameraHealth] | None = None) -> DeviceStatus:
+        return DeviceStatus.model_validate(
+            {
+                "device_id": self.config.device.id,
+                "observed_at": utcnow(),
+                "reading_id": new_reading_id(),
+                "state": state,
+                "reason": reason,
+                "uptime_s": round(time.monotonic() - self._started, 3),
+                "firmware": self.config.device.firmware,
+                "outbox_pending": self.outbox.pending,
+                "cameras": cameras or [],
+            }
+        )
+
+    def current_status(self) -> DeviceStatus:
+        state, reason, cameras = self.health.snapshot()
+        return self._status(state, reason, cameras)
+
+    def _publish_status(self, client: mqtt.Client, status: DeviceStatus | None = None) -> bool:
+        status = status or self.current_status()
+        info = client.publish(self.status_topic, encode(status), qos=1, retain=True)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            log.warning("mqtt: status publish failed (%s)", mqtt.error_string(info.rc))
+            return False
+        self._status_mids.add(info.mid)
+        return True
+
+    def _shutdown(self, client: mqtt.Client) -> None:
+        """Clean stop: retained offline/shutdown, acknowledged, then DISCONNECT."""
+        self._status_mids.clear()
+        if not self._publish_status(client, self._status("offline", "shutdown")):
+            return
+        deadline = time.monotonic() + SHUTDOWN_ACK_TIMEOUT_S
+        while self._status_mids and not self._lost and time.monotonic() < deadline:
+            if client.loop(0.05) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                break
+        self._flush_acks()
+        if self._status_mids:
+            log.warning("mqtt: shutdown status not acknowledged within %.0f s", SHUTDOWN_ACK_TIMEOUT_S)
+        client.disconnect()
+        deadline = time.monotonic() + 1.0
+        while not self._lost and time.monotonic() < deadline:
+            if client.loop(0.05) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                break
+        log.info("mqtt: disconnected cleanly; %d reading(s) pending", self.outbox.pending)
+
+    # -- paho callbacks (called inside client.loop, on this thread) ------------------------------
+    def _guard(self, fn: Callable[..., None]) -> Callable[..., None]:
+        def wrapped(*args: Any) -> None:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("mqtt: error in %s", fn.__name__)
+
+        return wrapped
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
+        self._connack = reason
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
+        self._lost = True
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any) -> None:
+        row = self._inflight.pop(mid, None)
+        if row is not None:
+            self._acked.append(row)
+        else:
+            self._status_mids.discard(mid)

@@ -1,0 +1,204 @@
+"""Store-and-forward outbox in SQLite (WAL).
+
+Every reading is written here before it is published, and deleted only when
+the broker's PUBACK for it arrives. After a reconnect or a restart (a Pi
+reboot) everything still pending is published again, oldest first, with the
+very same bytes (same ``reading_id``, same ``observed_at``), so the gateway's
+storage stays idempotent.
+
+The outbox is bounded: when it holds ``max_messages`` rows, the oldest are
+dropped, counted (also across restarts) and logged. Ids come from
+``AUTOINCREMENT`` so they never go backwards, which lets the publisher walk
+the table with a cursor.
+
+Thread-safe: sensor threads append, the MQTT thread reads and acknowledges.
+One connection guarded by a lock; each append is one short transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+
+class OutboxError(Exception):
+    """The outbox file cannot be opened or written."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    id: int
+    topic: str
+    payload: bytes
+
+
+class Outbox:
+    def __init__(self, path: str | Path, max_messages: int, *, synchronous: str = "full") -> None:
+        if max_messages < 1:
+            raise ValueError("max_messages must be positive")
+        if synchronous not in ("full", "normal"):
+            raise ValueError("synchronous must be 'full' or 'normal'")
+        self.path = Path(path)
+        self.max_messages = max_messages
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        except (OSError, sqlite3.Error) as exc:
+            raise OutboxError(f"cannot open outbox {self.path}: {exc}") from exc
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self._db.executescript(_SCHEMA)
+            self._pending = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            row = self._db.execute("SELECT MAX(id) FROM outbox").fetchone()
+            self._last_id = int(row[0] or 0)
+            row = self._db.execute("SELECT value FROM counters WHERE name='dropped'").fetchone()
+            self._dropped = int(row[0]) if row else 0
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise OutboxError(f"cannot use outbox {self.path}: {exc}") from exc
+        self._closed = False
+        if self._pending:
+            log.info("outbox %s: %d reading(s) pending from before", self.path, self._pending)
+
+    # -- writing ---------------------------------------------------------------------------------
+    def put(self, topic: str, payload: bytes) -> None:
+        self.put_many([(topic, payload)])
+
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Append ``items`` in order, in one transaction; drop the oldest beyond the bound."""
+        if not items:
+            return
+        now = time.time()
+        with self._lock:
+            self._check_open()
+            cur = self._db.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                cur.executemany(
+                    "INSERT INTO outbox (topic, payload, created_at) VALUES (?, ?, ?)",
+                    [(topic, payload, now) for topic, payload in items],
+                )
+                last_id = int(cur.execute("SELECT last_insert_rowid()").fetchone()[0])
+                excess = self._pending + len(items) - self.max_messages
+                dropped = 0
+                if excess > 0:
+                    cur.execute(
+                        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)",
+                        (excess,),
+                    )
+                    dropped = cur.rowcount
+                    cur.execute(
+                        "INSERT INTO counters (name, value) VALUES ('dropped', ?) "
+                        "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                        (dropped,),
+                    )
+                cur.execute("COMMIT")
+            except sqlite3.Error:
+                if self._db.in_transaction:
+                    cur.execute("ROLLBACK")
+                raise
+            finally:
+                cur.close()
+            self._pending += len(items) - dropped
+            self._last_id = last_id
+            if dropped:
+                first_drop = self._dropped == 0
+                self._dropped += dropped
+                if first_drop or self._dropped % 1000 < dropped:
+                    log.warning(
+                        "outbox full (%d): dropped the %d oldest reading(s), %d dropped in total",
+                        self.max_messages,
+                        dropped,
+                        self._dropped,
+                    )
+
+    # -- reading and acknowledging ---------------------------------------------------------------
+    def pending_after(self, after_id: int, limit: int) -> list[OutboxItem]:
+        """Up to ``limit`` pending items with id > ``after_id``, oldest first."""
+        if limit <= 0:
+            return []
+        with self._lock:
+            self._check_open()
+            if after_id >= self._last_id:
+                return []
+            rows = self._db.execute(
+                "SELECT id, topic, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+            ).fetchall()
+        return [OutboxItem(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+
+    def ack(self, ids: Iterable[int]) -> int:
+        """Delete acknowledged items; returns how many were still there."""
+        batch = [(i,) for i in ids]
+        if not batch:
+            return 0
+        with self._lock:
+            self._check_open()
+            cur = self._db.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                cur.executemany("DELETE FROM outbox WHERE id = ?", batch)
+                deleted = cur.rowcount
+                cur.execute("COMMIT")
+            except sqlite3.Error:
+                if self._db.in_transaction:
+                    cur.execute("ROLLBACK")
+                raise
+            finally:
+                cur.close()
+            self._pending -= deleted
+        return deleted
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    @property
+    def dropped(self) -> int:
+        """Readings dropped because the outbox was full (since the file was created)."""
+        return self._dropped
+
+    @property
+    def last_id(self) -> int:
+        return self._last_id
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise OutboxError(f"outbox {self.path} is closed")
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
