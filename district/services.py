@@ -105,12 +105,24 @@ def _port_open(host: str, port: int) -> bool:
         return True
 
 
-def mosquitto_conf(port: int, data_dir: Path, host: str = "127.0.0.1") -> str:
+#: Save the broker's database after this many changes. Every change (1) kept
+#: 4,999 of 5,000 acknowledged messages across a SIGKILL but let the publish
+#: rate into a backlog collapse to 128 msg/s, because each save rewrites the
+#: whole queue; 100 kept 4,998 at 5,321 msg/s (no autosave: 5,434 msg/s and
+#: 0 kept). The loss window is at most this many acknowledged messages.
+AUTOSAVE_CHANGES = 100
+
+
+def mosquitto_conf(
+    port: int, data_dir: Path, host: str = "127.0.0.1", autosave_changes: int | None = AUTOSAVE_CHANGES
+) -> str:
     """The demo/test broker config; ``deploy/mosquitto.conf`` is the production twin."""
     # Started as root, Mosquitto drops to user 'mosquitto', which cannot reach
     # a private temp dir: it then logs 'Permission denied' and acknowledges
     # messages it never saves. This child binds loopback only, so keep root.
     run_as = ["user root"] if os.geteuid() == 0 else []
+    # Save the in-memory database after every N changes instead of every 30 min.
+    autosave = [] if autosave_changes is None else ["autosave_on_changes true", f"autosave_interval {autosave_changes}"]
     return "\n".join(
         [
             *run_as,
@@ -118,10 +130,7 @@ def mosquitto_conf(port: int, data_dir: Path, host: str = "127.0.0.1") -> str:
             "allow_anonymous true",
             "persistence true",
             f"persistence_location {data_dir}/",
-            # Write the in-memory database after every change instead of every
-            # 30 min: as close to 'acknowledged means on disk' as Mosquitto goes.
-            "autosave_on_changes true",
-            "autosave_interval 1",
+            *autosave,
             "max_queued_messages 100000",
             "max_inflight_messages 100",
             # Big enough to let 1 MB of garbage through to the gateway's own
@@ -136,7 +145,9 @@ def mosquitto_conf(port: int, data_dir: Path, host: str = "127.0.0.1") -> str:
     )
 
 
-def start_mosquitto(workdir: Path, port: int | None = None, timeout: float = 15.0) -> Service:
+def start_mosquitto(
+    workdir: Path, port: int | None = None, timeout: float = 15.0, autosave_changes: int | None = AUTOSAVE_CHANGES
+) -> Service:
     binary = find_binary("mosquitto")
     if binary is None:
         raise ServiceError("mosquitto not found: apt-get install mosquitto")
@@ -145,7 +156,7 @@ def start_mosquitto(workdir: Path, port: int | None = None, timeout: float = 15.
     data.mkdir(exist_ok=True)
     port = port or free_port()
     conf = workdir / "mosquitto.conf"
-    conf.write_text(mosquitto_conf(port, data))
+    conf.write_text(mosquitto_conf(port, data, autosave_changes=autosave_changes))
     log_path = workdir / "mosquitto.log"
     with open(log_path, "ab") as out:
         proc = subprocess.Popen([binary, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

@@ -1,0 +1,298 @@
+"""MQTT intake: the one module that owns the gateway's paho client.
+
+One paho-mqtt 2.x client, MQTT v5, a persistent session (``clean_start=False``
+plus a session expiry), so the broker queues for the gateway while it is down
+and redelivers whatever it had sent but not seen acknowledged. ``manual_ack``:
+a message is acknowledged by :meth:`MqttIntake.ack`, which the writer calls
+once InfluxDB has the message (or once a rejected one is in the dead-letter
+file), in receive order.
+
+``on_message`` stays short (validate, enqueue) so paho's network thread keeps
+up with keepalives. The queue is bounded: when full, the network thread waits
+(TCP back-pressure on the broker) instead of buffering without limit.
+
+Acknowledgement ids (``mid``) belong to one connection: after a reconnect the
+broker resends every unacknowledged message, possibly reusing ids for new
+messages once old ones are acknowledged. So each item carries the connection
+generation it arrived on, and acks for an older generation are not sent: the
+message is written anyway (idempotent) and acknowledged when its redelivered
+copy comes through.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+import time
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+import contracts
+from contracts import DeviceStatus, MessageRejected, new_reading_id, topics, utcnow
+from contracts.messages import ID_PATTERN
+from contracts.site import SiteConfig
+from gateway.pipeline import Accepted, Item, QueueEntry, RateLimitedLog, Rejected, Stats
+from gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+FIRMWARE = "district-gateway 0.1.0"
+
+
+class MqttIntake:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        q: queue.Queue[QueueEntry],
+        stats: Stats,
+        *,
+        site: SiteConfig | None = None,
+    ) -> None:
+        self._settings = settings
+        self._q = q
+        self._stats = stats
+        self._site = site
+        self._prefix = settings.topic_prefix
+        self._site_id = site.site.id if site is not None else settings.site_id
+        self._lock = threading.Lock()
+        self._gen = 0
+        self._connected = threading.Event()
+        self._subscribed = threading.Event()
+        self._sub_mid: int | None = None
+        self._ever_connected = False
+        self._closing = False
+        self._started_at = time.monotonic()
+        self._ratelog = RateLimitedLog(log)
+        self.status_topic: str | None = None
+        if _valid_id(settings.mqtt_client_id):
+            self.status_topic = topics.status_topic(self._prefix, self._site_id, settings.mqtt_client_id)
+        else:
+            log.warning("client id %r is not a valid device id: no status topic", settings.mqtt_client_id)
+
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=settings.mqtt_client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if settings.mqtt_username is not None:
+            password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
+            client.username_pw_set(settings.mqtt_username, password)
+        client.reconnect_delay_set(settings.mqtt_reconnect_min_s, settings.mqtt_reconnect_max_s)
+        if self.status_topic is not None:
+            will = self._status("offline", reason="connection lost")
+            client.will_set(self.status_topic, contracts.encode(will), qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        self._client = client
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self._settings.mqtt_session_expiry_s
+        props.ReceiveMaximum = self._settings.receive_maximum
+        log.info(
+            "connecting to mqtt://%s:%d as %r (persistent session), subscribing %s",
+            self._settings.mqtt_host,
+            self._settings.mqtt_port,
+            self._settings.mqtt_client_id,
+            topics.subscription(self._prefix),
+        )
+        self._client.connect_async(
+            self._settings.mqtt_host,
+            self._settings.mqtt_port,
+            keepalive=self._settings.mqtt_keepalive_s,
+            clean_start=False,
+            properties=props,
+        )
+        # loop_start retries the first connection and every later one.
+        self._client.loop_start()
+
+    def stop_intake(self) -> None:
+        """Take no more messages: later ones stay unacknowledged and are redelivered next session."""
+        self._closing = True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Publish ``offline`` (retained), flush pending acks, disconnect cleanly, stop the network thread."""
+        self._closing = True
+        if self.is_connected() and self.status_topic is not None:
+            try:
+                info = self._client.publish(
+                    self.status_topic, contracts.encode(self._status("offline", reason="stopped")), qos=1, retain=True
+                )
+                # The PUBACK for this publish means every ack queued before it went out too.
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError) as exc:
+                log.warning("could not publish offline status: %s", exc)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until connected and subscribed (messages published from now on reach us)."""
+        deadline = time.monotonic() + timeout
+        return self._connected.wait(timeout) and self._subscribed.wait(max(0.0, deadline - time.monotonic()))
+
+    def is_connected(self) -> bool:
+        return self._connected.is_set()
+
+    # -- acknowledgements (writer thread) ------------------------------------------
+
+    def ack(self, item: Item) -> None:
+        if item.qos == 0:
+            return
+        with self._lock:
+            if item.gen != self._gen or not self._connected.is_set():
+                self._stats.add(stale_acks=1)
+                return
+            rc = self._client.ack(item.mid, item.qos)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._ratelog(logging.WARNING, "ack", "ack of mid %d failed: %s", item.mid, mqtt.error_string(rc))
+
+    # -- status ------------------------------------------------------------------------
+
+    def publish_status(self, state: str = "online", reason: str | None = None) -> None:
+        if self.status_topic is None or not self.is_connected():
+            return
+        payload = contracts.encode(self._status(state, reason=reason))
+        self._client.publish(self.status_topic, payload, qos=1, retain=True)
+
+    def _status(self, state: str, *, reason: str | None = None) -> DeviceStatus:
+        return DeviceStatus.model_validate(
+            {
+                "device_id": self._settings.mqtt_client_id,
+                "observed_at": utcnow(),
+                "reading_id": new_reading_id(),
+                "state": state,
+                "reason": reason,
+                "uptime_s": round(time.monotonic() - self._started_at, 3),
+                "firmware": FIRMWARE,
+                "outbox_pending": self._q.qsize(),
+            }
+        )
+
+    # -- paho callbacks (network thread): short, and never raising --------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        try:
+            if reason_code.is_failure:
+                # Not connected: paho's loop retries; do not pretend otherwise.
+                log.error("broker refused the connection: %s", reason_code)
+                return
+            with self._lock:
+                self._gen += 1
+                self._connected.set()
+            if flags.session_present:
+                log.info("connected; broker resumed our session")
+            elif self._ever_connected:
+                log.warning("connected, but the broker lost our session: messages it queued for us are gone")
+            else:
+                log.info("connected (new session)")
+            self._ever_connected = True
+            options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_ON_SUBSCRIBE)
+            if flags.session_present:
+                # Our subscription survived: do not make the broker resend every retained status.
+                options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+            _, self._sub_mid = client.subscribe(topics.subscription(self._prefix), options=options)
+            self.publish_status("online")
+        except Exception:
+            log.exception("on_connect failed")
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        try:
+            with self._lock:
+                self._gen += 1
+                was_connected = self._connected.is_set()
+                self._connected.clear()
+                self._subscribed.clear()
+            if self._closing:
+                log.info("disconnected")
+            elif was_connected:
+                log.warning("lost the broker (%s); reconnecting", reason_code)
+            else:
+                self._ratelog(logging.WARNING, "connect", "cannot reach the broker (%s); retrying", reason_code)
+        except Exception:
+            log.exception("on_disconnect failed")
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        try:
+            failed = [rc for rc in reason_codes if rc.is_failure]
+            if failed:
+                log.error("subscription refused: %s", failed[0])
+            elif mid == self._sub_mid:
+                self._subscribed.set()
+        except Exception:
+            log.exception("on_subscribe failed")
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            if self._closing:
+                return  # not acknowledged: redelivered to the next session
+            gen = self._gen
+            payload = bytes(msg.payload)
+            received_at = utcnow()
+            try:
+                topic = msg.topic
+            except UnicodeDecodeError:
+                topic = repr(msg._topic)[:200]
+                item: Item = Rejected(
+                    msg.mid, msg.qos, gen, topic, payload, "bad_topic", "topic is not UTF-8", received_at
+                )
+            else:
+                try:
+                    where, message = contracts.receive(topic, payload, prefix=self._prefix, site=self._site)
+                except MessageRejected as exc:
+                    item = Rejected(msg.mid, msg.qos, gen, topic, payload, exc.reason, exc.detail, received_at)
+                else:
+                    item = Accepted(msg.mid, msg.qos, gen, topic, where.site_id, message, received_at)
+            self._stats.count_received(item.reason if isinstance(item, Rejected) else None)
+            self._put(item)
+        except Exception:
+            log.exception("on_message failed for a message on %r", getattr(msg, "_topic", b"?"))
+
+    def _put(self, item: Item) -> None:
+        while True:
+            try:
+                self._q.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if self._closing:
+                    return
+                self._ratelog(
+                    logging.WARNING, "queue_full", "intake queue full (%d): waiting for InfluxDB", self._q.maxsize
+                )
+
+
+def _valid_id(value: str) -> bool:
+    return re.match(ID_PATTERN, value) is not None

@@ -1,0 +1,94 @@
+"""``district gateway``: MQTT -> validation -> InfluxDB, until SIGINT/SIGTERM.
+
+Settings come from ``DISTRICT_GATEWAY_*`` environment variables; the flags
+below override them. Exit status: 0 after a clean stop, 2 for bad settings or
+a bad site configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from pydantic import ValidationError
+
+from contracts.configfile import ConfigError
+from gateway.service import Gateway
+from gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="district gateway",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--site", type=Path, metavar="FILE", help="site configuration: reject readings about unknown things")
+    p.add_argument("--mqtt-host", help="broker host (DISTRICT_GATEWAY_MQTT_HOST)")
+    p.add_argument("--mqtt-port", type=int, help="broker port (DISTRICT_GATEWAY_MQTT_PORT)")
+    p.add_argument("--client-id", help="stable MQTT client id (DISTRICT_GATEWAY_MQTT_CLIENT_ID)")
+    p.add_argument("--prefix", help="topic prefix (DISTRICT_GATEWAY_TOPIC_PREFIX)")
+    p.add_argument("--influx-url", help="InfluxDB base URL (DISTRICT_GATEWAY_INFLUX_URL)")
+    p.add_argument("--influx-db", help="database (DISTRICT_GATEWAY_INFLUX_DB)")
+    p.add_argument("--dead-letter", type=Path, metavar="FILE", help="JSONL file of rejected messages")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def settings_from(args: argparse.Namespace) -> GatewaySettings:
+    overrides = {
+        "site_config": args.site,
+        "mqtt_host": args.mqtt_host,
+        "mqtt_port": args.mqtt_port,
+        "mqtt_client_id": args.client_id,
+        "topic_prefix": args.prefix,
+        "influx_url": args.influx_url,
+        "influx_db": args.influx_db,
+        "dead_letter_path": args.dead_letter,
+    }
+    return GatewaySettings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = settings_from(args)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            where = ".".join(str(p) for p in err["loc"])
+            print(f"district gateway: setting {where}: {err['msg']}", file=sys.stderr)
+        return 2
+    try:
+        gateway = Gateway(settings)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return 2
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("got %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    gateway.start()
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        gateway.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

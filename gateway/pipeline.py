@@ -1,0 +1,456 @@
+"""Between intake and InfluxDB: batching, retries, dead letters, acknowledgements, stats.
+
+The intake puts one :data:`Item` per received message on a bounded queue, in
+receive order: :class:`Accepted` (a valid message) or :class:`Rejected`. The
+:class:`BatchWriter` takes items in that order, turns accepted messages into
+line protocol, writes a batch, and only when InfluxDB has taken it
+acknowledges every item of the batch, still in receive order. A rejected item
+is written to the dead-letter file and acknowledged in its place in the line;
+an InfluxDB outage stops the line (nothing acknowledged, nothing dropped)
+until a retry succeeds.
+
+Nothing here talks MQTT or HTTP: the writer and the acknowledger are injected,
+so the rules are unit-tested with fakes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import queue
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Protocol
+
+from contracts import Message, utcnow
+from contracts.storage import to_points
+from gateway.influx import InfluxError, InfluxUnavailable, WriteResult
+
+log = logging.getLogger(__name__)
+
+#: Bytes of a rejected payload kept in the dead-letter file.
+DEAD_LETTER_PAYLOAD_BYTES = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    mid: int
+    qos: int
+    #: The MQTT connection the message arrived on (see ``MqttIntake.ack``).
+    gen: int
+    topic: str
+    site_id: str
+    message: Message
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    mid: int
+    qos: int
+    gen: int
+    topic: str
+    payload: bytes
+    reason: str
+    detail: str
+    received_at: datetime
+
+
+Item = Accepted | Rejected
+
+
+class _Stop:
+    """Queue sentinel: everything before it is written and acknowledged, then the writer ends."""
+
+
+STOP = _Stop()
+QueueEntry = Accepted | Rejected | _Stop
+
+
+class LineWriter(Protocol):
+    def write(self, lines: list[str]) -> WriteResult: ...
+
+    def create_database(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStats:
+    received: int
+    accepted: int
+    rejected: dict[str, int]
+    written_points: int
+    write_retries: int
+    dropped_points: int
+    acked: int
+    stale_acks: int
+    batches: int
+    queue_depth: int
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+
+class Stats:
+    """Thread-safe counters shared by intake and writer."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.received = 0
+        self.accepted = 0
+        self.rejected: Counter[str] = Counter()
+        self.written_points = 0
+        self.write_retries = 0
+        self.dropped_points = 0
+        self.acked = 0
+        #: Acks not sent because the connection the message came on is gone
+        #: (the broker redelivers it on the new one).
+        self.stale_acks = 0
+        self.batches = 0
+
+    def count_received(self, rejected_reason: str | None) -> None:
+        with self._lock:
+            self.received += 1
+            if rejected_reason is None:
+                self.accepted += 1
+            else:
+                self.rejected[rejected_reason] += 1
+
+    def add(self, **deltas: int) -> None:
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
+
+    def snapshot(self, queue_depth: int = 0) -> GatewayStats:
+        with self._lock:
+            return GatewayStats(
+                received=self.received,
+                accepted=self.accepted,
+                rejected=dict(self.rejected),
+                written_points=self.written_points,
+                write_retries=self.write_retries,
+                dropped_points=self.dropped_points,
+                acked=self.acked,
+                stale_acks=self.stale_acks,
+                batches=self.batches,
+                queue_depth=queue_depth,
+            )
+
+
+class Backoff:
+    """Exponential backoff with jitter, capped: initial, 2x, 4x, ... <= maximum."""
+
+    def __init__(self, initial: float, maximum: float, jitter: Callable[[], float] = random.random) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self._jitter = jitter
+        self._attempt = 0
+
+    def next(self) -> float:
+        base = min(self.maximum, self.initial * 2.0 ** min(self._attempt, 30))
+        self._attempt += 1
+        # Full delay on average; spread between 0.5x and 1x so many gateways
+        # coming back after one outage do not hit InfluxDB in lockstep.
+        return base * (0.5 + 0.5 * self._jitter())
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+
+class RateLimitedLog:
+    """Log a repeated event at most once per ``every`` seconds per key, with a count of the rest."""
+
+    def __init__(self, logger: logging.Logger, every: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self._log = logger
+        self._every = every
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._suppressed: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, level: int, key: str, msg: str, *args: object) -> None:
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self._every:
+                self._suppressed[key] += 1
+                return
+            self._last[key] = now
+            suppressed = self._suppressed.pop(key, 0)
+        if suppressed:
+            self._log.log(level, msg + " (+%d similar suppressed)", *args, suppressed)
+        else:
+            self._log.log(level, msg, *args)
+
+
+class DeadLetters:
+    """Rejected messages as JSON Lines: time, topic, reason, detail, payload (first 1 KB).
+
+    ``payload`` holds the text if the kept bytes are UTF-8, else ``payload_b64``
+    holds them base64-encoded; ``payload_bytes`` is the full length.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._file: IO[str] | None = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the gateway
+
+    def add(self, *, at: datetime, topic: str, reason: str, detail: str, payload: bytes) -> None:
+        if self._file is None:
+            return
+        self._file.write(json.dumps(dead_letter_record(at, topic, reason, detail, payload), ensure_ascii=False) + "\n")
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def dead_letter_record(at: datetime, topic: str, reason: str, detail: str, payload: bytes) -> dict[str, object]:
+    kept = payload[:DEAD_LETTER_PAYLOAD_BYTES]
+    record: dict[str, object] = {
+        "time": at.isoformat().replace("+00:00", "Z"),
+        "topic": topic,
+        "reason": reason,
+        "detail": detail,
+        "payload_bytes": len(payload),
+    }
+    try:
+        record["payload"] = kept.decode("utf-8")
+    except UnicodeDecodeError:
+        record["payload_b64"] = base64.b64encode(kept).decode("ascii")
+    return record
+
+
+def message_lines(item: Accepted) -> list[str]:
+    """The line protocol of one accepted message (via the storage contract, never by hand)."""
+    points = to_points(item.message, site_id=item.site_id, received_at=item.received_at)
+    return [line for line in (p.to_line_protocol() for p in points) if line]
+
+
+@dataclass
+class _Batch:
+    items: list[Item] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    #: For each line, the index of its item in ``items`` (-1: the gateway's own stats).
+    owners: list[int] = field(default_factory=list)
+    started: float = 0.0
+
+
+class BatchWriter:
+    """The writer loop: collect a batch, write it (retrying), then acknowledge it in order.
+
+    ``run()`` returns after it has taken :data:`STOP` from the queue and
+    handled everything before it, or once ``abort()`` was called.
+    """
+
+    def __init__(
+        self,
+        q: queue.Queue[QueueEntry],
+        writer: LineWriter,
+        ack: Callable[[Item], None],
+        stats: Stats,
+        dead_letters: DeadLetters,
+        *,
+        batch_size: int,
+        flush_interval_s: float,
+        backoff: Backoff,
+        create_database: bool = True,
+        stats_interval_s: float = 10.0,
+        stats_lines: Callable[[GatewayStats], list[str]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._q = q
+        self._writer = writer
+        self._ack = ack
+        self._stats = stats
+        self._dead = dead_letters
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval_s
+        self._backoff = backoff
+        self._create_database = create_database
+        self._stats_interval = stats_interval_s
+        self._stats_lines = stats_lines
+        self._clock = clock
+        self._next_stats = clock() + stats_interval_s
+        self._last_stats: tuple[float, int] = (clock(), 0)
+        self._stopping = False
+        self._give_up_at: float | None = None
+        self._wake = threading.Event()
+        self._aborted = False
+        self._ratelog = RateLimitedLog(log)
+
+    # -- control (any thread) ---------------------------------------------------
+
+    def give_up_after(self, seconds: float) -> None:
+        """Stop retrying a failing write ``seconds`` from now (used on shutdown)."""
+        self._give_up_at = self._clock() + seconds
+
+    def abort(self) -> None:
+        """End now: whatever is not yet written stays unacknowledged."""
+        self._aborted = True
+        self._give_up_at = self._clock()
+        self._wake.set()
+
+    # -- the loop ------------------------------------------------------------------
+
+    def run(self) -> None:
+        while not self._aborted:
+            batch = _Batch()
+            try:
+                self._collect(batch)
+                if batch.items or batch.lines:
+                    self._commit(batch)
+            except Exception:
+                # A bug must not stop the gateway: this batch stays
+                # unacknowledged (redelivered on the next session) and the loop goes on.
+                log.exception("writer loop failed on a batch of %d messages", len(batch.items))
+            if self._stopping:
+                return
+
+    def _collect(self, batch: _Batch) -> None:
+        while len(batch.lines) < self._batch_size and not self._aborted:
+            now = self._clock()
+            if now >= self._next_stats:
+                self._emit_stats(batch, now)
+            if batch.items:
+                timeout = batch.started + self._flush_interval - now
+                if timeout <= 0:
+                    return
+            else:
+                timeout = max(0.0, min(self._next_stats - now, 0.5))
+            try:
+                entry = self._q.get(timeout=timeout)
+            except queue.Empty:
+                if batch.lines and not batch.items:
+                    return  # only stats waiting: write them
+                continue
+            if isinstance(entry, _Stop):
+                self._stopping = True
+                return
+            if not batch.items:
+                batch.started = self._clock()
+            self._add(batch, entry)
+
+    def _add(self, batch: _Batch, item: Item) -> None:
+        index = len(batch.items)
+        batch.items.append(item)
+        if isinstance(item, Rejected):
+            self._dead.add(
+                at=item.received_at, topic=item.topic, reason=item.reason, detail=item.detail, payload=item.payload
+            )
+            self._ratelog(logging.WARNING, item.reason, "rejected %s: %s: %s", item.topic, item.reason, item.detail)
+            return
+        try:
+            lines = message_lines(item)
+        except Exception as exc:  # the contract's mapping failed: a bug, but only this message's
+            log.exception("cannot build points for %s", item.topic)
+            self._stats.add(dropped_points=1)
+            self._dead.add(
+                at=item.received_at,
+                topic=item.topic,
+                reason="storage_error",
+                detail=repr(exc)[:300],
+                payload=item.message.model_dump_json().encode(),
+            )
+            return
+        batch.lines.extend(lines)
+        batch.owners.extend([index] * len(lines))
+
+    def _commit(self, batch: _Batch) -> None:
+        result = self._write_with_retries(batch)
+        if result is None:
+            return
+        self._stats.add(written_points=result.written, batches=1)
+        for dropped in result.dropped:
+            self._stats.add(dropped_points=1)
+            owner = batch.owners[dropped.index]
+            topic = "" if owner < 0 else batch.items[owner].topic
+            self._dead.add(
+                at=utcnow(), topic=topic, reason="influx_rejected", detail=dropped.error, payload=dropped.line.encode()
+            )
+            self._ratelog(logging.ERROR, "influx_rejected", "InfluxDB rejected a point of %s: %s", topic, dropped.error)
+        self._dead.flush()
+        for item in batch.items:
+            self._ack(item)
+        self._stats.add(acked=len(batch.items))
+
+    def _write_with_retries(self, batch: _Batch) -> WriteResult | None:
+        if not batch.lines:
+            return WriteResult()
+        while True:
+            try:
+                result = self._writer.write(batch.lines)
+            except Exception as exc:
+                self._stats.add(write_retries=1)
+                if isinstance(exc, InfluxUnavailable):
+                    self._ratelog(logging.WARNING, "unavailable", "InfluxDB write failed, will retry: %s", exc)
+                    if exc.database_missing and self._create_database:
+                        self._try_create_database()
+                else:
+                    log.exception("unexpected error writing %d lines; will retry", len(batch.lines))
+                delay = self._backoff.next()
+                if self._give_up_at is not None:
+                    left = self._give_up_at - self._clock()
+                    if left <= 0:
+                        log.error(
+                            "giving up on a batch of %d messages: they stay unacknowledged and "
+                            "the broker redelivers them to the next gateway session",
+                            len(batch.items),
+                        )
+                        self._stopping = True
+                        return None
+                    delay = min(delay, left)
+                self._wake.wait(delay)
+                continue
+            self._backoff.reset()
+            return result
+
+    def _try_create_database(self) -> None:
+        try:
+            self._writer.create_database()
+            log.info("created the missing database")
+        except InfluxError as exc:
+            log.warning("cannot create the database: %s", exc)
+
+    def _emit_stats(self, batch: _Batch, now: float) -> None:
+        self._next_stats = now + self._stats_interval
+        snap = self._stats.snapshot(self._q.qsize())
+        then, received_then = self._last_stats
+        rate = (snap.received - received_then) / max(now - then, 1e-9)
+        self._last_stats = (now, snap.received)
+        log.info(
+            "stats: received=%d (%.0f/s) accepted=%d rejected=%d %s written_points=%d retries=%d "
+            "dropped_points=%d acked=%d queue=%d",
+            snap.received,
+            rate,
+            snap.accepted,
+            snap.rejected_total,
+            dict(sorted(snap.rejected.items())),
+            snap.written_points,
+            snap.write_retries,
+            snap.dropped_points,
+            snap.acked,
+            snap.queue_depth,
+        )
+        if self._stats_lines is not None:
+            try:
+                lines = self._stats_lines(snap)
+            except Exception:
+                log.exception("cannot build the stats point")
+                return
+            batch.lines.extend(lines)
+            batch.owners.extend([-1] * len(lines))

@@ -1,0 +1,186 @@
+"""The gateway: MQTT intake -> bounded queue -> batch writer -> InfluxDB, acks after the write.
+
+Start/stop sequence in one place::
+
+    start: dead-letter file, CREATE DATABASE (a warning if it fails), writer
+           thread, MQTT (retries until the broker answers), status heartbeat
+    stop:  take no new messages, write and acknowledge everything taken
+           (retrying up to stop_timeout_s), publish ``offline``, disconnect
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+from influxdb_client.client.write.point import Point
+from influxdb_client.domain.write_precision import WritePrecision
+
+from contracts.configfile import load_model
+from contracts.site import SiteConfig
+from gateway.influx import InfluxError, InfluxWriter
+from gateway.intake import MqttIntake
+from gateway.pipeline import STOP, Backoff, BatchWriter, DeadLetters, GatewayStats, LineWriter, QueueEntry, Stats
+from gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+#: Measurement of the gateway's own counters (tags: gateway, site).
+M_GATEWAY_STATS = "gateway_stats"
+
+
+def influx_writer(settings: GatewaySettings) -> InfluxWriter:
+    def secret(value: object) -> str | None:
+        get = getattr(value, "get_secret_value", None)
+        return str(get()) if get is not None else None
+
+    return InfluxWriter(
+        settings.influx_url,
+        settings.influx_db,
+        rp=settings.influx_rp,
+        username=settings.influx_username,
+        password=secret(settings.influx_password),
+        token=secret(settings.influx_token),
+        timeout_s=settings.influx_timeout_s,
+    )
+
+
+class Gateway:
+    """One gateway. ``site`` overrides ``settings.site_config``; ``writer`` is for tests."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        site: SiteConfig | None = None,
+        writer: LineWriter | None = None,
+    ) -> None:
+        self.settings = settings
+        if site is None and settings.site_config is not None:
+            site = load_model(settings.site_config, SiteConfig)  # raises ConfigError with line numbers
+        self.site = site
+        self._site_id = site.site.id if site is not None else settings.site_id
+        self._own_writer = writer is None
+        self._writer: LineWriter = writer if writer is not None else influx_writer(settings)
+        self._stats = Stats()
+        self._q: queue.Queue[QueueEntry] = queue.Queue(maxsize=settings.queue_bound)
+        self._dead = DeadLetters(None)
+        self.intake = MqttIntake(settings, self._q, self._stats, site=site)
+        self._batch_writer: BatchWriter | None = None
+        self._writer_thread: threading.Thread | None = None
+        self._status_thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._started = False
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._started:
+            raise RuntimeError("gateway already started")
+        self._started = True
+        settings = self.settings
+        self._dead = DeadLetters(settings.dead_letter_path)
+        self._batch_writer = BatchWriter(
+            self._q,
+            self._writer,
+            self.intake.ack,
+            self._stats,
+            self._dead,
+            batch_size=settings.batch_size,
+            flush_interval_s=settings.flush_interval_s,
+            backoff=Backoff(settings.retry_initial_s, settings.retry_max_s),
+            create_database=settings.create_database,
+            stats_interval_s=settings.stats_interval_s,
+            stats_lines=self._stats_lines,
+        )
+        if self.settings.create_database:
+            try:
+                self._writer.create_database()
+            except InfluxError as exc:
+                # 2.x/3.x compatibility endpoints cannot create databases, and
+                # InfluxDB may simply be down: the writer retries either way.
+                log.warning("CREATE DATABASE %r failed (continuing): %s", self.settings.influx_db, exc)
+        self._writer_thread = threading.Thread(target=self._batch_writer.run, name="gateway-writer", daemon=True)
+        self._writer_thread.start()
+        self.intake.start()
+        self._status_thread = threading.Thread(target=self._status_loop, name="gateway-status", daemon=True)
+        self._status_thread.start()
+        log.info(
+            "gateway started: site %s, InfluxDB %s db %r, batches of %d points / %.2f s",
+            self._site_id,
+            self.settings.influx_url,
+            self.settings.influx_db,
+            self.settings.batch_size,
+            self.settings.flush_interval_s,
+        )
+
+    def stop(self) -> None:
+        """Write and acknowledge what was taken, then disconnect. Idempotent."""
+        if self._batch_writer is None or self._stop.is_set():
+            return
+        writer = self._batch_writer
+        self._stop.set()
+        self.intake.stop_intake()
+        writer.give_up_after(self.settings.stop_timeout_s)
+        try:
+            self._q.put(STOP, timeout=self.settings.stop_timeout_s)
+        except queue.Full:
+            writer.abort()
+        if self._writer_thread is not None:
+            self._writer_thread.join(self.settings.stop_timeout_s + self.settings.influx_timeout_s + 5)
+            if self._writer_thread.is_alive():
+                log.error("writer did not finish; unacknowledged messages will be redelivered")
+                writer.abort()
+                self._writer_thread.join(self.settings.influx_timeout_s + 5)
+        if self._status_thread is not None:
+            self._status_thread.join(5)
+        self.intake.close()
+        if self._own_writer and isinstance(self._writer, InfluxWriter):
+            self._writer.close()
+        self._dead.close()
+        snap = self.stats()
+        log.info(
+            "gateway stopped: received=%d accepted=%d rejected=%d written_points=%d acked=%d",
+            snap.received,
+            snap.accepted,
+            snap.rejected_total,
+            snap.written_points,
+            snap.acked,
+        )
+
+    def __enter__(self) -> Gateway:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait_ready(self, timeout: float = 10.0) -> bool:
+        """Connected and subscribed."""
+        return self.intake.wait_ready(timeout)
+
+    def stats(self) -> GatewayStats:
+        return self._stats.snapshot(self._q.qsize())
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _status_loop(self) -> None:
+        while not self._stop.wait(self.settings.status_interval_s):
+            try:
+                self.intake.publish_status("online")
+            except Exception:
+                log.exception("status heartbeat failed")
+
+    def _stats_lines(self, snap: GatewayStats) -> list[str]:
+        p = Point(M_GATEWAY_STATS).tag("gateway", self.settings.mqtt_client_id).tag("site", self._site_id)
+        p.field("received", snap.received).field("accepted", snap.accepted)
+        p.field("rejected", snap.rejected_total).field("written_points", snap.written_points)
+        p.field("write_retries", snap.write_retries).field("dropped_points", snap.dropped_points)
+        p.field("acked", snap.acked).field("queue_depth", snap.queue_depth)
+        for reason, count in snap.rejected.items():
+            p.field(f"rejected_{reason}", count)
+        p.time(time.time_ns(), WritePrecision.NS)
+        line = p.to_line_protocol()
+        return [line] if line else []

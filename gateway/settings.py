@@ -1,0 +1,93 @@
+"""Gateway settings: one pydantic-settings class, built in ``main()`` and passed down.
+
+Every field can be set from the environment with the ``DISTRICT_GATEWAY_``
+prefix, e.g. ``DISTRICT_GATEWAY_MQTT_HOST=broker.local``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts import topics
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DISTRICT_GATEWAY_", extra="forbid", frozen=True)
+
+    # --- MQTT -------------------------------------------------------------
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: Annotated[int, Field(gt=0, lt=65536)] = 1883
+    #: Stable on purpose: the broker keeps the gateway's session (its
+    #: subscription and every unacknowledged message) under this id.
+    mqtt_client_id: Annotated[str, Field(min_length=1, max_length=64)] = "district-gateway"
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+    mqtt_keepalive_s: Annotated[int, Field(ge=5, le=65535)] = 30
+    #: How long the broker keeps the session while the gateway is away.
+    mqtt_session_expiry_s: Annotated[int, Field(ge=60)] = 7 * 24 * 3600
+    mqtt_reconnect_min_s: Annotated[int, Field(ge=1)] = 1
+    mqtt_reconnect_max_s: Annotated[int, Field(ge=1)] = 30
+    #: MQTT v5 flow control: most unacknowledged messages the broker may send.
+    receive_maximum: Annotated[int, Field(ge=1, le=65535)] = 10_000
+    #: Hard bound of the intake queue. Mosquitto 2.0 overshoots the receive
+    #: maximum after acknowledgements, so the gateway bounds itself too;
+    #: when full, the MQTT thread waits (TCP back-pressure). 0 = 2 x receive_maximum.
+    queue_max: Annotated[int, Field(ge=0)] = 0
+    topic_prefix: str = topics.DEFAULT_PREFIX
+
+    # --- site ---------------------------------------------------------------
+    #: With a site configuration, readings about unknown lots, bays, banks,
+    #: compartments or zones are rejected, and its site id names the gateway's status topic.
+    site_config: Path | None = None
+    #: Site id for the gateway's own status topic when there is no site configuration.
+    site_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")] = "district"
+
+    # --- InfluxDB (1.x HTTP API; 2.x/3.x via their 1.x compatibility endpoints) --
+    influx_url: str = "http://127.0.0.1:8086"
+    influx_db: Annotated[str, Field(min_length=1)] = "district"
+    influx_rp: str | None = None
+    influx_username: str | None = None
+    influx_password: SecretStr | None = None
+    #: Sent as ``Authorization: Token ...`` (InfluxDB 2.x/3.x 1.x-compatible endpoints).
+    influx_token: SecretStr | None = None
+    influx_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    #: CREATE DATABASE on start; 2.x compatibility endpoints cannot, so failing is a warning.
+    create_database: bool = True
+
+    # --- batching and retries ----------------------------------------------
+    #: Points per write (InfluxDB 1.x is happiest around 5,000).
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5_000
+    #: Longest a received message waits for its batch to fill.
+    flush_interval_s: Annotated[float, Field(gt=0)] = 0.2
+    retry_initial_s: Annotated[float, Field(gt=0)] = 0.1
+    retry_max_s: Annotated[float, Field(gt=0)] = 10.0
+    #: On stop, how long to keep retrying the last batch before giving up
+    #: (unwritten messages stay unacknowledged: the broker redelivers them).
+    stop_timeout_s: Annotated[float, Field(ge=0)] = 10.0
+
+    # --- rejects and stats ----------------------------------------------
+    #: JSON Lines file of rejected messages; None = log and count only.
+    dead_letter_path: Path | None = None
+    stats_interval_s: Annotated[float, Field(gt=0)] = 10.0
+    #: How often the gateway refreshes its own retained status.
+    status_interval_s: Annotated[float, Field(gt=0)] = 60.0
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_ok(cls, value: str) -> str:
+        return topics.check_prefix(value)
+
+    @field_validator("influx_url")
+    @classmethod
+    def _url_ok(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("influx_url must start with http:// or https://")
+        return value.rstrip("/")
+
+    @property
+    def queue_bound(self) -> int:
+        return self.queue_max or 2 * self.receive_maximum
