@@ -6,6 +6,13 @@ each successful ping retries it, so a server that started while InfluxDB was
 down fills in the bays the stream has not mentioned yet as soon as it is back.
 The bootstrap cannot undo newer stream state: :class:`server.live.LiveState`
 only lets a bay move forward in time.
+
+Gap filling: when everything starts at once (a site after a power cut), the
+server may bootstrap before the gateway has stored anything and subscribe
+after the edge published its first states, and then know nothing of those
+bays until their next refresh. So while some configured bays have no state,
+the bootstrap query runs again, with backoff (the check interval, doubling
+up to :data:`GAP_FILL_MAX_S`), and stops once every bay is known.
 """
 
 from __future__ import annotations
@@ -20,6 +27,9 @@ from server.influx import InfluxClient, InfluxError
 from server.live import BayReading, LiveState
 
 log = logging.getLogger(__name__)
+
+#: Longest wait between two gap-filling queries while bays lack any state.
+GAP_FILL_MAX_S = 300.0
 
 
 class DatabaseMonitor:
@@ -42,8 +52,12 @@ class DatabaseMonitor:
         self.last_check: float | None = None
         self.bootstrapped = False
         self.bootstrap_bays = 0
+        self.total_bays = sum(len(lot.bay_ids()) for lot in live.site.parking)
+        self.gap_fills = 0
+        self._gap_delay = interval_s
+        self._gap_next = 0.0
 
-    async def bootstrap(self) -> None:
+    async def bootstrap(self, *, gap_fill: bool = False) -> None:
         """Load each bay's last state; raise InfluxError."""
         started = self._monotonic()
         rows = await self.client.last_bay_states(self.live.site.site.id, self.bootstrap_window_s)
@@ -54,6 +68,14 @@ class DatabaseMonitor:
                 applied += 1
         self.bootstrapped = True
         self.bootstrap_bays = len(rows)
+        if gap_fill:
+            self.gap_fills += 1
+            self._gap_delay = min(GAP_FILL_MAX_S, self._gap_delay * 2)
+            self._gap_next = self._monotonic() + self._gap_delay
+            if applied:
+                log.info("gap fill: %d bay state(s) the stream had not delivered", applied)
+            return
+        self._gap_next = self._monotonic() + self._gap_delay
         log.info(
             "bootstrap: %d bay state(s) from the last %.0f s, %d newer than the stream's, in %.2f s",
             len(rows),
@@ -80,6 +102,11 @@ class DatabaseMonitor:
             except InfluxError as exc:
                 log.warning("bootstrap failed (retried on the next check): %s", exc)
                 self.error = f"bootstrap: {exc}"
+        elif self.live.bay_count() < self.total_bays and self._monotonic() >= self._gap_next:
+            try:
+                await self.bootstrap(gap_fill=True)
+            except InfluxError as exc:
+                log.warning("gap fill failed (retried later): %s", exc)
 
     def record_failure(self, error: str) -> None:
         self._record(False, error)

@@ -144,7 +144,7 @@ def test_every_kind_is_stored_with_tags_fields_and_ns_time(
     mosquitto: Service, influx_db: Influx, prefix: str, tmp_path: Path, publisher: Publisher, run_gateway: Callable
 ) -> None:
     gw = run_gateway(gateway_settings(mosquitto, influx_db, prefix, tmp_path))
-    t0 = utcnow().replace(microsecond=500_000)
+    t0 = (utcnow() - timedelta(seconds=1)).replace(microsecond=500_000)  # in the past, whatever now is
     first = bay(observed_at=t0, status="occupied")
     second = bay(observed_at=t0 + timedelta(milliseconds=1), status="free")  # same bay, 1 ms later
     locker = LockerCompartmentState(

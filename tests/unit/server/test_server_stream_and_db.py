@@ -222,3 +222,32 @@ def test_monitor_retries_the_bootstrap_until_it_succeeds_and_never_undoes_the_st
     fake.up = False
     run(monitor.check())
     assert monitor.health().reachable is False
+
+
+def test_monitor_fills_gaps_the_stream_left_with_backoff_and_stops_when_complete(live: LiveState) -> None:
+    """Start-up race: bootstrap before the gateway stored anything, subscribe after
+    the edge published. The monitor fills the gaps from history, backing off."""
+    fake = FakeInflux()
+    fake.up = True
+    t = [100.0]
+    monitor = DatabaseMonitor(fake, live, bootstrap_window_s=3600, interval_s=1, monotonic=lambda: t[0])  # type: ignore[arg-type]
+    run(monitor.check())  # bootstrap: nothing stored yet
+    assert (monitor.bootstrapped, fake.queries, live.bay_count()) == (True, 1, 0)
+
+    fake.rows = [BayRow("L1", "a", "free", T0, "gap0000001"), BayRow("L1", "b", "occupied", T0, "gap0000002")]
+    t[0] = 100.5
+    run(monitor.check())
+    assert fake.queries == 1  # not due yet
+    t[0] = 101.0
+    run(monitor.check())
+    assert (fake.queries, live.bay_count()) == (2, 2)
+    t[0] = 102.5
+    run(monitor.check())
+    assert fake.queries == 2  # backed off: next after 2 s
+    t[0] = 103.0
+    fake.rows.append(BayRow("L1", "c", "free", T0, "gap0000003"))
+    run(monitor.check())
+    assert (fake.queries, live.bay_count(), monitor.gap_fills) == (3, 3, 2)
+    t[0] = 1000.0
+    run(monitor.check())
+    assert fake.queries == 3  # every bay known: no more queries
