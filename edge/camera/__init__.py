@@ -1,0 +1,1 @@
+"""Camera analytics: footfall counting on a fixed camera (see engine.FootfallEngine)."""

@@ -1,0 +1,108 @@
+"""Pydantic models for the footfall engine.
+
+Every tunable is expressed in physical terms so the same defaults carry over to
+other cameras: sizes are fractions of the frame or of the (learned) expected
+person height, and times are seconds. Nothing here is a raw pixel or frame count,
+except the DNN input size, which is a property of the model file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Strict(BaseModel):
+    """Base: unknown keys are a configuration error, not something to ignore silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MotionDetectorConfig(_Strict):
+    """Background subtraction at reduced resolution, with blob splitting by expected person size."""
+
+    type: Literal["motion"] = "motion"
+    work_width: int = Field(256, ge=64, le=1920, description="Width (px) frames are reduced to before analysis.")
+    history_s: float = Field(20.0, gt=0, description="Background memory; a person still for much longer fades in.")
+    var_threshold: float = Field(16.0, gt=0, description="MOG2 squared Mahalanobis threshold (noise level units).")
+    shadow_ratio: float = Field(
+        0.7, gt=0, lt=1, description="Pixels darkened to no less than this fraction of the background are shadow."
+    )
+    min_area: float = Field(0.2, gt=0, lt=1, description="Smallest blob, fraction of a person box.")
+    split_width: float = Field(
+        1.6, gt=1, description="A blob wider than this many expected person widths is split into several people."
+    )
+
+
+class DnnDetectorConfig(_Strict):
+    """SSD-style TFLite/ONNX detector run through cv2.dnn (optional, slower, needs a model file)."""
+
+    type: Literal["dnn"] = "dnn"
+    model_path: Path
+    input_size: int = Field(300, ge=32, description="Square network input size (px) the model was exported with.")
+    score_threshold: float = Field(0.4, gt=0, lt=1)
+    person_class: int = Field(0, ge=0, description="Class index of 'person' in the model's output.")
+    nms_iou: float = Field(0.5, gt=0, lt=1)
+    swap_rb: bool = Field(True, description="Model expects RGB input (TFLite SSD does).")
+
+
+DetectorConfig = Annotated[MotionDetectorConfig | DnnDetectorConfig, Field(discriminator="type")]
+
+
+class PersonSizeConfig(_Strict):
+    """Prior for the expected person size; refined online from clean detections."""
+
+    height_frac: float = Field(0.15, gt=0.01, lt=1, description="Prior person height as a fraction of frame height.")
+    aspect: float = Field(0.38, gt=0.1, lt=1.5, description="Prior person width / height.")
+    learn: bool = Field(True, description="Refine the size-vs-image-row model from observed detections.")
+
+
+class TrackerConfig(_Strict):
+    """Kalman + Hungarian tracker of foot points. Distances are in expected person heights."""
+
+    max_lost_s: float = Field(2.0, gt=0, description="A confirmed track coasts this long without detections.")
+    reid_s: float = Field(
+        30.0,
+        ge=0,
+        description="A new track born where a confirmed one was last seen at most this long ago continues it "
+        "(a person who stood still long enough to fade into the background and then walked on).",
+    )
+    confirm_s: float = Field(0.4, ge=0, description="A track must be seen over this span before it may count.")
+    gate: float = Field(0.5, gt=0, description="Largest frame-to-frame foot jump, in person heights.")
+    max_speed: float = Field(1.0, gt=0, description="Gate growth while unseen: fastest plausible walk, heights / s.")
+    accel: float = Field(1.2, gt=0, description="Process noise: plausible acceleration, person heights / s^2.")
+    meas_noise: float = Field(0.08, gt=0, description="Foot-point measurement noise, person heights.")
+
+
+class CountConfig(_Strict):
+    """Line-crossing logic."""
+
+    hysteresis: float = Field(
+        0.12, ge=0, description="Dead band each side of a line, in person heights, before a side change is committed."
+    )
+
+
+class PrivacyConfig(_Strict):
+    """Polygons (normalised 0..1 image coordinates) blanked before any analysis."""
+
+    polygons: list[list[tuple[float, float]]] = Field(default_factory=list)
+
+
+class EngineConfig(_Strict):
+    """Everything the footfall engine needs besides the counting lines."""
+
+    detector: DetectorConfig = Field(default_factory=MotionDetectorConfig)
+    person: PersonSizeConfig = Field(default_factory=PersonSizeConfig)
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    count: CountConfig = Field(default_factory=CountConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+
+    @field_validator("detector", mode="before")
+    @classmethod
+    def _motion_by_default(cls, v: Any) -> Any:
+        """A detector section without ``type`` means the default motion detector."""
+        if isinstance(v, dict) and "type" not in v:
+            return {**v, "type": "motion"}
+        return v

@@ -1,0 +1,141 @@
+"""Line-crossing logic with hysteresis.
+
+Per track and line we keep a *committed* side. A side change is committed only
+once the foot point is more than a dead band (a fraction of the person's height)
+beyond the line, so a person jittering on the line or standing on it is counted
+at most once. The event is dated to the first frame the foot was on the new side
+(interpolated across frames where the person was not seen), which is what the
+ground truth uses. Events of a track not yet confirmed are held back and released
+on confirmation, or dropped if the track dies first (noise).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from edge.camera.config import CountConfig
+from edge.camera.lines import CountingLine, Point
+
+log = logging.getLogger(__name__)
+
+Direction = Literal["in", "out"]
+
+
+@dataclass(frozen=True)
+class CrossingEvent:
+    """One person crossing one line. ``frame`` is 1-based: the first frame on the new side."""
+
+    line: str
+    direction: Direction
+    frame: int
+    t: float
+    track_id: int
+
+
+@dataclass
+class _Obs:
+    p: Point
+    frame: int
+    t: float
+    d: float  # signed distance to the line, + on the in side
+
+
+@dataclass
+class _State:
+    side: int = 0  # committed side: +1 in, -1 out, 0 not yet known
+    anchor: _Obs | None = None  # latest observation on the committed side
+    first_other: _Obs | None = None  # first observation past the line since the anchor
+
+
+class LineCrossingCounter:
+    """Turns per-track foot-point observations into crossing events and running counts."""
+
+    def __init__(self, lines: Sequence[CountingLine], cfg: CountConfig | None = None) -> None:
+        self.lines = list(lines)
+        self.cfg = cfg or CountConfig()
+        self.counts: dict[str, dict[str, int]] = {ln.name: {"in": 0, "out": 0} for ln in self.lines}
+        self._state: dict[tuple[int, str], _State] = {}
+        self._pending: dict[int, list[CrossingEvent]] = {}
+
+    def update(
+        self, track_id: int, foot: Point, frame: int, t: float, height_px: float, confirmed: bool
+    ) -> list[CrossingEvent]:
+        """Feed one measured foot point; returns events to publish now (possibly dated a little earlier)."""
+        band = self.cfg.hysteresis * height_px
+        found = [ev for ln in self.lines if (ev := self._update_line(ln, track_id, foot, frame, t, band))]
+        if not confirmed:
+            self._pending.setdefault(track_id, []).extend(found)
+            return []
+        out = self._pending.pop(track_id, []) + found
+        for ev in out:
+            self.counts[ev.line][ev.direction] += 1
+            log.debug("crossing %s %s frame %d track %d", ev.line, ev.direction, ev.frame, ev.track_id)
+        return out
+
+    def drop(self, track_id: int) -> None:
+        """Forget a finished track; its unconfirmed events are discarded."""
+        if self._pending.pop(track_id, None):
+            log.debug("dropping unconfirmed events of track %d", track_id)
+        for ln in self.lines:
+            self._state.pop((track_id, ln.name), None)
+
+    def snapshot(self, track_id: int) -> dict[str, _State]:
+        """The per-line sides of a track, to hand over to its successor if it is found again."""
+        return {ln.name: self._state[(track_id, ln.name)] for ln in self.lines if (track_id, ln.name) in self._state}
+
+    def inherit(
+        self, track_id: int, states: dict[str, _State], frame: int | None = None, t: float | None = None
+    ) -> None:
+        """Start a new track with the committed sides of a lost one (same person found again).
+
+        Without this a person lost while standing on a line (faded into the background) and
+        found again on the far side would never be counted; with it, never twice.
+        A person is lost that way because they stood still, so a crossing completed by the new
+        track happened when they moved again: the anchor is re-dated to just before ``frame`` /
+        ``t`` (the new track's first frame) instead of interpolating over the whole gap.
+        """
+        for name, st in states.items():
+            if st.side != 0:
+                anchor = st.anchor
+                if anchor is not None and frame is not None and t is not None and frame > anchor.frame + 1:
+                    anchor = _Obs(anchor.p, frame - 1, t, anchor.d)
+                self._state[(track_id, name)] = _State(st.side, anchor, None)
+
+    def _update_line(
+        self, ln: CountingLine, track_id: int, foot: Point, frame: int, t: float, band: float
+    ) -> CrossingEvent | None:
+        st = self._state.setdefault((track_id, ln.name), _State())
+        obs = _Obs(foot, frame, t, ln.side(foot))
+        if st.side == 0:
+            if abs(obs.d) >= band:
+                st.side, st.anchor = (1 if obs.d > 0 else -1), obs
+            return None
+        if obs.d * st.side > 0:
+            st.anchor, st.first_other = obs, None
+            return None
+        if st.first_other is None:
+            st.first_other = obs
+        if -obs.d * st.side < band:
+            return None  # on or just past the line: not committed yet
+        ev = self._commit(ln, st, track_id)
+        st.side, st.anchor, st.first_other = -st.side, obs, None
+        return ev
+
+    @staticmethod
+    def _commit(ln: CountingLine, st: _State, track_id: int) -> CrossingEvent | None:
+        a, b = st.anchor, st.first_other
+        assert a is not None and b is not None
+        frac = a.d / (a.d - b.d) if a.d != b.d else 1.0
+        cross = (a.p[0] + frac * (b.p[0] - a.p[0]), a.p[1] + frac * (b.p[1] - a.p[1]))
+        if not 0.0 <= ln.along(cross) <= 1.0:
+            return None  # went round the end of the segment
+        # If the person was unseen between a and b, date the crossing by interpolation.
+        frame = a.frame + max(1, math.ceil(frac * (b.frame - a.frame) - 1e-9))
+        frame = min(frame, b.frame)
+        t = a.t + (b.t - a.t) * (frame - a.frame) / max(b.frame - a.frame, 1)
+        direction: Direction = "in" if st.side < 0 else "out"
+        return CrossingEvent(ln.name, direction, frame, t, track_id)
