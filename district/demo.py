@@ -33,13 +33,15 @@ from typing import Any
 import yaml
 
 from contracts.configfile import load_model
-from contracts.site import SiteConfig
+from contracts.site import Camera, SiteConfig
 from district.services import Service, ServiceError, free_port, start_influxd, start_mosquitto
 
 log = logging.getLogger("district.demo")
 
 DEMO_SITE = Path(__file__).parent / "sites" / "dresden.yaml"
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "parking" / "parkapi-dresden"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+DEFAULT_DATA = SHARED / "data" / "parking" / "parkapi-dresden"
+DEFAULT_FOOTAGE = SHARED / "data" / "footfall-video" / "PETS09-S2L1"
 
 
 @dataclass
@@ -111,6 +113,31 @@ def edge_config(
         "outbox": {"path": str(outbox)},
         "status_interval_s": 15,
         "sensors": [sensor],
+    }
+
+
+def camera_edge_config(
+    footage: Path, camera: Camera, *, site_id: str, mqtt_host: str, mqtt_port: int, outbox: Path
+) -> dict[str, Any]:
+    """A camera node replaying recorded footage in real time, looping, as if live."""
+    video = next(iter(sorted(footage.glob("*.mp4"))))
+    zone = camera.lines[0].zone
+    lines = json.loads((footage / "lines.json").read_text())["lines"]
+    return {
+        "device": {"id": camera.device, "site_id": site_id, "firmware": "demo"},
+        "mqtt": {"host": mqtt_host, "port": mqtt_port},
+        "outbox": {"path": str(outbox)},
+        "status_interval_s": 15,
+        "cameras": [
+            {
+                "id": camera.id,
+                "source": {"path": str(video), "loop": True, "realtime": True},
+                "lines_file": str(footage / "lines.json"),
+                # The recorded lines all lead into the camera's zone.
+                "line_zones": {line["name"]: zone for line in lines},
+                "interval_s": 10,
+            }
+        ],
     }
 
 
@@ -191,6 +218,22 @@ class Demo:
             path.parent.mkdir(exist_ok=True)
             path.write_text(yaml.safe_dump(cfg, sort_keys=False))
             self._child(device_id, _district("edge", "--config", str(path)))
+
+        if self.site.cameras and args.footage and (Path(args.footage) / "lines.json").exists():
+            camera = self.site.cameras[0]
+            cfg = camera_edge_config(
+                Path(args.footage),
+                camera,
+                site_id=site_id,
+                mqtt_host=mqtt_host,
+                mqtt_port=mqtt_port,
+                outbox=self.workdir / "edge" / f"{camera.device}.outbox.sqlite",
+            )
+            path = self.workdir / "edge" / f"{camera.device}.yaml"
+            path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+            self._child(camera.device, _district("edge", "--config", str(path)))
+        else:
+            log.info("no footage at %s: running without a camera (--footage DIR)", args.footage)
 
         if args.fleet_only:
             log.info("fleet running: %d edge agents publishing to mqtt://%s:%d", len(buses), mqtt_host, mqtt_port)
@@ -287,6 +330,12 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=DEFAULT_DATA,
         help="ParkAPI forecast curves for realistic demand (default: ../shared/...)",
+    )
+    parser.add_argument(
+        "--footage",
+        type=Path,
+        default=DEFAULT_FOOTAGE,
+        help="recorded footage (an .mp4 and lines.json) replayed as the site's first camera",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="API port (0: any free port)")

@@ -6,9 +6,12 @@ Stop: one :class:`threading.Event` reaches every thread; sensors stop first
 disconnects, then the outbox closes. Whatever is still pending stays in the
 SQLite file and is published after the next start.
 
-Seam for cameras: a camera process would be started after the MQTT publisher
-like the sensor buses, write its footfall messages through :meth:`EdgeAgent.emit`
-and report its health through ``agent.health.set_camera_provider(...)``.
+Cameras: one process each (frames never leave it), started after the
+publisher like the sensor buses. Their footfall counts come back over one
+bounded queue, drained by a :class:`CameraPump` into :meth:`EdgeAgent.emit`;
+their health goes into the status heartbeat. A camera process that dies is
+restarted with backoff; one that ended cleanly (a file source) or refused its
+configuration is left alone.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import time
 from collections.abc import Sequence
 
 from contracts import topics
-from contracts.messages import LockerCompartmentState, ParkingBayState, encode
+from contracts.messages import FootfallCount, LockerCompartmentState, ParkingBayState, encode
+from edge.camera.process import EXIT_CONFIG, CameraProcess, CameraPump, stop_all
 from edge.config import DeviceConfig
 from edge.mqtt import DeviceHealth, MqttPublisher
 from edge.outbox import Outbox
@@ -48,6 +52,10 @@ class EdgeAgent:
         self.outbox: Outbox | None = None
         self.publisher: MqttPublisher | None = None
         self.buses: list[ModbusBus] = []
+        self.cameras: list[CameraProcess] = []
+        self.pump: CameraPump | None = None
+        self._camera_watch: threading.Thread | None = None
+        self.camera_restarts = 0
         self._topics: dict[str, str] = {}
         self._started = time.monotonic()
         self.emit_errors = 0
@@ -59,7 +67,7 @@ class EdgeAgent:
             topic = self._topics[kind] = topics.build(self.config.mqtt.topic_prefix, d.site_id, d.id, kind)
         return topic
 
-    def emit(self, messages: Sequence[ParkingBayState | LockerCompartmentState]) -> None:
+    def emit(self, messages: Sequence[ParkingBayState | LockerCompartmentState | FootfallCount]) -> None:
         """Store readings in the outbox (the publisher sends them when it can)."""
         if self.outbox is None:
             raise RuntimeError("agent not started")
@@ -87,12 +95,14 @@ class EdgeAgent:
         )
         for bus in self.buses:
             bus.start()
+        self._start_cameras()
         log.info(
-            "edge agent %s/%s started: %d sensor controller(s) on %d bus(es), broker %s:%d",
+            "edge agent %s/%s started: %d sensor controller(s) on %d bus(es), %d camera(s), broker %s:%d",
             c.device.site_id,
             c.device.id,
             len(c.sensors),
             len(self.buses),
+            len(self.cameras),
             c.mqtt.host,
             c.mqtt.port,
         )
@@ -100,6 +110,14 @@ class EdgeAgent:
     def stop(self) -> None:
         """Signal every thread, wait for them in reverse start order, close the outbox."""
         self.stop_event.set()
+        if self._camera_watch is not None:
+            self._camera_watch.join(JOIN_TIMEOUT_S)
+        stop_all(self.cameras, JOIN_TIMEOUT_S)
+        if self.pump is not None:
+            # Counts the cameras flushed on stop reach the outbox before it closes.
+            while self.pump.drain_once(timeout=0.2):
+                pass
+            self.pump.join(JOIN_TIMEOUT_S)
         for bus in self.buses:
             bus.join(JOIN_TIMEOUT_S)
         if self.publisher is not None:
@@ -108,6 +126,52 @@ class EdgeAgent:
             pending = self.outbox.pending
             self.outbox.close()
             log.info("edge agent stopped; %d reading(s) kept in the outbox", pending)
+
+    def _start_cameras(self) -> None:
+        if not self.config.cameras:
+            return
+        out = CameraProcess.make_queue()
+        level = logging.getLogger().getEffectiveLevel()
+        self.cameras = [
+            CameraProcess(cfg, device_id=self.config.device.id, out=out, log_level=level) for cfg in self.config.cameras
+        ]
+        self.pump = CameraPump(out, self.cameras, self.emit, self.stop_event)
+        self.health.set_camera_provider(self.pump.health)
+        self.pump.start()
+        for cam in self.cameras:
+            cam.start()
+        self._camera_watch = threading.Thread(target=self._watch_cameras, name="camera-watch", daemon=True)
+        self._camera_watch.start()
+
+    def _watch_cameras(self) -> None:
+        """Restart crashed camera processes with backoff (like systemd's Restart=on-failure)."""
+        restart_at: dict[str, float] = {}
+        failures: dict[str, int] = {}
+        started = {cam.camera_id: time.monotonic() for cam in self.cameras}
+        while not self.stop_event.wait(1.0):
+            now = time.monotonic()
+            for cam in self.cameras:
+                cid = cam.camera_id
+                if cam.is_alive():
+                    if now - started[cid] > 60:
+                        failures[cid] = 0  # it ran a minute: forget earlier failures
+                    continue
+                if cam.exitcode in (0, EXIT_CONFIG):
+                    continue  # a file that ended, or a config it refused: a restart will not help
+                if cid not in restart_at:
+                    n = failures[cid] = failures.get(cid, 0) + 1
+                    delay = min(60.0, 2.0 ** min(n, 6))
+                    restart_at[cid] = now + delay
+                    log.warning("camera %s exited with %s; restarting in %.0f s", cid, cam.exitcode, delay)
+                elif now >= restart_at[cid]:
+                    del restart_at[cid]
+                    try:
+                        cam.start()
+                    except Exception:
+                        log.exception("camera %s: restart failed", cid)
+                    else:
+                        started[cid] = now
+                        self.camera_restarts += 1
 
     def run(self) -> None:
         """Start, block until the stop event is set, stop."""

@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from contracts import topics
 from contracts.messages import Ident
 from contracts.site import BayRange, Compartment, CompartmentRange
+from edge.camera.camera_config import CameraConfig
 
 #: Modbus allows at most 125 registers per read request.
 MAX_REGISTERS_PER_READ = 125
@@ -176,10 +177,15 @@ class DeviceConfig(_Config):
     #: Status heartbeat period (retained ``status`` topic).
     status_interval_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     sensors: list[SensorConfig] = Field(default_factory=list)
+    #: One process per camera; frames never leave it (edge/camera/process.py).
+    cameras: list[CameraConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _sensors_consistent(self) -> DeviceConfig:
         problems: list[str] = []
+        cam_dups = [c for c, n in Counter(cam.id for cam in self.cameras).items() if n > 1]
+        if cam_dups:
+            problems.append(f"duplicate camera id(s): {', '.join(sorted(cam_dups))}")
         by_port: dict[str, tuple[int, str, int]] = {}
         units: Counter[tuple[str, int]] = Counter()
         points: Counter[tuple[str, str, str]] = Counter()

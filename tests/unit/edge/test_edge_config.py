@@ -81,11 +81,11 @@ def test_controllers_sharing_a_port_must_agree() -> None:
 
 
 def test_unknown_keys_are_errors_with_location() -> None:
-    text = "device:\n  id: e\n  site_id: s\nmqtt:\n  host: h\n  prot: 1883\ncameras: []\n"
+    text = "device:\n  id: e\n  site_id: s\nmqtt:\n  host: h\n  prot: 1883\ncamera: []\n"
     with pytest.raises(ConfigError) as info:
         parse_model(text, DeviceConfig, source="d.yaml")
     assert "d.yaml:6:9: mqtt.prot: Extra inputs are not permitted" in info.value.errors
-    assert any(e.startswith("d.yaml:7:") and "cameras" in e for e in info.value.errors)
+    assert any(e.startswith("d.yaml:7:") and "camera: Extra inputs are not permitted" in e for e in info.value.errors)
 
 
 def test_bad_topic_prefix() -> None:
