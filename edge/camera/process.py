@@ -170,6 +170,8 @@ def run_camera(
     )
     health = HealthTracker(cam, config.health, now=clock())
     probe = FrameProbe(config.health.frozen_mad)
+    probed_at: float | None = None  # media time of the last probe
+    luma, mad = 0.0, None
     capture = Capture(config.source, factory=capture_factory, clock=clock, wait=stop.wait)
     engine: Engine | None = None
     engine_errors = 0
@@ -200,8 +202,11 @@ def run_camera(
                         log.error("camera %s: cannot build the engine for %dx%d: %s", cam, w, h, exc)
                         return EXIT_CONFIG
                     probe.reset()
-                luma, mad = probe.measure(image, mask.keep_mask(w, h) if mask.active else None)
-                health.frame(now, frame.t, luma, mad)
+                    probed_at = None
+                if probed_at is None or not 0 <= frame.t - probed_at < config.health.probe_interval_s:
+                    luma, mad = probe.measure(image, mask.keep_mask(w, h) if mask.active else None)
+                    probed_at = frame.t
+                health.frame(now, frame.t, luma, mad)  # between probes: the last probe's reading
                 t0 = clock()
                 try:
                     events = engine.process(image, frame.index, frame.t)

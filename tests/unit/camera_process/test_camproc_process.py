@@ -210,6 +210,30 @@ def test_frozen_feed_pauses_counting_and_reports_frozen(clock: FakeClock) -> Non
     assert max(gaps) >= timedelta(seconds=3)
 
 
+def test_the_picture_probe_runs_at_most_every_probe_interval(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe costs 8.6 ms at 1080p: at 10 fps and 0.2 s it runs on every 2nd frame, not every frame."""
+    from edge.camera import process
+
+    calls = []
+    measure = process.FrameProbe.measure
+
+    def counting(self: object, frame: np.ndarray, keep: object = None) -> tuple[float, float | None]:
+        calls.append(1)
+        return measure(self, frame, keep)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(process.FrameProbe, "measure", counting)
+    frames = moving_frames(20) + [moving_frames(1)[0]] * 60
+    cfg = cam_config(
+        health={"frozen_after_s": 2.0, "report_interval_s": 1.0, "disconnected_after_s": 1.0, "probe_interval_s": 0.2}
+    )
+    code, items, engines = run(cfg, ScriptedFactory([FakeSource(frames, fps=10.0)]), clock)
+    assert code == 0
+    assert len(engines[0].frames) == 80  # counting still sees every frame
+    # At most one probe per 0.2 s of media time (8 s here: <= 41), at least every third frame.
+    assert 80 // 3 <= len(calls) <= 41
+    assert "frozen" in [i.state for i in items if isinstance(i, CameraHealth)]
+
+
 def test_dead_stream_reports_disconnected_and_publishes_no_counts(clock: FakeClock) -> None:
     cfg = cam_config(source={"url": "rtsp://10.0.0.9/s", "reconnect_min_s": 0.5, "reconnect_max_s": 4})
     code, items, _ = run(cfg, ScriptedFactory([], then=lambda: None), clock, stop_after=30)
