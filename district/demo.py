@@ -34,6 +34,7 @@ import yaml
 
 from contracts.configfile import load_model
 from contracts.site import Camera, SiteConfig
+from district.runtime import stop_on_signals
 from district.services import Service, ServiceError, free_port, start_influxd, start_mosquitto
 
 log = logging.getLogger("district.demo")
@@ -350,11 +351,5 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
     demo = Demo(args)
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("signal %d: stopping", signum)
-        demo.stop_event.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop_on_signals(demo.stop_event)
     return demo.run()

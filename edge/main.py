@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 
 from contracts.configfile import ConfigError, load_model
+from district.runtime import stop_on_signals
 from edge.agent import EdgeAgent
 from edge.config import DeviceConfig, EdgeSettings
 from edge.outbox import OutboxError
@@ -48,14 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             print(line, file=sys.stderr)
         return 2
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("received %s; stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = stop_on_signals()
     password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
     agent = EdgeAgent(config, mqtt_password=password, stop=stop)
     try:

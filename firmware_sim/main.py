@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.configfile import ConfigError, load_model
 from contracts.site import SiteConfig
+from district.runtime import stop_on_signals
 from firmware_sim.fleet import Fault, FaultError, Fleet
 
 log = logging.getLogger(__name__)
@@ -110,14 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         start_at=args.start,
         summary_s=settings.summary_s,
     )
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("%s received, stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = stop_on_signals()
     try:
         fleet.start()
     except Exception as exc:

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 
 from pydantic import ValidationError
 
 from contracts.configfile import ConfigError
+from district.runtime import stop_on_signals
 from gateway.service import Gateway
 from gateway.settings import GatewaySettings
 
@@ -73,14 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             print(line, file=sys.stderr)
         return 2
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("got %s: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = stop_on_signals()
     gateway.start()
     try:
         while not stop.wait(1.0):
