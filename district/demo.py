@@ -99,6 +99,16 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def _device(device_id: str, site_id: str, mqtt_host: str, mqtt_port: int, outbox: Path) -> dict[str, Any]:
+    """What every demo edge device's configuration has in common."""
+    return {
+        "device": {"id": device_id, "site_id": site_id, "firmware": "demo"},
+        "mqtt": {"host": mqtt_host, "port": mqtt_port},
+        "outbox": {"path": str(outbox)},
+        "status_interval_s": 15,
+    }
+
+
 def edge_config(
     bus: dict[str, Any], *, device_id: str, site_id: str, mqtt_host: str, mqtt_port: int, outbox: Path
 ) -> dict[str, Any]:
@@ -108,13 +118,7 @@ def edge_config(
         sensor.update(type="modbus_bay_controller", lot_id=bus["name"], bays=bus["points"])
     else:
         sensor.update(type="modbus_locker_controller", bank_id=bus["name"], compartments=bus["points"])
-    return {
-        "device": {"id": device_id, "site_id": site_id, "firmware": "demo"},
-        "mqtt": {"host": mqtt_host, "port": mqtt_port},
-        "outbox": {"path": str(outbox)},
-        "status_interval_s": 15,
-        "sensors": [sensor],
-    }
+    return {**_device(device_id, site_id, mqtt_host, mqtt_port, outbox), "sensors": [sensor]}
 
 
 def camera_edge_config(
@@ -125,10 +129,7 @@ def camera_edge_config(
     zone = camera.lines[0].zone
     lines = json.loads((footage / "lines.json").read_text())["lines"]
     return {
-        "device": {"id": camera.device, "site_id": site_id, "firmware": "demo"},
-        "mqtt": {"host": mqtt_host, "port": mqtt_port},
-        "outbox": {"path": str(outbox)},
-        "status_interval_s": 15,
+        **_device(camera.device, site_id, mqtt_host, mqtt_port, outbox),
         "cameras": [
             {
                 "id": camera.id,
@@ -177,6 +178,12 @@ class Demo:
         self.children.append(child)
         return child
 
+    def _start_edge(self, device_id: str, config: dict[str, Any]) -> None:
+        path = self.workdir / "edge" / f"{device_id}.yaml"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self._child(device_id, _district("edge", "--config", str(path)))
+
     def _start_all(self) -> None:
         args = self.args
         site_id = self.site.site.id
@@ -215,10 +222,7 @@ class Demo:
                 mqtt_port=mqtt_port,
                 outbox=self.workdir / "edge" / f"{device_id}.outbox.sqlite",
             )
-            path = self.workdir / "edge" / f"{device_id}.yaml"
-            path.parent.mkdir(exist_ok=True)
-            path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-            self._child(device_id, _district("edge", "--config", str(path)))
+            self._start_edge(device_id, cfg)
 
         if self.site.cameras and args.footage and (Path(args.footage) / "lines.json").exists():
             camera = self.site.cameras[0]
@@ -230,9 +234,7 @@ class Demo:
                 mqtt_port=mqtt_port,
                 outbox=self.workdir / "edge" / f"{camera.device}.outbox.sqlite",
             )
-            path = self.workdir / "edge" / f"{camera.device}.yaml"
-            path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-            self._child(camera.device, _district("edge", "--config", str(path)))
+            self._start_edge(camera.device, cfg)
         else:
             log.info("no footage at %s: running without a camera (--footage DIR)", args.footage)
 
