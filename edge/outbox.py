@@ -17,11 +17,12 @@ One connection guarded by a lock; each append is one short transaction.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -94,9 +95,7 @@ class Outbox:
         now = time.time()
         with self._lock:
             self._check_open()
-            cur = self._db.cursor()
-            try:
-                cur.execute("BEGIN IMMEDIATE")
+            with self._transaction() as cur:
                 cur.executemany(
                     "INSERT INTO outbox (topic, payload, created_at) VALUES (?, ?, ?)",
                     [(topic, payload, now) for topic, payload in items],
@@ -115,13 +114,6 @@ class Outbox:
                         "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
                         (dropped,),
                     )
-                cur.execute("COMMIT")
-            except sqlite3.Error:
-                if self._db.in_transaction:
-                    cur.execute("ROLLBACK")
-                raise
-            finally:
-                cur.close()
             self._pending += len(items) - dropped
             self._last_id = last_id
             if dropped:
@@ -156,18 +148,9 @@ class Outbox:
             return 0
         with self._lock:
             self._check_open()
-            cur = self._db.cursor()
-            try:
-                cur.execute("BEGIN IMMEDIATE")
+            with self._transaction() as cur:
                 cur.executemany("DELETE FROM outbox WHERE id = ?", batch)
                 deleted = cur.rowcount
-                cur.execute("COMMIT")
-            except sqlite3.Error:
-                if self._db.in_transaction:
-                    cur.execute("ROLLBACK")
-                raise
-            finally:
-                cur.close()
             self._pending -= deleted
         return deleted
 
@@ -185,6 +168,21 @@ class Outbox:
         return self._last_id
 
     # -- lifecycle -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction, taken at once (BEGIN IMMEDIATE); rolled back on error. Hold ``_lock``."""
+        cur = self._db.cursor()
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            yield cur
+            cur.execute("COMMIT")
+        except sqlite3.Error:
+            if self._db.in_transaction:
+                cur.execute("ROLLBACK")
+            raise
+        finally:
+            cur.close()
+
     def _check_open(self) -> None:
         if self._closed:
             raise OutboxError(f"outbox {self.path} is closed")
