@@ -81,39 +81,19 @@ def receive(
 
 
 def _check_entities(message: Message, site: SiteConfig) -> None:
-    index = _entity_index(site)
     if isinstance(message, ParkingBayState):
-        bays = index.bays.get(message.lot_id)
+        bays = site.bays_by_lot.get(message.lot_id)
         if bays is None:
             raise MessageRejected("unknown_entity", f"parking lot {message.lot_id!r} is not in the site configuration")
         if message.bay_id not in bays:
             raise MessageRejected("unknown_entity", f"bay {message.bay_id!r} is not in lot {message.lot_id!r}")
     elif isinstance(message, LockerCompartmentState):
-        comps = index.compartments.get(message.bank_id)
+        comps = site.compartments_by_bank.get(message.bank_id)
         if comps is None:
             raise MessageRejected("unknown_entity", f"locker bank {message.bank_id!r} is not in the site configuration")
         if message.compartment_id not in comps:
             raise MessageRejected(
                 "unknown_entity", f"compartment {message.compartment_id!r} is not in bank {message.bank_id!r}"
             )
-    elif isinstance(message, FootfallCount) and message.zone_id not in index.zones:
+    elif isinstance(message, FootfallCount) and message.zone_id not in site.zone_ids:
         raise MessageRejected("unknown_entity", f"zone {message.zone_id!r} is not in the site configuration")
-
-
-class _EntityIndex:
-    def __init__(self, site: SiteConfig) -> None:
-        self.bays = {lot.id: frozenset(lot.bay_ids()) for lot in site.parking}
-        self.compartments = {b.id: frozenset(c.id for c in b.compartment_list()) for b in site.lockers}
-        self.zones = frozenset(z.id for z in site.zones)
-
-
-_index_cache: dict[int, tuple[SiteConfig, _EntityIndex]] = {}
-
-
-def _entity_index(site: SiteConfig) -> _EntityIndex:
-    cached = _index_cache.get(id(site))
-    if cached is None or cached[0] is not site:
-        cached = (site, _EntityIndex(site))
-        _index_cache.clear()
-        _index_cache[id(site)] = cached
-    return cached[1]

@@ -10,6 +10,7 @@ answer in terms users know (lot names, capacities, coordinates).
 from __future__ import annotations
 
 from collections import Counter
+from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -197,6 +198,19 @@ class SiteConfig(_Config):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    # Indexes derived from the configuration, built once per (immutable) site.
+    @cached_property
+    def bays_by_lot(self) -> dict[str, frozenset[str]]:
+        return {lot.id: frozenset(lot.bay_ids()) for lot in self.parking}
+
+    @cached_property
+    def compartments_by_bank(self) -> dict[str, frozenset[str]]:
+        return {bank.id: frozenset(c.id for c in bank.compartment_list()) for bank in self.lockers}
+
+    @cached_property
+    def zone_ids(self) -> frozenset[str]:
+        return frozenset(z.id for z in self.zones)
 
     def lot(self, lot_id: str) -> ParkingLot | None:
         return next((p for p in self.parking if p.id == lot_id), None)

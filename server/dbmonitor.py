@@ -52,7 +52,7 @@ class DatabaseMonitor:
         self.last_check: float | None = None
         self.bootstrapped = False
         self.bootstrap_bays = 0
-        self.total_bays = sum(len(lot.bay_ids()) for lot in live.site.parking)
+        self.total_bays = sum(len(bays) for bays in live.site.bays_by_lot.values())
         self.gap_fills = 0
         self._gap_delay = interval_s
         self._gap_next = 0.0

@@ -94,7 +94,7 @@ class LiveState:
         self.clock = clock
         self.max_future_s = max_future_s
         self._lots: dict[str, ParkingLot] = {lot.id: lot for lot in site.parking}
-        self._bay_ids: dict[str, frozenset[str]] = {lot.id: frozenset(lot.bay_ids()) for lot in site.parking}
+        self._bay_ids = site.bays_by_lot
         self._bays: dict[str, dict[str, BayReading]] = {lot.id: {} for lot in site.parking}
         self._devices: dict[str, DeviceRecord] = {}
         #: Bumped on every applied reading; the cached tally of a lot is valid for one version.
