@@ -59,6 +59,15 @@ class _Message(BaseModel):
     device_id: Ident
     observed_at: AwareDatetime
     reading_id: Annotated[str, Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+    #: The device's reading sequence (optional; our edge always sends both).
+    #: ``seq`` grows with every reading the device makes and never goes back
+    #: while ``epoch`` stays the same; ``epoch`` names the sequence and changes
+    #: only when the device's store is reset. Within one epoch, ``seq`` orders a
+    #: device's readings whatever its clock does; wall time (``observed_at``) is
+    #: for display and history. The pair is also what the gateway confirms
+    #: (``contracts.confirm``). ``seq`` fits InfluxDB's signed 64-bit integer.
+    epoch: Ident | None = None
+    seq: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = None
 
     @field_validator("observed_at")
     @classmethod
@@ -166,8 +175,10 @@ class DeviceStatus(_Message):
     """Retained heartbeat of a device; its last will is the ``offline`` form.
 
     For ``offline`` sent as a last will, ``observed_at`` is when the will was
-    registered (connect time); consumers should take the broker's delivery
-    time as the moment the device went away.
+    registered (connect time, possibly weeks ago): consumers take the moment
+    the broker delivers it (a live, non-retained delivery) as the moment the
+    device went away, and :func:`decode` does not reject it as stale. An empty
+    retained payload on a status topic clears the device's status.
     """
 
     kind: Literal["status"] = "status"
@@ -243,18 +254,30 @@ def decode(payload: bytes, *, now: datetime | None = None, policy: TimePolicy | 
         # A minor, additive change would keep version 1; a higher version
         # means the meaning changed, so do not guess.
         raise MessageRejected("unsupported_version", f"schema_version {message.schema_version}")
-    check_time(message.observed_at, now=now, policy=policy)
+    if isinstance(message, DeviceStatus) and message.state == "offline":
+        # A last will carries the time it was registered (connect time, maybe
+        # weeks ago); the moment it is delivered is when the device went away.
+        # Only a clock far ahead is refused.
+        check_time(message.observed_at, now=now, policy=policy, past=False)
+    else:
+        check_time(message.observed_at, now=now, policy=policy)
     return message
 
 
-def check_time(observed_at: datetime, *, now: datetime | None = None, policy: TimePolicy | None = None) -> None:
+def check_time(
+    observed_at: datetime, *, now: datetime | None = None, policy: TimePolicy | None = None, past: bool = True
+) -> None:
+    """Raise :class:`MessageRejected` if ``observed_at`` lies outside ``policy`` around ``now``.
+
+    ``past=False`` checks only the future bound (a last will's time is old by design).
+    """
     policy = policy or TimePolicy()
     now = now or utcnow()
     if observed_at > now + timedelta(seconds=policy.max_future_s):
         raise MessageRejected(
             "future_timestamp", f"observed_at {observed_at.isoformat()} is ahead of {now.isoformat()}"
         )
-    if observed_at < now - timedelta(seconds=policy.max_age_s):
+    if past and observed_at < now - timedelta(seconds=policy.max_age_s):
         raise MessageRejected(
             "stale_timestamp", f"observed_at {observed_at.isoformat()} is older than {policy.max_age_s:.0f} s"
         )

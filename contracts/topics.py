@@ -3,8 +3,10 @@
     {prefix}/v1/{site_id}/{device_id}/{kind}
 
 ``kind`` is the message kind (``parking_bay``, ``locker``, ``footfall``,
-``status``). The major version sits in the topic so a future v2 can run beside
-v1 on one broker; additive changes stay in v1 and bump nothing. ``status`` is
+``status``), or a control kind that flows the other way: ``stored``, the
+gateway's end-to-end confirmation to the device (:mod:`contracts.confirm`).
+The major version sits in the topic so a future v2 can run beside v1 on one
+broker; additive changes stay in v1 and bump nothing. ``status`` is
 retained and is every device's last will (``offline``).
 
 Examples::
@@ -22,6 +24,9 @@ from dataclasses import dataclass
 from contracts.messages import ID_PATTERN, MESSAGE_KINDS
 
 TOPIC_VERSION = "v1"
+#: Kinds that are not readings: published to a device, never stored.
+CONTROL_KINDS = ("stored",)
+STORED = "stored"
 DEFAULT_PREFIX = "district"
 
 _ID = re.compile(ID_PATTERN)
@@ -55,13 +60,33 @@ def build(prefix: str, site_id: str, device_id: str, kind: str) -> str:
     for name, value in (("site_id", site_id), ("device_id", device_id)):
         if not _ID.match(value):
             raise TopicError(f"bad {name} {value!r}")
-    if kind not in MESSAGE_KINDS:
+    if kind not in MESSAGE_KINDS and kind not in CONTROL_KINDS:
         raise TopicError(f"unknown kind {kind!r}")
     return str(Topic(prefix, site_id, device_id, kind))
 
 
 def status_topic(prefix: str, site_id: str, device_id: str) -> str:
     return build(prefix, site_id, device_id, "status")
+
+
+def stored_topic(prefix: str, site_id: str, device_id: str) -> str:
+    """Where the gateway confirms what it stored of ``device_id``'s readings (QoS 1, not retained)."""
+    return build(prefix, site_id, device_id, STORED)
+
+
+def everything(prefix: str) -> str:
+    """Filter for every topic under ``prefix``: readings, control, and whatever else arrives there."""
+    check_prefix(prefix)
+    return f"{prefix}/#"
+
+
+def is_control(topic: str, prefix: str) -> bool:
+    """Whether ``topic`` is one of ours but carries control traffic (not a reading)."""
+    head = f"{prefix}/{TOPIC_VERSION}/"
+    if not topic.startswith(head):
+        return False
+    parts = topic[len(head) :].split("/")
+    return len(parts) == 3 and parts[2] in CONTROL_KINDS
 
 
 def subscription(prefix: str, site_id: str = "+", kind: str = "+") -> str:

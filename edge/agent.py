@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from contracts import topics
 from contracts.messages import FootfallCount, LockerCompartmentState, ParkingBayState, encode
@@ -33,6 +33,13 @@ from edge.sensors.modbus import ModbusBus, PymodbusReader, ReaderFactory
 log = logging.getLogger(__name__)
 
 JOIN_TIMEOUT_S = 10.0
+
+
+def _stamper(message: ParkingBayState | LockerCompartmentState | FootfallCount) -> Callable[[str, int], bytes]:
+    def stamp(epoch: str, seq: int) -> bytes:
+        return encode(message.model_copy(update={"epoch": epoch, "seq": seq}))
+
+    return stamp
 
 
 class EdgeAgent:
@@ -68,11 +75,16 @@ class EdgeAgent:
         return topic
 
     def emit(self, messages: Sequence[ParkingBayState | LockerCompartmentState | FootfallCount]) -> None:
-        """Store readings in the outbox (the publisher sends them when it can)."""
+        """Store readings in the outbox (the publisher sends them when it can).
+
+        Each reading is numbered there: ``epoch`` and ``seq`` (the outbox row)
+        are set on the message before it is encoded, once, so every re-send
+        carries the very same bytes.
+        """
         if self.outbox is None:
             raise RuntimeError("agent not started")
         try:
-            self.outbox.put_many([(self.topic_for(m.kind), encode(m)) for m in messages])
+            self.outbox.put_readings([(self.topic_for(m.kind), _stamper(m)) for m in messages])
         except Exception:
             # A full disk must not stop the sensor loop; the next refresh re-sends every state.
             self.emit_errors += len(messages)

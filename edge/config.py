@@ -59,6 +59,18 @@ class MqttConfig(_Config):
     #: Reconnect backoff: first wait, then doubled up to the maximum.
     reconnect_min_s: Annotated[float, Field(gt=0)] = 0.5
     reconnect_max_s: Annotated[float, Field(gt=0)] = 30.0
+    #: When a reading may leave the outbox: ``stored`` once the gateway confirms
+    #: it stored it (end-to-end, docs/protocol.md "Delivery"); ``broker`` on the
+    #: broker's PUBACK (for a site whose gateway does not confirm).
+    delivery: Literal["stored", "broker"] = "stored"
+    #: ``stored`` delivery: a reading published this long ago and not yet
+    #: confirmed is published again (the broker may have lost it).
+    confirm_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    #: ``stored`` delivery: readings published but not yet confirmed, at most.
+    max_unconfirmed: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    #: How long the broker keeps the device's session (its subscription to
+    #: confirmations, and confirmations queued meanwhile) while it is away.
+    session_expiry_s: Annotated[int, Field(ge=0, le=2**32 - 1)] = 7 * 24 * 3600
 
     @field_validator("topic_prefix")
     @classmethod

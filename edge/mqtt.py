@@ -4,7 +4,19 @@ One thread does everything MQTT: connect, run paho's network loop, publish
 from the outbox, acknowledge, heartbeat. Sensors never touch the client; they
 write to the outbox, so a slow or absent broker never blocks a sensor read.
 
-* QoS 1, stable client id, persistent session (``clean_session=False``).
+* MQTT 5, QoS 1, stable client id, persistent session (``clean_start=False``
+  and a session expiry), so confirmations queued while the device was away
+  still reach it.
+* End-to-end delivery (``mqtt.delivery: stored``, the default): a reading
+  leaves the outbox when the gateway confirms it *stored* it, on
+  ``{prefix}/v1/{site}/{device}/stored`` (:mod:`contracts.confirm`), not on
+  the broker's PUBACK, which Mosquitto sends before its persistence file is
+  written. A reading published ``confirm_timeout_s`` ago and still
+  unconfirmed is published again, with the same bytes (storage is idempotent).
+  ``delivery: broker`` deletes on PUBACK, for a gateway that does not confirm.
+* A second client with our client id takes our session over (MQTT 5 reason
+  0x8E): named in the log, and the reconnect backs off to ``reconnect_max_s``
+  so the two stop kicking each other off.
 * Last will: retained ``DeviceStatus(state="offline", reason="connection_lost")``
   on the device's status topic. On every connect a retained ``online`` (or
   ``degraded``) status replaces it; a heartbeat repeats it every
@@ -29,9 +41,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from contracts import topics
+from contracts import confirm, topics
 from contracts.messages import CameraHealth, DeviceStatus, encode, new_reading_id, utcnow
 from edge.config import DeviceConfig
 from edge.outbox import Outbox
@@ -41,6 +55,8 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10.0
 SHUTDOWN_ACK_TIMEOUT_S = 3.0
 MAX_REASON = 200
+#: MQTT 5 DISCONNECT reason "Session taken over" (MQTT 5.0 spec, 3.14.2.1).
+SESSION_TAKEN_OVER = 0x8E
 
 
 class DeviceHealth:
@@ -109,9 +125,21 @@ class MqttPublisher:
         self._password = password if password is not None else (m.password.get_secret_value() if m.password else None)
         self._started = started if started is not None else time.monotonic()
         self.status_topic = topics.status_topic(m.topic_prefix, config.device.site_id, config.device.id)
+        self.stored_topic = topics.stored_topic(m.topic_prefix, config.device.site_id, config.device.id)
+        self.end_to_end = m.delivery == "stored"
         #: Set while a connection is up (CONNACK accepted); cleared when it drops.
         self.connected = threading.Event()
-        self.stats: dict[str, int] = {"connects": 0, "connect_failures": 0, "published": 0, "acked": 0}
+        self.stats: dict[str, int] = {
+            "connects": 0,
+            "connect_failures": 0,
+            "published": 0,
+            "acked": 0,
+            "broker_acked": 0,
+            "confirmed": 0,
+            "resends": 0,
+            "bad_confirmations": 0,
+            "taken_over": 0,
+        }
         self._thread: threading.Thread | None = None
         # per-connection state, only touched by the MQTT thread
         self._connack: ReasonCode | None = None
@@ -120,6 +148,12 @@ class MqttPublisher:
         self._cursor = 0
         self._status_mids: set[int] = set()
         self._lost = False
+        self._taken_over = False
+        #: Published and PUBACKed, waiting for the gateway: outbox id -> when published (monotonic).
+        self._awaiting: dict[int, float] = {}
+        #: Inclusive seq ranges the gateway confirmed, not yet deleted from the outbox.
+        self._confirmed: list[tuple[int, int]] = []
+        self._published_at: dict[int, float] = {}  # mid -> when published
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -143,18 +177,22 @@ class MqttPublisher:
             if self._stop.is_set():
                 break
             backoff = m.reconnect_min_s if ok else min(backoff * 2, m.reconnect_max_s)
+            if self._taken_over:
+                self.stats["taken_over"] += 1
+                backoff = m.reconnect_max_s
+                log.error(
+                    "mqtt: session taken over by another client with id %r (a second agent with this "
+                    "device's configuration?); backing off %.0f s",
+                    self.config.client_id,
+                    backoff,
+                )
             log.info("mqtt: reconnecting in %.1f s", backoff)
             self._stop.wait(backoff)
         log.info("mqtt: stopped")
 
     # -- one connection --------------------------------------------------------------------------
     def _new_client(self) -> mqtt.Client:
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.config.client_id,
-            clean_session=False,
-            protocol=mqtt.MQTTv311,
-        )
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.config.client_id, protocol=mqtt.MQTTv5)
         client.max_inflight_messages_set(self.config.mqtt.max_inflight + 10)
         if self.config.mqtt.username:
             client.username_pw_set(self.config.mqtt.username, self._password)
@@ -163,6 +201,7 @@ class MqttPublisher:
         client.on_connect = self._guard(self._on_connect)
         client.on_disconnect = self._guard(self._on_disconnect)
         client.on_publish = self._guard(self._on_publish)
+        client.on_message = self._guard(self._on_message)
         return client
 
     def _one_connection(self) -> bool:
@@ -172,12 +211,17 @@ class MqttPublisher:
         self._inflight.clear()
         self._acked.clear()
         self._status_mids.clear()
+        self._awaiting.clear()
+        self._published_at.clear()
         self._cursor = 0
         self._lost = False
+        self._taken_over = False
         client = self._new_client()
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = m.session_expiry_s
         try:
             try:
-                client.connect(m.host, m.port, keepalive=m.keepalive_s)
+                client.connect(m.host, m.port, keepalive=m.keepalive_s, clean_start=False, properties=props)
             except (OSError, ValueError) as exc:
                 self.stats["connect_failures"] += 1
                 log.warning("mqtt: cannot connect to %s:%d: %s", m.host, m.port, exc)
@@ -193,6 +237,8 @@ class MqttPublisher:
                 )
                 return False
             self.stats["connects"] += 1
+            if self.end_to_end:
+                client.subscribe(self.stored_topic, qos=1)
             self.connected.set()
             log.info(
                 "mqtt: connected to %s:%d as %s; %d pending", m.host, m.port, self.config.client_id, self.outbox.pending
@@ -216,6 +262,7 @@ class MqttPublisher:
                 return
             self._flush_acks()
             now = time.monotonic()
+            self._resend_unconfirmed(now)
             if now >= next_status or self.health.version != health_seen:
                 health_seen = self.health.version
                 if not self._publish_status(client):
@@ -226,26 +273,54 @@ class MqttPublisher:
         self._shutdown(client)
 
     def _pump(self, client: mqtt.Client) -> bool:
-        room = self.config.mqtt.max_inflight - len(self._inflight)
+        m = self.config.mqtt
+        room = m.max_inflight - len(self._inflight)
+        if self.end_to_end:
+            room = min(room, m.max_unconfirmed - len(self._awaiting) - len(self._inflight))
+        now = time.monotonic()
         for item in self.outbox.pending_after(self._cursor, room):
             info = client.publish(item.topic, item.payload, qos=1)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 log.warning("mqtt: publish failed (%s); reconnecting", mqtt.error_string(info.rc))
                 return False
             self._inflight[info.mid] = item.id
+            self._published_at[info.mid] = now
             self._cursor = item.id
             self.stats["published"] += 1
         return True
 
     def _flush_acks(self) -> None:
+        if self._confirmed:
+            ranges, self._confirmed = confirm.ranges_merge(self._confirmed), []
+            try:
+                self.stats["confirmed"] += self.outbox.ack_ranges(ranges)
+            except Exception:
+                # the rows stay pending and are re-published: a duplicate, never a loss
+                log.exception("outbox: cannot delete confirmed reading(s)")
         if self._acked:
             batch, self._acked = self._acked, []
             self.stats["acked"] += len(batch)
             try:
                 self.outbox.ack(batch)
             except Exception:
-                # the rows stay pending and are re-published: a duplicate, never a loss
                 log.exception("outbox: cannot delete %d acknowledged reading(s)", len(batch))
+
+    def _resend_unconfirmed(self, now: float) -> None:
+        """Publish again from the oldest reading the gateway has not confirmed in time."""
+        if not self._awaiting:
+            return
+        oldest, since = next(iter(self._awaiting.items()))
+        if now - since < self.config.mqtt.confirm_timeout_s:
+            return
+        self.stats["resends"] += 1
+        log.warning(
+            "mqtt: %d reading(s) not confirmed by the gateway within %.0f s; publishing again from #%d",
+            len(self._awaiting),
+            self.config.mqtt.confirm_timeout_s,
+            oldest,
+        )
+        self._awaiting.clear()
+        self._cursor = min(self._cursor, oldest - 1)
 
     def _status(self, state: str, reason: str | None, cameras: list[CameraHealth] | None = None) -> DeviceStatus:
         return DeviceStatus.model_validate(
@@ -309,10 +384,42 @@ class MqttPublisher:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
         self._lost = True
+        if reason == SESSION_TAKEN_OVER:
+            self._taken_over = True
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any) -> None:
         row = self._inflight.pop(mid, None)
-        if row is not None:
-            self._acked.append(row)
-        else:
+        published = self._published_at.pop(mid, None)
+        if row is None:
             self._status_mids.discard(mid)
+            return
+        self.stats["broker_acked"] += 1
+        if not self.end_to_end:
+            self._acked.append(row)
+        elif published is not None:
+            # The broker has it; the outbox keeps it until the gateway confirms.
+            self._awaiting[row] = published
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic != self.stored_topic:
+            return
+        try:
+            c = confirm.decode(bytes(msg.payload))
+        except confirm.ConfirmationRejected as exc:
+            self.stats["bad_confirmations"] += 1
+            log.warning("mqtt: unreadable confirmation on %s: %s", msg.topic, exc)
+            return
+        if c.device_id != self.config.device.id or c.epoch != self.outbox.epoch:
+            return  # for an earlier outbox file: nothing of it is left here
+        self._confirmed.extend(c.seqs)
+        for lo, hi in c.seqs:
+            if hi - lo < len(self._awaiting):
+                for row in range(lo, hi + 1):
+                    self._awaiting.pop(row, None)
+            else:
+                self._awaiting = {r: t for r, t in self._awaiting.items() if not lo <= r <= hi}
+        if self._inflight:
+            confirmed = {mid for mid, row in self._inflight.items() if any(lo <= row <= hi for lo, hi in c.seqs)}
+            for mid in confirmed:
+                del self._inflight[mid]
+                self._published_at.pop(mid, None)

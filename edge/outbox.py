@@ -1,7 +1,9 @@
 """Store-and-forward outbox in SQLite (WAL).
 
 Every reading is written here before it is published, and deleted only when
-the broker's PUBACK for it arrives. After a reconnect or a restart (a Pi
+the gateway confirms it stored it (end-to-end confirmation,
+:mod:`contracts.confirm`), or, for a device configured for broker-level
+delivery only, when the broker's PUBACK arrives. After a reconnect or a restart (a Pi
 reboot) everything still pending is published again, oldest first, with the
 very same bytes (same ``reading_id``, same ``observed_at``), so the gateway's
 storage stays idempotent.
@@ -9,7 +11,10 @@ storage stays idempotent.
 The outbox is bounded: when it holds ``max_messages`` rows, the oldest are
 dropped, counted (also across restarts) and logged. Ids come from
 ``AUTOINCREMENT`` so they never go backwards, which lets the publisher walk
-the table with a cursor.
+the table with a cursor. A row's id is also the reading's ``seq`` on the wire
+(:meth:`Outbox.put_readings`), within the outbox's ``epoch``: a random id made
+when the file is created, so a new file (a replaced SD card) starts a new
+sequence that no receiver confuses with the old one.
 
 Thread-safe: sensor threads append, the MQTT thread reads and acknowledges.
 One connection guarded by a lock; each append is one short transaction.
@@ -22,7 +27,8 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -40,7 +46,14 @@ CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
+
+#: Builds a reading's payload once its ``(epoch, seq)`` is known.
+Stamp = Callable[[str, int], bytes]
 
 
 class OutboxError(Exception):
@@ -77,6 +90,10 @@ class Outbox:
             self._last_id = int(row[0] or 0)
             row = self._db.execute("SELECT value FROM counters WHERE name='dropped'").fetchone()
             self._dropped = int(row[0]) if row else 0
+            row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='outbox'").fetchone()
+            self._last_id = max(self._last_id, int(row[0]) if row else 0)
+            self._db.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('epoch', ?)", (uuid.uuid4().hex[:16],))
+            self.epoch = str(self._db.execute("SELECT value FROM meta WHERE name='epoch'").fetchone()[0])
         except sqlite3.Error as exc:
             self._db.close()
             raise OutboxError(f"cannot use outbox {self.path}: {exc}") from exc
@@ -90,17 +107,25 @@ class Outbox:
 
     def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         """Append ``items`` in order, in one transaction; drop the oldest beyond the bound."""
+        self.put_readings([(topic, _constant(payload)) for topic, payload in items])
+
+    def put_readings(self, items: Sequence[tuple[str, Stamp]]) -> list[int]:
+        """Append readings whose payload carries their own ``(epoch, seq)``; return the seqs.
+
+        Each item's ``stamp(epoch, seq)`` is called under the outbox lock with
+        the row id the reading gets, so ``seq`` is the row id: strictly
+        increasing, never reused within this file's epoch.
+        """
         if not items:
-            return
+            return []
         now = time.time()
         with self._lock:
             self._check_open()
+            first = self._last_id + 1
+            rows = [(first + i, topic, stamp(self.epoch, first + i), now) for i, (topic, stamp) in enumerate(items)]
             with self._transaction() as cur:
-                cur.executemany(
-                    "INSERT INTO outbox (topic, payload, created_at) VALUES (?, ?, ?)",
-                    [(topic, payload, now) for topic, payload in items],
-                )
-                last_id = int(cur.execute("SELECT last_insert_rowid()").fetchone()[0])
+                cur.executemany("INSERT INTO outbox (id, topic, payload, created_at) VALUES (?, ?, ?, ?)", rows)
+                last_id = rows[-1][0]
                 excess = self._pending + len(items) - self.max_messages
                 dropped = 0
                 if excess > 0:
@@ -126,6 +151,7 @@ class Outbox:
                         dropped,
                         self._dropped,
                     )
+        return [row[0] for row in rows]
 
     # -- reading and acknowledging ---------------------------------------------------------------
     def pending_after(self, after_id: int, limit: int) -> list[OutboxItem]:
@@ -151,6 +177,21 @@ class Outbox:
             with self._transaction() as cur:
                 cur.executemany("DELETE FROM outbox WHERE id = ?", batch)
                 deleted = cur.rowcount
+            self._pending -= deleted
+        return deleted
+
+    def ack_ranges(self, ranges: Iterable[tuple[int, int]]) -> int:
+        """Delete the readings whose ids (seqs) lie in the inclusive ``ranges``; return how many were there."""
+        batch = [(lo, hi) for lo, hi in ranges if lo <= hi]
+        if not batch:
+            return 0
+        with self._lock:
+            self._check_open()
+            with self._transaction() as cur:
+                deleted = 0
+                for lo, hi in batch:
+                    cur.execute("DELETE FROM outbox WHERE id BETWEEN ? AND ?", (lo, hi))
+                    deleted += cur.rowcount
             self._pending -= deleted
         return deleted
 
@@ -200,3 +241,7 @@ class Outbox:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _constant(payload: bytes) -> Stamp:
+    return lambda _epoch, _seq: payload

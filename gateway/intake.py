@@ -17,15 +17,35 @@ messages once old ones are acknowledged. So each item carries the connection
 generation it arrived on, and acks for an older generation are not sent: the
 message is written anyway (idempotent) and acknowledged when its redelivered
 copy comes through.
+
+Subscription: everything under the prefix (``{prefix}/#``), so a message on a
+topic that is not ours in shape is counted and dead-lettered (``bad_topic``),
+not silently unmatched. Control traffic (``…/stored`` confirmations) and a
+cleared retained status (empty payload on a status topic) are acknowledged
+in their place and counted as :class:`~gateway.pipeline.Ignored`.
+
+End-to-end confirmation (:mod:`contracts.confirm`): every acknowledged reading
+that carries ``epoch``/``seq`` (stored, or dead-lettered: re-sending cannot
+help) is collected per device and confirmed on ``{prefix}/v1/{site}/{device}/stored``
+by a small thread every ``confirm_interval_s``: one QoS 1 publish per device
+per interval, whatever the rate.
+
+Client-id clash: when another client connects with our client id, the broker
+takes our session over (MQTT 5 DISCONNECT reason 0x8E). Two gateways would
+then kick each other off for ever, so the one taken over logs who and why,
+stops reconnecting and reports a fatal error (:attr:`MqttIntake.fatal`); the
+gateway exits with an error, and the newer instance keeps the session.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import re
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -36,15 +56,17 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 import contracts
-from contracts import DeviceStatus, MessageRejected, new_reading_id, topics, utcnow
+from contracts import DeviceStatus, MessageRejected, confirm, new_reading_id, topics, utcnow
 from contracts.messages import ID_PATTERN
 from contracts.site import SiteConfig
-from gateway.pipeline import Accepted, Item, QueueEntry, RateLimitedLog, Rejected, Stats
+from gateway.pipeline import Accepted, Ignored, Item, QueueEntry, RateLimitedLog, Rejected, Stats
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
 FIRMWARE = "district-gateway 0.1.0"
+#: MQTT 5 DISCONNECT reason "Session taken over" (MQTT 5.0 spec, 3.14.2.1).
+SESSION_TAKEN_OVER = 0x8E
 
 
 class MqttIntake:
@@ -71,6 +93,14 @@ class MqttIntake:
         self._closing = False
         self._started_at = time.monotonic()
         self._ratelog = RateLimitedLog(log)
+        #: Set when running on cannot help (our session was taken over); ``fatal_reason`` says why.
+        self.fatal = threading.Event()
+        self.fatal_reason: str | None = None
+        #: (site, device, epoch) -> seqs handled since the last confirmation.
+        self._to_confirm: dict[tuple[str, str, str], list[int]] = {}
+        self._confirm_lock = threading.Lock()
+        self._confirm_thread: threading.Thread | None = None
+        self.confirmations_sent = 0
         self.status_topic: str | None = None
         if _valid_id(settings.mqtt_client_id):
             self.status_topic = topics.status_topic(self._prefix, self._site_id, settings.mqtt_client_id)
@@ -107,7 +137,7 @@ class MqttIntake:
             self._settings.mqtt_host,
             self._settings.mqtt_port,
             self._settings.mqtt_client_id,
-            topics.subscription(self._prefix),
+            topics.everything(self._prefix),
         )
         self._client.connect_async(
             self._settings.mqtt_host,
@@ -118,6 +148,9 @@ class MqttIntake:
         )
         # loop_start retries the first connection and every later one.
         self._client.loop_start()
+        if self._settings.confirm:
+            self._confirm_thread = threading.Thread(target=self._confirm_loop, name="gateway-confirm", daemon=True)
+            self._confirm_thread.start()
 
     def stop_intake(self) -> None:
         """Take no more messages: later ones stay unacknowledged and are redelivered next session."""
@@ -126,6 +159,9 @@ class MqttIntake:
     def close(self, timeout: float = 5.0) -> None:
         """Publish ``offline`` (retained), flush pending acks, disconnect cleanly, stop the network thread."""
         self._closing = True
+        if self._confirm_thread is not None:
+            self._confirm_thread.join(2.0)
+            self._send_confirmations()
         if self.is_connected() and self.status_topic is not None:
             try:
                 info = self._client.publish(
@@ -149,6 +185,8 @@ class MqttIntake:
     # -- acknowledgements (writer thread) ------------------------------------------
 
     def ack(self, item: Item) -> None:
+        if self._settings.confirm:
+            self._note_handled(item)
         if item.qos == 0:
             return
         with self._lock:
@@ -158,6 +196,47 @@ class MqttIntake:
             rc = self._client.ack(item.mid, item.qos)
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._ratelog(logging.WARNING, "ack", "ack of mid %d failed: %s", item.mid, mqtt.error_string(rc))
+
+    # -- end-to-end confirmations -------------------------------------------------------
+
+    def _note_handled(self, item: Item) -> None:
+        """Remember a stored (or dead-lettered) reading for the next confirmation."""
+        if isinstance(item, Accepted):
+            m = item.message
+            if m.epoch is None or m.seq is None:
+                return
+            key = (item.site_id, m.device_id, m.epoch)
+            seq = m.seq
+        elif isinstance(item, Rejected) and item.confirm is not None:
+            site_id, device_id, epoch, seq = item.confirm
+            key = (site_id, device_id, epoch)
+        else:
+            return
+        with self._confirm_lock:
+            self._to_confirm.setdefault(key, []).append(seq)
+
+    def _confirm_loop(self) -> None:
+        while not self._closing:
+            time.sleep(self._settings.confirm_interval_s)
+            try:
+                self._send_confirmations()
+            except Exception:
+                log.exception("sending confirmations failed")
+
+    def _send_confirmations(self) -> None:
+        if not self.is_connected():
+            return  # kept until the next connection; the device re-sends meanwhile if it must
+        with self._confirm_lock:
+            pending, self._to_confirm = self._to_confirm, {}
+        for (site_id, device_id, epoch), seqs in pending.items():
+            topic = topics.stored_topic(self._prefix, site_id, device_id)
+            for payload in confirm.encode(device_id, epoch, seqs, by=self._settings.mqtt_client_id):
+                info = self._client.publish(topic, payload, qos=1)
+                if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    # The device re-sends what stays unconfirmed; storing it again is idempotent.
+                    self._ratelog(logging.WARNING, "confirm", "confirmation to %s failed: %s", device_id, info.rc)
+                else:
+                    self.confirmations_sent += 1
 
     # -- status ------------------------------------------------------------------------
 
@@ -210,7 +289,7 @@ class MqttIntake:
             if flags.session_present:
                 # Our subscription survived: do not make the broker resend every retained status.
                 options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
-            _, self._sub_mid = client.subscribe(topics.subscription(self._prefix), options=options)
+            _, self._sub_mid = client.subscribe(topics.everything(self._prefix), options=options)
             self.publish_status("online")
         except Exception:
             log.exception("on_connect failed")
@@ -229,7 +308,17 @@ class MqttIntake:
                 was_connected = self._connected.is_set()
                 self._connected.clear()
                 self._subscribed.clear()
-            if self._closing:
+            if reason_code == SESSION_TAKEN_OVER and not self._closing:
+                self.fatal_reason = (
+                    f"session taken over by another client with id {self._settings.mqtt_client_id!r}: "
+                    "two gateways share one client id (DISTRICT_GATEWAY_MQTT_CLIENT_ID); this one stops, "
+                    "the other keeps the session"
+                )
+                log.error("%s", self.fatal_reason)
+                self._closing = True
+                client.disconnect()  # ends paho's reconnect loop
+                self.fatal.set()
+            elif self._closing:
                 log.info("disconnected")
             elif was_connected:
                 log.warning("lost the broker (%s); reconnecting", reason_code)
@@ -270,16 +359,28 @@ class MqttIntake:
                     msg.mid, msg.qos, gen, topic, payload, "bad_topic", "topic is not UTF-8", received_at
                 )
             else:
-                try:
-                    where, message = contracts.receive(topic, payload, prefix=self._prefix, site=self._site)
-                except MessageRejected as exc:
-                    item = Rejected(msg.mid, msg.qos, gen, topic, payload, exc.reason, exc.detail, received_at)
-                else:
-                    item = Accepted(msg.mid, msg.qos, gen, topic, where.site_id, message, received_at)
-            self._stats.count_received(item.reason if isinstance(item, Rejected) else None)
+                item = self._classify(msg, topic, payload, gen, received_at)
+            if isinstance(item, Ignored):
+                self._stats.count_ignored(item.reason)
+            else:
+                self._stats.count_received(item.reason if isinstance(item, Rejected) else None)
             self._put(item)
         except Exception:
             log.exception("on_message failed for a message on %r", getattr(msg, "_topic", b"?"))
+
+    def _classify(self, msg: mqtt.MQTTMessage, topic: str, payload: bytes, gen: int, received_at: datetime) -> Item:
+        if topics.is_control(topic, self._prefix):
+            return Ignored(msg.mid, msg.qos, gen, topic, "control", received_at)
+        if not payload and topic.endswith("/status"):
+            # A retained status cleared by its owner (or an operator): nothing to store.
+            return Ignored(msg.mid, msg.qos, gen, topic, "status_cleared", received_at)
+        try:
+            where, message = contracts.receive(topic, payload, prefix=self._prefix, site=self._site)
+        except MessageRejected as exc:
+            return Rejected(
+                msg.mid, msg.qos, gen, topic, payload, exc.reason, exc.detail, received_at, _confirmable(topic, payload)
+            )
+        return Accepted(msg.mid, msg.qos, gen, topic, where.site_id, message, received_at, bool(msg.retain))
 
     def _put(self, item: Item) -> None:
         while True:
@@ -296,3 +397,23 @@ class MqttIntake:
 
 def _valid_id(value: str) -> bool:
     return re.match(ID_PATTERN, value) is not None
+
+
+def _confirmable(topic: str, payload: bytes) -> tuple[str, str, str, int] | None:
+    """(site, device, epoch, seq) of a rejected reading, if the topic and payload still name them."""
+    try:
+        parts = topic.split("/")
+        site_id, device_id = parts[-3], parts[-2]
+        data = json.loads(payload) if len(payload) <= contracts.MAX_PAYLOAD_BYTES else None
+    except (IndexError, ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    epoch, seq = data.get("epoch"), data.get("seq")
+    if not (isinstance(epoch, str) and isinstance(seq, int) and not isinstance(seq, bool)):
+        return None
+    if not (_valid_id(site_id) and _valid_id(device_id) and _valid_id(epoch) and 0 <= seq <= confirm.MAX_SEQ):
+        return None
+    if data.get("device_id") != device_id:
+        return None  # never confirm on behalf of a device the payload does not name
+    return site_id, device_id, epoch, seq

@@ -2,7 +2,8 @@
 
 Settings come from ``DISTRICT_GATEWAY_*`` environment variables; the flags
 below override them. Exit status: 0 after a clean stop, 2 for bad settings or
-a bad site configuration.
+a bad site configuration, 3 when another client took over the gateway's
+MQTT session (two gateways with one client id).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from gateway.service import Gateway
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
+
+#: Exit status when running on cannot help (our MQTT session was taken over).
+EXIT_FATAL = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,9 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     gateway.start()
     try:
         while not stop.wait(1.0):
-            pass
+            if gateway.intake.fatal.is_set():
+                break
     finally:
         gateway.stop()
+    if gateway.intake.fatal.is_set():
+        print(f"district gateway: {gateway.intake.fatal_reason}", file=sys.stderr)
+        return EXIT_FATAL
     return 0
 
 

@@ -49,6 +49,8 @@ class Accepted:
     site_id: str
     message: Message
     received_at: datetime
+    #: A retained copy the broker sent on subscribing, not the live publish.
+    retained: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +63,26 @@ class Rejected:
     reason: str
     detail: str
     received_at: datetime
+    #: (site, device, epoch, seq) when the payload still names them: a
+    #: dead-lettered reading is confirmed too, since re-sending cannot help.
+    confirm: tuple[str, str, str, int] | None = None
 
 
-Item = Accepted | Rejected
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A message that is ours but not a reading (a confirmation, a cleared
+    retained status): acknowledged in its place in the line, counted by
+    ``reason``, neither stored nor dead-lettered."""
+
+    mid: int
+    qos: int
+    gen: int
+    topic: str
+    reason: str
+    received_at: datetime
+
+
+Item = Accepted | Rejected | Ignored
 
 
 class _Stop:
@@ -71,7 +90,7 @@ class _Stop:
 
 
 STOP = _Stop()
-QueueEntry = Accepted | Rejected | _Stop
+QueueEntry = Accepted | Rejected | Ignored | _Stop
 
 
 class LineWriter(Protocol):
@@ -92,6 +111,7 @@ class GatewayStats:
     stale_acks: int
     batches: int
     queue_depth: int
+    ignored: dict[str, int] = field(default_factory=dict)
 
     @property
     def rejected_total(self) -> int:
@@ -106,6 +126,8 @@ class Stats:
         self.received = 0
         self.accepted = 0
         self.rejected: Counter[str] = Counter()
+        #: Messages that are ours but not readings (confirmations, cleared statuses), by reason.
+        self.ignored: Counter[str] = Counter()
         self.written_points = 0
         self.write_retries = 0
         self.dropped_points = 0
@@ -122,6 +144,10 @@ class Stats:
                 self.accepted += 1
             else:
                 self.rejected[rejected_reason] += 1
+
+    def count_ignored(self, reason: str) -> None:
+        with self._lock:
+            self.ignored[reason] += 1
 
     def add(self, **deltas: int) -> None:
         with self._lock:
@@ -141,6 +167,7 @@ class Stats:
                 stale_acks=self.stale_acks,
                 batches=self.batches,
                 queue_depth=queue_depth,
+                ignored=dict(self.ignored),
             )
 
 
@@ -237,7 +264,7 @@ def dead_letter_record(at: datetime, topic: str, reason: str, detail: str, paylo
 
 def message_lines(item: Accepted) -> list[str]:
     """The line protocol of one accepted message (via the storage contract, never by hand)."""
-    points = to_points(item.message, site_id=item.site_id, received_at=item.received_at)
+    points = to_points(item.message, site_id=item.site_id, received_at=item.received_at, retained=item.retained)
     return [line for line in (p.to_line_protocol() for p in points) if line]
 
 
@@ -348,6 +375,8 @@ class BatchWriter:
     def _add(self, batch: _Batch, item: Item) -> None:
         index = len(batch.items)
         batch.items.append(item)
+        if isinstance(item, Ignored):
+            return
         if isinstance(item, Rejected):
             self._dead.add(
                 at=item.received_at, topic=item.topic, reason=item.reason, detail=item.detail, payload=item.payload

@@ -39,6 +39,13 @@ class GatewaySettings(BaseSettings):
     queue_max: Annotated[int, Field(ge=0)] = 0
     topic_prefix: str = topics.DEFAULT_PREFIX
 
+    #: End-to-end confirmation: tell each device which of its readings are
+    #: stored (``{prefix}/v1/{site}/{device}/stored``), so its outbox keeps
+    #: them until then, not only until the broker's PUBACK.
+    confirm: bool = True
+    #: How often pending confirmations are published (one message per device).
+    confirm_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.2
+
     # --- site ---------------------------------------------------------------
     #: With a site configuration, readings about unknown lots, bays, banks,
     #: compartments or zones are rejected, and its site id names the gateway's status topic.

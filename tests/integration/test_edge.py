@@ -221,13 +221,22 @@ class Collector:
 
 
 def _device_config(
-    tmp_path: Path, prefix: str, port: int, bus_path: Path, *, refresh_s: float = 30, outbox: str = "outbox.sqlite"
+    tmp_path: Path,
+    prefix: str,
+    port: int,
+    bus_path: Path,
+    *,
+    refresh_s: float = 30,
+    outbox: str = "outbox.sqlite",
+    delivery: str = "broker",
 ) -> dict[str, Any]:
+    # No gateway runs in these tests: the broker's PUBACK is the end of the
+    # line (tests/e2e/test_confirmation.py covers the gateway's confirmation).
     common = {"port": str(bus_path), "poll_interval_s": 0.1, "refresh_interval_s": refresh_s, "timeout_s": 0.3}
     return {
         "device": {"id": DEVICE, "site_id": SITE, "firmware": "test-1"},
         "mqtt": {"host": "127.0.0.1", "port": port, "topic_prefix": prefix, "reconnect_min_s": 0.1,
-                 "reconnect_max_s": 0.5, "keepalive_s": 5},
+                 "reconnect_max_s": 0.5, "keepalive_s": 5, "delivery": delivery},
         "outbox": {"path": str(tmp_path / outbox), "max_messages": 10_000},
         "status_interval_s": 0.5,
         "sensors": [

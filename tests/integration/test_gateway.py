@@ -35,7 +35,7 @@ from contracts import (
     topics,
     utcnow,
 )
-from contracts.storage import M_DEVICE_STATUS, M_FOOTFALL, M_LOCKER, M_PARKING_BAY, M_ZONE_OCCUPANCY
+from contracts.storage import M_DEVICE_STATUS, M_FOOTFALL, M_LOCKER, M_PARKING_BAY, M_ZONE_OCCUPANCY, point_ns
 from district.services import Service, start_influxd
 from gateway.service import M_GATEWAY_STATS, Gateway
 from gateway.settings import GatewaySettings
@@ -186,11 +186,13 @@ def test_every_kind_is_stored_with_tags_fields_and_ns_time(
     )
     wait_for(lambda: gw.stats().acked >= 6, 15, what="5 messages and its own status acknowledged")
     t0_ns = int(t0.timestamp()) * 10**9 + 500_000_000
+    # observed_at in ns plus the contract's tie-breaker in the three digits below the microsecond
+    assert point_ns(first) // 1000 == t0_ns // 1000 and point_ns(second) // 1000 == (t0_ns + 1_000_000) // 1000
 
     rows = influx_db.query(f'SELECT * FROM "{M_PARKING_BAY}" ORDER BY time')
     assert [(r["time"], r["status"], r["occupied"], r["reading_id"]) for r in rows] == [
-        (t0_ns, "occupied", 1, first.reading_id),
-        (t0_ns + 1_000_000, "free", 0, second.reading_id),
+        (point_ns(first), "occupied", 1, first.reading_id),
+        (point_ns(second), "free", 0, second.reading_id),
     ]
     assert {(r["site"], r["device"], r["lot"], r["bay"]) for r in rows} == {
         (SITE, "bays-1", "dresdenaltmarkt", "AM-001")
@@ -199,7 +201,7 @@ def test_every_kind_is_stored_with_tags_fields_and_ns_time(
 
     (lrow,) = influx_db.query(f'SELECT * FROM "{M_LOCKER}"')
     assert (lrow["time"], lrow["bank"], lrow["compartment"], lrow["status"], lrow["door"]) == (
-        t0_ns,
+        point_ns(locker),
         "lockers-altmarkt",
         "S01",
         "occupied",
@@ -212,10 +214,10 @@ def test_every_kind_is_stored_with_tags_fields_and_ns_time(
         ("south", 1, 0, 60.0, "altmarkt"),
     }
     (orow,) = influx_db.query(f'SELECT * FROM "{M_ZONE_OCCUPANCY}"')
-    assert (orow["time"], orow["occupancy"]) == (t0_ns, 42)
+    assert (orow["time"], orow["occupancy"]) == (point_ns(footfall), 42)
 
     srows = influx_db.query(f"SELECT * FROM \"{M_DEVICE_STATUS}\" WHERE device = 'cam-1'")
-    assert [(r["time"], r["state"], r["uptime_s"]) for r in srows] == [(t0_ns, "degraded", 12.5)]
+    assert [(r["time"], r["state"], r["uptime_s"]) for r in srows] == [(point_ns(status), "degraded", 12.5)]
     (crow,) = influx_db.query("SELECT * FROM camera_health")
     assert (crow["camera"], crow["state"], crow["dropped_frames"]) == ("c1", "frozen", 3)
 

@@ -10,7 +10,7 @@ import pytest
 from contracts import DeviceStatus, FootfallCount, LineCount, ParkingBayState, new_reading_id
 from contracts.configfile import ConfigError, load_model, parse_model
 from contracts.site import SiteConfig
-from contracts.storage import M_FOOTFALL, M_PARKING_BAY, M_ZONE_OCCUPANCY, to_points
+from contracts.storage import M_FOOTFALL, M_PARKING_BAY, M_ZONE_OCCUPANCY, from_ns, point_ns, to_ns, to_points
 from district.check_config import main as check_config
 
 REPO = Path(__file__).resolve().parents[3]
@@ -79,14 +79,15 @@ T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 def test_points_are_keyed_at_nanosecond_precision() -> None:
     """Two readings 1 µs apart must not share an InfluxDB key."""
     a = ParkingBayState(
-        device_id="d", observed_at=T0, reading_id=new_reading_id(), lot_id="l", bay_id="b", status="occupied"
+        device_id="d", observed_at=T0, reading_id=new_reading_id(), lot_id="l", bay_id="b", status="occupied", seq=7
     )
-    b = a.model_copy(update={"observed_at": T0 + timedelta(microseconds=1), "reading_id": new_reading_id()})
+    b = a.model_copy(update={"observed_at": T0 + timedelta(microseconds=1), "reading_id": new_reading_id(), "seq": 8})
     pa, pb = (to_points(m, site_id="s", received_at=T0)[0] for m in (a, b))
     la, lb = pa.to_line_protocol(), pb.to_line_protocol()
     assert la.startswith(f"{M_PARKING_BAY},bay=b,device=d,lot=l,site=s ")
-    assert la.endswith(" 1795435200000000000")
-    assert lb.endswith(" 1795435200000001000")
+    # observed_at in ns, plus seq % 1000 in the digits below the microsecond
+    assert la.endswith(" 1795435200000000007")
+    assert lb.endswith(" 1795435200000001008")
     assert "occupied=1i" in la and 'status="occupied"' in la
 
 
@@ -125,3 +126,29 @@ def test_status_strings_with_quotes_are_escaped_by_the_serializer() -> None:
     )
     line = to_points(m, site_id="s", received_at=T0)[0].to_line_protocol()
     assert 'reason="bus \\"A\\" said \\\\ no"' in line
+
+
+def test_same_second_readings_keep_two_points_and_the_later_sorts_later() -> None:
+    """Bugcase 08: a whole-second clock stamps a refresh and a change alike; both are kept."""
+    free = ParkingBayState(
+        device_id="d", observed_at=T0, reading_id="f" * 32, lot_id="l", bay_id="b", status="free", epoch="e1", seq=999
+    )
+    occupied = free.model_copy(update={"reading_id": "0" * 31 + "1", "status": "occupied", "seq": 1000})
+    t_free, t_occ = (point_ns(m) for m in (free, occupied))
+    assert t_free != t_occ
+    # Without seq the tie-breaker is a hash of the reading id: still two keys.
+    a, b = (m.model_copy(update={"seq": None, "epoch": None}) for m in (free, occupied))
+    assert point_ns(a) != point_ns(b)
+    assert point_ns(a) == point_ns(a.model_copy())  # a replay lands on its own key
+
+
+def test_live_will_is_stored_when_it_arrived() -> None:
+    """Bugcase 01: a will's observed_at is its connect time; the point goes where the broker delivered it."""
+    will = DeviceStatus(
+        device_id="d", observed_at=T0 - timedelta(days=15), reading_id=new_reading_id(), state="offline"
+    )
+    live = to_points(will, site_id="s", received_at=T0)[0]
+    kept = to_points(will, site_id="s", received_at=T0, retained=True)[0]
+    assert live.to_line_protocol().rsplit(" ", 1)[1].startswith(str(to_ns(T0))[:-3])
+    assert kept.to_line_protocol().rsplit(" ", 1)[1].startswith(str(to_ns(will.observed_at))[:-3])
+    assert from_ns(to_ns(T0) + 999) == T0
