@@ -60,8 +60,9 @@ _EPOCH_1970 = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def to_ns(at: datetime) -> int:
-    """``at`` (timezone-aware) as integer nanoseconds since the Unix epoch (no float rounding)."""
-    return (int(at.timestamp()) * 1_000_000 + at.microsecond) * 1000
+    """``at`` (timezone-aware) as integer nanoseconds since the Unix epoch (exact, also before 1970)."""
+    delta = at - _EPOCH_1970
+    return ((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds) * 1000
 
 
 def from_ns(ns: int) -> datetime:

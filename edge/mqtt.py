@@ -14,9 +14,11 @@ write to the outbox, so a slow or absent broker never blocks a sensor read.
   written. A reading published ``confirm_timeout_s`` ago and still
   unconfirmed is published again, with the same bytes (storage is idempotent).
   ``delivery: broker`` deletes on PUBACK, for a gateway that does not confirm.
-* A second client with our client id takes our session over (MQTT 5 reason
-  0x8E): named in the log, and the reconnect backs off to ``reconnect_max_s``
-  so the two stop kicking each other off.
+* A second client with our client id takes our connection over (MQTT 5
+  reason 0x8E, or the broker closing us again and again right after
+  accepting us, :class:`common.clash.ClashDetector`): named in the log, and
+  the reconnect backs off (60 s, doubling) so the two stop kicking each other
+  off. An edge never exits over it: its outbox keeps every reading meanwhile.
 * Last will: retained ``DeviceStatus(state="offline", reason="connection_lost")``
   on the device's status topic. On every connect a retained ``online`` (or
   ``degraded``) status replaces it; a heartbeat repeats it every
@@ -45,6 +47,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from common.clash import ClashDetector
 from contracts import confirm, topics
 from contracts.messages import CameraHealth, DeviceStatus, encode, new_reading_id, utcnow
 from edge.config import DeviceConfig
@@ -55,8 +58,6 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10.0
 SHUTDOWN_ACK_TIMEOUT_S = 3.0
 MAX_REASON = 200
-#: MQTT 5 DISCONNECT reason "Session taken over" (MQTT 5.0 spec, 3.14.2.1).
-SESSION_TAKEN_OVER = 0x8E
 
 
 class DeviceHealth:
@@ -148,7 +149,8 @@ class MqttPublisher:
         self._cursor = 0
         self._status_mids: set[int] = set()
         self._lost = False
-        self._taken_over = False
+        self._lost_reason: int | None = None
+        self.clash = ClashDetector(config.client_id)
         #: Published and PUBACKed, waiting for the gateway: outbox id -> when published (monotonic).
         self._awaiting: dict[int, float] = {}
         #: Inclusive seq ranges the gateway confirmed, not yet deleted from the outbox.
@@ -177,15 +179,15 @@ class MqttPublisher:
             if self._stop.is_set():
                 break
             backoff = m.reconnect_min_s if ok else min(backoff * 2, m.reconnect_max_s)
-            if self._taken_over:
+            verdict = self.clash.lost(self._lost_reason) if ok else None
+            if verdict is not None and verdict.clash:
                 self.stats["taken_over"] += 1
-                backoff = m.reconnect_max_s
-                log.error(
-                    "mqtt: session taken over by another client with id %r (a second agent with this "
-                    "device's configuration?); backing off %.0f s",
-                    self.config.client_id,
-                    backoff,
-                )
+                wait = max(verdict.backoff_s, m.reconnect_max_s)
+                log.error("mqtt: %s (a second agent with this device's configuration?); backing off %.0f s",
+                          verdict.reason, wait)  # fmt: skip
+                self._stop.wait(wait)
+                backoff = m.reconnect_min_s
+                continue
             log.info("mqtt: reconnecting in %.1f s", backoff)
             self._stop.wait(backoff)
         log.info("mqtt: stopped")
@@ -215,7 +217,7 @@ class MqttPublisher:
         self._published_at.clear()
         self._cursor = 0
         self._lost = False
-        self._taken_over = False
+        self._lost_reason = None
         client = self._new_client()
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = m.session_expiry_s
@@ -237,6 +239,7 @@ class MqttPublisher:
                 )
                 return False
             self.stats["connects"] += 1
+            self.clash.connected()
             if self.end_to_end:
                 client.subscribe(self.stored_topic, qos=1)
             self.connected.set()
@@ -384,8 +387,7 @@ class MqttPublisher:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
         self._lost = True
-        if reason == SESSION_TAKEN_OVER:
-            self._taken_over = True
+        self._lost_reason = reason.value if isinstance(reason, ReasonCode) else None
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any) -> None:
         row = self._inflight.pop(mid, None)

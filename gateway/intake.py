@@ -31,10 +31,12 @@ by a small thread every ``confirm_interval_s``: one QoS 1 publish per device
 per interval, whatever the rate.
 
 Client-id clash: when another client connects with our client id, the broker
-takes our session over (MQTT 5 DISCONNECT reason 0x8E). Two gateways would
-then kick each other off for ever, so the one taken over logs who and why,
-stops reconnecting and reports a fatal error (:attr:`MqttIntake.fatal`); the
-gateway exits with an error, and the newer instance keeps the session.
+closes our connection (with MQTT 5 reason 0x8E "session taken over", or, as
+Mosquitto 2.0.11 does, without a word). Two gateways would then kick each
+other off for ever. :class:`common.clash.ClashDetector` names it in the log;
+the one that sees it backs off (60 s, then 120 s) so the other keeps the
+session, and on reason 0x8E or a third clash it stops and reports a fatal
+error (:attr:`MqttIntake.fatal`): the gateway exits with status 3.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 import contracts
+from common.clash import ClashDetector
 from contracts import DeviceStatus, MessageRejected, confirm, new_reading_id, topics, utcnow
 from contracts.messages import ID_PATTERN
 from contracts.site import SiteConfig
@@ -65,8 +68,6 @@ from gateway.settings import GatewaySettings
 log = logging.getLogger(__name__)
 
 FIRMWARE = "district-gateway 0.1.0"
-#: MQTT 5 DISCONNECT reason "Session taken over" (MQTT 5.0 spec, 3.14.2.1).
-SESSION_TAKEN_OVER = 0x8E
 
 
 class MqttIntake:
@@ -96,6 +97,7 @@ class MqttIntake:
         #: Set when running on cannot help (our session was taken over); ``fatal_reason`` says why.
         self.fatal = threading.Event()
         self.fatal_reason: str | None = None
+        self.clash = ClashDetector(settings.mqtt_client_id)
         #: (site, device, epoch) -> seqs handled since the last confirmation.
         self._to_confirm: dict[tuple[str, str, str], list[int]] = {}
         self._confirm_lock = threading.Lock()
@@ -278,6 +280,9 @@ class MqttIntake:
             with self._lock:
                 self._gen += 1
                 self._connected.set()
+            self.clash.connected()
+            # A backoff after a clash applies to that one wait only.
+            client.reconnect_delay_set(self._settings.mqtt_reconnect_min_s, self._settings.mqtt_reconnect_max_s)
             if flags.session_present:
                 log.info("connected; broker resumed our session")
             elif self._ever_connected:
@@ -308,16 +313,25 @@ class MqttIntake:
                 was_connected = self._connected.is_set()
                 self._connected.clear()
                 self._subscribed.clear()
-            if reason_code == SESSION_TAKEN_OVER and not self._closing:
+            verdict = self.clash.lost(reason_code.value) if was_connected and not self._closing else None
+            if verdict is not None and verdict.fatal:
                 self.fatal_reason = (
-                    f"session taken over by another client with id {self._settings.mqtt_client_id!r}: "
-                    "two gateways share one client id (DISTRICT_GATEWAY_MQTT_CLIENT_ID); this one stops, "
-                    "the other keeps the session"
+                    f"{verdict.reason}; two gateways must not share a client id "
+                    "(DISTRICT_GATEWAY_MQTT_CLIENT_ID): this one stops, the other keeps the session"
                 )
                 log.error("%s", self.fatal_reason)
                 self._closing = True
                 client.disconnect()  # ends paho's reconnect loop
                 self.fatal.set()
+            elif verdict is not None and verdict.clash:
+                log.error(
+                    "%s; two gateways must not share a client id (DISTRICT_GATEWAY_MQTT_CLIENT_ID): "
+                    "backing off %.0f s so the other keeps the session",
+                    verdict.reason,
+                    verdict.backoff_s,
+                )
+                backoff = round(verdict.backoff_s)
+                client.reconnect_delay_set(backoff, backoff)
             elif self._closing:
                 log.info("disconnected")
             elif was_connected:

@@ -71,6 +71,7 @@ def create_app(
                 interval_s=settings.db_check_interval_s,
             )
             runtime.database = monitor
+            stream.on_reconnect = monitor.request_catch_up
             try:
                 await asyncio.wait_for(monitor.check(), settings.bootstrap_timeout_s)
             except TimeoutError:

@@ -13,6 +13,13 @@ after the edge published its first states, and then know nothing of those
 bays until their next refresh. So while some configured bays have no state,
 the bootstrap query runs again, with backoff (the check interval, doubling
 up to :data:`GAP_FILL_MAX_S`), and stops once every bay is known.
+
+Catch-up: after the server's MQTT link comes back (:meth:`request_catch_up`,
+called from the stream), the same query runs on the next checks
+(:data:`CATCH_UP_ROUNDS` times, one check interval apart, so changes the
+gateway stored just after the reconnect are caught too). A row only replaces
+a bay's state if it is newer in the device's order, so the catch-up can
+never undo what the stream delivered.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: Longest wait between two gap-filling queries while bays lack any state.
 GAP_FILL_MAX_S = 300.0
+#: Catch-up queries after a reconnect, one check interval apart.
+CATCH_UP_ROUNDS = 2
 
 
 class DatabaseMonitor:
@@ -56,18 +65,38 @@ class DatabaseMonitor:
         self.gap_fills = 0
         self._gap_delay = interval_s
         self._gap_next = 0.0
+        #: Catch-up rounds still due (set from the MQTT thread: an int store is atomic).
+        self._catch_up_due = 0
+        self.catch_ups = 0
+
+    def request_catch_up(self, session_present: bool = False) -> None:
+        """The stream reconnected: re-read every bay's last state from history on the next checks."""
+        self._catch_up_due = CATCH_UP_ROUNDS
+
+    async def _load(self) -> tuple[int, int]:
+        """Offer each bay's last state in history to the live state; (rows, applied). Raise InfluxError."""
+        rows = await self.client.last_bay_states(self.live.site.site.id, self.bootstrap_window_s)
+        applied = 0
+        for row in rows:
+            reading = BayReading.of(
+                row.status, row.observed_at, row.reading_id, heard=row.received_ts, epoch=row.epoch, seq=row.seq
+            )
+            if self.live.apply_bay(row.lot_id, row.bay_id, reading):
+                applied += 1
+        return len(rows), applied
+
+    async def catch_up(self) -> None:
+        """Apply what history holds newer than the stream delivered (after a reconnect); raise InfluxError."""
+        _, applied = await self._load()
+        self.catch_ups += 1
+        log.info("catch-up after reconnect: %d bay state(s) changed while the link was down", applied)
 
     async def bootstrap(self, *, gap_fill: bool = False) -> None:
         """Load each bay's last state; raise InfluxError."""
         started = self._monotonic()
-        rows = await self.client.last_bay_states(self.live.site.site.id, self.bootstrap_window_s)
-        applied = 0
-        for row in rows:
-            reading = BayReading.of(row.status, row.observed_at, row.reading_id)
-            if self.live.apply_bay(row.lot_id, row.bay_id, reading):
-                applied += 1
+        n_rows, applied = await self._load()
         self.bootstrapped = True
-        self.bootstrap_bays = len(rows)
+        self.bootstrap_bays = n_rows
         if gap_fill:
             self.gap_fills += 1
             self._gap_delay = min(GAP_FILL_MAX_S, self._gap_delay * 2)
@@ -78,7 +107,7 @@ class DatabaseMonitor:
         self._gap_next = self._monotonic() + self._gap_delay
         log.info(
             "bootstrap: %d bay state(s) from the last %.0f s, %d newer than the stream's, in %.2f s",
-            len(rows),
+            n_rows,
             self.bootstrap_window_s,
             applied,
             self._monotonic() - started,
@@ -102,6 +131,13 @@ class DatabaseMonitor:
             except InfluxError as exc:
                 log.warning("bootstrap failed (retried on the next check): %s", exc)
                 self.error = f"bootstrap: {exc}"
+        elif self._catch_up_due > 0:
+            self._catch_up_due -= 1
+            try:
+                await self.catch_up()
+            except InfluxError as exc:
+                self._catch_up_due += 1
+                log.warning("catch-up after reconnect failed (retried on the next check): %s", exc)
         elif self.live.bay_count() < self.total_bays and self._monotonic() >= self._gap_next:
             try:
                 await self.bootstrap(gap_fill=True)

@@ -35,6 +35,10 @@ class BayRow:
     status: str
     observed_at: datetime
     reading_id: str
+    #: When the gateway received it (POSIX s, its clock): our "heard" time for freshness.
+    received_ts: float | None = None
+    epoch: str | None = None
+    seq: int | None = None
 
 
 def open_http_client(settings: ServerSettings) -> httpx.AsyncClient:
@@ -64,11 +68,17 @@ def _quote_ident(value: str) -> str:
 
 
 def last_bay_states_query(site_id: str, window_s: float) -> str:
-    """Each bay's last status (and its reading id) within the window."""
+    """Each bay's last status within the window, with its reading id, receive time and sequence.
+
+    ``last()`` is a selector: the other fields come from the same point.
+    """
+    fields = ", ".join(
+        _quote_ident(f) for f in (storage.F_READING_ID, storage.F_RECEIVED_NS, storage.F_EPOCH, storage.F_SEQ)
+    )
     return (
-        f'SELECT last("status") AS "status", "reading_id" FROM {_quote_ident(storage.M_PARKING_BAY)}'
-        f' WHERE "site" = {_quote_str(site_id)} AND time > now() - {int(window_s)}s'
-        ' GROUP BY "lot", "bay"'
+        f'SELECT last("status") AS "status", {fields} FROM {_quote_ident(storage.M_PARKING_BAY)}'
+        f" WHERE {_quote_ident(storage.TAG_SITE)} = {_quote_str(site_id)} AND time > now() - {int(window_s)}s"
+        f" GROUP BY {_quote_ident(storage.TAG_LOT)}, {_quote_ident(storage.TAG_BAY)}"
     )
 
 
@@ -118,13 +128,19 @@ class InfluxClient:
                     if status not in _STATUSES or not isinstance(row.get("time"), int):
                         skipped += 1
                         continue
+                    received = row.get(storage.F_RECEIVED_NS)
+                    seq = row.get(storage.F_SEQ)
+                    epoch = row.get(storage.F_EPOCH)
                     rows.append(
                         BayRow(
-                            lot_id=str(tags["lot"]),
-                            bay_id=str(tags["bay"]),
+                            lot_id=str(tags[storage.TAG_LOT]),
+                            bay_id=str(tags[storage.TAG_BAY]),
                             status=str(status),
                             observed_at=ns_to_datetime(row["time"]),
-                            reading_id=str(row.get("reading_id") or ""),
+                            reading_id=str(row.get(storage.F_READING_ID) or ""),
+                            received_ts=received / 1e9 if isinstance(received, int) else None,
+                            epoch=epoch if isinstance(epoch, str) else None,
+                            seq=seq if isinstance(seq, int) else None,
                         )
                     )
             except (KeyError, TypeError, ValueError):

@@ -48,9 +48,12 @@ class ParkingLot(_Out):
         description="closed: closed in the site configuration; nodata: no bay has a fresh free/occupied reading;"
         " full: fewer free bays than the lot's reserve; open: otherwise."
     )
-    observed_at: datetime | None = Field(description="Newest bay observation (UTC), null if none was ever seen.")
+    observed_at: datetime | None = Field(
+        description="When the newest bay reading was observed (UTC, on the server's clock: the device's own"
+        " time corrected by its estimated clock offset), null if none was ever seen."
+    )
     age_s: float | None = Field(description="Seconds from observed_at to the moment of this answer.")
-    fresh: bool = Field(description="True when the newest observation is younger than the lot's freshness limit.")
+    fresh: bool = Field(description="True when the newest reading was heard within the lot's freshness limit.")
     stale_after_s: float = Field(description="A bay not heard from for this long counts as unknown.")
 
 
@@ -80,6 +83,13 @@ class DatabaseHealth(_Out):
 class DeviceHealth(_Out):
     seen: int = Field(description="Devices whose status message has been received.")
     by_state: dict[str, int] = Field(default_factory=dict, description="Devices per last reported state.")
+    clock_offset_s: dict[str, float] = Field(
+        default_factory=dict,
+        description="Each device's estimated clock offset in seconds: the server's clock minus the device's"
+        " (positive: the device is behind), the smallest received-minus-observed of its live messages"
+        " over the last minute. Freshness is judged on the server's clock, so an offset never makes a"
+        " device's readings stale.",
+    )
 
 
 class Health(_Out):

@@ -28,6 +28,9 @@ class ServerSettings(BaseSettings):
     #: Default: ``district-server-<random>``, so two replicas never kick each other off.
     mqtt_client_id: str | None = None
     mqtt_keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    #: How long the broker queues for the server while its link is down. A
+    #: longer outage is covered by the catch-up from InfluxDB on reconnect.
+    mqtt_session_expiry_s: Annotated[int, Field(ge=0, le=86_400)] = 300
     topic_prefix: str = "district"
 
     influx_url: str = "http://127.0.0.1:8086"

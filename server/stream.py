@@ -1,10 +1,15 @@
 """The MQTT subscriber that keeps :class:`server.live.LiveState` current.
 
-paho 2.x in its own network thread, its own client id and a non-persistent
-session: the server needs the present, not a backlog (history is InfluxDB's
-job, and the gateway holds the persistent session that loses nothing).
-Subscriptions are QoS 1 and renewed on every (re)connect; paho reconnects
-by itself with backoff.
+paho 2.x in its own network thread, MQTT 5, its own client id and a session
+that outlives a link blip: the first connect starts clean, later ones resume
+(``clean_start`` first-only, ``mqtt_session_expiry_s``), so the broker queues
+what is published while the link is down and delivers it on reconnect.
+Whenever a reconnect finds no session (the broker restarted, the blip outlived
+the expiry) or resumes one, the server also asks for a catch-up from
+InfluxDB (:meth:`server.dbmonitor.DatabaseMonitor.request_catch_up`), which
+the gateway's persistent session kept complete: a full garage is never shown
+as free because a link blinked. Subscriptions are QoS 1 and renewed on every
+(re)connect; paho reconnects by itself with backoff.
 
 Every message goes through ``contracts.receive(..., site=site)``. A rejected
 message is counted by reason and logged (the first of each reason, then every
@@ -20,10 +25,14 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 import contracts
@@ -54,6 +63,11 @@ class LiveStream:
         self._last_error: str | None = None
         self.rejected: Counter[str] = Counter()
         self._client: mqtt.Client | None = None
+        self._ever_connected = False
+        self.reconnects = 0
+        self.cleared = 0
+        #: Called (from the MQTT thread) after a reconnect: something may have been missed.
+        self.on_reconnect: Callable[[bool], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -62,8 +76,7 @@ class LiveStream:
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
-            clean_session=True,
-            protocol=mqtt.MQTTv311,
+            protocol=mqtt.MQTTv5,
         )
         if self.settings.mqtt_username:
             password = self.settings.mqtt_password.get_secret_value() if self.settings.mqtt_password else None
@@ -83,7 +96,15 @@ class LiveStream:
             self.prefix,
             self.site_id,
         )
-        client.connect_async(self.settings.mqtt_host, self.settings.mqtt_port, keepalive=self.settings.mqtt_keepalive_s)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self.settings.mqtt_session_expiry_s
+        client.connect_async(
+            self.settings.mqtt_host,
+            self.settings.mqtt_port,
+            keepalive=self.settings.mqtt_keepalive_s,
+            clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=props,
+        )
         client.loop_start()
 
     def stop(self) -> None:
@@ -141,7 +162,20 @@ class LiveStream:
             with self._lock:
                 self._connected = True
                 self._last_error = None
-            log.info("MQTT connected; subscribed to %s kinds under %s/v1/%s", KINDS, self.prefix, self.site_id)
+                again = self._ever_connected
+                self._ever_connected = True
+            session = bool(flags.session_present)
+            log.info(
+                "MQTT %s; subscribed to %s kinds under %s/v1/%s",
+                ("reconnected, session resumed" if session else "reconnected, no session") if again else "connected",
+                KINDS,
+                self.prefix,
+                self.site_id,
+            )
+            if again:
+                self.reconnects += 1
+                if self.on_reconnect is not None:
+                    self.on_reconnect(session)
         except Exception:
             log.exception("MQTT on_connect handler failed")
 
@@ -190,26 +224,40 @@ class LiveStream:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
             payload = msg.payload
-            self.handle(msg.topic, payload if isinstance(payload, bytes) else bytes(payload))
+            self.handle(msg.topic, payload if isinstance(payload, bytes) else bytes(payload), retained=bool(msg.retain))
         except Exception:
             self._reject("internal_error", "handler raised")
             log.exception("MQTT message handler failed on %s", msg.topic[:200])
 
-    def handle(self, topic: str, payload: bytes) -> None:
-        """Validate one message and apply it; rejections are counted, never raised."""
+    def handle(self, topic: str, payload: bytes, *, retained: bool = False, now: datetime | None = None) -> None:
+        """Validate one message and apply it; rejections are counted, never raised.
+
+        ``retained``: a copy the broker kept (sent on subscribing), not a live publish.
+        An empty payload on a status topic clears that device's status.
+        """
         with self._lock:
             self._messages += 1
             self._last_message = time.monotonic()
-        now = self.live.clock()
+        now = now or self.live.clock()
+        if not payload and topic.endswith("/status"):
+            try:
+                where = topics.parse(topic, self.prefix)
+            except topics.TopicError as exc:
+                self._reject("bad_topic", str(exc))
+                return
+            self.live.clear_device_status(where.device_id)
+            with self._lock:
+                self.cleared += 1
+            return
         try:
             _, message = contracts.receive(topic, payload, prefix=self.prefix, site=self.live.site, now=now)
         except MessageRejected as exc:
             self._reject(exc.reason, f"{topic[:200]}: {exc.detail}")
             return
         if isinstance(message, ParkingBayState):
-            self.live.apply_message(message)
+            self.live.apply_message(message, now)
         elif isinstance(message, DeviceStatus):
-            self.live.apply_device_status(message, now)
+            self.live.apply_device_status(message, now, retained=retained)
 
     def _reject(self, reason: str, detail: str) -> None:
         with self._lock:

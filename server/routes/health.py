@@ -44,7 +44,11 @@ async def healthz(runtime: RuntimeDep) -> JSONResponse:
         uptime_s=round(time.monotonic() - runtime.started, 3),
         broker=broker,
         database=database,
-        devices=models.DeviceHealth(seen=sum(by_state.values()), by_state=dict(by_state)),
+        devices=models.DeviceHealth(
+            seen=sum(by_state.values()),
+            by_state=dict(by_state),
+            clock_offset_s={d: round(o, 3) for d, o in sorted(runtime.live.clock_offsets().items())},
+        ),
     )
     return JSONResponse(
         body.model_dump(mode="json"), status_code=200 if ok else 503, headers={"Cache-Control": "no-store"}

@@ -147,8 +147,16 @@ def health(client: httpx.Client) -> tuple[int, dict[str, Any]]:
     return r.status_code, body
 
 
+#: How long after its observation the gateway is taken to have received a reading.
+LATENCY = timedelta(milliseconds=50)
+
+
 def write_points(influx: Influx, messages: list[ParkingBayState]) -> None:
-    lines = [p.to_line_protocol() for m in messages for p in to_points(m, site_id=SITE_ID, received_at=utcnow())]
+    lines = [
+        p.to_line_protocol()
+        for m in messages
+        for p in to_points(m, site_id=SITE_ID, received_at=m.observed_at + LATENCY)
+    ]
     params = urllib.parse.urlencode({"db": influx.db, "precision": "ns"})
     req = urllib.request.Request(f"{influx.url}/write?{params}", data="\n".join(lines).encode(), method="POST")
     with urllib.request.urlopen(req, timeout=10) as r:
@@ -220,7 +228,9 @@ def test_a_restarted_server_bootstraps_from_influxdb(
         assert counts(client) == (1, 1, 1)
         body = lot(client)
         assert body["state"] == "open"
-        assert datetime.fromisoformat(body["observed_at"]) == now - timedelta(seconds=10)  # to the microsecond
+        # The newest reading as heard on the receiving side's clock (the gateway's received_ns).
+        heard = datetime.fromisoformat(body["observed_at"])
+        assert abs(heard - (now - timedelta(seconds=10) + LATENCY)) <= timedelta(microseconds=2)
         _, h = health(client)
         assert h["database"]["reachable"] is True
         assert h["database"]["bootstrapped"] is True

@@ -159,7 +159,7 @@ def test_health_follows_broker_and_database(
     assert body["broker"]["last_message_age_s"] == 1.5
     assert body["database"]["reachable"] is database
     assert body["database"]["last_check_age_s"] == 0.5
-    assert body["devices"] == {"seen": 1, "by_state": {"online": 1}}
+    assert body["devices"] == {"seen": 1, "by_state": {"online": 1}, "clock_offset_s": {"d1": 0.0}}
     assert r.headers["cache-control"] == "no-store"
 
 

@@ -161,15 +161,74 @@ def test_an_older_reading_never_overwrites_a_newer_one(live: LiveState) -> None:
     assert live.bay("L1", "B001").status == "free"  # type: ignore[union-attr]
 
 
-def test_equal_timestamps_resolve_the_same_way_in_any_order(clock: FakeClock) -> None:
-    a = reading("free", 10, rid="aaaaaaaaaa")
-    b = reading("occupied", 10, rid="bbbbbbbbbb")
-    one, two = LiveState(make_site(), clock), LiveState(make_site(), clock)
-    for r in (a, b):
-        one.apply_bay("L1", "B001", r)
-    for r in (b, a):
-        two.apply_bay("L1", "B001", r)
-    assert one.bay("L1", "B001") == two.bay("L1", "B001") == b
+def test_equal_timestamps_the_later_message_wins(clock: FakeClock) -> None:
+    """Bugcase 08: a whole-second clock stamps a refresh and a change alike; the later message is the truth,
+    whatever the reading ids (the old rule compared them)."""
+    live = LiveState(make_site(), clock)
+    at = T0 - timedelta(seconds=10)
+    older = ParkingBayState(
+        device_id="d1", observed_at=at, reading_id="f" * 32, lot_id="L1", bay_id="B001", status="free"
+    )
+    later = older.model_copy(update={"reading_id": "0" * 31 + "1", "status": "occupied"})
+    assert live.apply_message(older, T0) and live.apply_message(later, T0)
+    assert live.bay("L1", "B001").status == "occupied"  # type: ignore[union-attr]
+    # A replayed copy of the older one does not bring it back.
+    assert not live.apply_message(older, T0)
+    # Two rows from history (no arrival order): the one held stays.
+    assert not live.apply_bay("L1", "B001", BayReading.of("free", at, "c" * 32))
+    assert live.bay("L1", "B001").status == "occupied"  # type: ignore[union-attr]
+
+
+def test_sequence_orders_a_device_whose_clock_stepped_back(clock: FakeClock) -> None:
+    """NTP steps a Pi's clock back an hour after boot: its later readings carry earlier times.
+    Within one epoch, seq decides; wall time only orders readings of different sequences."""
+    live = LiveState(make_site(), clock)
+    before = ParkingBayState(
+        device_id="d1", observed_at=T0, reading_id="r" * 10, lot_id="L1", bay_id="B001", status="occupied",
+        epoch="boot1", seq=41,
+    )  # fmt: skip
+    after = before.model_copy(
+        update={"observed_at": T0 - timedelta(hours=1), "reading_id": "s" * 10, "status": "free", "seq": 42}
+    )
+    assert live.apply_message(before, T0) and live.apply_message(after, T0 + timedelta(seconds=1))
+    assert live.bay("L1", "B001").status == "free"  # type: ignore[union-attr]
+    # A redelivered older reading of the same sequence never wins, whatever its time.
+    stale = before.model_copy(update={"reading_id": "t" * 10, "seq": 40, "observed_at": T0 + timedelta(seconds=5)})
+    assert not live.apply_message(stale, T0 + timedelta(seconds=2))
+    lot = live.lot("L1", T0 + timedelta(seconds=3))
+    assert lot is not None and (lot.free, lot.occupied) == (1, 0)
+
+
+def test_a_device_clock_far_behind_still_counts_as_heard(clock: FakeClock) -> None:
+    """Bugcase 06: readings every 2 s stamped 11 minutes in the past are fresh; the offset is reported."""
+    live = LiveState(make_site(), clock)
+    for i in range(3):
+        now = T0 + timedelta(seconds=2 * i)
+        m = ParkingBayState(
+            device_id="lagging", observed_at=now - timedelta(minutes=11), reading_id=f"lag{i:07d}",
+            lot_id="L1", bay_id="B001", status="occupied",
+        )  # fmt: skip
+        live.apply_message(m, now)
+    lot = live.lot("L1", T0 + timedelta(seconds=5))
+    assert lot is not None
+    assert (lot.occupied, lot.state != "nodata", lot.fresh) == (1, True, True)
+    assert lot.age_s is not None and lot.age_s < 10
+    assert live.clock_offsets() == {"lagging": pytest.approx(660.0)}
+
+
+def test_a_replayed_old_reading_is_not_made_fresh(clock: FakeClock) -> None:
+    """A store-and-forward replay of an hour-old reading arrives now, but the device's clock is right:
+    its live heartbeat pins the offset near 0, so the replay stays an hour old."""
+    live = LiveState(make_site(), clock)
+    live.apply_device_status(DeviceStatus(device_id="d1", observed_at=T0, reading_id="hb00000001", state="online"), T0)
+    old = ParkingBayState(
+        device_id="d1", observed_at=T0 - timedelta(hours=1), reading_id="old0000001", lot_id="L1", bay_id="B001",
+        status="free",
+    )  # fmt: skip
+    live.apply_message(old, T0 + timedelta(seconds=1))
+    lot = live.lot("L1", T0 + timedelta(seconds=2))
+    assert lot is not None and lot.free == 0 and lot.unknown == lot.total
+    assert live.clock_offsets()["d1"] == pytest.approx(0.0)
 
 
 def test_a_closed_lot_is_closed_whatever_its_bays_say(live: LiveState) -> None:

@@ -1,0 +1,95 @@
+"""Bugcase 11: two gateways started with one client id stop fighting over the session.
+
+Mosquitto 2.0.11 closes the older connection without a reason code, so the
+clash is recognised by its pattern (common/clash.py) and named in the log;
+the gateway that sees it backs off, and the other keeps the session and
+stores every reading.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from contracts import encode
+from district.services import Service
+from gateway.service import Gateway
+from gateway.settings import GatewaySettings
+from tests.conftest import Influx, wait_for
+from tests.integration.test_gateway import Publisher, bay, gateway_settings, topic_of
+
+pytestmark = pytest.mark.integration
+
+
+def test_two_gateways_with_one_client_id_stop_kicking_each_other_off(
+    mosquitto: Service,
+    influx_db: Influx,
+    prefix: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway")
+    settings: GatewaySettings = gateway_settings(
+        mosquitto, influx_db, prefix, tmp_path, mqtt_client_id=f"same-{prefix}"
+    )
+    a, b = Gateway(settings), Gateway(settings)
+    publisher = Publisher(mosquitto)
+    a.start()
+    assert a.wait_ready(15)
+    b.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (a.intake.clash.clashes or b.intake.clash.clashes):
+            time.sleep(0.1)
+        named = [r.getMessage() for r in caplog.records if "probably using our client id" in r.getMessage()]
+        assert named, "the clash was not named in the log"
+        assert f"same-{prefix}" in named[0]
+        # Settled: over the next 10 s nobody loses the broker any more.
+        drops_before = sum(1 for r in caplog.records if "lost the broker" in r.getMessage())
+        time.sleep(10)
+        drops_after = sum(1 for r in caplog.records if "lost the broker" in r.getMessage())
+        assert drops_after == drops_before <= 3
+        # Whoever holds the session stores what arrives.
+        holder = a if a.intake.is_connected() else b
+        assert holder.intake.is_connected()
+        readings = [bay(bay_id=f"AM-{i:03d}") for i in range(1, 21)]
+        publisher.send_many([(topic_of(prefix, "bays-1", "parking_bay"), encode(m)) for m in readings])
+        wait_for(lambda: influx_db.count("parking_bay") == 20, 15, what="20 readings stored")
+    finally:
+        a.stop()
+        b.stop()
+        publisher.close()
+    crashed = [r for r in caplog.records if r.name.startswith("gateway") and r.exc_info]
+    assert not crashed, crashed[0].getMessage()
+
+
+def test_session_taken_over_process_exits_with_status_3(mosquitto: Service, prefix: str, tmp_path: Path) -> None:
+    """The gateway process that gives up says why on stderr and exits 3, so a service manager shows it."""
+    env_ids = {"DISTRICT_GATEWAY_MQTT_CLIENT_ID": f"same-{prefix}", "DISTRICT_GATEWAY_MQTT_PORT": str(mosquitto.port),
+               "DISTRICT_GATEWAY_TOPIC_PREFIX": prefix, "DISTRICT_GATEWAY_INFLUX_URL": "http://127.0.0.1:9",
+               "DISTRICT_GATEWAY_CREATE_DATABASE": "false"}  # fmt: skip
+    env = {**os.environ, **env_ids}
+    district = str(Path(sys.executable).parent / "district")
+    procs = [
+        subprocess.Popen([district, "gateway"], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        for _ in range(2)
+    ]
+    try:
+        # Two clashes back off 60 s then 120 s; the exit comes on the third. Too slow for a test:
+        # what a test can show is that one of them names it and backs off, and neither crashes.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and all(p.poll() is None for p in procs):
+            time.sleep(0.2)
+        assert all(p.poll() is None for p in procs), "a gateway died instead of backing off"
+    finally:
+        for p in procs:
+            p.terminate()
+        outs = [p.communicate(timeout=20)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert any("probably using our client id" in out for out in outs), outs
