@@ -186,7 +186,8 @@ def _frame_size(buf: bytes) -> int | None:
 def check_reply(request: ReadRequest, data: bytes) -> Reply:
     """Check that ``data`` (everything received for ``request``, echo removed) is its answer.
 
-    Checked in order: a whole frame came (else ``truncated`` / ``garbage``); its CRC (``bad_crc``); the
+    Checked in order: a whole frame came (else ``truncated`` / ``garbage``); its CRC (``bad_crc``, or
+    ``garbage`` when it does not even start with our unit id and function code); the
     unit id (``wrong_unit``); the function code (``exception`` for a Modbus exception reply,
     ``wrong_function``); the byte count is ``2 * request.count`` (``wrong_size``); nothing but an exact
     copy of the frame follows it (``trailing_bytes``). Returns the registers (``request.count`` ints,
@@ -205,7 +206,9 @@ def check_reply(request: ReadRequest, data: bytes) -> Reply:
         raise BadReply(f"{reason} reply to {request}: {len(data)} of {size} bytes", reason=reason)
     frame, rest = data[:size], data[size:]
     if _crc(frame[:-2]) != frame[-2:]:
-        raise BadReply(f"CRC error in the reply to {request}", reason="bad_crc")
+        if frame[0] == request.unit and frame[1] in (FC_READ_INPUT_REGISTERS, FC_READ_INPUT_REGISTERS | 0x80):
+            raise BadReply(f"CRC error in the reply to {request}", reason="bad_crc")
+        raise BadReply(f"garbage instead of a reply to {request}: {data[:8].hex(' ')}...", reason="garbage")
     if frame[0] != request.unit:
         raise BadReply(f"reply from unit {frame[0]} to a request for {request}", reason="wrong_unit")
     fc = frame[1]
