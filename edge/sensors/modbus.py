@@ -24,6 +24,11 @@ Errors, by scope:
 * a controller that does not answer or answers nonsense -> the device is
   ``degraded`` with a reason; after ``unknown_after_s`` its points are
   published as ``unknown``;
+* a reply that does not match its request (late, echoed, duplicated, from
+  another unit, truncated, garbled, of another size) -> the line is drained
+  and the read retried once; if it still fails the whole poll is dropped
+  (nothing published, counted per reason). See :class:`PymodbusReader` and
+  docs/fieldbus.md, "Line hygiene";
 * a port that cannot be opened or vanishes (USB adapter unplugged), or a bus
   where no controller answers -> the port is closed and reopened with backoff.
 """
