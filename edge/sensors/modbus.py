@@ -24,14 +24,19 @@ Errors, by scope:
 * a controller that does not answer or answers nonsense -> the device is
   ``degraded`` with a reason; after ``unknown_after_s`` its points are
   published as ``unknown``;
+* a reply that does not match its request (late, echoed, duplicated, from
+  another unit, truncated, garbled, of another size) -> the line is drained
+  and the read retried once; if it still fails the whole poll is dropped
+  (nothing published, counted per reason). See :class:`PymodbusReader` and
+  docs/fieldbus.md, "Line hygiene";
 * a port that cannot be opened or vanishes (USB adapter unplugged), or a bus
   where no controller answers -> the port is closed and reopened with backoff.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
+import select
 import threading
 import time
 from collections import Counter
@@ -67,19 +72,194 @@ class HealthSink(Protocol):
 
 
 class SensorError(Exception):
-    """Base of the sensor drivers' errors."""
+    """Base of the sensor drivers' errors.
+
+    ``reason`` is a short, stable code (``timeout``, ``wrong_unit``, ...) used as a counter key and in
+    health text; ``str(exc)`` is the human-readable detail.
+    """
+
+    reason: str = "error"
+
+    def __init__(self, message: str = "", *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
 
 
 class BusGone(SensorError):
     """The serial port cannot be opened or stopped working: close and reopen it."""
 
+    reason = "bus_gone"
+
 
 class NoResponse(SensorError):
     """A controller did not answer within its timeout."""
 
+    reason = "timeout"
+
 
 class BadReply(SensorError):
-    """A controller answered with a Modbus exception or a malformed reply."""
+    """A controller answered with a Modbus exception, or what came back does not match the request.
+
+    Reasons: ``exception`` (a well-formed Modbus exception reply; not a line fault), ``wrong_unit``,
+    ``wrong_function``, ``wrong_size``, ``bad_crc``, ``truncated``, ``garbage``, ``trailing_bytes``,
+    ``line_busy``.
+    """
+
+    reason = "bad_reply"
+
+
+# -- line hygiene ---------------------------------------------------------------------------------
+
+#: Function code 04, read input registers (Modbus Application Protocol V1.1b3 §6.4).
+FC_READ_INPUT_REGISTERS = 0x04
+#: Longest RTU frame: 256 bytes (Modbus over Serial Line V1.02 §2.5.1).
+MAX_RTU_FRAME = 256
+#: Bits per character in RTU mode: start + 8 data + parity (or a 2nd stop bit) + stop
+#: (Modbus over Serial Line V1.02 §2.5.1).
+RTU_BITS_PER_CHAR = 11
+
+
+def silent_interval_s(baudrate: int) -> float:
+    """The inter-frame silence t3.5, in seconds, at ``baudrate`` (bits/s).
+
+    3.5 character times of 11 bits, and a fixed 1.75 ms above 19200 baud (Modbus over Serial Line
+    spec V1.02 §2.5.1.1). 19200 baud -> ~2.0 ms.
+    """
+    if baudrate > 19200:
+        return 0.00175
+    return 3.5 * RTU_BITS_PER_CHAR / baudrate
+
+
+def _crc(data: bytes) -> bytes:
+    """Modbus CRC-16 of ``data`` as it goes on the wire (2 bytes, low byte first), via pymodbus."""
+    from pymodbus.framer import FramerRTU
+
+    return int(FramerRTU.compute_CRC(data)).to_bytes(2, "big")
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRequest:
+    """One FC 04 request: ``count`` (1..125) input registers from ``address`` (0..65535) of ``unit`` (1..247)."""
+
+    unit: int
+    address: int
+    count: int
+
+    @property
+    def frame(self) -> bytes:
+        """The request ADU (8 bytes: unit, 04, address, count, CRC), encoded by pymodbus."""
+        from pymodbus.framer import FramerRTU
+        from pymodbus.pdu import DecodePDU
+        from pymodbus.pdu.register_message import ReadInputRegistersRequest
+
+        pdu = ReadInputRegistersRequest(address=self.address, count=self.count, dev_id=self.unit)
+        return bytes(FramerRTU(DecodePDU(False)).buildFrame(pdu))
+
+    @property
+    def reply_size(self) -> int:
+        """Bytes in the matching normal reply: unit, 04, byte count ``2 * count``, data, CRC."""
+        return 5 + 2 * self.count
+
+    def __str__(self) -> str:
+        return f"unit {self.unit} IR {self.address}+{self.count}"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A reply that matches its request: the register values, and whether an exact copy followed it."""
+
+    registers: list[int]
+    duplicated: bool = False
+
+
+def _frame_size(buf: bytes) -> int | None:
+    """The RTU frame size announced by the start of ``buf``, or None when it cannot be a read reply.
+
+    ``buf`` needs at least 3 bytes for a normal read reply (the byte count), 2 for an exception.
+    """
+    if len(buf) < 2:
+        return None
+    fc = buf[1]
+    if fc & 0x80:
+        return 5
+    if fc in (0x03, 0x04) and len(buf) >= 3:
+        return 5 + buf[2]
+    return None
+
+
+def check_reply(request: ReadRequest, data: bytes) -> Reply:
+    """Check that ``data`` (everything received for ``request``, echo removed) is its answer.
+
+    Checked in order: a whole frame came (else ``truncated`` / ``garbage``); its CRC (``bad_crc``, or
+    ``garbage`` when it does not even start with our unit id and function code); the
+    unit id (``wrong_unit``); the function code (``exception`` for a Modbus exception reply,
+    ``wrong_function``); the byte count is ``2 * request.count`` (``wrong_size``); nothing but an exact
+    copy of the frame follows it (``trailing_bytes``). Returns the registers (``request.count`` ints,
+    0..65535). Raises :class:`NoResponse` for no data, :class:`BadReply` otherwise.
+    """
+    if not data:
+        raise NoResponse(f"no answer to {request}")
+    size = _frame_size(data)
+    if size is None:
+        if len(data) < 3 and request.reply_size > len(data) and data[:1] == bytes([request.unit]):
+            raise BadReply(f"truncated reply to {request}: {len(data)} bytes", reason="truncated")
+        raise BadReply(f"garbage instead of a reply to {request}: {data[:8].hex(' ')}...", reason="garbage")
+    if len(data) < size:
+        prefix_ok = data[0] == request.unit and data[1] == FC_READ_INPUT_REGISTERS
+        reason = "truncated" if prefix_ok else "garbage"
+        raise BadReply(f"{reason} reply to {request}: {len(data)} of {size} bytes", reason=reason)
+    frame, rest = data[:size], data[size:]
+    if _crc(frame[:-2]) != frame[-2:]:
+        if frame[0] == request.unit and frame[1] in (FC_READ_INPUT_REGISTERS, FC_READ_INPUT_REGISTERS | 0x80):
+            raise BadReply(f"CRC error in the reply to {request}", reason="bad_crc")
+        raise BadReply(f"garbage instead of a reply to {request}: {data[:8].hex(' ')}...", reason="garbage")
+    if frame[0] != request.unit:
+        raise BadReply(f"reply from unit {frame[0]} to a request for {request}", reason="wrong_unit")
+    fc = frame[1]
+    if fc == FC_READ_INPUT_REGISTERS | 0x80:
+        raise BadReply(f"Modbus exception reply {frame[2]} for {request}", reason="exception")
+    if fc != FC_READ_INPUT_REGISTERS:
+        raise BadReply(f"reply with function code {fc} to {request}", reason="wrong_function")
+    if frame[2] != 2 * request.count:
+        raise BadReply(
+            f"reply to {request} carries {frame[2] // 2} registers, not {request.count}", reason="wrong_size"
+        )
+    duplicated = False
+    if rest:
+        if rest != frame:
+            raise BadReply(f"{len(rest)} unexpected bytes after the reply to {request}", reason="trailing_bytes")
+        duplicated = True
+    from pymodbus.pdu import DecodePDU
+
+    pdu = DecodePDU(False).decode(frame[1:-2])
+    registers = [int(r) for r in getattr(pdu, "registers", [])]
+    if len(registers) != request.count:  # cannot happen after the byte count check; never trust silently
+        raise BadReply(f"asked for {request.count} registers, decoded {len(registers)}", reason="wrong_size")
+    return Reply(registers, duplicated)
+
+
+class RateLimitedLog:
+    """Warn at most once per ``interval_s`` per key, saying how many were suppressed in between."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float, clock: Callable[[], float] = time.monotonic):
+        self._log = logger
+        self._interval = interval_s
+        self._clock = clock
+        self._next: dict[str, float] = {}
+        self._suppressed: Counter[str] = Counter()
+
+    def warning(self, key: str, msg: str, *args: object) -> None:
+        now = self._clock()
+        if now < self._next.get(key, float("-inf")):
+            self._suppressed[key] += 1
+            return
+        self._next[key] = now + self._interval
+        n = self._suppressed.pop(key, 0)
+        if n:
+            self._log.warning(msg + " (and %d more like it in the last %.0f s)", *args, n, self._interval)
+        else:
+            self._log.warning(msg, *args)
 
 
 # -- reading registers ----------------------------------------------------------------------------
@@ -87,6 +267,8 @@ class BadReply(SensorError):
 
 @dataclass(frozen=True, slots=True)
 class SerialSettings:
+    """One serial port: device path, line settings, and the reply timeout in seconds."""
+
     port: str
     baudrate: int = 19200
     parity: Parity = "N"
@@ -105,59 +287,255 @@ class RegisterReader(Protocol):
 ReaderFactory = Callable[[SerialSettings], RegisterReader]
 
 
-class PymodbusReader:
-    """A pymodbus 3.x RTU client on a serial device (``/dev/ttyUSB0``, or a simulator's pty)."""
+class Line(Protocol):
+    """A raw open serial line, 8-bit bytes. Methods raise :class:`BusGone` when the port is gone."""
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` and return once it has left the port."""
+
+    def read(self, max_bytes: int, wait_s: float) -> bytes:
+        """Up to ``max_bytes`` received bytes; waits up to ``wait_s`` seconds for the first; ``b""`` if none."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SerialLine:
+    """A :class:`Line` on a pyserial port (``/dev/ttyUSB0``, or a simulator's pty), opened exclusively."""
 
     def __init__(self, settings: SerialSettings) -> None:
-        from pymodbus.client import ModbusSerialClient
-        from pymodbus.framer import FramerType
+        import serial
 
-        self.settings = settings
-        self._client = ModbusSerialClient(
-            settings.port,
-            framer=FramerType.RTU,
-            baudrate=settings.baudrate,
-            bytesize=8,
-            parity=settings.parity,
-            stopbits=settings.stopbits,
-            timeout=settings.timeout_s,
-            retries=1,
-        )
-        # pymodbus 3.10 renamed ``slave=`` to ``device_id=``.
-        params = inspect.signature(self._client.read_input_registers).parameters
-        self._unit_kw = "device_id" if "device_id" in params else "slave"
         try:
-            ok = self._client.connect()
-        except Exception as exc:
-            self._client.close()  # type: ignore[no-untyped-call]
+            self._port = serial.serial_for_url(
+                settings.port,
+                baudrate=settings.baudrate,
+                bytesize=8,
+                parity=settings.parity,
+                stopbits=settings.stopbits,
+                timeout=0,  # non-blocking reads; waiting is done with select() in read()
+                write_timeout=max(settings.timeout_s, 1.0),
+                exclusive=True,
+            )
+        except Exception as exc:  # pyserial raises SerialException, OSError, ValueError, termios.error
             raise BusGone(f"cannot open {settings.port}: {exc}") from exc
-        if not ok:
-            self._client.close()  # type: ignore[no-untyped-call]
-            raise BusGone(f"cannot open {settings.port}")
+        self._name = settings.port
 
-    def read_input_registers(self, unit: int, address: int, count: int) -> list[int]:
-        from pymodbus.exceptions import ConnectionException, ModbusIOException
-
-        kwargs: dict[str, Any] = {"count": count, self._unit_kw: unit}
+    def write(self, data: bytes) -> None:
         try:
-            reply = self._client.read_input_registers(address, **kwargs)
-        except ConnectionException as exc:
-            raise BusGone(f"{self.settings.port}: {exc}") from exc
-        except ModbusIOException as exc:
-            raise NoResponse(f"no answer within {self.settings.timeout_s:g} s") from exc
-        except OSError as exc:  # a vanished USB adapter surfaces as a serial/OS error
-            raise BusGone(f"{self.settings.port}: {exc}") from exc
-        except Exception as exc:  # any other pymodbus error: treat as a bad reply, never crash
-            raise BadReply(f"{type(exc).__name__}: {exc}") from exc
-        if reply.isError():
-            raise BadReply(f"Modbus exception reply {getattr(reply, 'exception_code', '?')} for IR {address}+{count}")
-        registers = list(getattr(reply, "registers", []))
-        if len(registers) != count:
-            raise BadReply(f"asked for {count} registers at IR {address}, got {len(registers)}")
-        return registers
+            self._port.write(data)
+            self._port.flush()
+        except Exception as exc:
+            raise BusGone(f"{self._name}: write failed: {exc}") from exc
+
+    def read(self, max_bytes: int, wait_s: float) -> bytes:
+        try:
+            ready, _, _ = select.select([self._port.fileno()], [], [], max(wait_s, 0.0))
+            if not ready:
+                return b""
+            data = bytes(self._port.read(max_bytes))
+        except Exception as exc:
+            raise BusGone(f"{self._name}: read failed: {exc}") from exc
+        return data
 
     def close(self) -> None:
-        self._client.close()  # type: ignore[no-untyped-call]
+        self._port.close()
+
+
+class PymodbusReader:
+    """FC 04 reads over Modbus RTU with line hygiene; pymodbus encodes, computes CRCs and decodes.
+
+    RTU has no transaction id, so a reply that arrives late (after our timeout) would otherwise be
+    taken as the answer to the next request. Per request (:meth:`read_input_registers`):
+
+    1. wait for the inter-frame silence t3.5 (:func:`silent_interval_s`), discarding and counting any
+       stray bytes on the line (``stray_bytes``);
+    2. send the request; remove our own echo if the line echoes it (``echo``);
+    3. read exactly one frame and check it against the request (:func:`check_reply`);
+    4. on a timeout or any mismatch: count it, wait until the line has been quiet for
+       ``timeout_s`` (discarding whatever arrives, e.g. the late reply), then retry once. A second
+       failure raises, and the caller drops the poll. A Modbus exception reply is not retried.
+
+    pymodbus' own client is not used for the exchange: its RTU transaction takes the first CRC-valid
+    frame for the unit id whatever its function code or size, drops any bytes after it unseen, and
+    retries without flushing the late reply (see docs/fieldbus.md, "Line hygiene").
+
+    ``stats`` counts faulty exchanges per reason (including those a retry rescued) plus ``retries``,
+    ``rescued``, ``echo`` and ``duplicate``. Not thread-safe: one :class:`ModbusBus` thread uses it.
+    """
+
+    #: Give up settling when the line has not been quiet for this many timeouts in a row.
+    SETTLE_MAX_TIMEOUTS = 5
+
+    def __init__(
+        self,
+        settings: SerialSettings,
+        *,
+        line_factory: Callable[[SerialSettings], Line] = SerialLine,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.silence_s = silent_interval_s(settings.baudrate)
+        self.quiet_s = settings.timeout_s
+        self.stats: Counter[str] = Counter()
+        self._clock = clock
+        self._warn = RateLimitedLog(log, 60.0, clock)
+        self._line = line_factory(settings)
+
+    def read_input_registers(self, unit: int, address: int, count: int) -> list[int]:
+        """``count`` input registers (ints 0..65535) from ``address`` of ``unit``.
+
+        Raises :class:`BusGone` (port gone), :class:`NoResponse` (no answer twice), :class:`BadReply`
+        (exception reply, or two mismatching answers; ``reason`` says which).
+        """
+        request = ReadRequest(unit, address, count)
+        for attempt in (1, 2):
+            try:
+                reply = self._exchange(request)
+            except (NoResponse, BadReply) as exc:
+                if exc.reason == "exception":
+                    raise
+                self._fault(exc.reason, str(exc))
+                quiet = self._settle()
+                if attempt == 2 or not quiet:
+                    raise
+                self.stats["retries"] += 1
+                continue
+            if attempt == 2:
+                self.stats["rescued"] += 1
+            if reply.duplicated:
+                self._fault("duplicate", f"the reply to {request} came twice (identical; kept)")
+            return reply.registers
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        self._line.close()
+
+    # -- one exchange -------------------------------------------------------------------------------
+    def _exchange(self, request: ReadRequest) -> Reply:
+        self._clear(request)
+        frame = request.frame
+        self._line.write(frame)
+        data = self._receive(request, frame)
+        if not data:
+            raise NoResponse(f"no answer within {self.settings.timeout_s:g} s")
+        return check_reply(request, data)
+
+    def _clear(self, request: ReadRequest) -> None:
+        """Wait for t3.5 of silence before sending, discarding stray bytes; bounded by ``quiet_s``."""
+        stray = 0
+        end = self._clock() + self.quiet_s
+        while chunk := self._line.read(4096, self.silence_s):
+            stray += len(chunk)
+            if self._clock() >= end:
+                raise BadReply(f"line never quiet before {request} ({stray} bytes)", reason="line_busy")
+        if stray:
+            self._fault("stray_bytes", f"{stray} stray bytes on the line before {request}, discarded")
+
+    def _receive(self, request: ReadRequest, sent: bytes) -> bytes:
+        """Everything that came for ``request`` within the timeout: one frame, plus whatever follows
+        it before t3.5 of silence. Our own echo is removed."""
+        deadline = self._clock() + self.settings.timeout_s
+        buf = b""
+        echo_possible = True
+        while True:
+            need = self._need(buf, request, sent if echo_possible else b"")
+            if need <= 0:
+                break
+            left = deadline - self._clock()
+            if left <= 0:
+                return buf
+            chunk = self._line.read(need, left)
+            if not chunk:
+                return buf
+            buf += chunk
+            if echo_possible and buf.startswith(sent):
+                buf = buf[len(sent) :]
+                echo_possible = False
+                self.stats["echo"] += 1
+            elif echo_possible and not sent.startswith(buf):
+                echo_possible = False
+        # anything right behind the frame (a duplicate, garbage, a second reply) is part of the evidence
+        while len(buf) <= 2 * MAX_RTU_FRAME and (chunk := self._line.read(MAX_RTU_FRAME, self.silence_s)):
+            buf += chunk
+        return buf
+
+    @staticmethod
+    def _need(buf: bytes, request: ReadRequest, echo: bytes) -> int:
+        """How many more bytes the current frame needs (<= 0: complete, or not a frame at all)."""
+        if echo and len(buf) < len(echo) and echo.startswith(buf):
+            # our echo so far, or the start of the reply (same unit id and function code)
+            size = _frame_size(buf)
+            if size is not None and len(buf) >= size:
+                try:
+                    check_reply(request, buf)
+                    return 0
+                except SensorError:
+                    pass
+            return len(echo) - len(buf)
+        if len(buf) >= 2 and buf[1] & 0x80:
+            return 5 - len(buf)  # an exception reply: unit, function code | 0x80, code, CRC
+        if len(buf) < 3:
+            return 3 - len(buf)
+        size = _frame_size(buf)
+        if size is None:
+            return 0  # not a read reply: stop here, check_reply says what it is
+        return size - len(buf)
+
+    def _settle(self) -> bool:
+        """After a timeout or mismatch: discard everything until the line has been quiet for
+        ``quiet_s``. False when it never went quiet within ``SETTLE_MAX_TIMEOUTS`` timeouts."""
+        end = self._clock() + self.SETTLE_MAX_TIMEOUTS * self.quiet_s
+        drained = 0
+        while chunk := self._line.read(4096, self.quiet_s):
+            drained += len(chunk)
+            if self._clock() >= end:
+                self._fault("line_busy", f"line not quiet after {drained} bytes; giving up on this read")
+                return False
+        if drained:
+            self.stats["drained_bytes"] += drained
+        return True
+
+    def _fault(self, reason: str, detail: str) -> None:
+        self.stats[reason] += 1
+        self._warn.warning(reason, "%s: %s (%s)", self.settings.port, detail, reason)
+
+
+def plan_chunks(n: int, *, limit: int = MAX_REGISTERS_PER_READ, avoid: int = HEADER_COUNT) -> list[int]:
+    """Register counts of the reads covering a table of ``n`` points, in address order (sum = ``n``).
+
+    Every count is 1..``limit`` (125, the FC 04 maximum) and differs from ``avoid`` (the header read's 7
+    registers). The counts are pairwise different when that is possible with the fewest reads that allow
+    it (up to ~7,800 points at 125), otherwise consecutive counts differ. So a reply's byte count tells
+    which request of a poll it answers: a late reply can never pass as the next read's answer on length
+    (a table of 250 is read as 82 + 83 + 85, not 125 + 125). Raises ValueError for ``n < 0``.
+    """
+    if n < 0:
+        raise ValueError(f"negative point count {n}")
+    if n == 0:
+        return []
+    k = -(-n // limit)
+    while True:
+        base, rem = divmod(n - k * (k - 1) // 2, k)
+        if base < 1:
+            break
+        # base, base+1, ..., with the top ``rem`` counts one higher: still pairwise different
+        sizes = list(range(base, base + k - rem)) + list(range(base + k - rem + 1, base + k + 1))
+        if sizes[-1] <= limit and avoid not in sizes:
+            return sizes
+        k += 1
+    # too many points for pairwise different counts: alternate limit, limit - 1
+    sizes = []
+    left = n
+    while left > limit:
+        size = limit if len(sizes) % 2 == 0 else limit - 1
+        sizes.append(size)
+        left -= size
+    if left == sizes[-1] or left == avoid:
+        sizes += [left - 1, 1]
+    else:
+        sizes.append(left)
+    return sizes
 
 
 # -- controllers ----------------------------------------------------------------------------------
@@ -216,6 +594,7 @@ class ControllerDriver(Generic[C, S]):
         self._last_ok = clock()
         self._problem: str | None = None
         self._count_warned: int | None = None
+        self._warn = RateLimitedLog(log, 60.0, clock)
         self.next_poll = clock()
 
     # subclass hooks
@@ -231,7 +610,13 @@ class ControllerDriver(Generic[C, S]):
 
     # polling
     def poll(self, reader: RegisterReader) -> bool:
-        """One poll: True if the controller answered sanely. Raises :class:`BusGone` only."""
+        """One poll: True if the controller answered sanely. Raises :class:`BusGone` only.
+
+        On :class:`NoResponse` or :class:`BadReply` from any read the whole poll is dropped: nothing is
+        emitted, ``stats["dropped_polls"]`` and ``stats["dropped:<reason>"]`` count it, and the health
+        problem reads ``"<label>: <detail> (<reason>); poll dropped"``. The next good poll re-reads the
+        full table.
+        """
         self.stats["polls"] += 1
         try:
             header = Header.parse(reader.read_input_registers(self.config.unit, HEADER_ADDRESS, HEADER_COUNT))
@@ -244,7 +629,10 @@ class ControllerDriver(Generic[C, S]):
             codes = self._read_table(reader, min(header.points, len(self.points)))
             observed_at = self._now()
         except (NoResponse, BadReply) as exc:
-            self.unreachable(str(exc))
+            # Nothing of this poll is published: a chunk we cannot vouch for must not become a state.
+            self.stats["dropped_polls"] += 1
+            self.stats[f"dropped:{exc.reason}"] += 1
+            self.unreachable(f"{exc} ({exc.reason}); poll dropped")
             return False
         self._set_ok(header)
         self._apply(codes, observed_at, refresh)
@@ -278,9 +666,10 @@ class ControllerDriver(Generic[C, S]):
 
     def _read_table(self, reader: RegisterReader, n: int) -> list[int]:
         codes: list[int] = []
-        for offset in range(0, n, MAX_REGISTERS_PER_READ):
-            count = min(MAX_REGISTERS_PER_READ, n - offset)
-            codes += reader.read_input_registers(self.config.unit, TABLE_ADDRESS + offset, count)
+        address = TABLE_ADDRESS
+        for count in plan_chunks(n):
+            codes += reader.read_input_registers(self.config.unit, address, count)
+            address += count
         self.stats["table_reads"] += 1
         return codes
 
@@ -304,7 +693,7 @@ class ControllerDriver(Generic[C, S]):
     def _set_problem(self, problem: str | None) -> None:
         if problem != self._problem:
             if problem:
-                log.warning("%s", problem)
+                self._warn.warning(problem, "%s", problem)  # a flapping controller: once a minute per text
             elif self._problem:
                 log.info("%s: ok again", self.label)
             self._problem = problem

@@ -131,8 +131,9 @@ def test_first_read_publishes_all_then_only_changes_then_refresh() -> None:
     bus = FakeController(1, 300)
     bus.set_point(5, 1)
     assert driver.poll(bus)
-    # 300 points: chunks of 125, 125, 50 after the 7-register header
-    assert bus.requests == [(1, 0, 7), (1, 100, 125), (1, 225, 125), (1, 350, 50)]
+    # 300 points after the 7-register header: 3 chunks of pairwise different sizes (99, 100, 101), so a
+    # late reply can never pass as the next chunk's answer on length (docs/fieldbus.md, "Line hygiene")
+    assert bus.requests == [(1, 0, 7), (1, 100, 99), (1, 199, 100), (1, 299, 101)]
     assert len(out) == 300 and all(isinstance(m, ParkingBayState) for m in out)
     by_bay = {m.bay_id: m for m in out if isinstance(m, ParkingBayState)}
     assert by_bay["B006"].status == "occupied" and by_bay["B001"].status == "free"
