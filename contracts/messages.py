@@ -12,17 +12,47 @@ configuration models elsewhere reject them.
 Vocabulary follows what users already know: FIWARE ``ParkingSpot.status``
 (free / occupied / closed / unknown), FIWARE ``CrowdFlowObserved``
 (``peopleCountTowards`` / ``peopleCountAway`` become ``towards`` / ``away``).
+
+Numbers: every numeric field fits the store
+-------------------------------------------
+Readings end up in InfluxDB 1.x, whose line protocol has two numeric field
+types: signed 64-bit integers and IEEE 754 float64 (InfluxDB 1.x docs, "Line
+protocol reference", *Data types*). influxdb-client silently drops a non-finite
+float from the line, and a larger integer fails the write. So, checked here at
+the door (:func:`decode`), before anything is acknowledged:
+
+* every float field is finite (``allow_inf_nan=False``) and has explicit lower
+  and upper bounds; durations are at most :data:`MAX_DURATION_S` (a century);
+* every integer field has explicit bounds inside ``±MAX_WIRE_INT``
+  (2**53 - 1): the I-JSON limit (RFC 7493 §2.2) that any JSON consumer,
+  JavaScript included, reads exactly, and well inside int64;
+* the JSON tokens ``Infinity``, ``-Infinity`` and ``NaN`` are not JSON
+  (RFC 8259 §6) and are rejected as ``not_json`` wherever they appear, even in
+  a key this version ignores (Python's ``json.dumps`` emits them by default;
+  the reason tells the device's author which encoder to fix);
+* a number that is valid JSON but does not fit its field — ``1e999`` (it
+  overflows float64 to infinity), ``"inf"`` as a string, a count above its
+  bound — is rejected as ``invalid_value``.
+
+Timestamps: RFC 3339 ``date-time``
+----------------------------------
+``observed_at`` and ``interval_start`` are strings of RFC 3339 §5.6
+``date-time``, checked by :func:`parse_timestamp` (table in its docstring), and
+normalised to UTC. Anything else is ``bad_timestamp``.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated, Literal
 
+import pydantic_core
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -30,6 +60,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 SCHEMA_VERSION = 1
 
@@ -41,6 +72,126 @@ MAX_PAYLOAD_BYTES = 64 * 1024
 # readable alphabet so no escaping is ever needed and no wildcard sneaks in.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 Ident = Annotated[str, Field(pattern=ID_PATTERN)]
+
+#: Largest integer any wire field may carry: 2**53 - 1, the I-JSON limit
+#: (RFC 7493 §2.2), exact in every JSON parser and in InfluxDB 1.x's int64.
+MAX_WIRE_INT = 2**53 - 1
+#: Largest duration (seconds) any wire field may carry: a century.
+MAX_DURATION_S = 100 * 365.25 * 86_400.0
+
+#: The time range InfluxDB 1.x can store: timestamps are int64 nanoseconds
+#: since the epoch, minus two sentinel values (InfluxDB 1.x ``models.MinNanoTime``
+#: and ``MaxNanoTime``), truncated to the microseconds a datetime carries.
+STORE_TIME_MIN = datetime(1677, 9, 21, 0, 12, 43, 145225, tzinfo=UTC)
+STORE_TIME_MAX = datetime(2262, 4, 11, 23, 47, 16, 854775, tzinfo=UTC)
+
+# RFC 3339 §5.6 date-time; 'T' and 'Z' may be lower case (§5.6 NOTE). re.ASCII:
+# \d is [0-9] only, not every Unicode digit.
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})",
+    re.ASCII,
+)
+
+
+def _bad_timestamp(value: object, why: str) -> PydanticCustomError:
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return PydanticCustomError(
+        "rfc3339_timestamp", "{value} is not an RFC 3339 date-time: {why}", {"value": shown, "why": why}
+    )
+
+
+def parse_timestamp(value: object) -> datetime:
+    """An RFC 3339 §5.6 ``date-time`` string (or an aware datetime) as a UTC datetime.
+
+    =====================================  ========  ===========================================
+    form                                   verdict   why / result
+    =====================================  ========  ===========================================
+    ``2026-11-23T12:00:00Z``               accepted  §5.6
+    ``2026-11-23T13:00:00+01:00``          accepted  any offset ±HH:MM (§5.6), normalised to UTC
+    ``2026-11-23T06:30:00-05:30``          accepted  idem
+    ``2026-11-23t12:00:00z``               accepted  lower case 't', 'z': §5.6 NOTE
+    ``2026-11-23T12:00:00.5Z``             accepted  ``time-secfrac`` is ``"." 1*DIGIT`` (§5.6)
+    ``...T12:00:00.123456789Z``            accepted  more than 6 digits: *truncated* to µs (never
+                                                     rounded up into the next second or day)
+    ``2026-11-23T12:00:00-00:00``          accepted  unknown local offset (§4.3): the time is UTC
+    ``2016-12-31T23:59:60Z``               accepted  leap second (§5.6, §5.7): mapped to
+                                                     ``23:59:59.999999`` of the same day (POSIX
+                                                     time has no :60; it stays before midnight)
+    ``2016-12-31T15:59:60-08:00``          accepted  the same leap second, local time (§5.7)
+    ``2026-11-23T12:34:60Z``               rejected  :60 only at 23:59 UTC on a month's last day
+    ``2026-11-23 12:00:00Z``               rejected  a space: §5.6 NOTE lets applications choose
+                                                     it; this contract does not (the ABNF says
+                                                     'T'; a space usually marks an SQL timestamp)
+    ``2026-11-23T12:00:00``                rejected  naive: no offset, whose clock? (§4.4)
+    ``2026-11-23T12:00Z``, ``...+0100``,   rejected  not the §5.6 ABNF (seconds and the offset's
+    ``...+01``, ``...,5Z``, ``20261123T``            colon are required, the fraction uses '.')
+    ``2026-11-23``, ``1700000000``, 17e8   rejected  a date, or epoch seconds, is not a date-time
+    ``2026-02-30T...``, ``T24:00:00Z``,    rejected  no such date or time (§5.7)
+    ``+24:00`` offset
+    years before 1677-09-21 or after       rejected  outside InfluxDB 1.x's int64-nanosecond
+    2262-04-11 (UTC)                                 time range (:data:`STORE_TIME_MIN`/``MAX``)
+    =====================================  ========  ===========================================
+
+    Errors: raises ``PydanticCustomError`` of type ``rfc3339_timestamp``, which
+    :func:`decode` counts as ``bad_timestamp``.
+    """
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise _bad_timestamp(value, "no UTC offset (naive)")
+        at = value
+    elif isinstance(value, str):
+        at = _parse_rfc3339(value)
+    else:
+        raise _bad_timestamp(value, f"expected a string, got {type(value).__name__}")
+    try:
+        at = at.astimezone(UTC)
+    except OverflowError:
+        raise _bad_timestamp(value, "outside the range of time the store can hold") from None
+    if not STORE_TIME_MIN <= at <= STORE_TIME_MAX:
+        raise _bad_timestamp(value, "outside the range of time the store can hold")
+    return at
+
+
+def _parse_rfc3339(text: str) -> datetime:
+    m = _RFC3339.fullmatch(text)
+    if m is None:
+        if len(text) >= 11 and text[10] == " ":
+            raise _bad_timestamp(text, "date and time must be separated by 'T', not a space")
+        if _RFC3339.fullmatch(text + "Z"):
+            raise _bad_timestamp(text, "no UTC offset (naive)")
+        raise _bad_timestamp(text, "expected YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)")
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    frac, offset = m.group(7), m.group(8)
+    micro = int((frac or "0")[:6].ljust(6, "0"))  # truncated, not rounded
+    if offset in ("Z", "z"):
+        tz = UTC
+    else:
+        oh, om = int(offset[1:3]), int(offset[4:6])
+        if oh > 23 or om > 59:
+            raise _bad_timestamp(text, "offset hour must be 00-23 and minute 00-59")
+        delta = timedelta(hours=oh, minutes=om)
+        tz = timezone(-delta if offset[0] == "-" else delta)
+    leap = second == 60
+    try:
+        if leap:
+            at = datetime(year, month, day, hour, minute, 59, 999_999, tzinfo=tz)
+        else:
+            at = datetime(year, month, day, hour, minute, second, micro, tzinfo=tz)
+    except ValueError as exc:
+        raise _bad_timestamp(text, str(exc)) from None
+    if leap:
+        try:
+            utc = at.astimezone(UTC)
+            next_day = (utc + timedelta(seconds=1)).day
+        except OverflowError:
+            raise _bad_timestamp(text, "outside the range of time the store can hold") from None
+        if (utc.hour, utc.minute) != (23, 59) or next_day != 1:
+            raise _bad_timestamp(text, "a leap second (:60) falls at 23:59:60 UTC on a month's last day")
+    return at
+
+
+#: An RFC 3339 date-time, normalised to UTC (see :func:`parse_timestamp`).
+Timestamp = Annotated[AwareDatetime, BeforeValidator(parse_timestamp)]
 
 
 def new_reading_id() -> str:
@@ -55,9 +206,9 @@ def utcnow() -> datetime:
 class _Message(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    schema_version: Annotated[int, Field(ge=1)] = SCHEMA_VERSION
+    schema_version: Annotated[int, Field(ge=1, le=MAX_WIRE_INT)] = SCHEMA_VERSION
     device_id: Ident
-    observed_at: AwareDatetime
+    observed_at: Timestamp
     reading_id: Annotated[str, Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
     #: The device's reading sequence (optional; our edge always sends both).
     #: ``seq`` grows with every reading the device makes and never goes back
@@ -127,7 +278,7 @@ class FootfallCount(_Message):
     #: The camera that counted, when a device has several (keeps their
     #: intervals for the same zone apart in storage).
     camera_id: Ident | None = None
-    interval_start: AwareDatetime
+    interval_start: Timestamp
     lines: Annotated[list[LineCount], Field(min_length=1, max_length=64)]
     occupancy: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
 
@@ -163,9 +314,10 @@ class CameraHealth(BaseModel):
 
     camera_id: Ident
     state: CameraState
-    fps: Annotated[float, Field(ge=0, le=1000)]
-    dropped_frames: Annotated[int, Field(ge=0)]
-    last_frame_age_s: Annotated[float, Field(ge=0)] | None = None
+    fps: Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]
+    #: Frames lost since the camera process started.
+    dropped_frames: Annotated[int, Field(ge=0, le=MAX_WIRE_INT)]
+    last_frame_age_s: Annotated[float, Field(ge=0, le=MAX_DURATION_S, allow_inf_nan=False)] | None = None
 
 
 DeviceState = Literal["online", "degraded", "offline"]
@@ -184,13 +336,13 @@ class DeviceStatus(_Message):
     kind: Literal["status"] = "status"
     state: DeviceState
     reason: Annotated[str, Field(max_length=200)] | None = None
-    uptime_s: Annotated[float, Field(ge=0)] | None = None
-    battery_pct: Annotated[float, Field(ge=0, le=100)] | None = None
-    signal_dbm: Annotated[float, Field(ge=-150, le=0)] | None = None
+    uptime_s: Annotated[float, Field(ge=0, le=MAX_DURATION_S, allow_inf_nan=False)] | None = None
+    battery_pct: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] | None = None
+    signal_dbm: Annotated[float, Field(ge=-150, le=0, allow_inf_nan=False)] | None = None
     firmware: Annotated[str, Field(max_length=64)] | None = None
     cameras: list[CameraHealth] = Field(default_factory=list, max_length=16)
     #: Readings waiting in the device's store-and-forward outbox.
-    outbox_pending: Annotated[int, Field(ge=0)] | None = None
+    outbox_pending: Annotated[int, Field(ge=0, le=MAX_WIRE_INT)] | None = None
 
 
 Message = Annotated[
@@ -233,10 +385,23 @@ class TimePolicy(BaseModel):
 def decode(payload: bytes, *, now: datetime | None = None, policy: TimePolicy | None = None) -> Message:
     """Parse and validate one payload; raise :class:`MessageRejected`.
 
-    Never raises anything else, whatever the bytes are.
+    Never raises anything else, whatever the bytes are. Reasons: ``too_large``;
+    ``not_json`` (not RFC 8259 JSON, including the tokens ``Infinity``/``NaN``,
+    §6); ``unknown_kind``; ``missing_field``; ``wrong_type``; ``bad_timestamp``
+    (not an RFC 3339 §5.6 date-time, see :func:`parse_timestamp`);
+    ``invalid_value`` (out of range, including non-finite numbers such as
+    ``1e999``); ``unsupported_version``; ``future_timestamp``;
+    ``stale_timestamp``.
     """
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise MessageRejected("too_large", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
+    if b"Infinity" in payload or b"NaN" in payload:
+        # pydantic's JSON parser accepts these tokens (and skips them in ignored
+        # keys); a strict parse tells a token from the same letters in a string.
+        try:
+            pydantic_core.from_json(payload, allow_inf_nan=False)
+        except ValueError as exc:
+            raise MessageRejected("not_json", f"{exc} (Infinity and NaN are not JSON, RFC 8259 §6)") from None
     try:
         message = _adapter.validate_json(payload)
     except ValidationError as exc:
@@ -295,8 +460,16 @@ def _reason_for(error_type: str) -> str:
         return "unknown_kind"
     if error_type == "missing":
         return "missing_field"
-    if error_type in ("timezone_aware", "datetime_parsing", "datetime_from_date_parsing", "datetime_type"):
+    if error_type in (
+        "rfc3339_timestamp",
+        "timezone_aware",
+        "datetime_parsing",
+        "datetime_from_date_parsing",
+        "datetime_type",
+    ):
         return "bad_timestamp"
+    if error_type == "finite_number":
+        return "invalid_value"
     if error_type == "value_error":
         return "invalid_value"
     if error_type.endswith("_type") or error_type.endswith("_parsing"):

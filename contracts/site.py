@@ -5,6 +5,11 @@ and sizes), cameras (which zone each counting line leads into), displays (where
 they stand, what they show) and the devices expected on site. The gateway uses
 it to reject readings about things that do not exist; the server uses it to
 answer in terms users know (lot names, capacities, coordinates).
+
+Numbers must be finite: a YAML ``.inf``/``.nan`` anywhere is rejected by
+``district check-config``, with file, line and column; the services start on it
+but log a warning (:mod:`contracts.configfile`, "findings"). A lot's
+``full_below`` must fit its bays (:meth:`SiteConfig.config_findings`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from contracts.messages import Ident
+from contracts.configfile import Finding
+from contracts.messages import MAX_WIRE_INT, Ident
 
 
 class _Config(BaseModel):
@@ -37,7 +43,7 @@ class Zone(_Config):
     id: Ident
     name: str
     #: People the zone holds comfortably; crowd levels are a share of this.
-    capacity: Annotated[int, Field(gt=0)] | None = None
+    capacity: Annotated[int, Field(gt=0, le=MAX_WIRE_INT)] | None = None
     coords: Coords | None = None
 
 
@@ -46,7 +52,7 @@ class BayRange(_Config):
 
     prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{0,32}$")] = ""
     count: Annotated[int, Field(gt=0, le=100_000)]
-    start: Annotated[int, Field(ge=0)] = 1
+    start: Annotated[int, Field(ge=0, le=MAX_WIRE_INT)] = 1
     width: Annotated[int, Field(ge=1, le=8)] = 3
 
     def ids(self) -> list[str]:
@@ -63,10 +69,14 @@ class ParkingLot(_Config):
     lot_type: Literal["garage", "underground", "surface", "street"] = "garage"
     zone: Ident | None = None
     bays: list[Ident] | BayRange
-    #: A bay not heard from for this long counts as unknown, never as free.
+    #: Seconds: a bay not heard from for this long counts as unknown, never as
+    #: free. Must be finite (check-config; a lot cannot be "never stale").
     stale_after_s: Annotated[float, Field(gt=0)] = 600.0
-    #: Below this many free bays the lot reports ``full`` (reserve for churn).
-    full_below: Annotated[int, Field(ge=0)] = 1
+    #: A reserve, in bays: the lot shows ``full`` while fewer than this many
+    #: bays are free, and always when none is (so 0 and 1 both mean "no
+    #: reserve"). Must be less than the lot's bay count (1 is always allowed):
+    #: a lot with every bay free never shows full (check-config).
+    full_below: Annotated[int, Field(ge=0, le=100_000)] = 1
     closed: bool = False
 
     def bay_ids(self) -> list[str]:
@@ -76,12 +86,22 @@ class ParkingLot(_Config):
     def total(self) -> int:
         return len(self.bay_ids())
 
+    def reserve(self, total: int | None = None) -> int:
+        """The effective ``full_below`` for a lot of ``total`` bays (default: its own).
+
+        At least 1 (no free bay is always full), at most ``max(1, total - 1)``
+        (every bay free is never full), so a ``full_below`` that check-config
+        rejects still cannot make the shown state contradict the free count.
+        """
+        total = self.total if total is None else total
+        return min(max(self.full_below, 1), max(total - 1, 1))
+
 
 class CompartmentRange(_Config):
     size: Literal["S", "M", "L", "XL"]
     count: Annotated[int, Field(gt=0, le=10_000)]
     prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{0,32}$")] = ""
-    start: Annotated[int, Field(ge=0)] = 1
+    start: Annotated[int, Field(ge=0, le=MAX_WIRE_INT)] = 1
     width: Annotated[int, Field(ge=1, le=8)] = 2
 
 
@@ -198,6 +218,28 @@ class SiteConfig(_Config):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def config_findings(self) -> list[Finding]:
+        """What validates but cannot be meant; ``district check-config`` rejects these.
+
+        A lot's ``full_below`` above ``max(1, bays - 1)``: with ``full_below``
+        >= its bay count a lot would show full with every bay (or all but one)
+        free. The server clamps it (:meth:`ParkingLot.reserve`) meanwhile.
+        """
+        findings: list[Finding] = []
+        for i, lot in enumerate(self.parking):
+            total = len(self.bays_by_lot[lot.id])
+            if lot.full_below > max(1, total - 1):
+                findings.append(
+                    (
+                        ("parking", i, "full_below"),
+                        f"parking lot {lot.id}: full_below {lot.full_below} must be less than the lot's {total} "
+                        f"bay(s) (1 is always allowed): it is a reserve, the lot shows full while fewer than "
+                        f"full_below bays are free, so {lot.full_below} would show it full with every bay free"
+                        + ("" if lot.full_below > total else " but one"),
+                    )
+                )
+        return findings
 
     # Indexes derived from the configuration, built once per (immutable) site.
     @cached_property

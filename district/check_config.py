@@ -3,6 +3,14 @@
 The file's top-level key says what it is: ``site:`` for a site configuration,
 ``device:`` for an edge device configuration. Every error is printed with its
 file, line, column and path; the exit status is 1 when there is any.
+
+Stricter than the services, which start on a file with *findings* and only log
+them (:mod:`contracts.configfile`): here those are errors too. They are: a
+number that is not finite (``.inf``, ``.nan``) anywhere in the file, and a
+parking lot's ``full_below`` that does not fit its bays. ``full_below`` is a
+reserve: the lot shows ``full`` while fewer than ``full_below`` bays are free
+(and always when none is), so it must be less than the lot's bay count, or
+the lot would show full with every bay free; 1 (the default) is always allowed.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.files:
         model = _model_for(path)
         try:
-            load_model(path, model)
+            load_model(path, model, strict=True)
         except ConfigError as exc:
             failed += 1
             for line in exc.errors:

@@ -353,13 +353,23 @@ def summarize_lot(
 
 
 def render_lot(lot: ParkingLot, t: Tally, now_ts: float, *, total: int | None = None) -> models.ParkingLot:
+    """The API view of ``lot`` from its tally. State, first rule that applies:
+
+    closed (site configuration), nodata (no bay has a fresh free/occupied
+    reading), full (fewer than the lot's reserve free), open. The reserve is
+    ``full_below`` clamped to [1, max(1, total - 1)] (``ParkingLot.reserve``),
+    so the state never contradicts the free count: 0 free of any known bays
+    is full, a lot with every bay free is open. Unknown (stale) bays never
+    count as free, so a lot with few fresh bays shows full when fewer than the
+    reserve of them are free.
+    """
     total = lot.total if total is None else total  # lot.total builds the bay list
     known = t.free + t.occupied
     if lot.closed:
         state: models.LotState = "closed"
     elif known == 0:
         state = "nodata"
-    elif t.free < lot.full_below:
+    elif t.free < lot.reserve(total):
         state = "full"
     else:
         state = "open"
