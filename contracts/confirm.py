@@ -26,10 +26,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from contracts.messages import SCHEMA_VERSION, Ident
+from contracts.messages import MAX_WIRE_INT, SCHEMA_VERSION, Ident
 
-#: Largest seq the contract allows (InfluxDB's signed 64-bit integer).
-MAX_SEQ = 2**63 - 1
+#: Largest seq the contract allows (I-JSON, so inside InfluxDB's int64).
+MAX_SEQ = MAX_WIRE_INT
 #: Ranges per confirmation message; more are sent in further messages.
 MAX_RANGES = 1000
 

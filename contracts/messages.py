@@ -216,9 +216,9 @@ class _Message(BaseModel):
     #: only when the device's store is reset. Within one epoch, ``seq`` orders a
     #: device's readings whatever its clock does; wall time (``observed_at``) is
     #: for display and history. The pair is also what the gateway confirms
-    #: (``contracts.confirm``). ``seq`` fits InfluxDB's signed 64-bit integer.
+    #: (``contracts.confirm``). ``seq`` is at most MAX_WIRE_INT (exact in every JSON reader, inside InfluxDB's int64).
     epoch: Ident | None = None
-    seq: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = None
+    seq: Annotated[int, Field(ge=0, le=MAX_WIRE_INT)] | None = None
 
     @field_validator("observed_at")
     @classmethod

@@ -160,6 +160,8 @@ STATUS = {
     "observed_at": "2026-11-23T12:00:00Z",
     "reading_id": "r" * 32,
     "state": "online",
+    "epoch": "e1",
+    "seq": 41,
     "uptime_s": 12.5,
     "battery_pct": 80.0,
     "signal_dbm": -70.0,
@@ -172,6 +174,8 @@ FOOTFALL = {
     "observed_at": "2026-11-23T12:00:00Z",
     "reading_id": "r" * 32,
     "zone_id": "z1",
+    "epoch": "e1",
+    "seq": 42,
     "interval_start": "2026-11-23T11:59:00Z",
     "lines": [{"line_id": "gate", "towards": 3, "away": 1}],
     "occupancy": 2,
@@ -179,6 +183,7 @@ FOOTFALL = {
 # Every numeric field of every message kind, as a path into one of the examples above.
 NUMERIC_FIELDS: list[tuple[dict[str, Any], tuple[str | int, ...]]] = [
     (STATUS, ("schema_version",)),
+    (STATUS, ("seq",)),
     (STATUS, ("uptime_s",)),
     (STATUS, ("battery_pct",)),
     (STATUS, ("signal_dbm",)),
@@ -187,6 +192,7 @@ NUMERIC_FIELDS: list[tuple[dict[str, Any], tuple[str | int, ...]]] = [
     (STATUS, ("cameras", 0, "dropped_frames")),
     (STATUS, ("cameras", 0, "last_frame_age_s")),
     (FOOTFALL, ("schema_version",)),
+    (FOOTFALL, ("seq",)),
     (FOOTFALL, ("lines", 0, "towards")),
     (FOOTFALL, ("lines", 0, "away")),
     (FOOTFALL, ("occupancy",)),
@@ -235,6 +241,7 @@ def test_the_table_covers_every_numeric_field_of_every_kind() -> None:
     covered |= {"CameraHealth.dropped_frames", "CameraHealth.last_frame_age_s"}
     covered |= {f"DeviceStatus.{n}" for n in ("uptime_s", "battery_pct", "signal_dbm", "outbox_pending")}
     covered |= {f"{m.__name__}.schema_version" for m in MESSAGE_KINDS.values()}
+    covered |= {f"{m.__name__}.seq" for m in MESSAGE_KINDS.values()}
     assert _numeric_schema_paths() == covered
 
 
