@@ -277,17 +277,16 @@ def port_holder(port: int) -> PortHolder | None:
     for conn in conns:
         if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
             try:
-                cmdline = " ".join(psutil.Process(conn.pid).cmdline())
+                cmdline = _short_cmdline(psutil.Process(conn.pid).cmdline())
             except psutil.Error:
                 cmdline = ""
-            return PortHolder(conn.pid, _short_cmdline(cmdline))
+            return PortHolder(conn.pid, cmdline)
     return None
 
 
-def _short_cmdline(cmdline: str) -> str:
-    """``python -m district.cli server ...`` reads as ``district server ...``."""
-    for marker in (" -m district.cli ", "/district "):
-        _, sep, tail = cmdline.partition(marker)
-        if sep:
-            return f"district {tail}"
-    return cmdline
+def _short_cmdline(argv: list[str]) -> str:
+    """``python -m district.cli server ...`` and ``.venv/bin/district server ...`` read as ``district server ...``."""
+    for i, arg in enumerate(argv[:3]):
+        if (arg == "district.cli" and i > 0 and argv[i - 1] == "-m") or Path(arg).name == "district":
+            return " ".join(["district", *argv[i + 1 :]])
+    return " ".join(argv)

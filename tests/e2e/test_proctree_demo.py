@@ -109,10 +109,10 @@ def demo(small_site: Path, tmp_path: Path) -> Iterator[RunningDemo]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        output.close()
         for p in tree:  # never leave anything behind for the next test, whatever failed
             if survivors([p]):
                 p.kill()
+        output.close()  # after the kill: every writer of the pipe is gone
 
 
 def names(tree: list[psutil.Process]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-from district.services import PortHolder, free_port, port_free, port_holder
+from district.services import PortHolder, _short_cmdline, free_port, port_free, port_holder
 
 
 def test_the_holder_of_a_listening_port_is_named() -> None:
@@ -35,3 +35,13 @@ def test_describe_shortens_our_own_command_lines() -> None:
     assert text.startswith("pid 7 (district server --site xx") and text.endswith("…)")
     assert len(text) == len("pid 7 ()") + 40
     assert PortHolder(8, "").describe() == "pid 8"
+
+
+def test_our_command_lines_read_as_district_commands() -> None:
+    py = "/srv/.venv/bin/python"
+    assert _short_cmdline([py, "-m", "district.cli", "server", "--port", "8000"]) == "district server --port 8000"
+    assert _short_cmdline([py, "/srv/.venv/bin/district", "demo"]) == "district demo"
+    assert _short_cmdline(["/srv/.venv/bin/district", "demo"]) == "district demo"
+    # A path that merely ends in a folder called district is not our command.
+    assert _short_cmdline([py, "-m", "pytest", "tests/unit/district"]) == f"{py} -m pytest tests/unit/district"
+    assert _short_cmdline(["nginx", "-g", "daemon off;"]) == "nginx -g daemon off;"
