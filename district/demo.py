@@ -5,8 +5,14 @@ then the simulated fleet, one edge agent per simulated field bus, the gateway
 and the API, each as its own process, exactly as they would run on site (the
 edge agents reading serial devices, everything else talking MQTT and HTTP).
 Children run in their own sessions so Ctrl-C reaches only this supervisor,
-which stops them in reverse order. A child that dies is restarted with
+which stops them in reverse order; SIGTERM and SIGHUP (a closed terminal) stop
+it the same way. No child outlives the supervisor: if it is killed, the kernel
+sends every child SIGTERM (Linux), and the Python children also notice their
+parent has gone (:mod:`district.runtime`). A child that dies is restarted with
 backoff, like systemd's Restart=always.
+
+A demo started beside a stale one fails at once, naming the process that
+holds the API port.
 
 ``--fleet-only`` runs just the simulator and edge agents against an external
 broker (docker-compose's simulated edge site).
@@ -34,8 +40,16 @@ import yaml
 
 from contracts.configfile import load_model
 from contracts.site import Camera, SiteConfig
-from district.runtime import stop_on_signals
-from district.services import Service, ServiceError, free_port, start_influxd, start_mosquitto
+from district.runtime import stop_on_signals, supervised
+from district.services import (
+    Service,
+    ServiceError,
+    free_port,
+    port_free,
+    port_holder,
+    start_influxd,
+    start_mosquitto,
+)
 
 log = logging.getLogger("district.demo")
 
@@ -58,9 +72,8 @@ class Child:
 
     def start(self) -> None:
         with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(
-                self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
-            )
+            # Own session, SIGTERM when this supervisor dies, and a parent watch in the child.
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, **supervised(self.env))
         self.started_at = time.monotonic()
         log.info("started %-28s pid %d  (log: %s)", self.name, self.proc.pid, self.log_path)
 
@@ -162,7 +175,10 @@ class Demo:
 
     # -- start ---------------------------------------------------------------
     def run(self) -> int:
+        """Start everything, supervise until stopped, stop everything. Returns the exit status:
+        0 after a signalled stop, 1 if something did not start (logged with the reason)."""
         try:
+            self._check_api_port()
             self._start_all()
             self._supervise()
         except (ServiceError, RuntimeError) as exc:
@@ -171,6 +187,14 @@ class Demo:
         finally:
             self._stop_all()
         return 0
+
+    def _check_api_port(self) -> None:
+        """Fail before starting anything if the API port is taken, naming the holder."""
+        if self.args.fleet_only or not self.args.port or port_free(self.args.port, self.args.host):
+            return
+        holder = port_holder(self.args.port)
+        who = f"held by {holder.describe()}" if holder else "in use (by a process this user cannot see)"
+        raise RuntimeError(f"port {self.args.port} is {who}; stop it or use --port")
 
     def _child(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
         child = Child(name, argv, {**self.env, **(env or {})}, self.workdir / "logs" / f"{name}.log")

@@ -3,7 +3,13 @@
 Used by ``district demo`` and by the test fixtures, so both run the same real
 services the same way: free ports on loopback, a private config and data
 directory, wait until the service answers (never a fixed sleep), stop by pid
-(terminate, then kill).
+(terminate, then kill). Each runs in its own session and, on Linux, gets
+SIGTERM from the kernel when the process that started it dies
+(:func:`district.runtime.die_with_parent`), so a killed supervisor or test run
+leaves no broker or database behind holding ports.
+
+:func:`port_holder` tells which process listens on a TCP port, for a
+"port in use" message that names the culprit.
 """
 
 from __future__ import annotations
@@ -20,6 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
+from district.runtime import die_with_parent
+
 log = logging.getLogger(__name__)
 
 
@@ -28,6 +38,7 @@ class ServiceError(RuntimeError):
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that was free a moment ago (the kernel's pick)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
@@ -159,7 +170,13 @@ def start_mosquitto(
     conf.write_text(mosquitto_conf(port, data, autosave_changes=autosave_changes))
     log_path = workdir / "mosquitto.log"
     with open(log_path, "ab") as out:
-        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [binary, "-c", str(conf)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),  # prctl only: see die_with_parent
+        )
     svc = Service("mosquitto", proc, "127.0.0.1", port, workdir, log_path)
     _wait(lambda: _port_open(svc.host, port), svc, timeout)
     log.info("mosquitto pid %d on %s:%d", svc.pid, svc.host, port)
@@ -208,7 +225,11 @@ def start_influxd(workdir: Path, port: int | None = None, timeout: float = 30.0)
     log_path = workdir / "influxd.log"
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
-            [binary, "-config", str(conf)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            [binary, "-config", str(conf)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),  # prctl only: see die_with_parent
         )
     svc = Service("influxd", proc, "127.0.0.1", port, workdir, log_path, extra={"rpc_port": rpc})
 
@@ -219,3 +240,53 @@ def start_influxd(workdir: Path, port: int | None = None, timeout: float = 30.0)
     _wait(ping, svc, timeout)
     log.info("influxd pid %d on %s:%d", svc.pid, svc.host, port)
     return svc
+
+
+@dataclass(frozen=True)
+class PortHolder:
+    """A process listening on a TCP port: its pid and command line (empty if unreadable)."""
+
+    pid: int
+    cmdline: str
+
+    def describe(self, width: int = 100) -> str:
+        """``pid 1234 (district server --site ...)``, the command line cut to ``width`` characters."""
+        cmd = self.cmdline if len(self.cmdline) <= width else self.cmdline[: width - 1] + "…"
+        return f"pid {self.pid} ({cmd})" if cmd else f"pid {self.pid}"
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True if a TCP listener could bind ``host:port`` now (SO_REUSEADDR, as uvicorn binds)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def port_holder(port: int) -> PortHolder | None:
+    """The process listening on TCP ``port`` (any address, IPv4 or IPv6), from the kernel's socket
+    table via psutil (``/proc/net/tcp*`` and ``/proc/*/fd`` on Linux). None if nobody listens there
+    or the listener belongs to a process this user may not inspect."""
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except (psutil.AccessDenied, OSError):
+        return None
+    for conn in conns:
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+            try:
+                cmdline = _short_cmdline(psutil.Process(conn.pid).cmdline())
+            except psutil.Error:
+                cmdline = ""
+            return PortHolder(conn.pid, cmdline)
+    return None
+
+
+def _short_cmdline(argv: list[str]) -> str:
+    """``python -m district.cli server ...`` and ``.venv/bin/district server ...`` read as ``district server ...``."""
+    for i, arg in enumerate(argv[:3]):
+        if (arg == "district.cli" and i > 0 and argv[i - 1] == "-m") or Path(arg).name == "district":
+            return " ".join(["district", *argv[i + 1 :]])
+    return " ".join(argv)

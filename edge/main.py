@@ -1,4 +1,7 @@
-"""``district edge --config DEVICE.yaml``: run one edge agent until SIGINT/SIGTERM.
+"""``district edge --config DEVICE.yaml``: run one edge agent until SIGINT/SIGTERM/SIGHUP.
+
+Under ``district demo`` it also stops when the demo has gone, and its camera
+processes stop when it has gone (:mod:`district.runtime`).
 
 Exit status: 0 after a clean stop, 2 for a configuration that does not load
 (each error printed with file, line and column), 1 if the agent cannot start

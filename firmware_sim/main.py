@@ -4,7 +4,8 @@ One simulated RS-485 bus (pseudo-terminal, Modbus RTU, unit 1) per parking lot
 and per locker bank of the site file, named by the lot/bank id, linked as
 ``{bus_dir}/{name}``; ``{bus_dir}/buses.json`` lists them for edge configs.
 Demand follows ParkAPI's forecast curves (``--data-dir``) at ``--speed`` x real
-time. SIGINT/SIGTERM stop it cleanly (symlinks and buses.json removed).
+time. SIGINT/SIGTERM/SIGHUP stop it cleanly (symlinks and buses.json removed),
+and so does the end of the ``district demo`` that started it.
 
 Settings come from ``DISTRICT_SIM_*`` environment variables; flags override.
 """

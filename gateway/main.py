@@ -1,4 +1,5 @@
-"""``district gateway``: MQTT -> validation -> InfluxDB, until SIGINT/SIGTERM.
+"""``district gateway``: MQTT -> validation -> InfluxDB, until SIGINT/SIGTERM/SIGHUP
+(or, under ``district demo``, until the demo has gone).
 
 Settings come from ``DISTRICT_GATEWAY_*`` environment variables; the flags
 below override them. Exit status: 0 after a clean stop, 2 for bad settings or

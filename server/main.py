@@ -3,9 +3,11 @@
     district server --site FILE [--host HOST] [--port PORT]
 
 Every other setting comes from ``DISTRICT_SERVER_*`` environment variables
-(see :class:`server.settings.ServerSettings`). SIGINT and SIGTERM stop it
-cleanly: uvicorn finishes in-flight requests, then the lifespan closes the
-MQTT subscriber and the InfluxDB client.
+(see :class:`server.settings.ServerSettings`). SIGINT, SIGTERM and SIGHUP (a
+closed terminal) stop it cleanly: uvicorn finishes in-flight requests, then the
+lifespan closes the MQTT subscriber and the InfluxDB client. Under
+``district demo`` it also stops when the demo has gone
+(:func:`district.runtime.watch_parent`).
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import uvicorn
 from pydantic import ValidationError
 
 from contracts.configfile import ConfigError
+from district.runtime import watch_parent
 from server.app import create_app
 from server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
+#: Handled by uvicorn itself (graceful stop), which then re-raises them to our handlers.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -73,6 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     # with these, a signalled stop ends in a return code of 0, not a traceback.
     stops: list[int] = []
     previous = {sig: signal.signal(sig, lambda signum, frame: stops.append(signum)) for sig in STOP_SIGNALS}
+
+    def stop(signum: int, _frame: object) -> None:  # what uvicorn does not handle: the same graceful stop
+        stops.append(signum)
+        server.should_exit = True
+
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, stop)
+    watch_parent(lambda: setattr(server, "should_exit", True))
     try:
         server.run()
     except SystemExit as exc:  # uvicorn exits with 3 when the lifespan startup failed

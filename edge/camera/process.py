@@ -48,6 +48,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.configfile import ConfigError, load_model
 from contracts.messages import CameraHealth, FootfallCount, utcnow
+from district.runtime import watch_parent
 from edge.camera.camera_config import CameraConfig
 from edge.camera.capture import Capture, CaptureFactory, EndOfSource, open_source
 from edge.camera.config import EngineConfig, PrivacyConfig
@@ -254,33 +255,82 @@ def run_camera(
     return 0
 
 
-class _ParentWatch:
-    """The stop event, also set when the agent that started this process has gone."""
+#: After its agent has gone, a camera process has this long (seconds) to stop by itself, then it exits hard.
+ORPHAN_GRACE_S = 5.0
+#: Exit status of a camera process that had to exit hard because its agent had gone.
+EXIT_ORPHANED = 3
+#: How long (seconds) one wait on the cross-process stop event lasts before the watch is looked at again.
+_WAIT_SLICE_S = 0.5
 
-    def __init__(self, stop: StopLike) -> None:
+
+class _ParentWatch:
+    """The stop event, also set when the agent that started this process has gone (SIGKILL, crash).
+
+    A :func:`district.runtime.watch_parent` thread watches ``parent_pid``
+    (default: the current parent), not the camera loop, so the process ends
+    even while the loop is blocked in a read. When the agent has gone,
+    nobody reads ``out`` any more, so the process does not wait at exit to
+    flush it (``cancel_join_thread``), and if the loop has not ended within
+    ``grace_s`` seconds (a source stuck in FFmpeg) the process exits with
+    :data:`EXIT_ORPHANED`. ``watch=False`` starts no thread (for tests).
+    """
+
+    def __init__(
+        self,
+        stop: StopLike,
+        out: Any = None,
+        *,
+        parent_pid: int | None = None,
+        grace_s: float = ORPHAN_GRACE_S,
+        watch: bool = True,
+        exit_hard: Callable[[int], None] = os._exit,
+    ) -> None:
         self._stop = stop
-        self._ppid = os.getppid()
+        self._out = out
+        self._grace_s = grace_s
+        self._exit_hard = exit_hard
+        self.parent_gone = threading.Event()
+        self.parent_pid = os.getppid() if parent_pid is None else parent_pid
+        if watch:
+            watch_parent(self.on_parent_gone, self.parent_pid, name="agent-watch")
+
+    def on_parent_gone(self) -> None:
+        """Stop the camera loop, stop waiting on the queue, and exit hard after the grace time."""
+        self.parent_gone.set()
+        cancel = getattr(self._out, "cancel_join_thread", None)
+        if cancel is not None:
+            cancel()
+        timer = threading.Timer(self._grace_s, self._exit_hard, args=(EXIT_ORPHANED,))
+        timer.daemon = True
+        timer.start()
 
     def is_set(self) -> bool:
-        if self._stop.is_set():
-            return True
-        if os.getppid() != self._ppid:
-            log.warning("parent process %d is gone; stopping", self._ppid)
-            return True
-        return False
+        return self.parent_gone.is_set() or self._stop.is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
-        return self._stop.wait(timeout if timeout is not None and timeout < 1.0 else 1.0) or self.is_set()
+        """Like ``Event.wait``: True as soon as the stop is set or the agent has gone, False after ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.parent_gone.is_set():
+            left = _WAIT_SLICE_S if deadline is None else min(_WAIT_SLICE_S, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            if self._stop.wait(left):
+                return True
+        return True
 
 
-def _child_main(config: CameraConfig, device_id: str, out: QueueLike, stop: StopLike, log_level: int) -> None:
+def _child_main(
+    config: CameraConfig, device_id: str, out: QueueLike, stop: StopLike, log_level: int, agent_pid: int | None
+) -> None:
     """Entry point of the camera process (spawned: imports from scratch, nothing inherited)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the agent, which sets the stop event
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=log_level, format=f"%(asctime)s %(levelname)s camera[{config.id}] %(name)s: %(message)s"
         )
-    code = run_camera(config, out, _ParentWatch(stop), device_id=device_id)
+    # The agent's pid from the agent, so one that died before this line is seen at once; a
+    # forkserver child's parent is the fork server (which exits with the agent): watch that.
+    code = run_camera(config, out, _ParentWatch(stop, out, parent_pid=agent_pid), device_id=device_id)
     if code:
         sys.exit(code)
 
@@ -335,9 +385,10 @@ class CameraProcess:
         if self.is_alive():
             raise RuntimeError(f"camera {self.camera_id} is already running")
         self._stop.clear()
+        agent_pid = os.getpid() if self._ctx.get_start_method() == "spawn" else None
         self._proc = self._ctx.Process(
             target=_child_main,
-            args=(self.config, self.device_id, self.out, self._stop, self.log_level),
+            args=(self.config, self.device_id, self.out, self._stop, self.log_level, agent_pid),
             name=f"camera-{self.camera_id}",
             daemon=True,
         )
