@@ -1,7 +1,8 @@
 """The one module that knows InfluxDB's write and admin HTTP API (``/write``, ``/query``, ``/ping``).
 
 Works against InfluxDB 1.x, and against 2.x/3.x through their 1.x-compatible
-``/write`` endpoint (token auth). Synchronous, one pooled connection.
+``/write`` endpoint (token auth). Synchronous, on one kept-alive connection
+of an ``httpx.Client`` (no proxies from the environment, no redirects).
 
 Every answer to a write is sorted by :func:`classify_write`, a pure function
 of (status, headers, body), into one of four decisions; the table with its
@@ -36,8 +37,7 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import urllib3
-from urllib3.util import make_headers
+import httpx
 
 log = logging.getLogger(__name__)
 
@@ -287,21 +287,28 @@ class InfluxWriter:
         password: str | None = None,
         token: str | None = None,
         timeout_s: float = 10.0,
-        pool: urllib3.PoolManager | None = None,
+        client: httpx.Client | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.db = db
         self.rp = rp
-        self._timeout = urllib3.Timeout(connect=min(timeout_s, 5.0), read=timeout_s)
-        self._pool = pool or urllib3.PoolManager(num_pools=1, maxsize=1, retries=False)
-        self._headers: dict[str, str] = {}
+        headers: dict[str, str] = {}
+        auth: httpx.BasicAuth | None = None
         if token:
-            self._headers["Authorization"] = f"Token {token}"
+            headers["Authorization"] = f"Token {token}"
         elif username is not None:
-            self._headers.update(make_headers(basic_auth=f"{username}:{password or ''}"))
+            auth = httpx.BasicAuth(username, password or "")
+        self._client = client or httpx.Client(
+            headers=headers,
+            auth=auth,
+            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            follow_redirects=False,
+            trust_env=False,  # InfluxDB is addressed directly, never through an HTTP(S)_PROXY
+        )
 
     def close(self) -> None:
-        self._pool.clear()
+        self._client.close()
 
     def __enter__(self) -> InfluxWriter:
         return self
@@ -387,20 +394,15 @@ class InfluxWriter:
         self._write_indices(lines, indices[:mid], result)
         self._write_indices(lines, indices[mid:], result)
 
-    def _request(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, bytes, Any]:
+    def _request(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, bytes, httpx.Headers]:
+        """(status, body, headers); no answer at all (refused, reset, timeout) is :class:`InfluxUnavailable`."""
         try:
-            response = self._pool.request(
-                method,
-                self.url + path,
-                body=body,
-                headers={**self._headers, **headers},
-                timeout=self._timeout,
-                retries=False,
-                redirect=False,
-            )
-        except urllib3.exceptions.HTTPError as exc:
-            raise InfluxUnavailable(f"{method} {self.url}{path.split('?')[0]}: {exc}") from None
-        return response.status, response.data, response.headers
+            response = self._client.request(method, self.url + path, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise InfluxUnavailable(f"{method} {self.url}{path.split('?')[0]}: {type(exc).__name__}: {exc}") from None
+        return response.status_code, response.content, response.headers
 
 
 def _names_bad_points(error: str) -> bool:

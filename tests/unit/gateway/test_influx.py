@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -25,6 +26,8 @@ class FakeInflux:
         self.script: list[tuple[int, bytes, dict[str, str]]] = []  # answers first, whatever the body
         self.max_lines = 10_000  # 413 above this
         self.queries: list[str] = []
+        self.delay_s = 0.0  # before answering a /write
+        self.auth: list[str | None] = []  # Authorization header of every request
         #: How a partial write is answered: "1x" (400), "2x-422", "2x-500", "3x" (400 naming the lines).
         self.dialect = "1x"
 
@@ -59,9 +62,11 @@ def fake() -> Iterator[tuple[FakeInflux, str]]:
             self.wfile.write(body)
 
         def do_GET(self) -> None:
+            state.auth.append(self.headers.get("Authorization"))
             self._reply(204)
 
         def do_POST(self) -> None:
+            state.auth.append(self.headers.get("Authorization"))
             body = self.rfile.read(int(self.headers["Content-Length"])).decode()
             if self.path.startswith("/query"):
                 state.queries.append(body)
@@ -69,6 +74,7 @@ def fake() -> Iterator[tuple[FakeInflux, str]]:
                 return
             lines = body.split("\n")
             state.requests.append(len(lines))
+            time.sleep(state.delay_s)
             if state.script:
                 self._reply(*state.script.pop(0))
                 return
@@ -214,9 +220,27 @@ def test_connection_refused_is_retriable() -> None:
             w.ping()
 
 
+def test_a_timeout_is_retriable_and_drops_nothing(fake: tuple[FakeInflux, str]) -> None:
+    state, url = fake
+    state.delay_s = 0.5
+    with InfluxWriter(url, "db", timeout_s=0.1) as w:
+        with pytest.raises(InfluxUnavailable) as info:
+            w.write(lines(3))
+        assert not isinstance(info.value, InfluxFatal) and info.value.status == 0
+        assert "Timeout" in str(info.value)
+
+
+def test_token_is_sent_as_token_auth(fake: tuple[FakeInflux, str]) -> None:
+    state, url = fake
+    with InfluxWriter(url, "db", token="s3cret") as w:
+        w.write(lines(1))
+    assert state.auth == ["Token s3cret"]
+
+
 def test_ping_and_create_database(fake: tuple[FakeInflux, str]) -> None:
     state, url = fake
     with InfluxWriter(url, 'we"ird', username="u", password="p") as w:
         assert w.ping() == "1.6.7-fake"
         w.create_database()
     assert state.queries == ["q=CREATE+DATABASE+%22we%5C%22ird%22"]
+    assert state.auth == ["Basic dTpw", "Basic dTpw"]  # u:p
