@@ -363,36 +363,43 @@ class InfluxWriter:
         return "/write?" + urllib.parse.urlencode(params)
 
     def _write_indices(self, lines: list[str], indices: list[int], result: WriteResult) -> None:
-        body = "\n".join(lines[i] for i in indices).encode()
-        status, data, headers = self._request(
-            "POST", self._write_path(), body, {"Content-Type": "text/plain; charset=utf-8"}
-        )
-        result.requests += 1
-        decision = classify_write(status, headers, data)
-        if decision.action is Action.STORED:
-            result.written += len(indices)
+        """Write ``lines[i] for i in indices``; isolate and drop what InfluxDB refuses for good.
+
+        Named lines (3.x) are dropped and the rest re-sent in a loop (a server
+        naming a few lines per answer cannot exhaust the stack); unnamed ones
+        are found by halving (depth log2 of the batch).
+        """
+        while indices:
+            body = "\n".join(lines[i] for i in indices).encode()
+            status, data, headers = self._request(
+                "POST", self._write_path(), body, {"Content-Type": "text/plain; charset=utf-8"}
+            )
+            result.requests += 1
+            decision = classify_write(status, headers, data)
+            if decision.action is Action.STORED:
+                result.written += len(indices)
+                return
+            where = f"write {len(indices)} lines to {self.url} database {self.db!r}: HTTP {status}: {decision.reason}"
+            if decision.action is Action.RETRY:
+                raise InfluxUnavailable(where, status, decision.retry_after_s)
+            if decision.action is Action.FATAL:
+                raise InfluxFatal(f"{where}; to fix: {decision.fix}", status, decision.fix)
+            # DROP_BAD_POINTS
+            named = {number: message for number, message in decision.line_errors if 1 <= number <= len(indices)}
+            if named and len(named) == len({number for number, _ in decision.line_errors}):
+                for number in sorted(named):
+                    index = indices[number - 1]
+                    result.dropped.append(DroppedLine(index, lines[index], f"HTTP {status}: {named[number]}"))
+                # The rest is stored already (3.x); sent again to be sure, and to find lines a capped list left out.
+                indices = [index for n, index in enumerate(indices, start=1) if n not in named]
+                continue
+            if len(indices) == 1:
+                result.dropped.append(DroppedLine(indices[0], lines[indices[0]], f"HTTP {status}: {decision.reason}"))
+                return
+            mid = len(indices) // 2
+            self._write_indices(lines, indices[:mid], result)
+            self._write_indices(lines, indices[mid:], result)
             return
-        where = f"write {len(indices)} lines to {self.url} database {self.db!r}: HTTP {status}: {decision.reason}"
-        if decision.action is Action.RETRY:
-            raise InfluxUnavailable(where, status, decision.retry_after_s)
-        if decision.action is Action.FATAL:
-            raise InfluxFatal(f"{where}; to fix: {decision.fix}", status, decision.fix)
-        # DROP_BAD_POINTS
-        named = {number: message for number, message in decision.line_errors if 1 <= number <= len(indices)}
-        if named and len(named) == len({number for number, _ in decision.line_errors}):
-            for number in sorted(named):
-                index = indices[number - 1]
-                result.dropped.append(DroppedLine(index, lines[index], f"HTTP {status}: {named[number]}"))
-            rest = [index for n, index in enumerate(indices, start=1) if n not in named]
-            if rest:
-                self._write_indices(lines, rest, result)  # stored already (3.x); again to be sure
-            return
-        if len(indices) == 1:
-            result.dropped.append(DroppedLine(indices[0], lines[indices[0]], f"HTTP {status}: {decision.reason}"))
-            return
-        mid = len(indices) // 2
-        self._write_indices(lines, indices[:mid], result)
-        self._write_indices(lines, indices[mid:], result)
 
     def _request(
         self, method: str, path: str, body: bytes | None, headers: dict[str, str]

@@ -38,6 +38,9 @@ class FakeInflux:
             return 422, json.dumps({"code": "unprocessable entity", "message": f"failure writing: {text}"}).encode()
         if self.dialect == "2x-500":
             return 500, json.dumps({"code": "internal error", "message": f"unexpected error: {text}"}).encode()
+        if self.dialect == "3x-first-only":  # a server that lists only the first refused line
+            data = [{"line_number": bad[0], "error_message": "first only"}]
+            return 400, json.dumps({"error": "partial write of line protocol occurred", "data": data}).encode()
         if self.dialect == "3x":
             data = [{"original_line": lines[n - 1], "line_number": n, "error_message": f"conflict {n}"} for n in bad]
             return 400, json.dumps({"error": "partial write of line protocol occurred", "data": data}).encode()
@@ -154,6 +157,17 @@ def test_3x_named_lines_are_dropped_without_splitting(fake: tuple[FakeInflux, st
     ]
     assert state.requests == [100, 97]  # the answer named them: one re-send of the rest, no halving
     assert result.written == 97 and set(state.stored) == set(batch) - {batch[3], batch[50], batch[99]}
+
+
+def test_3x_answers_naming_one_line_at_a_time_do_not_exhaust_the_stack(fake: tuple[FakeInflux, str]) -> None:
+    state, url = fake
+    state.dialect = "3x-first-only"
+    n_bad = 1100  # more than Python's default recursion limit
+    batch = lines(n_bad + 5, bad=set(range(n_bad)))
+    with InfluxWriter(url, "db") as w:
+        result = w.write(batch)
+    assert [d.index for d in result.dropped] == list(range(n_bad))
+    assert result.written == 5 and result.requests == n_bad + 1
 
 
 def test_3x_line_numbers_out_of_range_fall_back_to_splitting(fake: tuple[FakeInflux, str]) -> None:
