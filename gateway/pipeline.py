@@ -7,7 +7,12 @@ line protocol, writes a batch, and only when InfluxDB has taken it
 acknowledges every item of the batch, still in receive order. A rejected item
 is written to the dead-letter file and acknowledged in its place in the line;
 an InfluxDB outage stops the line (nothing acknowledged, nothing dropped)
-until a retry succeeds.
+until a retry succeeds. So does a configuration error InfluxDB reports
+(credentials, missing database or bucket): logged as an error naming what to
+fix, shown in the stats (``write_error``), retried at the slowest backoff.
+A point InfluxDB refuses for good (partial write, beyond retention, type
+conflict) is dead-lettered with InfluxDB's reason, counted, and its message
+acknowledged with the rest: one bad point never stops the line.
 
 Nothing here talks MQTT or HTTP: the writer and the acknowledger are injected,
 so the rules are unit-tested with fakes.
@@ -31,7 +36,7 @@ from typing import IO, Protocol
 
 from contracts import Message, utcnow
 from contracts.storage import to_points
-from gateway.influx import InfluxError, InfluxUnavailable, WriteResult
+from gateway.influx import InfluxError, InfluxFatal, InfluxUnavailable, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +117,13 @@ class GatewayStats:
     batches: int
     queue_depth: int
     ignored: dict[str, int] = field(default_factory=dict)
+    #: Points InfluxDB refused for good (dead-lettered as ``influx_rejected``); also in ``dropped_points``.
+    influx_rejected: int = 0
+    #: Write attempts InfluxDB refused for a configuration error (see ``write_error``).
+    write_fatal: int = 0
+    #: What InfluxDB says is wrong with the configuration and how to fix it, while it refuses
+    #: every write; "" once a write succeeds.
+    write_error: str = ""
 
     @property
     def rejected_total(self) -> int:
@@ -136,6 +148,9 @@ class Stats:
         #: (the broker redelivers it on the new one).
         self.stale_acks = 0
         self.batches = 0
+        self.influx_rejected = 0
+        self.write_fatal = 0
+        self.write_error = ""
 
     def count_received(self, rejected_reason: str | None) -> None:
         with self._lock:
@@ -148,6 +163,11 @@ class Stats:
     def count_ignored(self, reason: str) -> None:
         with self._lock:
             self.ignored[reason] += 1
+
+    def set_write_error(self, text: str) -> None:
+        """Record (or, with "", clear) the configuration error that blocks every write."""
+        with self._lock:
+            self.write_error = text
 
     def add(self, **deltas: int) -> None:
         with self._lock:
@@ -168,6 +188,9 @@ class Stats:
                 batches=self.batches,
                 queue_depth=queue_depth,
                 ignored=dict(self.ignored),
+                influx_rejected=self.influx_rejected,
+                write_fatal=self.write_fatal,
+                write_error=self.write_error,
             )
 
 
@@ -319,6 +342,8 @@ class BatchWriter:
         self._wake = threading.Event()
         self._aborted = False
         self._ratelog = RateLimitedLog(log)
+        #: Clock time of the first configuration error of the current run of them, else None.
+        self._failing_since: float | None = None
 
     # -- control (any thread) ---------------------------------------------------
 
@@ -405,7 +430,7 @@ class BatchWriter:
             return
         self._stats.add(written_points=result.written, batches=1)
         for dropped in result.dropped:
-            self._stats.add(dropped_points=1)
+            self._stats.add(dropped_points=1, influx_rejected=1)
             owner = batch.owners[dropped.index]
             topic = "" if owner < 0 else batch.items[owner].topic
             self._dead.add(
@@ -418,6 +443,13 @@ class BatchWriter:
         self._stats.add(acked=len(batch.items))
 
     def _write_with_retries(self, batch: _Batch) -> WriteResult | None:
+        """Write the batch until InfluxDB takes it; None if told to give up (nothing acknowledged).
+
+        Retriable failures wait the backoff (or the server's ``Retry-After``,
+        whichever is longer); a configuration error waits the longest backoff,
+        so a gateway with a wrong token neither spins nor needs a restart once
+        the token is fixed. Nothing is dropped while waiting.
+        """
         if not batch.lines:
             return WriteResult()
         while True:
@@ -425,13 +457,7 @@ class BatchWriter:
                 result = self._writer.write(batch.lines)
             except Exception as exc:
                 self._stats.add(write_retries=1)
-                if isinstance(exc, InfluxUnavailable):
-                    self._ratelog(logging.WARNING, "unavailable", "InfluxDB write failed, will retry: %s", exc)
-                    if exc.database_missing and self._create_database:
-                        self._try_create_database()
-                else:
-                    log.exception("unexpected error writing %d lines; will retry", len(batch.lines))
-                delay = self._backoff.next()
+                delay = self._after_failure(exc, batch)
                 if self._give_up_at is not None:
                     left = self._give_up_at - self._clock()
                     if left <= 0:
@@ -446,14 +472,50 @@ class BatchWriter:
                 self._wake.wait(delay)
                 continue
             self._backoff.reset()
+            if self._failing_since is not None:
+                log.warning(
+                    "InfluxDB takes the gateway's writes again (after %.0f s)", self._clock() - self._failing_since
+                )
+                self._failing_since = None
+                self._stats.set_write_error("")
             return result
 
-    def _try_create_database(self) -> None:
+    def _after_failure(self, exc: Exception, batch: _Batch) -> float:
+        """Log and count a failed write; the seconds to wait before the next attempt."""
+        if not isinstance(exc, InfluxUnavailable):
+            log.error("unexpected error writing %d lines; will retry", len(batch.lines), exc_info=exc)
+            return self._backoff.next()
+        if exc.database_missing and self._create_database and self._try_create_database():
+            return self._backoff.next()
+        if isinstance(exc, InfluxFatal):
+            if self._failing_since is None:
+                self._failing_since = self._clock()
+            self._stats.add(write_fatal=1)
+            self._stats.set_write_error(str(exc))
+            self._ratelog(
+                logging.ERROR,
+                "influx_fatal",
+                "InfluxDB refuses every write until its configuration is fixed; nothing is acknowledged "
+                "(the broker keeps the %d messages of this batch and all after it): %s",
+                len(batch.items),
+                exc,
+            )
+            self._backoff.next()
+            return self._backoff.maximum
+        self._ratelog(logging.WARNING, "unavailable", "InfluxDB write failed, will retry: %s", exc)
+        delay = self._backoff.next()
+        if exc.retry_after_s is not None:
+            delay = max(delay, exc.retry_after_s)
+        return delay
+
+    def _try_create_database(self) -> bool:
         try:
             self._writer.create_database()
-            log.info("created the missing database")
         except InfluxError as exc:
-            log.warning("cannot create the database: %s", exc)
+            log.warning("cannot create the missing database: %s", exc)
+            return False
+        log.info("created the missing database")
+        return True
 
     def _emit_stats(self, batch: _Batch, now: float) -> None:
         self._next_stats = now + self._stats_interval

@@ -169,7 +169,12 @@ class Gateway:
     def _status_loop(self) -> None:
         while not self._stop.wait(self.settings.status_interval_s):
             try:
-                self.intake.publish_status("online")
+                error = self.stats().write_error
+                if error:
+                    # Nothing is being stored: say so where operators and the server look.
+                    self.intake.publish_status("degraded", reason=f"InfluxDB refuses writes: {error}"[:200])
+                else:
+                    self.intake.publish_status("online")
             except Exception:
                 log.exception("status heartbeat failed")
 
@@ -179,8 +184,13 @@ class Gateway:
         p.field("rejected", snap.rejected_total).field("written_points", snap.written_points)
         p.field("write_retries", snap.write_retries).field("dropped_points", snap.dropped_points)
         p.field("acked", snap.acked).field("queue_depth", snap.queue_depth)
+        p.field("influx_rejected", snap.influx_rejected).field("write_fatal", snap.write_fatal)
+        if snap.write_error:
+            p.field("write_error", snap.write_error[:300])
         for reason, count in snap.rejected.items():
             p.field(f"rejected_{reason}", count)
+        for reason, count in snap.ignored.items():
+            p.field(f"ignored_{reason}", count)
         p.time(time.time_ns(), WritePrecision.NS)
         line = p.to_line_protocol()
         return [line] if line else []

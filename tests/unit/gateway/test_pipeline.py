@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import threading
 from datetime import timedelta
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from contracts import ParkingBayState, new_reading_id, utcnow
-from gateway.influx import DroppedLine, InfluxUnavailable, WriteResult
+from gateway.influx import DroppedLine, InfluxError, InfluxFatal, InfluxUnavailable, WriteResult
 from gateway.pipeline import (
     STOP,
     Accepted,
@@ -28,10 +29,19 @@ from gateway.pipeline import (
 
 
 class FakeWriter:
-    def __init__(self, fail_times: int = 0, drop_marker: str | None = None, status: int = 503) -> None:
+    def __init__(
+        self,
+        fail_times: int = 0,
+        drop_marker: str | None = None,
+        status: int = 503,
+        error: InfluxUnavailable | None = None,
+        create_fails: bool = False,
+    ) -> None:
         self.fail_times = fail_times
         self.drop_marker = drop_marker
         self.status = status
+        self.error = error
+        self.create_fails = create_fails
         self.batches: list[list[str]] = []
         self.calls = 0
         self.created = 0
@@ -40,7 +50,7 @@ class FakeWriter:
         self.calls += 1
         if self.fail_times:
             self.fail_times -= 1
-            raise InfluxUnavailable("down", self.status)
+            raise self.error or InfluxUnavailable("down", self.status)
         self.batches.append(list(lines))
         dropped = [
             DroppedLine(i, line, "HTTP 400: field type conflict")
@@ -51,6 +61,8 @@ class FakeWriter:
 
     def create_database(self) -> None:
         self.created += 1
+        if self.create_fails:
+            raise InfluxError("CREATE DATABASE: HTTP 401: unauthorized", 401)
 
 
 def accepted(mid: int, bay: str = "A001") -> Accepted:
@@ -70,8 +82,20 @@ def rejected(mid: int) -> Rejected:
     return Rejected(mid, 1, 1, "p/v1/s/edge-1/parking_bay", b"\xffjunk", "not_json", "bad", utcnow())
 
 
+class RecordingWake(threading.Event):
+    """The writer's wake-up event, recording each wait (seconds) and returning at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(-1.0 if timeout is None else timeout)
+        return False
+
+
 def run_writer(
-    items: list[QueueEntry], writer: FakeWriter, tmp_path: Path, **kw: object
+    items: list[QueueEntry], writer: FakeWriter, tmp_path: Path, wake: RecordingWake | None = None, **kw: object
 ) -> tuple[list[int], Stats, BatchWriter]:
     q: queue.Queue[QueueEntry] = queue.Queue()
     for item in items:
@@ -90,6 +114,8 @@ def run_writer(
         backoff=Backoff(0.001, 0.002, jitter=lambda: 1.0),
         **options,  # type: ignore[arg-type]
     )
+    if wake is not None:
+        bw._wake = wake
     thread = threading.Thread(target=bw.run)
     thread.start()
     thread.join(10)
@@ -164,6 +190,120 @@ def test_a_point_influx_rejects_is_dropped_dead_lettered_and_acked(tmp_path: Pat
     assert stats.snapshot().dropped_points == 1
     (letter,) = [json.loads(x) for x in (tmp_path / "dead.jsonl").read_text().splitlines()]
     assert letter["reason"] == "influx_rejected" and "bay=POISON" in letter["payload"]
+
+
+def test_a_rejected_point_carries_influxdb_reason_and_is_counted(tmp_path: Path) -> None:
+    class Retention(FakeWriter):
+        def write(self, lines: list[str]) -> WriteResult:
+            result = super().write(lines)
+            reason = "HTTP 422: failure writing points to database: partial write: points beyond retention policy"
+            result.dropped = [DroppedLine(d.index, d.line, reason) for d in result.dropped]
+            return result
+
+    writer = Retention(drop_marker="bay=OLD")
+    items: list[QueueEntry] = [accepted(1, bay="OLD"), *[accepted(i, bay=f"L{i}") for i in range(2, 12)], STOP]
+    acks, stats, _ = run_writer(items, writer, tmp_path)
+    assert acks == list(range(1, 12))  # the old reading's message too: it will never be storable
+    snap = stats.snapshot()
+    assert (snap.influx_rejected, snap.dropped_points, snap.written_points) == (1, 1, 10)
+    (letter,) = [json.loads(x) for x in (tmp_path / "dead.jsonl").read_text().splitlines()]
+    assert letter["reason"] == "influx_rejected"
+    assert letter["detail"].endswith("points beyond retention policy") and "bay=OLD" in letter["payload"]
+    assert letter["topic"] == "p/v1/s/edge-1/parking_bay"
+
+
+def fatal(status: int = 401) -> InfluxFatal:
+    return InfluxFatal(f"write 1 lines: HTTP {status}: unauthorized; to fix: check influx_token", status, "check")
+
+
+def test_a_configuration_error_is_loud_acks_nothing_and_waits_the_longest_backoff(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[str] = []
+
+    class Watching(FakeWriter):
+        def write(self, lines: list[str]) -> WriteResult:
+            seen.append(stats_box[0].snapshot().write_error)
+            return super().write(lines)
+
+    stats_box: list[Stats] = [Stats()]
+    writer = Watching(fail_times=4, error=fatal())
+    wake = RecordingWake()
+    q: queue.Queue[QueueEntry] = queue.Queue()
+    for entry in (accepted(1), rejected(2), accepted(3), STOP):
+        q.put(entry)
+    acks: list[int] = []
+    bw = BatchWriter(
+        q,
+        writer,
+        lambda item: acks.append(item.mid),
+        stats_box[0],
+        DeadLetters(None),
+        batch_size=100,
+        flush_interval_s=0.01,
+        backoff=Backoff(0.001, 5.0, jitter=lambda: 1.0),
+    )
+    bw._wake = wake
+    with caplog.at_level(logging.ERROR, logger="gateway.pipeline"):
+        bw.run()
+    assert wake.waits == [5.0, 5.0, 5.0, 5.0]  # the cap from the first failure on: no hot loop
+    assert seen[0] == "" and all("HTTP 401" in text for text in seen[1:])  # shown while it lasts
+    assert acks == [1, 2, 3]  # only once a write succeeded
+    snap = stats_box[0].snapshot()
+    assert (snap.write_fatal, snap.write_retries, snap.write_error, snap.dropped_points) == (4, 4, "", 0)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1  # rate-limited
+    assert "nothing is acknowledged" in errors[0] and "to fix: check influx_token" in errors[0]
+
+
+def test_stop_during_a_configuration_error_acks_nothing(tmp_path: Path) -> None:
+    writer = FakeWriter(fail_times=10**9, error=fatal(403))
+    q: queue.Queue[QueueEntry] = queue.Queue()
+    for entry in (accepted(1), accepted(2), STOP):
+        q.put(entry)
+    acks: list[Item] = []
+    stats = Stats()
+    bw = BatchWriter(
+        q,
+        writer,
+        acks.append,
+        stats,
+        DeadLetters(None),
+        batch_size=100,
+        flush_interval_s=0.01,
+        backoff=Backoff(0.001, 0.05),
+    )
+    thread = threading.Thread(target=bw.run)
+    thread.start()
+    bw.give_up_after(0.3)
+    thread.join(5)
+    assert not thread.is_alive() and acks == []
+    assert 2 <= writer.calls <= 12  # waited about 0.05 s a time, not a spin
+    assert "HTTP 403" in stats.snapshot().write_error
+
+
+def test_missing_database_that_cannot_be_created_is_fatal(tmp_path: Path) -> None:
+    error = InfluxFatal("write: HTTP 404: database not found; to fix: create it", 404, "create it")
+    writer = FakeWriter(fail_times=2, error=error, create_fails=True)
+    acks, stats, _ = run_writer([accepted(1), STOP], writer, tmp_path)
+    assert (writer.created, acks, stats.snapshot().write_fatal) == (2, [1], 2)
+
+
+def test_missing_database_that_is_created_is_not_fatal(tmp_path: Path) -> None:
+    error = InfluxFatal("write: HTTP 404: database not found; to fix: create it", 404, "create it")
+    writer = FakeWriter(fail_times=1, error=error)
+    wake = RecordingWake()
+    acks, stats, _ = run_writer([accepted(1), STOP], writer, tmp_path, wake=wake)
+    assert (writer.created, acks, stats.snapshot().write_fatal) == (1, [1], 0)
+    assert wake.waits == [0.001]  # the ordinary backoff, not the cap
+
+
+def test_retry_after_is_honoured(tmp_path: Path) -> None:
+    writer = FakeWriter(fail_times=2, error=InfluxUnavailable("HTTP 429: slow down", 429, retry_after_s=0.75))
+    wake = RecordingWake()
+    acks, stats, _ = run_writer([accepted(1), STOP], writer, tmp_path, wake=wake)
+    assert wake.waits == [0.75, 0.75] and acks == [1]
+    assert stats.snapshot().write_fatal == 0
 
 
 def test_stats_point_rides_along(tmp_path: Path) -> None:
