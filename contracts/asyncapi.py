@@ -11,10 +11,12 @@ import json
 import sys
 from typing import Any
 
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from contracts.confirm import StoredConfirmation
 from contracts.messages import MESSAGE_KINDS, SCHEMA_VERSION
-from contracts.topics import TOPIC_VERSION
+from contracts.topics import STORED, TOPIC_VERSION
 
 _SUMMARIES = {
     "parking_bay": "State of one parking bay (FIWARE ParkingSpot.status): on change and at every refresh.",
@@ -26,8 +28,9 @@ _SUMMARIES = {
 
 
 def build() -> dict[str, Any]:
+    models: list[type[BaseModel]] = [*MESSAGE_KINDS.values(), StoredConfirmation]
     _, defs = models_json_schema(
-        [(model, "validation") for model in MESSAGE_KINDS.values()], ref_template="#/components/schemas/{model}"
+        [(model, "validation") for model in models], ref_template="#/components/schemas/{model}"
     )
     schemas = defs["$defs"]
     channels: dict[str, Any] = {}
@@ -55,12 +58,34 @@ def build() -> dict[str, Any]:
             "channel": {"$ref": f"#/channels/{channel}"},
             "summary": f"Devices publish at QoS 1{' (retained)' if kind == 'status' else ''}.",
         }
+    messages[STORED] = {
+        "name": StoredConfirmation.__name__,
+        "summary": "End-to-end confirmation: which of the device's readings (seq ranges within an epoch) the "
+        "gateway has stored or dead-lettered; the device may then delete them from its outbox.",
+        "contentType": "application/json",
+        "payload": {"$ref": f"#/components/schemas/{StoredConfirmation.__name__}"},
+    }
+    channels[STORED] = {
+        "address": f"{{prefix}}/{TOPIC_VERSION}/{{site_id}}/{{device_id}}/{STORED}",
+        "parameters": {
+            "prefix": {"description": "Deployment prefix, default 'district' (may contain '/')."},
+            "site_id": {"description": "Site id from the site configuration."},
+            "device_id": {"description": "The device whose readings are confirmed."},
+        },
+        "messages": {STORED: {"$ref": f"#/components/messages/{STORED}"}},
+    }
+    operations[f"receive_{STORED}"] = {
+        "action": "receive",
+        "channel": {"$ref": f"#/channels/{STORED}"},
+        "summary": "Devices subscribe at QoS 1 to their own confirmations (not retained).",
+    }
     return {
         "asyncapi": "3.0.0",
         "info": {
             "title": "District sensing protocol",
             "version": f"{SCHEMA_VERSION}.0.0",
-            "description": "Messages from edge devices to the gateway and server. See docs/protocol.md.",
+            "description": "Messages from edge devices to the gateway and server, and the gateway's "
+            "confirmations back to each device. See docs/protocol.md.",
         },
         "defaultContentType": "application/json",
         "channels": channels,
