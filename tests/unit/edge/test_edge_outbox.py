@@ -94,3 +94,22 @@ def test_closed_and_unopenable(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(OutboxError):
         Outbox(tmp_path / "file" / "o.sqlite", 10)
+
+
+def test_readings_are_numbered_by_their_row_and_the_epoch_survives_a_restart(tmp_path: Path) -> None:
+    """seq = outbox row id (never reused, also after the oldest were dropped); epoch is made once per file."""
+    path = tmp_path / "o.sqlite"
+    with Outbox(path, max_messages=3) as ob:
+        epoch = ob.epoch
+        seqs = ob.put_readings([("t", lambda e, s: f"{e}:{s}".encode()) for _ in range(5)])
+        assert seqs == [1, 2, 3, 4, 5]
+        assert [i.payload for i in ob.pending_after(0, 10)] == [f"{epoch}:{s}".encode() for s in (3, 4, 5)]
+    with Outbox(path, max_messages=3) as ob:
+        assert ob.epoch == epoch
+        assert ob.put_readings([("t", lambda e, s: b"x")]) == [6]
+        assert ob.ack_ranges([(3, 4), (9, 20)]) == 1  # 3 was dropped by the bound when 6 came in
+        assert [i.id for i in ob.pending_after(0, 10)] == [5, 6]
+        assert ob.pending == 2
+    other = Outbox(tmp_path / "new.sqlite", max_messages=3)
+    assert other.epoch != epoch  # a new file is a new sequence
+    other.close()
