@@ -454,6 +454,8 @@ class Cluster:
             fig.notes["ledger_repeats"] = len(ledger) - len(truth)
         if fig.unexpected:
             fig.notes["unexpected"] = fig.unexpected
+        if fig.lost:
+            fig.notes["lost_ranges"] = lost_ranges(ledger, truth - per_id.keys())
         return fig
 
     # -- teardown
@@ -468,6 +470,19 @@ class Cluster:
                 if svc.alive():
                     os.kill(svc.pid, signal.SIGCONT)
                 svc.stop()
+
+
+def lost_ranges(ledger: list[str], lost: set[str], most: int = 4) -> str:
+    """Runs of consecutive ledger positions that were lost, e.g. ``1000-1099,1980-1999``."""
+    runs: list[tuple[int, int]] = []
+    for i, rid in enumerate(ledger):
+        if rid in lost:
+            if runs and runs[-1][1] == i - 1:
+                runs[-1] = (runs[-1][0], i)
+            else:
+                runs.append((i, i))
+    text = ",".join(f"{a}-{b}" if a != b else str(a) for a, b in runs[:most])
+    return text + (f",+{len(runs) - most} more" if len(runs) > most else "")
 
 
 @contextmanager
