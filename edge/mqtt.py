@@ -12,7 +12,10 @@ write to the outbox, so a slow or absent broker never blocks a sensor read.
   ``{prefix}/v1/{site}/{device}/stored`` (:mod:`contracts.confirm`), not on
   the broker's PUBACK, which Mosquitto sends before its persistence file is
   written. A reading published ``confirm_timeout_s`` ago and still
-  unconfirmed is published again, with the same bytes (storage is idempotent).
+  unconfirmed is published again, with the same bytes (storage is idempotent);
+  while the gateway confirms nothing at all (it is away, the broker holds our
+  readings for it) the wait doubles, so an outage does not pile duplicates
+  into the broker's queue.
   ``delivery: broker`` deletes on PUBACK, for a gateway that does not confirm.
 * A second client with our client id takes our connection over (MQTT 5
   reason 0x8E, or the broker closing us again and again right after
@@ -57,6 +60,8 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
 SHUTDOWN_ACK_TIMEOUT_S = 3.0
+#: Longest wait before re-sending while the gateway confirms nothing at all (it is away).
+MAX_SILENT_WAIT_S = 3600.0
 MAX_REASON = 200
 
 
@@ -156,6 +161,14 @@ class MqttPublisher:
         #: Inclusive seq ranges the gateway confirmed, not yet deleted from the outbox.
         self._confirmed: list[tuple[int, int]] = []
         self._published_at: dict[int, float] = {}  # mid -> when published
+        #: When the last confirmation arrived (monotonic), and re-send rounds since with none.
+        self._last_confirmed_at = 0.0
+        self._silent_rounds = 0
+
+    @property
+    def awaiting_confirmation(self) -> int:
+        """Readings the broker has acknowledged that wait for the gateway's confirmation (any thread)."""
+        return len(self._awaiting)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -309,17 +322,32 @@ class MqttPublisher:
                 log.exception("outbox: cannot delete %d acknowledged reading(s)", len(batch))
 
     def _resend_unconfirmed(self, now: float) -> None:
-        """Publish again from the oldest reading the gateway has not confirmed in time."""
+        """Publish again from the oldest reading the gateway has not confirmed in time.
+
+        If the gateway confirmed later readings meanwhile, the oldest was lost
+        (a broker that restarted between our reconnects, a queue that
+        overflowed): re-send at once. If the gateway confirmed nothing at all,
+        it is most likely away and the broker is holding our readings for it:
+        re-sending would only pile duplicates into that queue, so each silent
+        round doubles the wait (``confirm_timeout_s`` × 2^k, at most
+        :data:`MAX_SILENT_WAIT_S`). A reconnect re-sends everything anyway.
+        """
         if not self._awaiting:
             return
         oldest, since = next(iter(self._awaiting.items()))
-        if now - since < self.config.mqtt.confirm_timeout_s:
+        timeout = self.config.mqtt.confirm_timeout_s
+        lost = self._last_confirmed_at > since
+        wait = timeout if lost else min(MAX_SILENT_WAIT_S, timeout * 2.0**self._silent_rounds)
+        if now - since < wait:
             return
+        if not lost:
+            self._silent_rounds += 1
         self.stats["resends"] += 1
         log.warning(
-            "mqtt: %d reading(s) not confirmed by the gateway within %.0f s; publishing again from #%d",
+            "mqtt: %d reading(s) not confirmed by the gateway within %.0f s (%s); publishing again from #%d",
             len(self._awaiting),
-            self.config.mqtt.confirm_timeout_s,
+            wait,
+            "later ones were" if lost else "nothing was",
             oldest,
         )
         self._awaiting.clear()
@@ -414,6 +442,8 @@ class MqttPublisher:
         if c.device_id != self.config.device.id or c.epoch != self.outbox.epoch:
             return  # for an earlier outbox file: nothing of it is left here
         self._confirmed.extend(c.seqs)
+        self._last_confirmed_at = time.monotonic()
+        self._silent_rounds = 0
         for lo, hi in c.seqs:
             if hi - lo < len(self._awaiting):
                 for row in range(lo, hi + 1):

@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                 "topic_prefix": args.prefix,
                 "reconnect_min_s": 0.2,
                 "reconnect_max_s": 2.0,
+                # The scenarios queue their whole backlog at the broker for the gateway.
+                "max_unconfirmed": 100_000,
             },
             "outbox": {"path": str(args.outbox)},
             "status_interval_s": 5.0,
@@ -148,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                             "count": args.count,
                             "pending": agent.outbox.pending,
                             "connected": agent.publisher.connected.is_set(),
+                            "awaiting": agent.publisher.awaiting_confirmation,
                             **agent.publisher.stats,
                         },
                     )

@@ -289,12 +289,24 @@ class Edge:
         def check() -> bool:
             if not self.proc.alive():
                 raise RuntimeError(f"edge driver died:\n{self.proc.log_text()[-2000:]}")
-            return int(self.status().get("acked", 0)) >= n
+            return int(self.status().get("broker_acked", 0)) >= n
 
         wait_until(check, timeout, f"{self.device_id} to have {n} readings acknowledged")
 
+    def wait_handed_over(self, timeout: float) -> None:
+        """Every reading emitted and acknowledged by the broker; the outbox keeps them until the gateway
+        confirms it stored them (end-to-end confirmation), so ``pending`` = ``awaiting``."""
+
+        def check() -> bool:
+            if not self.proc.alive():
+                raise RuntimeError(f"edge driver died:\n{self.proc.log_text()[-2000:]}")
+            s = self.status()
+            return s.get("emitted") == self.count and s.get("pending") == s.get("awaiting")
+
+        wait_until(check, timeout, f"{self.device_id} to hand every reading to the broker", interval=0.2)
+
     def wait_drained(self, timeout: float) -> None:
-        """Every reading emitted and the outbox empty (today: every one PUBACKed by the broker)."""
+        """Every reading emitted and the outbox empty (the gateway confirmed every one)."""
 
         def check() -> bool:
             if not self.proc.alive():
@@ -532,7 +544,7 @@ def run_broker_kill(workdir: Path, n: int, rate: float, timeout: float = 120) ->
         edge.wait_acked(n // 2, timeout)
         c.kill_broker()
         c.restart_broker()
-        edge.wait_drained(timeout)
+        edge.wait_handed_over(timeout)
         c.kill_broker()
         c.restart_broker()
         c.start_gateway(wait_subscribed=False)
@@ -611,7 +623,7 @@ def run_backlog(workdir: Path, n: int, timeout: float = 300) -> Figures:
         c.gateway.stop()
         edge = c.add_edge("edge-bl", n, rate=0, batch=500)
         edge.start()
-        edge.wait_drained(timeout)
+        edge.wait_handed_over(timeout)
         queued = time.monotonic()
         c.start_gateway(wait_subscribed=False)
         c.settle([edge], timeout)
@@ -681,7 +693,7 @@ class Fuzzer:
     def hostile(self) -> Hostile:
         name, make = self.rng.choice(self._makers)
         topic, payload = make(self)
-        sub = f"{self.prefix}/v1/+/+/+"
+        sub = f"{self.prefix}/#"  # the gateway's subscription: everything under the prefix
         return Hostile(topic, payload, name, matches(sub, topic))
 
     # each maker returns (topic, payload)
@@ -711,7 +723,7 @@ class Fuzzer:
 
     def _non_finite(self) -> tuple[str, bytes]:
         token = self.rng.choice(["NaN", "Infinity", "-Infinity", "1e999"])
-        field_name = self.rng.choice(["status", "bay_id", "schema_version", "observed_at", "lot_id"])
+        field_name = self.rng.choice(["status", "bay_id", "schema_version", "observed_at", "lot_id", "seq"])
         doc = self._bay(**{field_name: "__X__"})
         return self.topic(), json.dumps(doc).replace('"__X__"', token).encode()
 
@@ -764,10 +776,10 @@ class Fuzzer:
         p = self.prefix
         topic = self.rng.choice(
             [
-                f"{p}/v1/{SITE_ID}/{FUZZ_DEVICE}/parking_bay/extra",  # extra level: not subscribed
-                f"{p}/v1/{SITE_ID}/parking_bay",  # missing level: not subscribed
-                f"{p}/v1/{SITE_ID}",  # not subscribed
-                f"{p}/v2/{SITE_ID}/{FUZZ_DEVICE}/parking_bay",  # other version: not subscribed
+                f"{p}/v1/{SITE_ID}/{FUZZ_DEVICE}/parking_bay/extra",  # extra level
+                f"{p}/v1/{SITE_ID}/parking_bay",  # missing level
+                f"{p}/v1/{SITE_ID}",
+                f"{p}/v2/{SITE_ID}/{FUZZ_DEVICE}/parking_bay",  # other version
                 f"{p}/v1//{FUZZ_DEVICE}/parking_bay",  # empty level: delivered
                 f"{p}/v1/{SITE_ID}/{FUZZ_DEVICE}/",  # empty kind: delivered
                 f"{p}/v1/{SITE_ID}/{FUZZ_DEVICE}/toaster",  # unknown kind: delivered
