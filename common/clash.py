@@ -11,8 +11,10 @@ for ever, each reconnecting within a second.
 :class:`ClashDetector` names the pattern: a connection that the broker closes
 soon after it was accepted (``quick_s``), ``quick_drops`` times within
 ``window_s``, is taken as a clash. A network that flaps that fast looks the
-same, which is why a clash first means a long backoff (the other client keeps
-the session meanwhile) and only a repeated one is fatal.
+same, and so do broker restarts in quick succession (two SIGKILLs within a
+minute in tests/chaos): three quick drops are needed, a clash first means a
+long backoff (the other client keeps the session meanwhile, nothing is lost),
+and only a repeated one is fatal.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class ClashDetector:
         client_id: str,
         *,
         quick_s: float = 10.0,
-        quick_drops: int = 2,
+        quick_drops: int = 3,
         window_s: float = 60.0,
         backoff_s: float = 60.0,
         fatal_after: int = 3,

@@ -13,8 +13,9 @@ Reading ``i`` is fully determined by ``(tag, i)``: id ``{tag}-{i:07d}``,
 outbox first, then its ids are appended to the ledger (flushed). On restart
 (same outbox, same ledger) the cursor is the number of complete ledger lines,
 so nothing in the ledger is emitted again; a batch that reached the outbox but
-not the ledger (killed in between) is emitted again with the very same bytes,
-which storage keeps once.
+not the ledger (killed in between) is found in the outbox file and added to
+the ledger, not emitted again: a sensor never emits one reading twice, and a
+second emit would be a second reading (a new ``seq``, so a second point).
 
 Runs until SIGTERM/SIGINT after the last reading, so the publisher can drain
 the outbox; ``--status`` gets a small JSON file (emitted, outbox pending,
@@ -55,6 +56,32 @@ def reading(tag: str, i: int, *, t0: datetime, device_id: str, lot: str, bays: i
 
 def bay_id(n: int) -> str:
     return f"b{n + 1:03d}"
+
+
+def recover_from_outbox(outbox: Path, ledger: Path, tag: str, cursor: int) -> int:
+    """Readings of this run that reached the outbox but not the ledger: add them to the ledger, skip them."""
+    import sqlite3
+
+    if not outbox.exists():
+        return cursor
+    db = sqlite3.connect(outbox)
+    try:
+        payloads = [bytes(p) for (p,) in db.execute("SELECT payload FROM outbox ORDER BY id")]
+    finally:
+        db.close()
+    found = set()
+    for payload in payloads:
+        rid = json.loads(payload).get("reading_id", "")
+        if rid.startswith(f"{tag}-"):
+            found.add(int(rid.rsplit("-", 1)[1]))
+    extra = []
+    while cursor + len(extra) in found:
+        extra.append(f"{tag}-{cursor + len(extra):07d}")
+    if extra:
+        with open(ledger, "a", encoding="ascii") as f:
+            f.write("".join(f"{rid}\n" for rid in extra))
+        log.info("driver: %d reading(s) were in the outbox but not the ledger", len(extra))
+    return cursor + len(extra)
 
 
 def read_cursor(ledger: Path) -> int:
@@ -116,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = stop_on_signals()
     agent = EdgeAgent(config, stop=stop)
     agent.start()
-    cursor = read_cursor(args.ledger)
+    cursor = recover_from_outbox(args.outbox, args.ledger, args.tag, read_cursor(args.ledger))
     log.info("driver: %d of %d reading(s) already emitted; rate %s/s", cursor, args.count, args.rate or "max")
     started = time.monotonic()
     first = cursor

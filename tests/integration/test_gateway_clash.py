@@ -54,7 +54,8 @@ def test_two_gateways_with_one_client_id_stop_kicking_each_other_off(
         drops_before = sum(1 for r in caplog.records if "lost the broker" in r.getMessage())
         time.sleep(10)
         drops_after = sum(1 for r in caplog.records if "lost the broker" in r.getMessage())
-        assert drops_after == drops_before <= 3
+        # At most a few reconnects each (two gateways in this process share one logger).
+        assert drops_after == drops_before <= 2 * 3
         # Whoever holds the session stores what arrives.
         holder = a if a.intake.is_connected() else b
         assert holder.intake.is_connected()

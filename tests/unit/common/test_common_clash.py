@@ -60,3 +60,16 @@ def test_quick_drops_far_apart_do_not_add_up() -> None:
         clock.t += 1
         assert not d.lost(None).clash
         clock.t += 120  # the previous quick drop has left the window
+
+
+def test_two_broker_restarts_in_a_minute_are_not_a_clash() -> None:
+    """tests/chaos kills the broker twice within seconds: two quick drops, no backoff."""
+    clock = Clock()
+    d = ClashDetector("edge-1", clock=clock)
+    for _ in range(2):
+        d.connected()
+        clock.t += 1
+        assert not d.lost(None).clash
+    d.connected()
+    clock.t += 1
+    assert d.lost(None).clash  # a third within the minute: now it is named
