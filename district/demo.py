@@ -8,7 +8,7 @@ Children run in their own sessions so Ctrl-C reaches only this supervisor,
 which stops them in reverse order; SIGTERM and SIGHUP (a closed terminal) stop
 it the same way. No child outlives the supervisor: if it is killed, the kernel
 sends every child SIGTERM (Linux), and the Python children also notice their
-parent has gone (:mod:`district.runtime`). A child that dies is restarted with
+parent has gone (:mod:`common.runtime`). A child that dies is restarted with
 backoff, like systemd's Restart=always.
 
 A demo started beside a stale one fails at once, naming the process that
@@ -38,9 +38,9 @@ from typing import Any
 
 import yaml
 
+from common.runtime import stop_on_signals, supervised
 from contracts.configfile import load_model
 from contracts.site import Camera, SiteConfig
-from district.runtime import stop_on_signals, supervised
 from district.services import (
     Service,
     ServiceError,

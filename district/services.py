@@ -5,7 +5,7 @@ services the same way: free ports on loopback, a private config and data
 directory, wait until the service answers (never a fixed sleep), stop by pid
 (terminate, then kill). Each runs in its own session and, on Linux, gets
 SIGTERM from the kernel when the process that started it dies
-(:func:`district.runtime.die_with_parent`), so a killed supervisor or test run
+(:func:`common.runtime.die_with_parent`), so a killed supervisor or test run
 leaves no broker or database behind holding ports.
 
 :func:`port_holder` tells which process listens on a TCP port, for a
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import psutil
 
-from district.runtime import die_with_parent
+from common.runtime import die_with_parent
 
 log = logging.getLogger(__name__)
 

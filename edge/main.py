@@ -1,7 +1,7 @@
 """``district edge --config DEVICE.yaml``: run one edge agent until SIGINT/SIGTERM/SIGHUP.
 
 Under ``district demo`` it also stops when the demo has gone, and its camera
-processes stop when it has gone (:mod:`district.runtime`).
+processes stop when it has gone (:mod:`common.runtime`).
 
 Exit status: 0 after a clean stop, 2 for a configuration that does not load
 (each error printed with file, line and column), 1 if the agent cannot start
@@ -15,8 +15,8 @@ import logging
 import sys
 from pathlib import Path
 
+from common.runtime import stop_on_signals
 from contracts.configfile import ConfigError, load_model
-from district.runtime import stop_on_signals
 from edge.agent import EdgeAgent
 from edge.config import DeviceConfig, EdgeSettings
 from edge.outbox import OutboxError

@@ -21,9 +21,9 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.runtime import stop_on_signals
 from contracts.configfile import ConfigError, load_model
 from contracts.site import SiteConfig
-from district.runtime import stop_on_signals
 from firmware_sim.fleet import Fault, FaultError, Fleet
 
 log = logging.getLogger(__name__)

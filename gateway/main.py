@@ -16,8 +16,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from common.runtime import stop_on_signals
 from contracts.configfile import ConfigError
-from district.runtime import stop_on_signals
 from gateway.service import Gateway
 from gateway.settings import GatewaySettings
 

@@ -7,7 +7,7 @@ Every other setting comes from ``DISTRICT_SERVER_*`` environment variables
 closed terminal) stop it cleanly: uvicorn finishes in-flight requests, then the
 lifespan closes the MQTT subscriber and the InfluxDB client. Under
 ``district demo`` it also stops when the demo has gone
-(:func:`district.runtime.watch_parent`).
+(:func:`common.runtime.watch_parent`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
+from common.runtime import watch_parent
 from contracts.configfile import ConfigError
-from district.runtime import watch_parent
 from server.app import create_app
 from server.settings import ServerSettings
 

@@ -46,9 +46,9 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.runtime import watch_parent
 from contracts.configfile import ConfigError, load_model
 from contracts.messages import CameraHealth, FootfallCount, utcnow
-from district.runtime import watch_parent
 from edge.camera.camera_config import CameraConfig
 from edge.camera.capture import Capture, CaptureFactory, EndOfSource, open_source
 from edge.camera.config import EngineConfig, PrivacyConfig
@@ -266,7 +266,7 @@ _WAIT_SLICE_S = 0.5
 class _ParentWatch:
     """The stop event, also set when the agent that started this process has gone (SIGKILL, crash).
 
-    A :func:`district.runtime.watch_parent` thread watches ``parent_pid``
+    A :func:`common.runtime.watch_parent` thread watches ``parent_pid``
     (default: the current parent), not the camera loop, so the process ends
     even while the loop is blocked in a read. When the agent has gone,
     nobody reads ``out`` any more, so the process does not wait at exit to

@@ -1,4 +1,4 @@
-"""district.runtime: the stop signals, the parent watch and the supervised-child options."""
+"""common.runtime: the stop signals, the parent watch and the supervised-child options."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from district import runtime
-from district.runtime import SUPERVISOR_ENV, stop_on_signals, supervised, supervisor_pid, watch_parent
+from common import runtime
+from common.runtime import SUPERVISOR_ENV, stop_on_signals, supervised, supervisor_pid, watch_parent
 
 
 class FakeParent:
