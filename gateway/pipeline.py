@@ -34,12 +34,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Protocol
 
+from common import retry
 from contracts import Message, utcnow
 from contracts.storage import to_points
 from gateway.influx import InfluxError, InfluxFatal, InfluxUnavailable, WriteResult
 
 log = logging.getLogger(__name__)
 
+#: The write backoff's spread: each delay between 0.5x and 1x of its base, so gateways do not retry in lockstep.
+WRITE_JITTER = retry.Jitter.below(0.5)
 #: Bytes of a rejected payload kept in the dead-letter file.
 DEAD_LETTER_PAYLOAD_BYTES = 1024
 
@@ -194,24 +197,18 @@ class Stats:
             )
 
 
-class Backoff:
-    """Exponential backoff with jitter, capped: initial, 2x, 4x, ... <= maximum."""
+class Backoff(retry.Backoff):
+    """InfluxDB write retries: :class:`common.retry.Backoff` with every delay spread over [0.5x, 1x] of its base.
+
+    Seconds: ``initial``, 2x, 4x, ... capped at ``maximum``. The spread keeps
+    many gateways coming back after one outage from hitting InfluxDB in
+    lockstep. ``jitter`` is the uniform [0, 1) source (a constant in tests).
+    """
 
     def __init__(self, initial: float, maximum: float, jitter: Callable[[], float] = random.random) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self._jitter = jitter
-        self._attempt = 0
+        super().__init__(initial, maximum, jitter=WRITE_JITTER, rng=jitter)
 
-    def next(self) -> float:
-        base = min(self.maximum, self.initial * 2.0 ** min(self._attempt, 30))
-        self._attempt += 1
-        # Full delay on average; spread between 0.5x and 1x so many gateways
-        # coming back after one outage do not hit InfluxDB in lockstep.
-        return base * (0.5 + 0.5 * self._jitter())
-
-    def reset(self) -> None:
-        self._attempt = 0
+    next = retry.Backoff.next_delay  # the name the gateway's tests use
 
 
 class RateLimitedLog:
@@ -317,7 +314,7 @@ class BatchWriter:
         *,
         batch_size: int,
         flush_interval_s: float,
-        backoff: Backoff,
+        backoff: retry.Backoff,
         create_database: bool = True,
         stats_interval_s: float = 10.0,
         stats_lines: Callable[[GatewayStats], list[str]] | None = None,
@@ -484,9 +481,9 @@ class BatchWriter:
         """Log and count a failed write; the seconds to wait before the next attempt."""
         if not isinstance(exc, InfluxUnavailable):
             log.error("unexpected error writing %d lines; will retry", len(batch.lines), exc_info=exc)
-            return self._backoff.next()
+            return self._backoff.next_delay()
         if exc.database_missing and self._create_database and self._try_create_database():
-            return self._backoff.next()
+            return self._backoff.next_delay()
         if isinstance(exc, InfluxFatal):
             if self._failing_since is None:
                 self._failing_since = self._clock()
@@ -500,10 +497,10 @@ class BatchWriter:
                 len(batch.items),
                 exc,
             )
-            self._backoff.next()
-            return self._backoff.maximum
+            self._backoff.next_delay()
+            return self._backoff.max_s
         self._ratelog(logging.WARNING, "unavailable", "InfluxDB write failed, will retry: %s", exc)
-        delay = self._backoff.next()
+        delay = self._backoff.next_delay()
         if exc.retry_after_s is not None:
             delay = max(delay, exc.retry_after_s)
         return delay

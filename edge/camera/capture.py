@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from common import retry
 from edge.camera.camera_config import SourceConfig
 
 log = logging.getLogger(__name__)
@@ -104,8 +105,12 @@ def open_source(cfg: SourceConfig) -> VideoSource:
     return cv2.VideoCapture(str(cfg.path), cv2.CAP_FFMPEG, params)
 
 
-class Backoff:
-    """Exponential backoff: ``min_s``, doubled per failure, capped at ``max_s``, with jitter."""
+class Backoff(retry.Backoff):
+    """Camera reconnects: :class:`common.retry.Backoff` spread by ``± jitter`` (a fraction) and capped at ``max_s``.
+
+    Seconds: ``min_s``, doubled (``factor``) per failure, at most ``max_s``.
+    ``rng`` is the uniform [0, 1) source (a constant in tests).
+    """
 
     def __init__(
         self,
@@ -116,19 +121,9 @@ class Backoff:
         jitter: float = 0.1,
         rng: Callable[[], float] = random.random,
     ) -> None:
-        self.min_s, self.max_s, self.factor, self.jitter = min_s, max_s, factor, jitter
-        self._rng = rng
-        self.failures = 0
+        super().__init__(min_s, max_s, factor=factor, jitter=retry.Jitter.symmetric(jitter), rng=rng)
 
-    def next(self) -> float:
-        """The delay before the next attempt (and count one more failure)."""
-        base = min(self.max_s, self.min_s * self.factor ** min(self.failures, 64))
-        self.failures += 1
-        spread = base * self.jitter * (2.0 * self._rng() - 1.0)
-        return max(0.0, min(self.max_s, base + spread))
-
-    def reset(self) -> None:
-        self.failures = 0
+    next = retry.Backoff.next_delay  # the name the capture's tests use
 
 
 class Capture:
@@ -323,7 +318,7 @@ class Capture:
         self._schedule_retry(f"{what} failed on {self.cfg.describe()}")
 
     def _schedule_retry(self, why: str) -> None:
-        delay = self.backoff.next()
+        delay = self.backoff.next_delay()
         self._retry_at = self._clock() + delay
         log.warning("%s; retrying in %.1f s (attempt %d)", why, delay, self.backoff.failures)
 
