@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from common.retry import Backoff
 from common.runtime import stop_on_signals, supervised
 from contracts.configfile import load_model
 from contracts.site import Camera, SiteConfig
@@ -57,6 +58,8 @@ DEMO_SITE = Path(__file__).parent / "sites" / "dresden.yaml"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DEFAULT_DATA = SHARED / "data" / "parking" / "parkapi-dresden"
 DEFAULT_FOOTAGE = SHARED / "data" / "footfall-video" / "PETS09-S2L1"
+#: A child that ran this long (s) before exiting restarts after the shortest delay again.
+CHILD_STABLE_S = 60.0
 
 
 @dataclass
@@ -67,6 +70,8 @@ class Child:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    #: Restart delays (s): 1, 2, 4, ... 30, no jitter; reset after a run of CHILD_STABLE_S.
+    backoff: Backoff = field(default_factory=lambda: Backoff(1.0, 30.0))
     next_start: float = 0.0
     started_at: float = field(default=0.0)
 
@@ -308,7 +313,9 @@ class Demo:
                 if code is None:
                     continue
                 if child.next_start == 0.0:
-                    delay = min(30.0, 2.0 ** min(child.restarts, 5)) if now - child.started_at < 60 else 1.0
+                    if now - child.started_at >= CHILD_STABLE_S:
+                        child.backoff.reset()  # it ran a minute: forget earlier failures
+                    delay = child.backoff.next_delay()
                     child.next_start = now + delay
                     log.warning(
                         "%s exited with %s; restarting in %.0f s (log: %s)", child.name, code, delay, child.log_path

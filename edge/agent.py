@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from common.retry import Backoff
 from contracts import topics
 from contracts.messages import FootfallCount, LockerCompartmentState, ParkingBayState, encode
 from edge.camera.process import EXIT_CONFIG, CameraProcess, CameraPump, stop_all
@@ -158,7 +159,8 @@ class EdgeAgent:
     def _watch_cameras(self) -> None:
         """Restart crashed camera processes with backoff (like systemd's Restart=on-failure)."""
         restart_at: dict[str, float] = {}
-        failures: dict[str, int] = {}
+        # 2, 4, 8, ... 60 s, no jitter; a process that ran a minute starts it again.
+        backoff = {cam.camera_id: Backoff(2.0, 60.0) for cam in self.cameras}
         started = {cam.camera_id: time.monotonic() for cam in self.cameras}
         while not self.stop_event.wait(1.0):
             now = time.monotonic()
@@ -166,13 +168,12 @@ class EdgeAgent:
                 cid = cam.camera_id
                 if cam.is_alive():
                     if now - started[cid] > 60:
-                        failures[cid] = 0  # it ran a minute: forget earlier failures
+                        backoff[cid].reset()  # it ran a minute: forget earlier failures
                     continue
                 if cam.exitcode in (0, EXIT_CONFIG):
                     continue  # a file that ended, or a config it refused: a restart will not help
                 if cid not in restart_at:
-                    n = failures[cid] = failures.get(cid, 0) + 1
-                    delay = min(60.0, 2.0 ** min(n, 6))
+                    delay = backoff[cid].next_delay()
                     restart_at[cid] = now + delay
                     log.warning("camera %s exited with %s; restarting in %.0f s", cid, cam.exitcode, delay)
                 elif now >= restart_at[cid]:

@@ -33,7 +33,8 @@ write to the outbox, so a slow or absent broker never blocks a sensor read.
   oldest row: whatever was in flight when a connection dropped is published
   again, in order, with the same bytes. At most ``max_inflight`` readings are
   unacknowledged at a time; the outbox holds the rest.
-* Reconnects back off from ``reconnect_min_s`` doubling to ``reconnect_max_s``.
+* Reconnects back off from ``reconnect_min_s`` doubling to ``reconnect_max_s``, no jitter
+  (:class:`common.retry.Backoff`); a connection the broker had accepted starts it again.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from common.clash import ClashDetector
+from common.retry import Backoff
 from contracts import confirm, topics
 from contracts.messages import CameraHealth, DeviceStatus, encode, new_reading_id, utcnow
 from edge.config import DeviceConfig
@@ -181,7 +183,7 @@ class MqttPublisher:
 
     def run(self) -> None:
         m = self.config.mqtt
-        backoff = m.reconnect_min_s
+        backoff = Backoff(m.reconnect_min_s, m.reconnect_max_s)
         while not self._stop.is_set():
             try:
                 ok = self._one_connection()
@@ -191,7 +193,9 @@ class MqttPublisher:
             self.connected.clear()
             if self._stop.is_set():
                 break
-            backoff = m.reconnect_min_s if ok else min(backoff * 2, m.reconnect_max_s)
+            if ok:  # the broker had accepted us: start again from reconnect_min_s
+                backoff.reset()
+            delay = backoff.next_delay()
             verdict = self.clash.lost(self._lost_reason) if ok else None
             if verdict is not None and verdict.clash:
                 self.stats["taken_over"] += 1
@@ -199,10 +203,9 @@ class MqttPublisher:
                 log.error("mqtt: %s (a second agent with this device's configuration?); backing off %.0f s",
                           verdict.reason, wait)  # fmt: skip
                 self._stop.wait(wait)
-                backoff = m.reconnect_min_s
                 continue
-            log.info("mqtt: reconnecting in %.1f s", backoff)
-            self._stop.wait(backoff)
+            log.info("mqtt: reconnecting in %.1f s", delay)
+            self._stop.wait(delay)
         log.info("mqtt: stopped")
 
     # -- one connection --------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from common.retry import Backoff
 from server import models
 from server.influx import InfluxClient, InfluxError
 from server.live import BayReading, LiveState
@@ -63,7 +64,8 @@ class DatabaseMonitor:
         self.bootstrap_bays = 0
         self.total_bays = sum(len(bays) for bays in live.site.bays_by_lot.values())
         self.gap_fills = 0
-        self._gap_delay = interval_s
+        #: Gap-fill delays: the check interval, doubling up to GAP_FILL_MAX_S, no jitter, never reset.
+        self._gap_backoff = Backoff(interval_s, GAP_FILL_MAX_S)
         self._gap_next = 0.0
         #: Catch-up rounds still due (set from the MQTT thread: an int store is atomic).
         self._catch_up_due = 0
@@ -99,12 +101,11 @@ class DatabaseMonitor:
         self.bootstrap_bays = n_rows
         if gap_fill:
             self.gap_fills += 1
-            self._gap_delay = min(GAP_FILL_MAX_S, self._gap_delay * 2)
-            self._gap_next = self._monotonic() + self._gap_delay
+            self._gap_next = self._monotonic() + self._gap_backoff.next_delay()
             if applied:
                 log.info("gap fill: %d bay state(s) the stream had not delivered", applied)
             return
-        self._gap_next = self._monotonic() + self._gap_delay
+        self._gap_next = self._monotonic() + self._gap_backoff.next_delay()
         log.info(
             "bootstrap: %d bay state(s) from the last %.0f s, %d newer than the stream's, in %.2f s",
             n_rows,
