@@ -54,10 +54,10 @@ import paho.mqtt.client as mqtt
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
+from common.runtime import die_with_parent
 from contracts import ParkingBayState, new_reading_id, topics, utcnow
 from contracts.storage import M_PARKING_BAY
 from district import services
-from district.runtime import die_with_parent
 
 log = logging.getLogger("bench.confirm")
 

@@ -33,8 +33,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from common.runtime import stop_on_signals
 from contracts.messages import ParkingBayState
-from district.runtime import stop_on_signals
 from edge.agent import EdgeAgent
 from edge.config import DeviceConfig
 

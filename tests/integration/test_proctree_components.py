@@ -4,7 +4,7 @@ started under a supervisor, stops by itself when that supervisor is SIGKILLed
 
 The second case has no parent-death signal: the supervisor here is a bare
 Python process that only sets ``DISTRICT_SUPERVISOR_PID``, so what is tested
-is the component's own parent watch (``district.runtime.watch_parent``), the
+is the component's own parent watch (``common.runtime.watch_parent``), the
 part that also works on macOS.
 """
 
@@ -22,8 +22,8 @@ import psutil
 import pytest
 import yaml
 
+from common.runtime import SUPERVISOR_ENV
 from district.demo import DEMO_SITE, _device
-from district.runtime import SUPERVISOR_ENV
 from district.services import Service, free_port
 from tests.conftest import Influx, wait_for
 from tests.proctree import wait_all_gone
