@@ -55,18 +55,15 @@ DRIVERS: dict[str, type[ControllerDriver[Any, Any]]] = {
 
 
 def check_table(drivers: Mapping[str, type[ControllerDriver[Any, Any]]]) -> None:
-    """Check that every key is its driver's ``config_model`` ``type`` literal, and device types are unique.
+    """Check that every key is exactly its driver's ``config_model.type`` literal.
 
-    Raises ValueError naming the offending entry. Run at import for :data:`DRIVERS`.
+    Raises ValueError naming the offending entry (a key the config parser would never produce, or two
+    kinds claiming one ``type``). Run at import for :data:`DRIVERS`.
     """
-    device_types: dict[int, str] = {}
     for key, driver in drivers.items():
         literal = get_args(driver.config_model.model_fields["type"].annotation)
         if literal != (key,):
             raise ValueError(f"sensor kind {key!r}: {driver.config_model.__name__}.type is {literal}, not ({key!r},)")
-        other = device_types.setdefault(driver.device_type, key)
-        if other != key:
-            raise ValueError(f"sensor kinds {other!r} and {key!r} share device type {driver.device_type}")
 
 
 def sensor_config_type(drivers: Mapping[str, type[ControllerDriver[Any, Any]]] | None = None) -> Any:
