@@ -28,8 +28,7 @@ from edge.camera.process import EXIT_CONFIG, CameraProcess, CameraPump, stop_all
 from edge.config import DeviceConfig
 from edge.mqtt import DeviceHealth, MqttPublisher
 from edge.outbox import Outbox
-from edge.sensors import build_buses
-from edge.sensors.modbus import ModbusBus, PymodbusReader, ReaderFactory
+from edge.sensors import ModbusBus, PymodbusReader, ReaderFactory, build_buses
 
 log = logging.getLogger(__name__)
 

@@ -18,20 +18,15 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts import topics
 from contracts.messages import Ident
-from contracts.site import BayRange, Compartment, CompartmentRange
 from edge.camera.camera_config import CameraConfig
-
-#: Modbus allows at most 125 registers per read request.
-MAX_REGISTERS_PER_READ = 125
-#: A register map holds at most this many points (table at IR 100..).
-MAX_POINTS = 65_535 - 100
+from edge.sensors import ModbusControllerConfig, sensor_config_type
 
 
 class _Config(BaseModel):
@@ -90,96 +85,12 @@ class OutboxConfig(_Config):
     synchronous: Literal["full", "normal"] = "full"
 
 
-Parity = Literal["N", "E", "O"]
-
-
-class _ModbusController(_Config):
-    port: Annotated[str, Field(min_length=1)]
-    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 19200
-    parity: Parity = "N"
-    stopbits: Literal[1, 2] = 1
-    #: Modbus unit (slave) id of the controller on the bus.
-    unit: Annotated[int, Field(ge=1, le=247)] = 1
-    #: Wait this long for an answer before counting the request as unanswered.
-    timeout_s: Annotated[float, Field(gt=0, le=30)] = 1.0
-    poll_interval_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
-    #: Every point's state is re-published this often even when unchanged, so
-    #: the server can tell fresh from stale.
-    refresh_interval_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
-    #: A controller that has not answered for this long gets its points published as ``unknown``.
-    unknown_after_s: Annotated[float, Field(gt=0)] = 60.0
-
-    def point_ids(self) -> list[str]:
-        raise NotImplementedError
-
-    @property
-    def group_id(self) -> str:
-        raise NotImplementedError
-
-    @property
-    def label(self) -> str:
-        return f"{self.port} unit {self.unit}"
-
-    @model_validator(mode="after")
-    def _points_ok(self) -> _ModbusController:
-        ids = self.point_ids()
-        if not ids:
-            raise ValueError("no points configured")
-        if len(ids) > MAX_POINTS:
-            raise ValueError(f"{len(ids)} points is more than the register map holds ({MAX_POINTS})")
-        dups = sorted(i for i, n in Counter(ids).items() if n > 1)
-        if dups:
-            raise ValueError(f"duplicate point id(s): {', '.join(dups[:10])}")
-        if self.refresh_interval_s < self.poll_interval_s:
-            raise ValueError("refresh_interval_s must not be shorter than poll_interval_s")
-        return self
-
-
-class ModbusBayControllerConfig(_ModbusController):
-    """A parking-guidance bay controller (register map v1, device type 1)."""
-
-    type: Literal["modbus_bay_controller"]
-    lot_id: Ident
-    #: Bay ids in register order: a list, or a ``{prefix, count, start, width}`` range.
-    bays: list[Ident] | BayRange
-
-    def point_ids(self) -> list[str]:
-        return list(self.bays) if isinstance(self.bays, list) else self.bays.ids()
-
-    @property
-    def group_id(self) -> str:
-        return self.lot_id
-
-
-class ModbusLockerControllerConfig(_ModbusController):
-    """A pickup-locker controller (register map v1, device type 2)."""
-
-    type: Literal["modbus_locker_controller"]
-    bank_id: Ident
-    #: Compartments in register order: ids, or the site file's compartment
-    #: entries (``{id, size}`` or ``{size, count, prefix, start, width}``).
-    compartments: Annotated[list[Ident | Compartment | CompartmentRange], Field(min_length=1)]
-
-    def point_ids(self) -> list[str]:
-        out: list[str] = []
-        for item in self.compartments:
-            if isinstance(item, str):
-                out.append(item)
-            elif isinstance(item, Compartment):
-                out.append(item.id)
-            else:
-                out.extend(f"{item.prefix}{n:0{item.width}d}" for n in range(item.start, item.start + item.count))
-        return out
-
-    @property
-    def group_id(self) -> str:
-        return self.bank_id
-
-
-SensorConfig = Annotated[
-    ModbusBayControllerConfig | ModbusLockerControllerConfig,
-    Field(discriminator="type"),
-]
+if TYPE_CHECKING:
+    SensorConfig = ModbusControllerConfig
+else:
+    #: One ``sensors:`` entry: the union of the sensor kinds' config models, by ``type``, built from the
+    #: one table of kinds (``edge.sensors.DRIVERS``; docs/sensor-kinds.md).
+    SensorConfig = sensor_config_type()
 
 
 class DeviceConfig(_Config):

@@ -38,7 +38,8 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from firmware_sim.controllers import HEADER_COUNT, TABLE_ADDRESS, Controller, corrupt
+from contracts.fieldbus import FC_READ_INPUT_REGISTERS, HEADER_ADDRESS, HEADER_COUNT, TABLE_ADDRESS
+from firmware_sim.controllers import Controller, corrupt
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def _sim_device(controller: Controller) -> SimDevice:
         registers: list[int],
         values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
-        if func_code != 4 or values is not None:
+        if func_code != FC_READ_INPUT_REGISTERS or values is not None:
             return ExcCodes.ILLEGAL_FUNCTION
         current = controller.read_input_registers(address, count)
         if current is None:
@@ -87,7 +88,7 @@ def _sim_device(controller: Controller) -> SimDevice:
     return SimDevice(
         id=controller.unit,
         simdata=[
-            SimData(address=0, count=HEADER_COUNT, values=0, datatype=DataType.REGISTERS),
+            SimData(address=HEADER_ADDRESS, count=HEADER_COUNT, values=0, datatype=DataType.REGISTERS),
             SimData(address=TABLE_ADDRESS, count=controller.count, values=0, datatype=DataType.REGISTERS),
         ],
         action=action,

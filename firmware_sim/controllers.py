@@ -1,5 +1,9 @@
 """Register models of the simulated field controllers (register map v1, see docs/fieldbus.md).
 
+The map itself (addresses, device types, point codes) is the contract in
+:mod:`contracts.fieldbus`, the very one the edge driver reads with: a drift in
+either side fails the simulator tests.
+
 A controller holds one 16-bit code per point (bay or compartment) plus a small
 header. Everything is guarded by one lock per controller: the demand model
 writes from the fleet thread while the Modbus server reads from the bus thread.
@@ -23,30 +27,28 @@ import threading
 import time
 from collections.abc import Callable
 
+from contracts.fieldbus import (
+    BAY_FAULT,
+    BAY_FREE,
+    BAY_OCCUPIED,
+    DEVICE_TYPE_BAY,
+    DEVICE_TYPE_LOCKER,
+    FAULT_WIRING,
+    HEADER_ADDRESS,
+    HEADER_COUNT,
+    LOCKER_FAULT,
+    LOCKER_OCCUPIED,
+    MAX_POINTS,
+    MAX_REGISTERS_PER_READ,
+    MAX_UNIT,
+    MIN_UNIT,
+    REGISTER_MAP_VERSION,
+    REGISTER_MAX,
+    TABLE_ADDRESS,
+    Header,
+)
+
 log = logging.getLogger(__name__)
-
-REGISTER_MAP_VERSION = 1
-HEADER_ADDRESS = 0
-HEADER_COUNT = 7
-TABLE_ADDRESS = 100
-MAX_READ = 125  # Modbus limit for one read request
-
-DEVICE_BAY = 1
-DEVICE_LOCKER = 2
-
-FAULT_WIRING = 0x0001
-
-# Bay controller point codes.
-BAY_FREE = 0
-BAY_OCCUPIED = 1
-BAY_FAULT = 2
-BAY_CLOSED = 3
-
-# Locker controller point bits.
-LOCKER_OCCUPIED = 0x1
-LOCKER_DOOR_OPEN = 0x2
-LOCKER_FAULT = 0x4
-LOCKER_OUT_OF_SERVICE = 0x8
 
 
 class Controller:
@@ -58,10 +60,10 @@ class Controller:
     flap_values: tuple[int, int] = (0, 1)
 
     def __init__(self, name: str, points: int, *, unit: int = 1, clock: Callable[[], float] = time.monotonic) -> None:
-        if not 1 <= points <= 65535 - TABLE_ADDRESS:
-            raise ValueError(f"{name}: point count {points} outside 1..{65535 - TABLE_ADDRESS}")
-        if not 1 <= unit <= 247:
-            raise ValueError(f"{name}: unit id {unit} outside 1..247")
+        if not 1 <= points <= MAX_POINTS:
+            raise ValueError(f"{name}: point count {points} outside 1..{MAX_POINTS}")
+        if not MIN_UNIT <= unit <= MAX_UNIT:
+            raise ValueError(f"{name}: unit id {unit} outside {MIN_UNIT}..{MAX_UNIT}")
         self.name = name
         self.unit = unit
         self._clock = clock
@@ -115,7 +117,7 @@ class Controller:
         if self._points[index] == code:
             return False
         self._points[index] = code
-        self._changes = (self._changes + 1) & 0xFFFF
+        self._changes = (self._changes + 1) & REGISTER_MAX
         return True
 
     def set(self, index: int, code: int, *, force: bool = False) -> bool:
@@ -124,7 +126,7 @@ class Controller:
         A pinned point (stuck sensor, flapping sensor, test override) ignores
         writes unless ``force``. Codes are not validated: garbage is allowed.
         """
-        if not 0 <= code <= 0xFFFF:
+        if not 0 <= code <= REGISTER_MAX:
             raise ValueError(f"{self.name}: register value {code} is not 16-bit")
         with self._lock:
             if not force and index in self._pinned:
@@ -159,7 +161,7 @@ class Controller:
         self.pin(index, self.fault_code if code is None else code)
         log.info("%s: point %d stuck at %d", self.name, index, self.get(index))
 
-    def set_garbage(self, index: int, value: int = 0xFFFF) -> None:
+    def set_garbage(self, index: int, value: int = REGISTER_MAX) -> None:
         """A point reporting a value outside the register map."""
         self.pin(index, value)
         log.info("%s: point %d reports garbage %#x", self.name, index, value)
@@ -185,20 +187,14 @@ class Controller:
             return self._header_locked()
 
     def _header_locked(self) -> list[int]:
-        up = self.uptime_s()
-        return [
-            REGISTER_MAP_VERSION,
-            self.device_type,
-            len(self._points),
-            self._changes,
-            (up >> 16) & 0xFFFF,
-            up & 0xFFFF,
-            self._fault_flags,
-        ]
+        header = Header(
+            REGISTER_MAP_VERSION, self.device_type, len(self._points), self._changes, self.uptime_s(), self._fault_flags
+        )
+        return header.registers()
 
     def read_input_registers(self, address: int, count: int) -> list[int] | None:
         """Values of ``count`` input registers from ``address``; None if any is not mapped."""
-        if count < 1 or count > MAX_READ:
+        if count < 1 or count > MAX_REGISTERS_PER_READ:
             return None
         with self._lock:
             self.reads += 1
@@ -219,7 +215,7 @@ class Controller:
 class BayController(Controller):
     """Parking guidance bay controller: 0 free, 1 occupied, 2 sensor fault, 3 closed."""
 
-    device_type = DEVICE_BAY
+    device_type = DEVICE_TYPE_BAY
     fault_code = BAY_FAULT
     flap_values = (BAY_FREE, BAY_OCCUPIED)
 
@@ -231,7 +227,7 @@ class BayController(Controller):
 class LockerController(Controller):
     """Locker controller: bit0 occupied, bit1 door open, bit2 fault, bit3 out of service."""
 
-    device_type = DEVICE_LOCKER
+    device_type = DEVICE_TYPE_LOCKER
     fault_code = LOCKER_FAULT
     flap_values = (0, LOCKER_OCCUPIED)
 

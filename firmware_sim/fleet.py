@@ -21,19 +21,10 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from contracts.fieldbus import BAY_CLOSED, LOCKER_OUT_OF_SERVICE, REGISTER_MAX, encode_bay, encode_locker
 from contracts.site import LockerBank, ParkingLot, SiteConfig
 from firmware_sim.bus import SerialBus
-from firmware_sim.controllers import (
-    BAY_CLOSED,
-    BAY_FREE,
-    BAY_OCCUPIED,
-    LOCKER_DOOR_OPEN,
-    LOCKER_OCCUPIED,
-    LOCKER_OUT_OF_SERVICE,
-    BayController,
-    Controller,
-    LockerController,
-)
+from firmware_sim.controllers import BayController, Controller, LockerController
 from firmware_sim.demand import LockerDemand, LotDemand, SimClock, load_targets
 
 log = logging.getLogger(__name__)
@@ -169,7 +160,7 @@ class Fleet:
                 for sb in self.buses.values():
                     if sb.lot is not None and not sb.closed:
                         for index, occ in sb.lot.fill(now):
-                            sb.controller.set(index, BAY_OCCUPIED if occ else BAY_FREE)
+                            sb.controller.set(index, encode_bay(occ))
                 self._last_step = now
                 self._step_locked(now, 0.0)
         self._write_buses_json()
@@ -288,10 +279,10 @@ class Fleet:
                 usable = lambda i, p=pinned: i not in p  # noqa: E731
                 if sb.lot is not None and not sb.closed:
                     for index, occ in sb.lot.step(now, dt, usable):
-                        sb.controller.set(index, BAY_OCCUPIED if occ else BAY_FREE)
+                        sb.controller.set(index, encode_bay(occ))
                 elif sb.lockers is not None:
                     for index, occ, door in sb.lockers.step(now, usable):
-                        sb.controller.set(index, (LOCKER_OCCUPIED if occ else 0) | (LOCKER_DOOR_OPEN if door else 0))
+                        sb.controller.set(index, encode_locker(occ, door))
             except Exception:
                 self.step_errors += 1
                 log.exception("bus %s: demand step failed", sb.name)
@@ -352,7 +343,7 @@ class Fleet:
                 ctrl.flap(fault.index)
             elif fault.kind == "garbage":
                 assert fault.index is not None
-                ctrl.set_garbage(fault.index, 0xFFFF if fault.value is None else fault.value)
+                ctrl.set_garbage(fault.index, REGISTER_MAX if fault.value is None else fault.value)
             elif fault.kind == "closed":
                 assert fault.index is not None
                 ctrl.pin(fault.index, BAY_CLOSED if sb.kind == "bay_controller" else LOCKER_OUT_OF_SERVICE)

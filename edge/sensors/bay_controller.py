@@ -1,31 +1,44 @@
 """Parking-bay controller (register map v1, device type 1): one register per bay.
 
-Codes: 0 = free, 1 = occupied, 2 = sensor fault (-> ``unknown``),
-3 = bay disabled/closed (-> ``closed``). Anything else is garbage: ``unknown``,
-counted and logged.
+Configuration ``type: modbus_bay_controller``. Codes (``contracts.fieldbus``):
+0 = free, 1 = occupied, 2 = sensor fault (-> ``unknown``), 3 = bay
+disabled/closed (-> ``closed``). Anything else is garbage: ``unknown``, counted
+and logged.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from contracts.messages import ParkingBayState, ParkingSpotStatus, new_reading_id
-from edge.config import ModbusBayControllerConfig
-from edge.sensors.modbus import DEVICE_TYPE_BAY, ControllerDriver
+from contracts.fieldbus import DEVICE_TYPE_BAY, decode_bay
+from contracts.messages import Ident, ParkingBayState, ParkingSpotStatus, new_reading_id
+from contracts.site import BayRange
+from edge.sensors.modbus import ControllerDriver, ModbusControllerConfig
 
-BAY_CODES: dict[int, ParkingSpotStatus] = {0: "free", 1: "occupied", 2: "unknown", 3: "closed"}
+__all__ = ["BayControllerDriver", "ModbusBayControllerConfig", "decode_bay"]
 
 
-def decode_bay(code: int) -> tuple[ParkingSpotStatus, bool]:
-    """``(status, garbage)`` for one bay register."""
-    status = BAY_CODES.get(code)
-    if status is None:
-        return "unknown", True
-    return status, False
+class ModbusBayControllerConfig(ModbusControllerConfig):
+    """A parking-guidance bay controller (register map v1, device type 1)."""
+
+    type: Literal["modbus_bay_controller"]
+    lot_id: Ident
+    #: Bay ids in register order: a list, or a ``{prefix, count, start, width}`` range.
+    bays: list[Ident] | BayRange
+
+    def point_ids(self) -> list[str]:
+        return list(self.bays) if isinstance(self.bays, list) else self.bays.ids()
+
+    @property
+    def group_id(self) -> str:
+        return self.lot_id
 
 
 class BayControllerDriver(ControllerDriver[ModbusBayControllerConfig, ParkingSpotStatus]):
+    """Publishes each bay as a :class:`~contracts.messages.ParkingBayState` of lot ``config.lot_id``."""
+
+    config_model: ClassVar[type[ModbusBayControllerConfig]] = ModbusBayControllerConfig
     device_type: ClassVar[int] = DEVICE_TYPE_BAY
     kind_name: ClassVar[str] = "bay controller"
 

@@ -1,6 +1,7 @@
 """Pickup-locker controller (register map v1, device type 2): one register per compartment.
 
-Bits: bit0 = occupied, bit1 = door open, bit2 = fault (-> ``unknown``, door
+Configuration ``type: modbus_locker_controller``. Bits (``contracts.fieldbus``):
+bit0 = occupied, bit1 = door open, bit2 = fault (-> ``unknown``, door
 ``unknown``), bit3 = out of service (-> ``out_of_service``). A value with any
 higher bit set is garbage: ``unknown``, counted and logged.
 """
@@ -8,35 +9,47 @@ higher bit set is garbage: ``unknown``, counted and logged.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
-from contracts.messages import DoorState, LockerCompartmentState, LockerStatus, new_reading_id
-from edge.config import ModbusLockerControllerConfig
-from edge.sensors.modbus import DEVICE_TYPE_LOCKER, ControllerDriver
+from pydantic import Field
 
-OCCUPIED = 0x1
-DOOR_OPEN = 0x2
-FAULT = 0x4
-OUT_OF_SERVICE = 0x8
-VALID_BITS = OCCUPIED | DOOR_OPEN | FAULT | OUT_OF_SERVICE
+from contracts.fieldbus import DEVICE_TYPE_LOCKER, LOCKER_UNKNOWN, LockerState, decode_locker
+from contracts.messages import Ident, LockerCompartmentState, new_reading_id
+from contracts.site import Compartment, CompartmentRange
+from edge.sensors.modbus import ControllerDriver, ModbusControllerConfig
 
-LockerState = tuple[LockerStatus, DoorState]
-UNKNOWN: LockerState = ("unknown", "unknown")
+__all__ = ["LockerControllerDriver", "LockerState", "ModbusLockerControllerConfig", "decode_locker"]
 
 
-def decode_locker(code: int) -> tuple[LockerState, bool]:
-    """``((status, door), garbage)`` for one compartment register."""
-    if code & ~VALID_BITS:
-        return UNKNOWN, True
-    if code & FAULT:
-        return UNKNOWN, False
-    door: DoorState = "open" if code & DOOR_OPEN else "closed"
-    if code & OUT_OF_SERVICE:
-        return ("out_of_service", door), False
-    return ("occupied" if code & OCCUPIED else "free", door), False
+class ModbusLockerControllerConfig(ModbusControllerConfig):
+    """A pickup-locker controller (register map v1, device type 2)."""
+
+    type: Literal["modbus_locker_controller"]
+    bank_id: Ident
+    #: Compartments in register order: ids, or the site file's compartment
+    #: entries (``{id, size}`` or ``{size, count, prefix, start, width}``).
+    compartments: Annotated[list[Ident | Compartment | CompartmentRange], Field(min_length=1)]
+
+    def point_ids(self) -> list[str]:
+        out: list[str] = []
+        for item in self.compartments:
+            if isinstance(item, str):
+                out.append(item)
+            elif isinstance(item, Compartment):
+                out.append(item.id)
+            else:
+                out.extend(f"{item.prefix}{n:0{item.width}d}" for n in range(item.start, item.start + item.count))
+        return out
+
+    @property
+    def group_id(self) -> str:
+        return self.bank_id
 
 
 class LockerControllerDriver(ControllerDriver[ModbusLockerControllerConfig, LockerState]):
+    """Publishes each compartment as a :class:`~contracts.messages.LockerCompartmentState` of ``config.bank_id``."""
+
+    config_model: ClassVar[type[ModbusLockerControllerConfig]] = ModbusLockerControllerConfig
     device_type: ClassVar[int] = DEVICE_TYPE_LOCKER
     kind_name: ClassVar[str] = "locker controller"
 
@@ -44,7 +57,7 @@ class LockerControllerDriver(ControllerDriver[ModbusLockerControllerConfig, Lock
         return decode_locker(code)
 
     def unknown_state(self) -> LockerState:
-        return UNKNOWN
+        return LOCKER_UNKNOWN
 
     def message(self, point_id: str, state: LockerState, observed_at: datetime) -> LockerCompartmentState:
         status, door = state

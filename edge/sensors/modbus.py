@@ -1,14 +1,10 @@
-"""Modbus RTU field bus: register map v1, one thread per serial port.
+"""Modbus RTU field bus: the generic master for register map v1, one thread per serial port.
 
-Register map v1 (input registers, function code 04), per controller unit:
-
-    IR 0      register-map version (1)
-    IR 1      device type: 1 = bay controller, 2 = locker controller
-    IR 2      number of points N
-    IR 3      change counter (wraps at 65536)
-    IR 4..5   controller uptime in seconds, 32-bit, high word first
-    IR 6      fault flags (bit0 = bus/sensor wiring fault)
-    IR 100..  one register per point, in order
+The register map (addresses, device types, point codes, decoding) is the
+contract in :mod:`contracts.fieldbus`, shared with the simulator. This module
+knows no concrete sensor kind: each kind (``edge/sensors/<kind>.py``)
+subclasses :class:`ModbusControllerConfig` and :class:`ControllerDriver`, and
+``edge/sensors/__init__.py`` registers it (docs/sensor-kinds.md).
 
 Several controllers may share one RS-485 bus (one serial port): a
 :class:`ModbusBus` owns the port and polls its controllers in turn from its own
@@ -43,21 +39,29 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from contracts.fieldbus import (
+    FAULT_WIRING,
+    FC_READ_INPUT_REGISTERS,
+    HEADER_ADDRESS,
+    HEADER_COUNT,
+    MAX_POINTS,
+    MAX_REGISTERS_PER_READ,
+    MAX_UNIT,
+    MIN_UNIT,
+    REGISTER_MAP_VERSION,
+    TABLE_ADDRESS,
+    Header,
+)
 from contracts.messages import LockerCompartmentState, ParkingBayState, utcnow
-from edge.config import MAX_REGISTERS_PER_READ, ModbusBayControllerConfig, ModbusLockerControllerConfig, Parity
 
 log = logging.getLogger(__name__)
 
-REGISTER_MAP_VERSION = 1
-HEADER_ADDRESS = 0
-HEADER_COUNT = 7
-TABLE_ADDRESS = 100
-DEVICE_TYPE_BAY = 1
-DEVICE_TYPE_LOCKER = 2
-FAULT_WIRING = 0x0001
-
+#: The contract messages a field-bus controller may publish (``contracts.messages``). A kind that
+#: publishes a new message type adds it here, once the contract defines it.
 SensorMessage = ParkingBayState | LockerCompartmentState
 Emit = Callable[[list[SensorMessage]], None]
 
@@ -66,6 +70,66 @@ class HealthSink(Protocol):
     """Where drivers report problems (``None`` clears); see :class:`edge.mqtt.DeviceHealth`."""
 
     def set_problem(self, source: str, problem: str | None) -> None: ...
+
+
+# -- configuration --------------------------------------------------------------------------------
+
+Parity = Literal["N", "E", "O"]
+
+
+class ModbusControllerConfig(BaseModel):
+    """What every field-bus controller's configuration has: its serial line, unit id and timing.
+
+    A sensor kind subclasses it with ``type: Literal["<kind>"]`` (its key in ``edge.sensors.DRIVERS``),
+    its group id and its points, and implements :meth:`point_ids` and :attr:`group_id`. Times are
+    seconds. Unknown keys are rejected; validation errors are ``ValueError`` (pydantic).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The kind's key in ``edge.sensors.DRIVERS``; each kind narrows it to a ``Literal``.
+    type: str
+    port: Annotated[str, Field(min_length=1)]
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 19200
+    parity: Parity = "N"
+    stopbits: Literal[1, 2] = 1
+    #: Modbus unit (slave) id of the controller on the bus.
+    unit: Annotated[int, Field(ge=MIN_UNIT, le=MAX_UNIT)] = 1
+    #: Wait this long for an answer before counting the request as unanswered.
+    timeout_s: Annotated[float, Field(gt=0, le=30)] = 1.0
+    poll_interval_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    #: Every point's state is re-published this often even when unchanged, so
+    #: the server can tell fresh from stale.
+    refresh_interval_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
+    #: A controller that has not answered for this long gets its points published as ``unknown``.
+    unknown_after_s: Annotated[float, Field(gt=0)] = 60.0
+
+    def point_ids(self) -> list[str]:
+        """The point ids in register order: point ``i`` is IR ``TABLE_ADDRESS + i``."""
+        raise NotImplementedError
+
+    @property
+    def group_id(self) -> str:
+        """The id the points belong to (a lot, a locker bank): point ids are unique within it."""
+        raise NotImplementedError
+
+    @property
+    def label(self) -> str:
+        return f"{self.port} unit {self.unit}"
+
+    @model_validator(mode="after")
+    def _points_ok(self) -> ModbusControllerConfig:
+        ids = self.point_ids()
+        if not ids:
+            raise ValueError("no points configured")
+        if len(ids) > MAX_POINTS:
+            raise ValueError(f"{len(ids)} points is more than the register map holds ({MAX_POINTS})")
+        dups = sorted(i for i, n in Counter(ids).items() if n > 1)
+        if dups:
+            raise ValueError(f"duplicate point id(s): {', '.join(dups[:10])}")
+        if self.refresh_interval_s < self.poll_interval_s:
+            raise ValueError("refresh_interval_s must not be shorter than poll_interval_s")
+        return self
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -111,8 +175,6 @@ class BadReply(SensorError):
 
 # -- line hygiene ---------------------------------------------------------------------------------
 
-#: Function code 04, read input registers (Modbus Application Protocol V1.1b3 §6.4).
-FC_READ_INPUT_REGISTERS = 0x04
 #: Longest RTU frame: 256 bytes (Modbus over Serial Line V1.02 §2.5.1).
 MAX_RTU_FRAME = 256
 #: Bits per character in RTU mode: start + 8 data + parity (or a 2nd stop bit) + stop
@@ -541,31 +603,21 @@ def plan_chunks(n: int, *, limit: int = MAX_REGISTERS_PER_READ, avoid: int = HEA
 # -- controllers ----------------------------------------------------------------------------------
 
 S = TypeVar("S")  # a point's decoded state
-C = TypeVar("C", ModbusBayControllerConfig, ModbusLockerControllerConfig)
-
-
-@dataclass(frozen=True, slots=True)
-class Header:
-    version: int
-    device_type: int
-    points: int
-    counter: int
-    uptime_s: int
-    faults: int
-
-    @classmethod
-    def parse(cls, regs: Sequence[int]) -> Header:
-        return cls(regs[0], regs[1], regs[2], regs[3], (regs[4] << 16) | regs[5], regs[6])
+C = TypeVar("C", bound=ModbusControllerConfig)  # the kind's configuration model
 
 
 class ControllerDriver(Generic[C, S]):
     """Polls one controller unit and turns its point codes into contract messages.
 
-    Subclasses give the device type, the code mapping and the message builder.
-    Not thread-safe: one :class:`ModbusBus` thread drives it.
+    Subclasses (one per sensor kind) give the configuration model, the device type (IR 1), the code
+    mapping and the message builder. Not thread-safe: one :class:`ModbusBus` thread drives it.
     """
 
+    #: The kind's configuration model: the registry builds the config union from it.
+    config_model: ClassVar[type[ModbusControllerConfig]]
+    #: The device type the controller must report in IR 1 (``contracts.fieldbus.DEVICE_TYPE_*``).
     device_type: ClassVar[int]
+    #: Human name used in health text ("bay controller").
     kind_name: ClassVar[str]
 
     def __init__(

@@ -20,8 +20,7 @@ import pytest
 
 from contracts.messages import ParkingBayState
 from contracts.site import BayRange
-from edge.config import ModbusBayControllerConfig
-from edge.sensors.bay_controller import BayControllerDriver
+from edge.sensors.bay_controller import BayControllerDriver, ModbusBayControllerConfig
 from edge.sensors.modbus import PymodbusReader, SensorMessage, SerialSettings
 from tests.conftest import wait_for
 

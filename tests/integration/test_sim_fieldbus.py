@@ -21,8 +21,8 @@ import pytest
 from pymodbus.client import ModbusSerialClient
 from pymodbus.exceptions import ModbusException
 
+from contracts.fieldbus import BAY_CLOSED, BAY_FAULT, BAY_OCCUPIED, LOCKER_OCCUPIED
 from contracts.site import SiteConfig
-from firmware_sim.controllers import BAY_CLOSED, BAY_FAULT, BAY_OCCUPIED, LOCKER_OCCUPIED
 from firmware_sim.fleet import Fault, Fleet
 from tests.conftest import REPO, wait_for
 

@@ -8,7 +8,9 @@ import pytest
 
 from contracts.configfile import ConfigError, load_model, parse_model
 from district import check_config
-from edge.config import DeviceConfig, ModbusBayControllerConfig, ModbusLockerControllerConfig
+from edge.config import DeviceConfig
+from edge.sensors.bay_controller import ModbusBayControllerConfig
+from edge.sensors.locker_controller import ModbusLockerControllerConfig
 from tests.conftest import REPO
 
 BASE = """\

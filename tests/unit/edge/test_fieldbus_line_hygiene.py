@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 import pytest
 
+from contracts.fieldbus import HEADER_COUNT
 from contracts.messages import ParkingBayState
 from edge.sensors.bay_controller import BayControllerDriver
 from edge.sensors.modbus import (
-    HEADER_COUNT,
     BadReply,
     BusGone,
     NoResponse,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from firmware_sim.controllers import (
+from contracts.fieldbus import (
     BAY_CLOSED,
     BAY_FAULT,
     BAY_FREE,
@@ -12,10 +12,8 @@ from firmware_sim.controllers import (
     LOCKER_DOOR_OPEN,
     LOCKER_FAULT,
     LOCKER_OCCUPIED,
-    BayController,
-    LockerController,
-    corrupt,
 )
+from firmware_sim.controllers import BayController, LockerController, corrupt
 from firmware_sim.fleet import Fault, FaultError
 
 
