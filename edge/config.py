@@ -28,6 +28,11 @@ from contracts.messages import Ident
 from edge.camera.camera_config import CameraConfig
 from edge.sensors import ModbusControllerConfig, sensor_config_type
 
+# The two built-in kinds' config models, still importable from here (tools and
+# the field reproductions in ../shared/bugcases import them by this path).
+from edge.sensors.bay_controller import ModbusBayControllerConfig as ModbusBayControllerConfig
+from edge.sensors.locker_controller import ModbusLockerControllerConfig as ModbusLockerControllerConfig
+
 
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
