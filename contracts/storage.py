@@ -109,6 +109,11 @@ def from_ns(ns: int) -> datetime:
     return _EPOCH_1970 + timedelta(microseconds=ns // 1000)
 
 
+def ns_to_s(ns: int) -> float:
+    """Integer nanoseconds since the Unix epoch (e.g. ``received_ns``) as POSIX seconds (float)."""
+    return ns / 1e9
+
+
 def tiebreak(message: Message) -> int:
     """0..999: the nanosecond digits that keep same-microsecond readings apart.
 
