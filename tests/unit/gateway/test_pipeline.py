@@ -27,6 +27,7 @@ from gateway.pipeline import (
     Stats,
     dead_letter_record,
 )
+from gateway.sink import Sink
 
 
 class FakeWriter:
@@ -99,8 +100,13 @@ class RecordingWake(threading.Event):
 
 
 def run_writer(
-    items: list[QueueEntry], writer: FakeWriter, tmp_path: Path, wake: RecordingWake | None = None, **kw: object
+    items: list[QueueEntry],
+    writer: FakeWriter | Sink,
+    tmp_path: Path,
+    wake: RecordingWake | None = None,
+    **kw: object,
 ) -> tuple[list[int], Stats, BatchWriter]:
+    """Run a batch writer until STOP on ``writer`` (a fake InfluxDB behind the real InfluxSink, or any sink)."""
     q: queue.Queue[QueueEntry] = queue.Queue()
     for item in items:
         q.put(item)
@@ -111,7 +117,7 @@ def run_writer(
     options.update(kw)
     bw = BatchWriter(
         q,
-        InfluxSink(writer),
+        InfluxSink(writer) if isinstance(writer, FakeWriter) else writer,
         lambda item: acks.append(item.mid),
         stats,
         dead,

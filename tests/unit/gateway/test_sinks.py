@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import queue
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,8 +11,8 @@ import pytest
 from contracts.storage import StoredPoint, gateway_stats_point
 from gateway import influx
 from gateway.influx import InfluxSink, line_protocol
-from gateway.pipeline import STOP, Backoff, BatchWriter, DeadLetters, QueueEntry, Stats
-from gateway.sink import STORAGE_ERROR, Entry, Refused, Sink, SinkResult, SinkUnavailable
+from gateway.pipeline import STOP
+from gateway.sink import STORAGE_ERROR, Entry, Refused, SinkResult, SinkUnavailable
 from gateway.sink_fanout import FanOutSink
 from tests.unit.gateway.test_pipeline import FakeWriter, accepted, rejected, run_writer
 
@@ -43,30 +42,6 @@ class RecordingSink:
         self.closed = True
 
 
-def run_sink(items: list[QueueEntry], sink: Sink, tmp_path: Path) -> tuple[list[int], Stats]:
-    """Run a batch writer on ``sink`` until STOP; (acknowledged mids, stats)."""
-    q: queue.Queue[QueueEntry] = queue.Queue()
-    for item in items:
-        q.put(item)
-    acks: list[int] = []
-    stats = Stats()
-    dead = DeadLetters(tmp_path / "dead.jsonl")
-    bw = BatchWriter(
-        q,
-        sink,
-        lambda item: acks.append(item.mid),
-        stats,
-        dead,
-        batch_size=1000,
-        flush_interval_s=0.01,
-        stats_interval_s=3600.0,
-        backoff=Backoff(0.001, 0.002, jitter=lambda: 1.0),
-    )
-    bw.run()
-    dead.close()
-    return acks, stats
-
-
 def letters(tmp_path: Path) -> list[dict[str, str]]:
     path = tmp_path / "dead.jsonl"
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
@@ -75,7 +50,7 @@ def letters(tmp_path: Path) -> list[dict[str, str]]:
 def test_fan_out_writes_every_batch_to_both_stores_before_acking(tmp_path: Path) -> None:
     influxdb, second = FakeWriter(), RecordingSink()
     sink = FanOutSink(InfluxSink(influxdb), second)
-    acks, stats = run_sink([accepted(1), rejected(2), accepted(3), STOP], sink, tmp_path)
+    acks, stats, _ = run_writer([accepted(1), rejected(2), accepted(3), STOP], sink, tmp_path)
     assert acks == [1, 2, 3]
     assert [len(b) for b in influxdb.batches] == [2] and [len(b) for b in second.batches] == [2]
     assert stats.snapshot().written_points == 4  # two points in each store
@@ -85,7 +60,7 @@ def test_fan_out_writes_every_batch_to_both_stores_before_acking(tmp_path: Path)
 
 def test_fan_out_retries_the_whole_batch_when_one_store_is_down(tmp_path: Path) -> None:
     influxdb, second = FakeWriter(), RecordingSink(fail_times=2)
-    acks, stats = run_sink([accepted(1), accepted(2), STOP], FanOutSink(InfluxSink(influxdb), second), tmp_path)
+    acks, stats, _ = run_writer([accepted(1), accepted(2), STOP], FanOutSink(InfluxSink(influxdb), second), tmp_path)
     assert acks == [1, 2]
     assert len(influxdb.batches) == 3 and len(second.batches) == 1  # InfluxDB took it thrice: idempotent
     assert stats.snapshot().write_retries == 2
@@ -93,7 +68,7 @@ def test_fan_out_retries_the_whole_batch_when_one_store_is_down(tmp_path: Path) 
 
 def test_a_refusal_by_the_second_store_is_dead_lettered_with_its_reason(tmp_path: Path) -> None:
     sink = FanOutSink(InfluxSink(FakeWriter()), RecordingSink(refuse="BAD"))
-    acks, stats = run_sink([accepted(1), accepted(2, bay="BAD"), STOP], sink, tmp_path)
+    acks, stats, _ = run_writer([accepted(1), accepted(2, bay="BAD"), STOP], sink, tmp_path)
     assert acks == [1, 2]
     (letter,) = letters(tmp_path)
     assert (letter["reason"], letter["topic"]) == ("archive_rejected", "p/v1/s/edge-1/parking_bay")
