@@ -1,7 +1,10 @@
 """How messages are stored in InfluxDB (1.x data model): the second contract.
 
 The gateway writes with :func:`to_points`; the server reads with the names
-defined here, so neither hard-codes the other's schema.
+defined here (:data:`BAY_STATE_FIELDS` is what its bootstrap reads), so neither
+hard-codes the other's schema. A point is described by :class:`StoredPoint`
+(measurement, tags, fields, time in ns), free of any client library: the
+gateway's InfluxDB sink (``gateway/influx.py``) turns it into line protocol.
 
 A point's key is measurement + tags + timestamp. The timestamp is the
 device's ``observed_at`` (microseconds) plus a tie-breaker in the three
@@ -21,10 +24,9 @@ would leave ``last(state)`` at the heartbeats that followed.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-
-from influxdb_client.client.write.point import Point
-from influxdb_client.domain.write_precision import WritePrecision
 
 from contracts.messages import (
     DeviceStatus,
@@ -40,6 +42,8 @@ M_FOOTFALL = "footfall"
 M_ZONE_OCCUPANCY = "zone_occupancy"
 M_DEVICE_STATUS = "device_status"
 M_CAMERA_HEALTH = "camera_health"
+#: The gateway's own counters (tags: gateway, site; see :func:`gateway_stats_point`).
+M_GATEWAY_STATS = "gateway_stats"
 
 #: Numeric shadow of ParkingSpot.status so history can be aggregated.
 OCCUPIED_VALUE = {"free": 0, "occupied": 1}
@@ -50,11 +54,46 @@ TAG_SITE = "site"
 TAG_DEVICE = "device"
 TAG_LOT = "lot"
 TAG_BAY = "bay"
+TAG_BANK = "bank"
+TAG_COMPARTMENT = "compartment"
+TAG_CAMERA = "camera"
+TAG_ZONE = "zone"
+TAG_LINE = "line"
+TAG_GATEWAY = "gateway"
 #: Fields every reading point carries besides its own.
 F_READING_ID = "reading_id"
 F_RECEIVED_NS = "received_ns"
 F_EPOCH = "epoch"
 F_SEQ = "seq"
+#: Fields of ``parking_bay``: ``status`` (str), ``occupied`` (int 0/1, only when free/occupied).
+F_STATUS = "status"
+F_OCCUPIED = "occupied"
+#: Fields of ``device_status`` besides ``state``; ``outbox_pending`` an int, the others float or str.
+DEVICE_STATUS_FIELDS = ("reason", "uptime_s", "battery_pct", "signal_dbm", "firmware", "outbox_pending")
+#: The point time column InfluxDB returns (``epoch=ns``: int ns, see :func:`from_ns`).
+TIME = "time"
+
+#: What the server's start-up bootstrap reads of each bay's last ``parking_bay`` point, grouped by
+#: (:data:`TAG_LOT`, :data:`TAG_BAY`): the status, and the reading's id, receive time (int ns) and sequence.
+BAY_STATE_FIELDS = (F_STATUS, F_READING_ID, F_RECEIVED_NS, F_EPOCH, F_SEQ)
+
+#: A field value: str, int (line protocol ``i``), float or bool.
+FieldValue = str | int | float | bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPoint:
+    """One point as stored: ``measurement``, ``tags`` (name -> value), ``fields`` (name -> value), ``time_ns``.
+
+    ``time_ns`` is integer nanoseconds since the Unix epoch (:func:`to_ns`).
+    The key of a point is measurement + tags + time: writing it twice stores it once.
+    """
+
+    measurement: str
+    tags: Mapping[str, str]
+    fields: Mapping[str, FieldValue]
+    time_ns: int
+
 
 _EPOCH_1970 = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -66,8 +105,13 @@ def to_ns(at: datetime) -> int:
 
 
 def from_ns(ns: int) -> datetime:
-    """Inverse of :func:`to_ns` (to the microsecond; the tie-breaker digits are dropped)."""
+    """Inverse of :func:`to_ns` (UTC, to the microsecond; the tie-breaker digits are dropped)."""
     return _EPOCH_1970 + timedelta(microseconds=ns // 1000)
+
+
+def ns_to_s(ns: int) -> float:
+    """Integer nanoseconds since the Unix epoch (e.g. ``received_ns``) as POSIX seconds (float)."""
+    return ns / 1e9
 
 
 def tiebreak(message: Message) -> int:
@@ -98,72 +142,90 @@ def is_live_will(message: Message, *, retained: bool) -> bool:
     return isinstance(message, DeviceStatus) and message.state == "offline" and not retained
 
 
-def to_points(message: Message, *, site_id: str, received_at: datetime, retained: bool = False) -> list[Point]:
-    """The InfluxDB points one message becomes (usually one).
+def point_count(message: Message) -> int:
+    """How many points :func:`to_points` makes of ``message`` (without building them; 1 for an unknown kind)."""
+    if isinstance(message, FootfallCount):
+        return len(message.lines) + (message.occupancy is not None)
+    if isinstance(message, DeviceStatus):
+        return 1 + len(message.cameras)
+    return 1
 
-    ``retained``: the broker delivered a retained copy (on subscribing), not the live publish.
+
+def to_points(message: Message, *, site_id: str, received_at: datetime, retained: bool = False) -> list[StoredPoint]:
+    """The points one message becomes (usually one; see :func:`point_count`).
+
+    ``received_at``: when the gateway received it (timezone-aware; stored as
+    ``received_ns``). ``retained``: the broker delivered a retained copy (on
+    subscribing), not the live publish. Raises TypeError for a message kind
+    without a mapping.
     """
     base_tags = {TAG_SITE: site_id, TAG_DEVICE: message.device_id}
-    recv_ns = to_ns(received_at)
+    common = _common_fields(message, to_ns(received_at))
     at = point_ns(message, received_at=received_at, live_will=is_live_will(message, retained=retained))
     if isinstance(message, ParkingBayState):
-        p = _point(M_PARKING_BAY, base_tags, at)
-        p.tag(TAG_LOT, message.lot_id).tag(TAG_BAY, message.bay_id)
-        p.field("status", message.status)
+        fields: dict[str, FieldValue] = {F_STATUS: message.status}
         if message.status in OCCUPIED_VALUE:
-            p.field("occupied", OCCUPIED_VALUE[message.status])
-        return [_common(p, message, recv_ns)]
+            fields[F_OCCUPIED] = OCCUPIED_VALUE[message.status]
+        tags = {**base_tags, TAG_LOT: message.lot_id, TAG_BAY: message.bay_id}
+        return [StoredPoint(M_PARKING_BAY, tags, {**fields, **common}, at)]
     if isinstance(message, LockerCompartmentState):
-        p = _point(M_LOCKER, base_tags, at)
-        p.tag("bank", message.bank_id).tag("compartment", message.compartment_id)
-        p.field("status", message.status).field("door", message.door)
-        return [_common(p, message, recv_ns)]
+        tags = {**base_tags, TAG_BANK: message.bank_id, TAG_COMPARTMENT: message.compartment_id}
+        return [StoredPoint(M_LOCKER, tags, {"status": message.status, "door": message.door, **common}, at)]
     if isinstance(message, FootfallCount):
         interval_s = (message.observed_at - message.interval_start).total_seconds()
         if message.camera_id is not None:
-            base_tags = {**base_tags, "camera": message.camera_id}
-        points = []
-        for line in message.lines:
-            p = _point(M_FOOTFALL, base_tags, at)
-            p.tag("zone", message.zone_id).tag("line", line.line_id)
-            p.field("towards", line.towards).field("away", line.away).field("interval_s", float(interval_s))
-            points.append(_common(p, message, recv_ns))
+            base_tags = {**base_tags, TAG_CAMERA: message.camera_id}
+        points = [
+            StoredPoint(
+                M_FOOTFALL,
+                {**base_tags, TAG_ZONE: message.zone_id, TAG_LINE: line.line_id},
+                {"towards": line.towards, "away": line.away, "interval_s": float(interval_s), **common},
+                at,
+            )
+            for line in message.lines
+        ]
         if message.occupancy is not None:
-            p = _point(M_ZONE_OCCUPANCY, base_tags, at)
-            p.tag("zone", message.zone_id).field("occupancy", message.occupancy)
-            points.append(_common(p, message, recv_ns))
+            tags = {**base_tags, TAG_ZONE: message.zone_id}
+            points.append(StoredPoint(M_ZONE_OCCUPANCY, tags, {"occupancy": message.occupancy, **common}, at))
         return points
     if isinstance(message, DeviceStatus):
-        p = _point(M_DEVICE_STATUS, base_tags, at)
-        p.field("state", message.state)
-        for name in ("reason", "uptime_s", "battery_pct", "signal_dbm", "firmware", "outbox_pending"):
+        fields = {"state": message.state}
+        for name in DEVICE_STATUS_FIELDS:
             value = getattr(message, name)
             if value is not None:
-                p.field(name, float(value) if isinstance(value, (int, float)) and name != "outbox_pending" else value)
-        points = [_common(p, message, recv_ns)]
+                fields[name] = float(value) if isinstance(value, (int, float)) and name != "outbox_pending" else value
+        points = [StoredPoint(M_DEVICE_STATUS, base_tags, {**fields, **common}, at)]
         for cam in message.cameras:
-            c = _point(M_CAMERA_HEALTH, base_tags, at)
-            c.tag("camera", cam.camera_id).field("state", cam.state).field("fps", float(cam.fps))
-            c.field("dropped_frames", cam.dropped_frames)
+            cam_fields: dict[str, FieldValue] = {
+                "state": cam.state,
+                "fps": float(cam.fps),
+                "dropped_frames": cam.dropped_frames,
+            }
             if cam.last_frame_age_s is not None:
-                c.field("last_frame_age_s", float(cam.last_frame_age_s))
-            points.append(_common(c, message, recv_ns))
+                cam_fields["last_frame_age_s"] = float(cam.last_frame_age_s)
+            tags = {**base_tags, TAG_CAMERA: cam.camera_id}
+            points.append(StoredPoint(M_CAMERA_HEALTH, tags, {**cam_fields, **common}, at))
         return points
     raise TypeError(f"no storage mapping for {type(message).__name__}")  # pragma: no cover
 
 
-def _point(measurement: str, tags: dict[str, str], at_ns: int) -> Point:
-    p = Point(measurement)
-    for key, value in tags.items():
-        p.tag(key, value)
-    p.time(at_ns, WritePrecision.NS)
-    return p
+def gateway_stats_point(
+    *, gateway_id: str, site_id: str, counters: Mapping[str, FieldValue], time_ns: int
+) -> StoredPoint:
+    """The gateway's own counters as one :data:`M_GATEWAY_STATS` point.
+
+    ``gateway_id``: its MQTT client id (tag ``gateway``); ``site_id``: tag
+    ``site``; ``counters``: field name -> value (``received``, ``acked``,
+    ``rejected_<reason>``, ``write_error``, ...; see ``docs/protocol.md``);
+    ``time_ns``: when they were taken (ns since the Unix epoch).
+    """
+    return StoredPoint(M_GATEWAY_STATS, {TAG_GATEWAY: gateway_id, TAG_SITE: site_id}, dict(counters), time_ns)
 
 
-def _common(p: Point, message: Message, recv_ns: int) -> Point:
-    p.field(F_READING_ID, message.reading_id).field(F_RECEIVED_NS, recv_ns)
+def _common_fields(message: Message, recv_ns: int) -> dict[str, FieldValue]:
+    fields: dict[str, FieldValue] = {F_READING_ID: message.reading_id, F_RECEIVED_NS: recv_ns}
     if message.epoch is not None:
-        p.field(F_EPOCH, message.epoch)
+        fields[F_EPOCH] = message.epoch
     if message.seq is not None:
-        p.field(F_SEQ, message.seq)
-    return p
+        fields[F_SEQ] = message.seq
+    return fields

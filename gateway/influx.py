@@ -1,4 +1,13 @@
-"""The one module that knows InfluxDB's write and admin HTTP API (``/write``, ``/query``, ``/ping``).
+"""The gateway's InfluxDB sink: points, line protocol, and InfluxDB's write and admin HTTP API.
+
+The one module that writes to InfluxDB (``/write``, ``/query`` for
+``CREATE DATABASE``, ``/ping``); the server's queries are in
+``server/influx.py``, the errors and auth both share in
+:mod:`common.influxdb`. :class:`InfluxSink` is the :class:`gateway.sink.Sink`
+the batch writer hands messages to: it maps them with
+:func:`contracts.storage.to_points`, builds line protocol with
+influxdb-client's ``Point`` (:func:`line_protocol`) and writes it with
+:class:`InfluxWriter`.
 
 Works against InfluxDB 1.x, and against 2.x/3.x through their 1.x-compatible
 ``/write`` endpoint (token auth). Synchronous, on one kept-alive connection
@@ -31,13 +40,28 @@ import json
 import logging
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
+from influxdb_client.client.write.point import Point
+from influxdb_client.domain.write_precision import WritePrecision
+
+from common.influxdb import (
+    Credentials,
+    InfluxError,
+    InfluxFatal,
+    InfluxSettings,
+    InfluxUnavailable,
+    base_url,
+    describe,
+    quote_ident,
+)
+from contracts.storage import StoredPoint, to_points
+from gateway.sink import STORAGE_ERROR, Entry, Refused, SinkFatal, SinkResult, SinkUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -211,43 +235,6 @@ def retry_after(headers: Mapping[str, str], now: float | None = None) -> float |
     return min(max(seconds, 0.0), RETRY_AFTER_MAX_S)
 
 
-class InfluxError(Exception):
-    """InfluxDB refused a request. ``status`` is the HTTP status (0 = no answer)."""
-
-    def __init__(self, message: str, status: int = 0) -> None:
-        super().__init__(message)
-        self.status = status
-
-    @property
-    def database_missing(self) -> bool:
-        """InfluxDB answered 404: the database (or bucket) does not exist."""
-        return self.status == 404
-
-
-class InfluxUnavailable(InfluxError):
-    """A retriable failure: down, overloaded, slow. Nothing was dropped; the caller retries.
-
-    ``retry_after_s``: the server's ``Retry-After`` in seconds, or None.
-    """
-
-    def __init__(self, message: str, status: int = 0, retry_after_s: float | None = None) -> None:
-        super().__init__(message, status)
-        self.retry_after_s = retry_after_s
-
-
-class InfluxFatal(InfluxUnavailable):
-    """A configuration error: credentials, a missing database or bucket, a refused request.
-
-    Nothing was dropped, and retrying alone will not help until someone fixes
-    what ``fix`` names. A subclass of :class:`InfluxUnavailable` so that code
-    which only knows "retry" still retries (and drops nothing).
-    """
-
-    def __init__(self, message: str, status: int, fix: str) -> None:
-        super().__init__(message, status)
-        self.fix = fix
-
-
 @dataclass(frozen=True, slots=True)
 class DroppedLine:
     """A line InfluxDB rejected on its own: ``index`` into the written list, ``error`` its reason."""
@@ -289,22 +276,31 @@ class InfluxWriter:
         timeout_s: float = 10.0,
         client: httpx.Client | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
+        self.url = base_url(url)
         self.db = db
         self.rp = rp
-        headers: dict[str, str] = {}
-        auth: httpx.BasicAuth | None = None
-        if token:
-            headers["Authorization"] = f"Token {token}"
-        elif username is not None:
-            auth = httpx.BasicAuth(username, password or "")
+        credentials = Credentials(token, username, password)
         self._client = client or httpx.Client(
-            headers=headers,
-            auth=auth,
+            headers=credentials.headers(),
+            auth=credentials.basic_auth(),
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
             follow_redirects=False,
             trust_env=False,  # InfluxDB is addressed directly, never through an HTTP(S)_PROXY
+        )
+
+    @classmethod
+    def from_settings(cls, settings: InfluxSettings, *, rp: str | None = None) -> InfluxWriter:
+        """A writer to ``settings.influx_db`` at ``settings.influx_url``, with its credentials and timeout."""
+        credentials = Credentials.from_settings(settings)
+        return cls(
+            settings.influx_url,
+            settings.influx_db,
+            rp=rp,
+            username=credentials.username,
+            password=credentials.password,
+            token=credentials.token,
+            timeout_s=settings.influx_timeout_s,
         )
 
     def close(self) -> None:
@@ -327,8 +323,7 @@ class InfluxWriter:
 
     def create_database(self) -> None:
         """``CREATE DATABASE`` (idempotent in 1.x). Raise :class:`InfluxError` on refusal."""
-        name = self.db.replace("\\", "\\\\").replace('"', '\\"')
-        body = urllib.parse.urlencode({"q": f'CREATE DATABASE "{name}"'}).encode()
+        body = urllib.parse.urlencode({"q": f"CREATE DATABASE {quote_ident(self.db)}"}).encode()
         status, data, _ = self._request("POST", "/query", body, {"Content-Type": "application/x-www-form-urlencoded"})
         if status != 200:
             raise InfluxError(f"CREATE DATABASE {self.db!r}: HTTP {status}: {_parse_body(data)[0]}", status)
@@ -408,7 +403,7 @@ class InfluxWriter:
         try:
             response = self._client.request(method, self.url + path, content=body, headers=headers)
         except httpx.HTTPError as exc:
-            raise InfluxUnavailable(f"{method} {self.url}{path.split('?')[0]}: {type(exc).__name__}: {exc}") from None
+            raise InfluxUnavailable(f"{method} {self.url}{path.split('?')[0]}: {describe(exc)}") from None
         return response.status_code, response.content, response.headers
 
 
@@ -449,3 +444,131 @@ def _v3_line_errors(data: Any) -> tuple[tuple[int, str], ...]:
             return ()
         named.append((number, str(item.get("error_message", ""))[:300]))
     return tuple(named)
+
+
+# -- the sink: entries -> points -> line protocol -> InfluxWriter ----------------------------
+
+
+def line_protocol(point: StoredPoint) -> str:
+    """One point as a line of InfluxDB line protocol (ns precision); "" for a point without fields.
+
+    Escaping, tag and field order and number formats are influxdb-client's
+    (``Point.to_line_protocol``): tags and fields sorted by name, ints as ``1i``.
+    """
+    p = Point(point.measurement)
+    for key, value in point.tags.items():
+        p.tag(key, value)
+    for name, field_value in point.fields.items():
+        p.field(name, field_value)
+    p.time(point.time_ns, WritePrecision.NS)
+    return str(p.to_line_protocol())
+
+
+def message_lines(entry: Entry) -> list[str]:
+    """The line protocol of one entry: a message via the storage contract (never by hand), or a point as is.
+
+    Raises what :func:`contracts.storage.to_points` raises for a message it cannot map.
+    """
+    if isinstance(entry, StoredPoint):
+        points = [entry]
+    else:
+        points = to_points(entry.message, site_id=entry.site_id, received_at=entry.received_at, retained=entry.retained)
+    return [line for line in map(line_protocol, points) if line]
+
+
+class LineWriter(Protocol):
+    """What :class:`InfluxSink` writes lines with: :class:`InfluxWriter`, or a fake in tests."""
+
+    def write(self, lines: list[str]) -> WriteResult: ...
+
+    def create_database(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class InfluxSink:
+    """The :class:`gateway.sink.Sink` for InfluxDB: entries to line protocol, written by an :class:`InfluxWriter`.
+
+    A message the storage contract cannot map is refused (``storage_error``,
+    the message as JSON); a line InfluxDB refuses for good is refused
+    (``influx_rejected``, InfluxDB's reason, the line). A retriable failure
+    raises :class:`gateway.sink.SinkUnavailable` (with InfluxDB's
+    ``Retry-After``), a configuration error :class:`gateway.sink.SinkFatal`
+    naming what to fix. A missing database is created first when
+    ``create_database`` is on (1.x), and the write then retried at the
+    ordinary backoff.
+    """
+
+    #: :attr:`gateway.sink.Refused.reason` of a line InfluxDB refused for good.
+    REJECTED = "influx_rejected"
+
+    def __init__(self, writer: LineWriter, *, create_database: bool = True) -> None:
+        self.writer = writer
+        self._create_database = create_database
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettingsLike) -> InfluxSink:
+        """A sink writing to the database of gateway settings (``influx_*``, ``create_database``)."""
+        return cls(
+            InfluxWriter.from_settings(settings, rp=settings.influx_rp), create_database=settings.create_database
+        )
+
+    def create_database(self) -> None:
+        """``CREATE DATABASE``; raise :class:`common.influxdb.InfluxError` on refusal."""
+        self.writer.create_database()
+
+    def write(self, entries: Sequence[Entry]) -> SinkResult:
+        """Write ``entries`` (see the class docstring); ``written`` counts lines InfluxDB stored."""
+        lines: list[str] = []
+        owners: list[int] = []  # for each line, the index of its entry
+        refused: list[Refused] = []
+        for index, entry in enumerate(entries):
+            try:
+                entry_lines = message_lines(entry)
+            except Exception as exc:  # the contract's mapping failed: a bug, but only this entry's
+                if isinstance(entry, StoredPoint):
+                    log.exception("cannot build the line of a %s point", entry.measurement)
+                    payload = repr(entry).encode()
+                else:
+                    log.exception(
+                        "cannot build points for %s of %s", type(entry.message).__name__, entry.message.device_id
+                    )
+                    payload = entry.message.model_dump_json().encode()
+                refused.append(Refused(index, STORAGE_ERROR, repr(exc)[:300], payload))
+                continue
+            lines.extend(entry_lines)
+            owners.extend([index] * len(entry_lines))
+        if not lines:
+            return SinkResult(refused=refused)
+        try:
+            result = self.writer.write(lines)
+        except InfluxUnavailable as exc:
+            if exc.database_missing and self._create_database and self._try_create_database():
+                raise SinkUnavailable(f"{exc}; created the database, writing again") from exc
+            if isinstance(exc, InfluxFatal):
+                raise SinkFatal(str(exc), exc.fix) from exc
+            raise SinkUnavailable(str(exc), exc.retry_after_s) from exc
+        for dropped in result.dropped:
+            refused.append(Refused(owners[dropped.index], self.REJECTED, dropped.error, dropped.line.encode()))
+        return SinkResult(written=result.written, refused=refused, requests=result.requests)
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def _try_create_database(self) -> bool:
+        try:
+            self.writer.create_database()
+        except InfluxError as exc:
+            log.warning("cannot create the missing database: %s", exc)
+            return False
+        log.info("created the missing database")
+        return True
+
+
+class GatewaySettingsLike(InfluxSettings, Protocol):
+    """The settings :meth:`InfluxSink.from_settings` reads besides :class:`common.influxdb.InfluxSettings`."""
+
+    @property
+    def influx_rp(self) -> str | None: ...
+    @property
+    def create_database(self) -> bool: ...

@@ -1,9 +1,10 @@
-"""Between intake and InfluxDB: batching, retries, dead letters, acknowledgements, stats.
+"""Between intake and the store: batching, retries, dead letters, acknowledgements, stats.
 
 The intake puts one :data:`Item` per received message on a bounded queue, in
 receive order: :class:`Accepted` (a valid message) or :class:`Rejected`. The
-:class:`BatchWriter` takes items in that order, turns accepted messages into
-line protocol, writes a batch, and only when InfluxDB has taken it
+:class:`BatchWriter` takes items in that order, hands a batch of accepted
+messages to a :class:`gateway.sink.Sink` (InfluxDB: ``gateway.influx.InfluxSink``,
+which owns points and line protocol), and only when the sink has taken it
 acknowledges every item of the batch, still in receive order. A rejected item
 is written to the dead-letter file and acknowledged in its place in the line;
 an InfluxDB outage stops the line (nothing acknowledged, nothing dropped)
@@ -14,8 +15,8 @@ A point InfluxDB refuses for good (partial write, beyond retention, type
 conflict) is dead-lettered with InfluxDB's reason, counted, and its message
 acknowledged with the rest: one bad point never stops the line.
 
-Nothing here talks MQTT or HTTP: the writer and the acknowledger are injected,
-so the rules are unit-tested with fakes.
+Nothing here talks MQTT or HTTP, or knows a storage format: the sink and the
+acknowledger are injected, so the rules are unit-tested with fakes.
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO
 
 from common import retry
 from contracts import Message, utcnow
-from contracts.storage import to_points
-from gateway.influx import InfluxError, InfluxFatal, InfluxUnavailable, WriteResult
+from contracts.storage import StoredPoint, point_count
+from gateway.sink import STORAGE_ERROR, Entry, Sink, SinkFatal, SinkResult, SinkUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +102,6 @@ STOP = _Stop()
 QueueEntry = Accepted | Rejected | Ignored | _Stop
 
 
-class LineWriter(Protocol):
-    def write(self, lines: list[str]) -> WriteResult: ...
-
-    def create_database(self) -> None: ...
-
-
 @dataclass(frozen=True, slots=True)
 class GatewayStats:
     received: int
@@ -120,7 +115,7 @@ class GatewayStats:
     batches: int
     queue_depth: int
     ignored: dict[str, int] = field(default_factory=dict)
-    #: Points InfluxDB refused for good (dead-lettered as ``influx_rejected``); also in ``dropped_points``.
+    #: Points the store refused for good (InfluxDB: dead-lettered as ``influx_rejected``); also in ``dropped_points``.
     influx_rejected: int = 0
     #: Write attempts InfluxDB refused for a configuration error (see ``write_error``).
     write_fatal: int = 0
@@ -282,32 +277,33 @@ def dead_letter_record(at: datetime, topic: str, reason: str, detail: str, paylo
     return record
 
 
-def message_lines(item: Accepted) -> list[str]:
-    """The line protocol of one accepted message (via the storage contract, never by hand)."""
-    points = to_points(item.message, site_id=item.site_id, received_at=item.received_at, retained=item.retained)
-    return [line for line in (p.to_line_protocol() for p in points) if line]
-
-
 @dataclass
 class _Batch:
     items: list[Item] = field(default_factory=list)
-    lines: list[str] = field(default_factory=list)
-    #: For each line, the index of its item in ``items`` (-1: the gateway's own stats).
+    #: What the sink is handed: accepted items and the gateway's own points, in order.
+    entries: list[Entry] = field(default_factory=list)
+    #: For each entry, the index of its item in ``items`` (-1: the gateway's own stats).
     owners: list[int] = field(default_factory=list)
+    #: Points the entries become (``batch_size`` counts these).
+    points: int = 0
     started: float = 0.0
 
 
 class BatchWriter:
-    """The writer loop: collect a batch, write it (retrying), then acknowledge it in order.
+    """The writer loop: collect a batch, write it to ``sink`` (retrying), then acknowledge it in order.
 
-    ``run()`` returns after it has taken :data:`STOP` from the queue and
+    A batch holds at most ``batch_size`` points (as
+    :func:`contracts.storage.point_count` counts them) and waits at most
+    ``flush_interval_s`` seconds for more. ``stats_points`` makes the
+    gateway's own points from its counters every ``stats_interval_s`` seconds;
+    they ride along with the next batch. ``run()`` returns after it has taken :data:`STOP` from the queue and
     handled everything before it, or once ``abort()`` was called.
     """
 
     def __init__(
         self,
         q: queue.Queue[QueueEntry],
-        writer: LineWriter,
+        sink: Sink,
         ack: Callable[[Item], None],
         stats: Stats,
         dead_letters: DeadLetters,
@@ -315,22 +311,20 @@ class BatchWriter:
         batch_size: int,
         flush_interval_s: float,
         backoff: retry.Backoff,
-        create_database: bool = True,
         stats_interval_s: float = 10.0,
-        stats_lines: Callable[[GatewayStats], list[str]] | None = None,
+        stats_points: Callable[[GatewayStats], list[StoredPoint]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._q = q
-        self._writer = writer
+        self._sink = sink
         self._ack = ack
         self._stats = stats
         self._dead = dead_letters
         self._batch_size = batch_size
         self._flush_interval = flush_interval_s
         self._backoff = backoff
-        self._create_database = create_database
         self._stats_interval = stats_interval_s
-        self._stats_lines = stats_lines
+        self._stats_points = stats_points
         self._clock = clock
         self._next_stats = clock() + stats_interval_s
         self._last_stats: tuple[float, int] = (clock(), 0)
@@ -361,7 +355,7 @@ class BatchWriter:
             batch = _Batch()
             try:
                 self._collect(batch)
-                if batch.items or batch.lines:
+                if batch.items or batch.entries:
                     self._commit(batch)
             except Exception:
                 # A bug must not stop the gateway: this batch stays
@@ -371,7 +365,7 @@ class BatchWriter:
                 return
 
     def _collect(self, batch: _Batch) -> None:
-        while len(batch.lines) < self._batch_size and not self._aborted:
+        while batch.points < self._batch_size and not self._aborted:
             now = self._clock()
             if now >= self._next_stats:
                 self._emit_stats(batch, now)
@@ -384,7 +378,7 @@ class BatchWriter:
             try:
                 entry = self._q.get(timeout=timeout)
             except queue.Empty:
-                if batch.lines and not batch.items:
+                if batch.entries and not batch.items:
                     return  # only stats waiting: write them
                 continue
             if isinstance(entry, _Stop):
@@ -405,53 +399,47 @@ class BatchWriter:
             )
             self._ratelog(logging.WARNING, item.reason, "rejected %s: %s: %s", item.topic, item.reason, item.detail)
             return
-        try:
-            lines = message_lines(item)
-        except Exception as exc:  # the contract's mapping failed: a bug, but only this message's
-            log.exception("cannot build points for %s", item.topic)
-            self._stats.add(dropped_points=1)
-            self._dead.add(
-                at=item.received_at,
-                topic=item.topic,
-                reason="storage_error",
-                detail=repr(exc)[:300],
-                payload=item.message.model_dump_json().encode(),
-            )
-            return
-        batch.lines.extend(lines)
-        batch.owners.extend([index] * len(lines))
+        batch.entries.append(item)
+        batch.owners.append(index)
+        batch.points += point_count(item.message)
 
     def _commit(self, batch: _Batch) -> None:
         result = self._write_with_retries(batch)
         if result is None:
             return
         self._stats.add(written_points=result.written, batches=1)
-        for dropped in result.dropped:
-            self._stats.add(dropped_points=1, influx_rejected=1)
-            owner = batch.owners[dropped.index]
-            topic = "" if owner < 0 else batch.items[owner].topic
-            self._dead.add(
-                at=utcnow(), topic=topic, reason="influx_rejected", detail=dropped.error, payload=dropped.line.encode()
-            )
-            self._ratelog(logging.ERROR, "influx_rejected", "InfluxDB rejected a point of %s: %s", topic, dropped.error)
+        for refused in result.refused:
+            owner = batch.owners[refused.index]
+            item = None if owner < 0 else batch.items[owner]
+            topic = "" if item is None else item.topic
+            if refused.reason == STORAGE_ERROR:  # logged by the sink, with its traceback
+                self._stats.add(dropped_points=1)
+                at = utcnow() if item is None else item.received_at
+            else:
+                self._stats.add(dropped_points=1, influx_rejected=1)
+                at = utcnow()
+                self._ratelog(
+                    logging.ERROR, refused.reason, "the store rejected a point of %s: %s", topic, refused.detail
+                )
+            self._dead.add(at=at, topic=topic, reason=refused.reason, detail=refused.detail, payload=refused.payload)
         self._dead.flush()
         for item in batch.items:
             self._ack(item)
         self._stats.add(acked=len(batch.items))
 
-    def _write_with_retries(self, batch: _Batch) -> WriteResult | None:
-        """Write the batch until InfluxDB takes it; None if told to give up (nothing acknowledged).
+    def _write_with_retries(self, batch: _Batch) -> SinkResult | None:
+        """Write the batch until the sink takes it; None if told to give up (nothing acknowledged).
 
         Retriable failures wait the backoff (or the server's ``Retry-After``,
         whichever is longer); a configuration error waits the longest backoff,
         so a gateway with a wrong token neither spins nor needs a restart once
         the token is fixed. Nothing is dropped while waiting.
         """
-        if not batch.lines:
-            return WriteResult()
+        if not batch.entries:
+            return SinkResult()
         while True:
             try:
-                result = self._writer.write(batch.lines)
+                result = self._sink.write(batch.entries)
             except Exception as exc:
                 self._stats.add(write_retries=1)
                 delay = self._after_failure(exc, batch)
@@ -479,12 +467,10 @@ class BatchWriter:
 
     def _after_failure(self, exc: Exception, batch: _Batch) -> float:
         """Log and count a failed write; the seconds to wait before the next attempt."""
-        if not isinstance(exc, InfluxUnavailable):
-            log.error("unexpected error writing %d lines; will retry", len(batch.lines), exc_info=exc)
+        if not isinstance(exc, SinkUnavailable):
+            log.error("unexpected error writing %d points; will retry", batch.points, exc_info=exc)
             return self._backoff.next_delay()
-        if exc.database_missing and self._create_database and self._try_create_database():
-            return self._backoff.next_delay()
-        if isinstance(exc, InfluxFatal):
+        if isinstance(exc, SinkFatal):
             if self._failing_since is None:
                 self._failing_since = self._clock()
             self._stats.add(write_fatal=1)
@@ -504,15 +490,6 @@ class BatchWriter:
         if exc.retry_after_s is not None:
             delay = max(delay, exc.retry_after_s)
         return delay
-
-    def _try_create_database(self) -> bool:
-        try:
-            self._writer.create_database()
-        except InfluxError as exc:
-            log.warning("cannot create the missing database: %s", exc)
-            return False
-        log.info("created the missing database")
-        return True
 
     def _emit_stats(self, batch: _Batch, now: float) -> None:
         self._next_stats = now + self._stats_interval
@@ -534,11 +511,12 @@ class BatchWriter:
             snap.acked,
             snap.queue_depth,
         )
-        if self._stats_lines is not None:
+        if self._stats_points is not None:
             try:
-                lines = self._stats_lines(snap)
+                points = self._stats_points(snap)
             except Exception:
                 log.exception("cannot build the stats point")
                 return
-            batch.lines.extend(lines)
-            batch.owners.extend([-1] * len(lines))
+            batch.entries.extend(points)
+            batch.owners.extend([-1] * len(points))
+            batch.points += len(points)

@@ -1,4 +1,4 @@
-"""The gateway: MQTT intake -> bounded queue -> batch writer -> InfluxDB, acks after the write.
+"""The gateway: MQTT intake -> bounded queue -> batch writer -> sink (InfluxDB), acks after the write.
 
 Start/stop sequence in one place::
 
@@ -15,55 +15,43 @@ import queue
 import threading
 import time
 
-from influxdb_client.client.write.point import Point
-from influxdb_client.domain.write_precision import WritePrecision
-
+from common.influxdb import InfluxError
 from contracts.configfile import load_model
 from contracts.site import SiteConfig
-from gateway.influx import InfluxError, InfluxWriter
+from contracts.storage import FieldValue, StoredPoint, gateway_stats_point
+from gateway.influx import InfluxSink
 from gateway.intake import MqttIntake
-from gateway.pipeline import STOP, Backoff, BatchWriter, DeadLetters, GatewayStats, LineWriter, QueueEntry, Stats
+from gateway.pipeline import STOP, Backoff, BatchWriter, DeadLetters, GatewayStats, QueueEntry, Stats
 from gateway.settings import GatewaySettings
+from gateway.sink import Sink
 
 log = logging.getLogger(__name__)
 
-#: Measurement of the gateway's own counters (tags: gateway, site).
-M_GATEWAY_STATS = "gateway_stats"
-
-
-def influx_writer(settings: GatewaySettings) -> InfluxWriter:
-    def secret(value: object) -> str | None:
-        get = getattr(value, "get_secret_value", None)
-        return str(get()) if get is not None else None
-
-    return InfluxWriter(
-        settings.influx_url,
-        settings.influx_db,
-        rp=settings.influx_rp,
-        username=settings.influx_username,
-        password=secret(settings.influx_password),
-        token=secret(settings.influx_token),
-        timeout_s=settings.influx_timeout_s,
-    )
-
 
 class Gateway:
-    """One gateway. ``site`` overrides ``settings.site_config``; ``writer`` is for tests."""
+    """One gateway. ``site`` overrides ``settings.site_config``.
+
+    ``sink``: where readings go (default: InfluxDB from ``settings``, created
+    on start when ``create_database``, closed on stop); a sink passed in is
+    the caller's to prepare and close.
+    """
 
     def __init__(
         self,
         settings: GatewaySettings,
         *,
         site: SiteConfig | None = None,
-        writer: LineWriter | None = None,
+        sink: Sink | None = None,
     ) -> None:
         self.settings = settings
         if site is None and settings.site_config is not None:
             site = load_model(settings.site_config, SiteConfig)  # raises ConfigError with line numbers
         self.site = site
         self._site_id = site.site.id if site is not None else settings.site_id
-        self._own_writer = writer is None
-        self._writer: LineWriter = writer if writer is not None else influx_writer(settings)
+        self._influx: InfluxSink | None = None
+        if sink is None:
+            self._influx = sink = InfluxSink.from_settings(settings)
+        self._sink: Sink = sink
         self._stats = Stats()
         self._q: queue.Queue[QueueEntry] = queue.Queue(maxsize=settings.queue_bound)
         self._dead = DeadLetters(None)
@@ -84,20 +72,19 @@ class Gateway:
         self._dead = DeadLetters(settings.dead_letter_path)
         self._batch_writer = BatchWriter(
             self._q,
-            self._writer,
+            self._sink,
             self.intake.ack,
             self._stats,
             self._dead,
             batch_size=settings.batch_size,
             flush_interval_s=settings.flush_interval_s,
             backoff=Backoff(settings.retry_initial_s, settings.retry_max_s),
-            create_database=settings.create_database,
             stats_interval_s=settings.stats_interval_s,
-            stats_lines=self._stats_lines,
+            stats_points=self._stats_points,
         )
-        if self.settings.create_database:
+        if self._influx is not None and self.settings.create_database:
             try:
-                self._writer.create_database()
+                self._influx.create_database()
             except InfluxError as exc:
                 # 2.x/3.x compatibility endpoints cannot create databases, and
                 # InfluxDB may simply be down: the writer retries either way.
@@ -137,8 +124,8 @@ class Gateway:
         if self._status_thread is not None:
             self._status_thread.join(5)
         self.intake.close()
-        if self._own_writer and isinstance(self._writer, InfluxWriter):
-            self._writer.close()
+        if self._influx is not None:
+            self._influx.close()
         self._dead.close()
         snap = self.stats()
         log.info(
@@ -178,19 +165,27 @@ class Gateway:
             except Exception:
                 log.exception("status heartbeat failed")
 
-    def _stats_lines(self, snap: GatewayStats) -> list[str]:
-        p = Point(M_GATEWAY_STATS).tag("gateway", self.settings.mqtt_client_id).tag("site", self._site_id)
-        p.field("received", snap.received).field("accepted", snap.accepted)
-        p.field("rejected", snap.rejected_total).field("written_points", snap.written_points)
-        p.field("write_retries", snap.write_retries).field("dropped_points", snap.dropped_points)
-        p.field("acked", snap.acked).field("queue_depth", snap.queue_depth)
-        p.field("influx_rejected", snap.influx_rejected).field("write_fatal", snap.write_fatal)
+    def _stats_points(self, snap: GatewayStats) -> list[StoredPoint]:
+        """The gateway's counters as one point of the storage contract, stamped now."""
+        counters: dict[str, FieldValue] = {
+            "received": snap.received,
+            "accepted": snap.accepted,
+            "rejected": snap.rejected_total,
+            "written_points": snap.written_points,
+            "write_retries": snap.write_retries,
+            "dropped_points": snap.dropped_points,
+            "acked": snap.acked,
+            "queue_depth": snap.queue_depth,
+            "influx_rejected": snap.influx_rejected,
+            "write_fatal": snap.write_fatal,
+        }
         if snap.write_error:
-            p.field("write_error", snap.write_error[:300])
+            counters["write_error"] = snap.write_error[:300]
         for reason, count in snap.rejected.items():
-            p.field(f"rejected_{reason}", count)
+            counters[f"rejected_{reason}"] = count
         for reason, count in snap.ignored.items():
-            p.field(f"ignored_{reason}", count)
-        p.time(time.time_ns(), WritePrecision.NS)
-        line = p.to_line_protocol()
-        return [line] if line else []
+            counters[f"ignored_{reason}"] = count
+        point = gateway_stats_point(
+            gateway_id=self.settings.mqtt_client_id, site_id=self._site_id, counters=counters, time_ns=time.time_ns()
+        )
+        return [point]

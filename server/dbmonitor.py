@@ -29,9 +29,10 @@ import logging
 import time
 from collections.abc import Callable
 
+from common.influxdb import InfluxError
 from common.retry import Backoff
 from server import models
-from server.influx import InfluxClient, InfluxError
+from server.influx import InfluxClient
 from server.live import BayReading, LiveState
 
 log = logging.getLogger(__name__)

@@ -1,9 +1,11 @@
-"""The one module that speaks InfluxDB's 1.x HTTP API (``/ping``, ``/query``).
+"""The server's side of InfluxDB: queries over the 1.x HTTP API (``/ping``, ``/query``).
 
 One shared ``httpx.AsyncClient``, opened in the app's lifespan. Measurement,
-tag and field names come from :mod:`contracts.storage`, the schema the gateway
-writes with. Every failure surfaces as :class:`InfluxError`, never as an
-httpx exception.
+tag and field names and the time encoding come from :mod:`contracts.storage`,
+the schema the gateway writes with. Auth and the error types are shared with
+the gateway's writer in :mod:`common.influxdb`: every failure surfaces as
+:class:`common.influxdb.InfluxError` (:class:`~common.influxdb.InfluxUnavailable`
+when InfluxDB did not answer), never as an httpx exception.
 """
 
 from __future__ import annotations
@@ -15,17 +17,13 @@ from typing import Any
 
 import httpx
 
+from common.influxdb import Credentials, InfluxError, InfluxUnavailable, base_url, describe, quote_ident, quote_str
 from contracts import storage
-from server.live import ns_to_datetime
 from server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
 _STATUSES = frozenset({"free", "occupied", "closed", "unknown"})
-
-
-class InfluxError(Exception):
-    """InfluxDB is unreachable, or answered a query with an error."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,43 +40,29 @@ class BayRow:
 
 
 def open_http_client(settings: ServerSettings) -> httpx.AsyncClient:
-    """The shared client; the caller closes it (``await client.aclose()``)."""
-    headers = {"Accept": "application/json"}
-    auth: httpx.BasicAuth | None = None
-    if settings.influx_token is not None:
-        headers["Authorization"] = f"Token {settings.influx_token.get_secret_value()}"
-    elif settings.influx_username:
-        password = settings.influx_password.get_secret_value() if settings.influx_password else ""
-        auth = httpx.BasicAuth(settings.influx_username, password)
+    """The shared client, with the credentials of ``settings``; the caller closes it (``await client.aclose()``)."""
+    credentials = Credentials.from_settings(settings)
     return httpx.AsyncClient(
-        base_url=settings.influx_url.rstrip("/"),
-        headers=headers,
-        auth=auth,
+        base_url=base_url(settings.influx_url),
+        headers={"Accept": "application/json", **credentials.headers()},
+        auth=credentials.basic_auth(),
         timeout=httpx.Timeout(settings.influx_timeout_s),
         limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
     )
 
 
-def _quote_str(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _quote_ident(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def last_bay_states_query(site_id: str, window_s: float) -> str:
-    """Each bay's last status within the window, with its reading id, receive time and sequence.
+    """Each bay's last status within ``window_s`` seconds: the fields of :data:`contracts.storage.BAY_STATE_FIELDS`.
 
     ``last()`` is a selector: the other fields come from the same point.
     """
-    fields = ", ".join(
-        _quote_ident(f) for f in (storage.F_READING_ID, storage.F_RECEIVED_NS, storage.F_EPOCH, storage.F_SEQ)
-    )
+    status, *others = storage.BAY_STATE_FIELDS
+    fields = ", ".join(quote_ident(f) for f in others)
     return (
-        f'SELECT last("status") AS "status", {fields} FROM {_quote_ident(storage.M_PARKING_BAY)}'
-        f" WHERE {_quote_ident(storage.TAG_SITE)} = {_quote_str(site_id)} AND time > now() - {int(window_s)}s"
-        f" GROUP BY {_quote_ident(storage.TAG_LOT)}, {_quote_ident(storage.TAG_BAY)}"
+        f"SELECT last({quote_ident(status)}) AS {quote_ident(status)}, {fields}"
+        f" FROM {quote_ident(storage.M_PARKING_BAY)}"
+        f" WHERE {quote_ident(storage.TAG_SITE)} = {quote_str(site_id)} AND time > now() - {int(window_s)}s"
+        f" GROUP BY {quote_ident(storage.TAG_LOT)}, {quote_ident(storage.TAG_BAY)}"
     )
 
 
@@ -91,26 +75,26 @@ class InfluxClient:
         try:
             r = await self._http.get("/ping")
         except httpx.HTTPError as exc:
-            raise InfluxError(_describe(exc)) from None
+            raise InfluxUnavailable(describe(exc)) from None
         if r.status_code != 204:
-            raise InfluxError(f"/ping answered HTTP {r.status_code}")
+            raise InfluxError(f"/ping answered HTTP {r.status_code}", r.status_code)
 
     async def query(self, q: str) -> list[dict[str, Any]]:
         """The series of the (single) statement's result; raise InfluxError."""
         try:
             r = await self._http.get("/query", params={"db": self.db, "q": q, "epoch": "ns"})
         except httpx.HTTPError as exc:
-            raise InfluxError(_describe(exc)) from None
+            raise InfluxUnavailable(describe(exc)) from None
         try:
             body = r.json()
         except ValueError:
-            raise InfluxError(f"/query answered HTTP {r.status_code} with no JSON") from None
+            raise InfluxError(f"/query answered HTTP {r.status_code} with no JSON", r.status_code) from None
         if r.status_code != 200 or "error" in body:
-            raise InfluxError(f"/query answered HTTP {r.status_code}: {body.get('error', '')}"[:300])
+            raise InfluxError(f"/query answered HTTP {r.status_code}: {body.get('error', '')}"[:300], r.status_code)
         results = body.get("results") or [{}]
         first = results[0]
         if "error" in first:
-            raise InfluxError(f"query failed: {first['error']}"[:300])
+            raise InfluxError(f"query failed: {first['error']}"[:300], r.status_code)
         series: list[dict[str, Any]] = first.get("series") or []
         return series
 
@@ -124,8 +108,8 @@ class InfluxClient:
                 columns = series["columns"]
                 for values in series["values"]:
                     row = dict(zip(columns, values, strict=True))
-                    status = row.get("status")
-                    if status not in _STATUSES or not isinstance(row.get("time"), int):
+                    status = row.get(storage.F_STATUS)
+                    if status not in _STATUSES or not isinstance(row.get(storage.TIME), int):
                         skipped += 1
                         continue
                     received = row.get(storage.F_RECEIVED_NS)
@@ -136,9 +120,9 @@ class InfluxClient:
                             lot_id=str(tags[storage.TAG_LOT]),
                             bay_id=str(tags[storage.TAG_BAY]),
                             status=str(status),
-                            observed_at=ns_to_datetime(row["time"]),
+                            observed_at=storage.from_ns(row[storage.TIME]),
                             reading_id=str(row.get(storage.F_READING_ID) or ""),
-                            received_ts=received / 1e9 if isinstance(received, int) else None,
+                            received_ts=storage.ns_to_s(received) if isinstance(received, int) else None,
                             epoch=epoch if isinstance(epoch, str) else None,
                             seq=seq if isinstance(seq, int) else None,
                         )
@@ -148,8 +132,3 @@ class InfluxClient:
         if skipped:
             log.warning("bootstrap: skipped %d malformed bay row(s)", skipped)
         return rows
-
-
-def _describe(exc: httpx.HTTPError) -> str:
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:300]

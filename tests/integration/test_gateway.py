@@ -35,9 +35,17 @@ from contracts import (
     topics,
     utcnow,
 )
-from contracts.storage import M_DEVICE_STATUS, M_FOOTFALL, M_LOCKER, M_PARKING_BAY, M_ZONE_OCCUPANCY, point_ns
+from contracts.storage import (
+    M_DEVICE_STATUS,
+    M_FOOTFALL,
+    M_GATEWAY_STATS,
+    M_LOCKER,
+    M_PARKING_BAY,
+    M_ZONE_OCCUPANCY,
+    point_ns,
+)
 from district.services import Service, start_influxd
-from gateway.service import M_GATEWAY_STATS, Gateway
+from gateway.service import Gateway
 from gateway.settings import GatewaySettings
 from tests.conftest import REPO, Influx, wait_for
 

@@ -27,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from contracts import DeviceStatus, ParkingBayState, encode, new_reading_id, topics, utcnow
 from contracts.storage import to_points
 from district.services import Service, free_port, start_influxd, start_mosquitto
+from gateway.influx import line_protocol
 from server.app import create_app
 from server.settings import ServerSettings
 from tests.conftest import Influx, wait_for
@@ -153,9 +154,7 @@ LATENCY = timedelta(milliseconds=50)
 
 def write_points(influx: Influx, messages: list[ParkingBayState]) -> None:
     lines = [
-        p.to_line_protocol()
-        for m in messages
-        for p in to_points(m, site_id=SITE_ID, received_at=m.observed_at + LATENCY)
+        line_protocol(p) for m in messages for p in to_points(m, site_id=SITE_ID, received_at=m.observed_at + LATENCY)
     ]
     params = urllib.parse.urlencode({"db": influx.db, "precision": "ns"})
     req = urllib.request.Request(f"{influx.url}/write?{params}", data="\n".join(lines).encode(), method="POST")

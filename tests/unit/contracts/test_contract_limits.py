@@ -25,6 +25,7 @@ from contracts.messages import (
     parse_timestamp,
 )
 from contracts.storage import to_points
+from gateway.influx import line_protocol
 
 NOW = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
 
@@ -322,7 +323,7 @@ def test_largest_accepted_values_reach_the_store_intact() -> None:
     data["cameras"][0].update(dropped_frames=MAX_WIRE_INT, last_frame_age_s=MAX_DURATION_S, fps=1000)
     message = decode(json.dumps(data).encode(), now=NOW)
     assert decode(encode(message), now=NOW) == message  # type: ignore[arg-type]
-    status, camera = (p.to_line_protocol() for p in to_points(message, site_id="s", received_at=NOW))
+    status, camera = (line_protocol(p) for p in to_points(message, site_id="s", received_at=NOW))
     assert f"uptime_s={MAX_DURATION_S:.0f}" in status
     assert f"outbox_pending={MAX_WIRE_INT}i" in status
     assert f"dropped_frames={MAX_WIRE_INT}i" in camera

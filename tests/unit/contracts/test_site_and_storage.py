@@ -12,6 +12,7 @@ from contracts.configfile import ConfigError, load_model, parse_model
 from contracts.site import SiteConfig
 from contracts.storage import M_FOOTFALL, M_PARKING_BAY, M_ZONE_OCCUPANCY, from_ns, point_ns, to_ns, to_points
 from district.check_config import main as check_config
+from gateway.influx import line_protocol
 
 REPO = Path(__file__).resolve().parents[3]
 DEMO_SITE = REPO / "district" / "sites" / "dresden.yaml"
@@ -83,7 +84,7 @@ def test_points_are_keyed_at_nanosecond_precision() -> None:
     )
     b = a.model_copy(update={"observed_at": T0 + timedelta(microseconds=1), "reading_id": new_reading_id(), "seq": 8})
     pa, pb = (to_points(m, site_id="s", received_at=T0)[0] for m in (a, b))
-    la, lb = pa.to_line_protocol(), pb.to_line_protocol()
+    la, lb = line_protocol(pa), line_protocol(pb)
     assert la.startswith(f"{M_PARKING_BAY},bay=b,device=d,lot=l,site=s ")
     # observed_at in ns, plus seq % 1000 in the digits below the microsecond
     assert la.endswith(" 1795435200000000007")
@@ -96,8 +97,8 @@ def test_same_reading_maps_to_the_same_point() -> None:
     m = ParkingBayState(
         device_id="d", observed_at=T0, reading_id=new_reading_id(), lot_id="l", bay_id="b", status="free"
     )
-    first = to_points(m, site_id="s", received_at=T0)[0].to_line_protocol()
-    again = to_points(m, site_id="s", received_at=T0)[0].to_line_protocol()
+    first = line_protocol(to_points(m, site_id="s", received_at=T0)[0])
+    again = line_protocol(to_points(m, site_id="s", received_at=T0)[0])
     assert first == again
 
 
@@ -112,19 +113,19 @@ def test_footfall_becomes_one_point_per_line_plus_occupancy() -> None:
         lines=[LineCount(line_id="n", towards=5, away=1), LineCount(line_id="s", towards=0, away=2)],
     )
     points = to_points(m, site_id="s", received_at=T0)
-    assert [p._name for p in points] == [M_FOOTFALL, M_FOOTFALL, M_ZONE_OCCUPANCY]
-    first = points[0].to_line_protocol()
+    assert [p.measurement for p in points] == [M_FOOTFALL, M_FOOTFALL, M_ZONE_OCCUPANCY]
+    first = line_protocol(points[0])
     assert first.startswith(f"{M_FOOTFALL},device=c,line=n,site=s,zone=z away=1i,interval_s=60,")
     assert "towards=5i" in first
-    assert points[1].to_line_protocol().startswith("footfall,device=c,line=s,site=s,zone=z away=2i,")
-    assert "occupancy=4i" in points[2].to_line_protocol()
+    assert line_protocol(points[1]).startswith("footfall,device=c,line=s,site=s,zone=z away=2i,")
+    assert "occupancy=4i" in line_protocol(points[2])
 
 
 def test_status_strings_with_quotes_are_escaped_by_the_serializer() -> None:
     m = DeviceStatus(
         device_id="d", observed_at=T0, reading_id=new_reading_id(), state="degraded", reason='bus "A" said \\ no'
     )
-    line = to_points(m, site_id="s", received_at=T0)[0].to_line_protocol()
+    line = line_protocol(to_points(m, site_id="s", received_at=T0)[0])
     assert 'reason="bus \\"A\\" said \\\\ no"' in line
 
 
@@ -149,6 +150,6 @@ def test_live_will_is_stored_when_it_arrived() -> None:
     )
     live = to_points(will, site_id="s", received_at=T0)[0]
     kept = to_points(will, site_id="s", received_at=T0, retained=True)[0]
-    assert live.to_line_protocol().rsplit(" ", 1)[1].startswith(str(to_ns(T0))[:-3])
-    assert kept.to_line_protocol().rsplit(" ", 1)[1].startswith(str(to_ns(will.observed_at))[:-3])
+    assert line_protocol(live).rsplit(" ", 1)[1].startswith(str(to_ns(T0))[:-3])
+    assert line_protocol(kept).rsplit(" ", 1)[1].startswith(str(to_ns(will.observed_at))[:-3])
     assert from_ns(to_ns(T0) + 999) == T0

@@ -14,7 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from gateway.influx import InfluxFatal, InfluxUnavailable, InfluxWriter
+from common.influxdb import InfluxFatal, InfluxUnavailable
+from gateway.influx import InfluxWriter
 
 
 class FakeInflux:

@@ -1,4 +1,4 @@
-"""The batch writer's rules with a fake InfluxDB and a recording acknowledger."""
+"""The batch writer's rules with a fake InfluxDB (behind the real InfluxSink) and a recording acknowledger."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from common.influxdb import InfluxError, InfluxFatal, InfluxUnavailable
 from contracts import ParkingBayState, new_reading_id, utcnow
-from gateway.influx import DroppedLine, InfluxError, InfluxFatal, InfluxUnavailable, WriteResult
+from contracts.storage import StoredPoint
+from gateway.influx import DroppedLine, InfluxSink, WriteResult, message_lines
 from gateway.pipeline import (
     STOP,
     Accepted,
@@ -24,8 +26,8 @@ from gateway.pipeline import (
     Rejected,
     Stats,
     dead_letter_record,
-    message_lines,
 )
+from gateway.sink import Sink
 
 
 class FakeWriter:
@@ -64,6 +66,9 @@ class FakeWriter:
         if self.create_fails:
             raise InfluxError("CREATE DATABASE: HTTP 401: unauthorized", 401)
 
+    def close(self) -> None:
+        pass
+
 
 def accepted(mid: int, bay: str = "A001") -> Accepted:
     now = utcnow()
@@ -95,8 +100,13 @@ class RecordingWake(threading.Event):
 
 
 def run_writer(
-    items: list[QueueEntry], writer: FakeWriter, tmp_path: Path, wake: RecordingWake | None = None, **kw: object
+    items: list[QueueEntry],
+    writer: FakeWriter | Sink,
+    tmp_path: Path,
+    wake: RecordingWake | None = None,
+    **kw: object,
 ) -> tuple[list[int], Stats, BatchWriter]:
+    """Run a batch writer until STOP on ``writer`` (a fake InfluxDB behind the real InfluxSink, or any sink)."""
     q: queue.Queue[QueueEntry] = queue.Queue()
     for item in items:
         q.put(item)
@@ -107,7 +117,7 @@ def run_writer(
     options.update(kw)
     bw = BatchWriter(
         q,
-        writer,
+        InfluxSink(writer) if isinstance(writer, FakeWriter) else writer,
         lambda item: acks.append(item.mid),
         stats,
         dead,
@@ -166,7 +176,7 @@ def test_stop_during_outage_gives_up_without_acking(tmp_path: Path) -> None:
     acks: list[Item] = []
     bw = BatchWriter(
         q,
-        writer,
+        InfluxSink(writer),
         acks.append,
         Stats(),
         DeadLetters(None),
@@ -235,7 +245,7 @@ def test_a_configuration_error_is_loud_acks_nothing_and_waits_the_longest_backof
     acks: list[int] = []
     bw = BatchWriter(
         q,
-        writer,
+        InfluxSink(writer),
         lambda item: acks.append(item.mid),
         stats_box[0],
         DeadLetters(None),
@@ -265,7 +275,7 @@ def test_stop_during_a_configuration_error_acks_nothing(tmp_path: Path) -> None:
     stats = Stats()
     bw = BatchWriter(
         q,
-        writer,
+        InfluxSink(writer),
         acks.append,
         stats,
         DeadLetters(None),
@@ -313,7 +323,7 @@ def test_stats_point_rides_along(tmp_path: Path) -> None:
         writer,
         tmp_path,
         stats_interval_s=0.0001,
-        stats_lines=lambda snap: [f"gateway_stats received={snap.received}i"],
+        stats_points=lambda snap: [StoredPoint("gateway_stats", {}, {"received": snap.received}, 0)],
     )
     assert any(line.startswith("gateway_stats") for batch in writer.batches for line in batch)
 

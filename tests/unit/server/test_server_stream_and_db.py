@@ -11,10 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
+from common.influxdb import InfluxError
 from contracts import DeviceStatus, ParkingBayState, encode, topics
 from contracts.site import SiteConfig
 from server.dbmonitor import DatabaseMonitor
-from server.influx import BayRow, InfluxClient, InfluxError, last_bay_states_query
+from server.influx import BayRow, InfluxClient, last_bay_states_query
 from server.live import BayReading, LiveState
 from server.settings import ServerSettings
 from server.stream import LiveStream
