@@ -28,7 +28,7 @@ class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Coords(_Config):
+class CoordsConfig(_Config):
     lat: Annotated[float, Field(ge=-90, le=90)]
     lng: Annotated[float, Field(ge=-180, le=180)]
 
@@ -44,7 +44,7 @@ class Zone(_Config):
     name: str
     #: People the zone holds comfortably; crowd levels are a share of this.
     capacity: Annotated[int, Field(gt=0, le=MAX_WIRE_INT)] | None = None
-    coords: Coords | None = None
+    coords: CoordsConfig | None = None
 
 
 class BayRange(_Config):
@@ -59,12 +59,12 @@ class BayRange(_Config):
         return [f"{self.prefix}{n:0{self.width}d}" for n in range(self.start, self.start + self.count)]
 
 
-class ParkingLot(_Config):
+class LotConfig(_Config):
     """An off-street lot or garage (FIWARE OffStreetParking, ParkAPI lot)."""
 
     id: Ident
     name: str
-    coords: Coords
+    coords: CoordsConfig
     address: str | None = None
     lot_type: Literal["garage", "underground", "surface", "street"] = "garage"
     zone: Ident | None = None
@@ -113,7 +113,7 @@ class Compartment(_Config):
 class LockerBank(_Config):
     id: Ident
     name: str
-    coords: Coords
+    coords: CoordsConfig
     zone: Ident | None = None
     compartments: list[Compartment | CompartmentRange]
 
@@ -146,7 +146,7 @@ class Camera(_Config):
 class Display(_Config):
     id: Ident
     kind: Literal["parking", "wayfinding"]
-    coords: Coords
+    coords: CoordsConfig
     name: str | None = None
     lots: list[Ident] = Field(default_factory=list)
     zones: list[Ident] = Field(default_factory=list)
@@ -163,7 +163,7 @@ class Device(_Config):
 class SiteConfig(_Config):
     site: SiteInfo
     zones: list[Zone] = Field(default_factory=list)
-    parking: list[ParkingLot] = Field(default_factory=list)
+    parking: list[LotConfig] = Field(default_factory=list)
     lockers: list[LockerBank] = Field(default_factory=list)
     cameras: list[Camera] = Field(default_factory=list)
     displays: list[Display] = Field(default_factory=list)
@@ -224,7 +224,7 @@ class SiteConfig(_Config):
 
         A lot's ``full_below`` above ``max(1, bays - 1)``: with ``full_below``
         >= its bay count a lot would show full with every bay (or all but one)
-        free. The server clamps it (:meth:`ParkingLot.reserve`) meanwhile.
+        free. The server clamps it (:meth:`LotConfig.reserve`) meanwhile.
         """
         findings: list[Finding] = []
         for i, lot in enumerate(self.parking):
@@ -254,5 +254,5 @@ class SiteConfig(_Config):
     def zone_ids(self) -> frozenset[str]:
         return frozenset(z.id for z in self.zones)
 
-    def lot(self, lot_id: str) -> ParkingLot | None:
+    def lot(self, lot_id: str) -> LotConfig | None:
         return next((p for p in self.parking if p.id == lot_id), None)
