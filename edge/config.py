@@ -20,10 +20,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts import topics
+from contracts.configfile import StrictModel
 from contracts.messages import Ident
 from contracts.site import BayRange, Compartment, CompartmentRange
 from edge.camera.camera_config import CameraConfig
@@ -34,17 +35,13 @@ MAX_REGISTERS_PER_READ = 125
 MAX_POINTS = 65_535 - 100
 
 
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DeviceInfo(_Config):
+class DeviceInfo(StrictModel):
     id: Ident
     site_id: Ident
     firmware: Annotated[str, Field(max_length=64)] | None = None
 
 
-class MqttConfig(_Config):
+class MqttConfig(StrictModel):
     host: str = "localhost"
     port: Annotated[int, Field(gt=0, lt=65536)] = 1883
     username: str | None = None
@@ -81,7 +78,7 @@ class MqttConfig(_Config):
             raise ValueError(str(exc)) from None
 
 
-class OutboxConfig(_Config):
+class OutboxConfig(StrictModel):
     #: SQLite file; keep it on persistent storage (it must survive a reboot).
     path: Path = Path("outbox.sqlite")
     #: Bound on stored readings; when full the oldest are dropped and counted.
@@ -93,7 +90,7 @@ class OutboxConfig(_Config):
 Parity = Literal["N", "E", "O"]
 
 
-class _ModbusController(_Config):
+class _ModbusController(StrictModel):
     port: Annotated[str, Field(min_length=1)]
     baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 19200
     parity: Parity = "N"
@@ -182,7 +179,7 @@ SensorConfig = Annotated[
 ]
 
 
-class DeviceConfig(_Config):
+class DeviceConfig(StrictModel):
     device: DeviceInfo
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
