@@ -259,14 +259,21 @@ class CameraConfig(StrictModel):
             raise ValueError(f"camera {self.id}: line_zones names unknown line(s): {', '.join(unused)}")
         return lines, {ln.name: zones[ln.name] for ln in lines}
 
-    def check_site(self, site: SiteConfig) -> list[str]:
-        """Disagreements with the site file (camera known, each line's zone as the site says)."""
+    def check_site(self, site: SiteConfig, device_id: str | None = None) -> list[str]:
+        """Disagreements with the site file: the camera is known (on ``device_id``, when given),
+        and each line leads into the zone the site says. ``district check-config`` runs this
+        when given a device file together with its site file.
+
+        Reads ``lines_file``; raises OSError / ValueError when it cannot (see :meth:`resolve_lines`).
+        """
         cam = next((c for c in site.cameras if c.id == self.id), None)
         if cam is None:
             return [f"camera {self.id}: not in the site configuration"]
+        problems = []
+        if device_id is not None and cam.device != device_id:
+            problems.append(f"camera {self.id}: the site puts it on device {cam.device!r}, not {device_id!r}")
         _, zones = self.resolve_lines()
         site_zones = {ln.id: ln.zone for ln in cam.lines}
-        problems = []
         for line, zone in zones.items():
             if line not in site_zones:
                 problems.append(f"camera {self.id}: line {line!r} is not in the site configuration")
