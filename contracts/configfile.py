@@ -26,9 +26,24 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """The base of every configuration model (site, device, camera, engine).
+
+    Unknown keys are an error (a typo must not silently fall back to a
+    default) and a loaded configuration is immutable. Numbers must be finite,
+    but that is deliberately not a validation error here: a non-finite number
+    is a *finding* (module doc), which ``district check-config`` rejects and
+    the services only log, so a field sets ``allow_inf_nan=False`` itself
+    only where no service may start on it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
 
 log = logging.getLogger(__name__)
 

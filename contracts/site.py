@@ -18,36 +18,32 @@ from collections import Counter
 from functools import cached_property
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from contracts.configfile import Finding
+from contracts.configfile import Finding, StrictModel
 from contracts.messages import MAX_WIRE_INT, Ident
 
 
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Coords(_Config):
+class CoordsConfig(StrictModel):
     lat: Annotated[float, Field(ge=-90, le=90)]
     lng: Annotated[float, Field(ge=-180, le=180)]
 
 
-class SiteInfo(_Config):
+class SiteInfo(StrictModel):
     id: Ident
     name: str
     timezone: str = "UTC"
 
 
-class Zone(_Config):
+class Zone(StrictModel):
     id: Ident
     name: str
     #: People the zone holds comfortably; crowd levels are a share of this.
     capacity: Annotated[int, Field(gt=0, le=MAX_WIRE_INT)] | None = None
-    coords: Coords | None = None
+    coords: CoordsConfig | None = None
 
 
-class BayRange(_Config):
+class BayRange(StrictModel):
     """``count`` bays named ``{prefix}{n:0{width}d}`` from ``start``."""
 
     prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{0,32}$")] = ""
@@ -59,12 +55,12 @@ class BayRange(_Config):
         return [f"{self.prefix}{n:0{self.width}d}" for n in range(self.start, self.start + self.count)]
 
 
-class ParkingLot(_Config):
+class LotConfig(StrictModel):
     """An off-street lot or garage (FIWARE OffStreetParking, ParkAPI lot)."""
 
     id: Ident
     name: str
-    coords: Coords
+    coords: CoordsConfig
     address: str | None = None
     lot_type: Literal["garage", "underground", "surface", "street"] = "garage"
     zone: Ident | None = None
@@ -97,7 +93,7 @@ class ParkingLot(_Config):
         return min(max(self.full_below, 1), max(total - 1, 1))
 
 
-class CompartmentRange(_Config):
+class CompartmentRange(StrictModel):
     size: Literal["S", "M", "L", "XL"]
     count: Annotated[int, Field(gt=0, le=10_000)]
     prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{0,32}$")] = ""
@@ -105,15 +101,15 @@ class CompartmentRange(_Config):
     width: Annotated[int, Field(ge=1, le=8)] = 2
 
 
-class Compartment(_Config):
+class Compartment(StrictModel):
     id: Ident
     size: Literal["S", "M", "L", "XL"]
 
 
-class LockerBank(_Config):
+class LockerBank(StrictModel):
     id: Ident
     name: str
-    coords: Coords
+    coords: CoordsConfig
     zone: Ident | None = None
     compartments: list[Compartment | CompartmentRange]
 
@@ -130,29 +126,29 @@ class LockerBank(_Config):
         return out
 
 
-class CameraLine(_Config):
+class CameraLine(StrictModel):
     id: Ident
     #: The zone a person enters when crossing this line in its "in" direction.
     zone: Ident
 
 
-class Camera(_Config):
+class Camera(StrictModel):
     id: Ident
     device: Ident
     name: str | None = None
     lines: Annotated[list[CameraLine], Field(min_length=1)]
 
 
-class Display(_Config):
+class Display(StrictModel):
     id: Ident
     kind: Literal["parking", "wayfinding"]
-    coords: Coords
+    coords: CoordsConfig
     name: str | None = None
     lots: list[Ident] = Field(default_factory=list)
     zones: list[Ident] = Field(default_factory=list)
 
 
-class Device(_Config):
+class Device(StrictModel):
     id: Ident
     kind: Literal["bay_controller", "locker_controller", "camera_node", "gateway"]
     description: str | None = None
@@ -160,10 +156,10 @@ class Device(_Config):
     heartbeat_s: Annotated[float, Field(gt=0)] = 60.0
 
 
-class SiteConfig(_Config):
+class SiteConfig(StrictModel):
     site: SiteInfo
     zones: list[Zone] = Field(default_factory=list)
-    parking: list[ParkingLot] = Field(default_factory=list)
+    parking: list[LotConfig] = Field(default_factory=list)
     lockers: list[LockerBank] = Field(default_factory=list)
     cameras: list[Camera] = Field(default_factory=list)
     displays: list[Display] = Field(default_factory=list)
@@ -224,7 +220,7 @@ class SiteConfig(_Config):
 
         A lot's ``full_below`` above ``max(1, bays - 1)``: with ``full_below``
         >= its bay count a lot would show full with every bay (or all but one)
-        free. The server clamps it (:meth:`ParkingLot.reserve`) meanwhile.
+        free. The server clamps it (:meth:`LotConfig.reserve`) meanwhile.
         """
         findings: list[Finding] = []
         for i, lot in enumerate(self.parking):
@@ -254,5 +250,5 @@ class SiteConfig(_Config):
     def zone_ids(self) -> frozenset[str]:
         return frozenset(z.id for z in self.zones)
 
-    def lot(self, lot_id: str) -> ParkingLot | None:
+    def lot(self, lot_id: str) -> LotConfig | None:
         return next((p for p in self.parking if p.id == lot_id), None)

@@ -11,6 +11,12 @@ parking lot's ``full_below`` that does not fit its bays. ``full_below`` is a
 reserve: the lot shows ``full`` while fewer than ``full_below`` bays are free
 (and always when none is), so it must be less than the lot's bay count, or
 the lot would show full with every bay free; 1 (the default) is always allowed.
+
+Given a site file together with device files (``district check-config
+site.yaml edge-*.yaml``), each device is also checked against the site whose
+id is its ``site_id``: the device is one the site lists (when it lists
+devices), and each of its cameras is in the site, on this device, with every
+counting line leading into the zone the site says.
 """
 
 from __future__ import annotations
@@ -18,13 +24,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import yaml
 from pydantic import BaseModel
 
 from contracts.configfile import ConfigError, load_model
 from contracts.site import SiteConfig
+
+if TYPE_CHECKING:
+    from edge.config import DeviceConfig
 
 
 def _model_for(path: Path) -> type[BaseModel]:
@@ -44,14 +53,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
     args = parser.parse_args(argv)
     failed = 0
+    sites: list[SiteConfig] = []
+    devices: list[tuple[Path, DeviceConfig]] = []
     for path in args.files:
         model = _model_for(path)
         try:
-            load_model(path, model, strict=True)
+            loaded = load_model(path, model, strict=True)
         except ConfigError as exc:
             failed += 1
             for line in exc.errors:
                 print(line, file=sys.stderr)
             continue
+        if isinstance(loaded, SiteConfig):
+            sites.append(loaded)
+        else:
+            devices.append((path, cast("DeviceConfig", loaded)))
         print(f"{path}: ok ({model.__name__})")
+    if sites:
+        for path, device in devices:
+            problems = against_site(device, sites)
+            if problems:
+                failed += 1
+                for problem in problems:
+                    print(f"{path}: {problem}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def against_site(device: DeviceConfig, sites: list[SiteConfig]) -> list[str]:
+    """What a valid device file says that its (valid) site file contradicts (module doc)."""
+    site = next((s for s in sites if s.site.id == device.device.site_id), None)
+    if site is None:
+        given = ", ".join(sorted(s.site.id for s in sites))
+        return [f"device.site_id: site {device.device.site_id!r} is not among the site files given ({given})"]
+    device_id = device.device.id
+    problems: list[str] = []
+    if site.devices and device_id not in {d.id for d in site.devices}:
+        problems.append(f"device.id: device {device_id!r} is not in site {site.site.id!r}")
+    for i, camera in enumerate(device.cameras):
+        try:
+            found = camera.check_site(site, device_id)
+        except (OSError, ValueError) as exc:
+            found = [f"camera {camera.id}: cannot read its counting lines: {exc}"]
+        problems += [f"cameras[{i}]: {p}" for p in found]
+    return problems

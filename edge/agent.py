@@ -26,7 +26,7 @@ from contracts import topics
 from contracts.messages import FootfallCount, LockerCompartmentState, ParkingBayState, encode
 from edge.camera.process import EXIT_CONFIG, CameraProcess, CameraPump, stop_all
 from edge.config import DeviceConfig
-from edge.mqtt import DeviceHealth, MqttPublisher
+from edge.mqtt import HealthReporter, MqttPublisher
 from edge.outbox import Outbox
 from edge.sensors import ModbusBus, PymodbusReader, ReaderFactory, build_buses
 
@@ -53,7 +53,7 @@ class EdgeAgent:
     ) -> None:
         self.config = config
         self.stop_event = stop or threading.Event()
-        self.health = DeviceHealth()
+        self.health = HealthReporter()
         self._password = mqtt_password
         self._reader_factory = reader_factory
         self.outbox: Outbox | None = None

@@ -20,10 +20,11 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts import topics
+from contracts.configfile import StrictModel
 from contracts.messages import Ident
 from edge.camera.camera_config import CameraConfig
 from edge.sensors import ModbusControllerConfig, sensor_config_type
@@ -34,17 +35,13 @@ from edge.sensors.bay_controller import ModbusBayControllerConfig as ModbusBayCo
 from edge.sensors.locker_controller import ModbusLockerControllerConfig as ModbusLockerControllerConfig
 
 
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DeviceInfo(_Config):
+class DeviceInfo(StrictModel):
     id: Ident
     site_id: Ident
     firmware: Annotated[str, Field(max_length=64)] | None = None
 
 
-class MqttConfig(_Config):
+class MqttConfig(StrictModel):
     host: str = "localhost"
     port: Annotated[int, Field(gt=0, lt=65536)] = 1883
     username: str | None = None
@@ -81,7 +78,7 @@ class MqttConfig(_Config):
             raise ValueError(str(exc)) from None
 
 
-class OutboxConfig(_Config):
+class OutboxConfig(StrictModel):
     #: SQLite file; keep it on persistent storage (it must survive a reboot).
     path: Path = Path("outbox.sqlite")
     #: Bound on stored readings; when full the oldest are dropped and counted.
@@ -98,7 +95,7 @@ else:
     SensorConfig = sensor_config_type()
 
 
-class DeviceConfig(_Config):
+class DeviceConfig(StrictModel):
     device: DeviceInfo
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)

@@ -67,7 +67,7 @@ MAX_SILENT_WAIT_S = 3600.0
 MAX_REASON = 200
 
 
-class DeviceHealth:
+class HealthReporter:
     """What the status heartbeat reports: problems by source, and camera health.
 
     Sensors (and later cameras) call :meth:`set_problem`; any problem makes
@@ -119,7 +119,7 @@ class MqttPublisher:
         self,
         config: DeviceConfig,
         outbox: Outbox,
-        health: DeviceHealth,
+        health: HealthReporter,
         stop: threading.Event,
         *,
         password: str | None = None,

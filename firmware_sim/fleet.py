@@ -22,7 +22,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from contracts.fieldbus import BAY_CLOSED, LOCKER_OUT_OF_SERVICE, REGISTER_MAX, encode_bay, encode_locker
-from contracts.site import LockerBank, ParkingLot, SiteConfig
+from contracts.site import LockerBank, LotConfig, SiteConfig
 from firmware_sim.bus import SerialBus
 from firmware_sim.controllers import BayController, Controller, LockerController
 from firmware_sim.demand import LockerDemand, LotDemand, SimClock, load_targets
@@ -202,7 +202,7 @@ class Fleet:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _add_lot(self, lot: ParkingLot, target: Any, source: str) -> None:
+    def _add_lot(self, lot: LotConfig, target: Any, source: str) -> None:
         ctrl = BayController(lot.id, lot.total, unit=self.unit)
         bus = self._bus(lot.id, ctrl)
         points = lot.bays.model_dump(mode="json") if not isinstance(lot.bays, list) else list(lot.bays)

@@ -249,16 +249,23 @@ class MqttIntake:
         self._client.publish(self.status_topic, payload, qos=1, retain=True)
 
     def _status(self, state: str, *, reason: str | None = None) -> DeviceStatus:
+        # The gateway has no store-and-forward outbox (what it has not stored
+        # stays unacknowledged in the broker), so it leaves ``outbox_pending``
+        # unset. Messages received but not yet handed on wait in the intake
+        # queue: a live backlog is said in the reason; the gateway_stats
+        # measurement carries the depth as ``queue_depth``.
+        waiting = self._q.qsize()
+        if waiting and state != "offline":
+            reason = "; ".join(filter(None, (reason, f"intake queue: {waiting} message(s) waiting")))
         return DeviceStatus.model_validate(
             {
                 "device_id": self._settings.mqtt_client_id,
                 "observed_at": utcnow(),
                 "reading_id": new_reading_id(),
                 "state": state,
-                "reason": reason,
+                "reason": reason[:200] if reason else reason,
                 "uptime_s": round(time.monotonic() - self._started_at, 3),
                 "firmware": FIRMWARE,
-                "outbox_pending": self._q.qsize(),
             }
         )
 

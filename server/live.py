@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from contracts import DeviceStatus, ParkingBayState, TimePolicy, storage, utcnow
-from contracts.site import ParkingLot, SiteConfig
+from contracts.site import LotConfig, SiteConfig
 from server import models
 
 log = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ class LiveState:
         self.site = site
         self.clock = clock
         self.max_future_s = max_future_s
-        self._lots: dict[str, ParkingLot] = {lot.id: lot for lot in site.parking}
+        self._lots: dict[str, LotConfig] = {lot.id: lot for lot in site.parking}
         self._bay_ids = site.bays_by_lot
         self._bays: dict[str, dict[str, BayReading]] = {lot.id: {} for lot in site.parking}
         self._devices: dict[str, DeviceRecord] = {}
@@ -283,7 +283,7 @@ class LiveState:
         with self._lock:
             return [self._summarize(lot, now) for lot in self._lots.values()]
 
-    def _summarize(self, lot: ParkingLot, now: datetime) -> models.ParkingLot:
+    def _summarize(self, lot: LotConfig, now: datetime) -> models.ParkingLot:
         # Counting a big lot's bays costs ~0.3 us each; the tally only changes
         # when a reading arrives or a counted reading turns stale, so keep it
         # until then (and recount if the clock ever steps back).
@@ -334,7 +334,7 @@ def tally(
 
 
 def summarize_lot(
-    lot: ParkingLot,
+    lot: LotConfig,
     readings: Mapping[str, BayReading],
     now: datetime,
     *,
@@ -352,12 +352,12 @@ def summarize_lot(
     return render_lot(lot, tally(readings, now_ts, lot.stale_after_s, max_future_s), now_ts)
 
 
-def render_lot(lot: ParkingLot, t: Tally, now_ts: float, *, total: int | None = None) -> models.ParkingLot:
+def render_lot(lot: LotConfig, t: Tally, now_ts: float, *, total: int | None = None) -> models.ParkingLot:
     """The API view of ``lot`` from its tally. State, first rule that applies:
 
     closed (site configuration), nodata (no bay has a fresh free/occupied
     reading), full (fewer than the lot's reserve free), open. The reserve is
-    ``full_below`` clamped to [1, max(1, total - 1)] (``ParkingLot.reserve``),
+    ``full_below`` clamped to [1, max(1, total - 1)] (``LotConfig.reserve``),
     so the state never contradicts the free count: 0 free of any known bays
     is full, a lot with every bay free is open. Unknown (stale) bays never
     count as free, so a lot with few fresh bays shows full when fewer than the

@@ -3,11 +3,17 @@
 Each test gets its own topic prefix and its own database, so tests never see
 each other's messages. A missing service skips locally with a reason, and
 fails in CI (CI=true), where skipping would hide a broken setup.
+
+Every test also fails when the project's code logged an exception meanwhile
+(a callback or background thread that caught one and logged it, where the
+test would not otherwise see it); a test that provokes one on purpose says
+so with ``@pytest.mark.allow_logged_exceptions``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import urllib.parse
@@ -24,6 +30,57 @@ from district.services import Service, ServiceError, find_binary, start_influxd,
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DISTRICT_SHARED", REPO.parent / "shared"))
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+#: The project's top-level loggers (each module logs to ``logging.getLogger(__name__)``).
+PROJECT_LOGGERS = ("contracts", "common", "edge", "gateway", "server", "firmware_sim", "district")
+
+
+class _ExceptionRecords(logging.Handler):
+    """Collects ERROR+ records that carry an exception (``log.exception``, ``exc_info=...``)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and record.exc_info[0] is not None:
+            self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def no_logged_exceptions(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test when project code logged an exception during it (setup and teardown included).
+
+    Callbacks (paho's, the camera pump's) and background threads catch and log
+    what goes wrong so they keep running; without this a test passes while
+    its code quietly fails behind it. Opt out with
+    ``@pytest.mark.allow_logged_exceptions`` where the test provokes one.
+    """
+    if request.node.get_closest_marker("allow_logged_exceptions") is not None:
+        yield
+        return
+    handler = _ExceptionRecords()
+    loggers = [logging.getLogger(name) for name in PROJECT_LOGGERS]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    if handler.records:
+        lines = [
+            f"{r.name}: {r.getMessage()} ({r.exc_info[0].__name__ if r.exc_info and r.exc_info[0] else '?'}:"
+            f" {r.exc_info[1] if r.exc_info else ''})"
+            for r in handler.records[:10]
+        ]
+        pytest.fail(
+            f"{len(handler.records)} exception(s) logged by the code under test"
+            " (mark the test @pytest.mark.allow_logged_exceptions if it provokes them on purpose):\n"
+            + "\n".join(lines),
+            pytrace=False,
+        )
 
 
 def need(condition: bool, reason: str) -> None:

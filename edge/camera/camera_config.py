@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from contracts.configfile import StrictModel
 from contracts.messages import Ident
 from contracts.site import SiteConfig
 from edge.camera.config import EngineConfig, PrivacyConfig
@@ -36,15 +37,11 @@ from edge.camera.lines import CountingLine, lines_from_dict
 Point = tuple[float, float]
 
 
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 _STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 _DEVICE_PATH = re.compile(r"^/dev/video\d+$")
 
 
-class SourceConfig(_Config):
+class SourceConfig(StrictModel):
     """Where frames come from: exactly one of ``url``, ``path`` or ``device``."""
 
     #: A network stream (RTSP, HTTP MJPEG/HLS, ...) opened through FFmpeg.
@@ -126,7 +123,7 @@ def redact_url(url: str) -> str:
     return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
-class HealthConfig(_Config):
+class HealthConfig(StrictModel):
     """When a camera counts as frozen, black or disconnected. All times in seconds."""
 
     #: Time constant of the frame-rate EWMA.
@@ -150,10 +147,10 @@ class HealthConfig(_Config):
     probe_interval_s: Annotated[float, Field(ge=0, le=5)] = 0.2
 
 
-class InlineLine(_Config):
+class InlineLine(StrictModel):
     """A counting line written into the camera config (same keys as lines.json, plus its zone)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)  # merged with StrictModel's
 
     name: Ident
     a: Point = Field(alias="A")
@@ -164,7 +161,7 @@ class InlineLine(_Config):
     in_means: str | None = None
 
 
-class CameraConfig(_Config):
+class CameraConfig(StrictModel):
     """One camera: everything its process needs."""
 
     id: Ident
@@ -262,14 +259,21 @@ class CameraConfig(_Config):
             raise ValueError(f"camera {self.id}: line_zones names unknown line(s): {', '.join(unused)}")
         return lines, {ln.name: zones[ln.name] for ln in lines}
 
-    def check_site(self, site: SiteConfig) -> list[str]:
-        """Disagreements with the site file (camera known, each line's zone as the site says)."""
+    def check_site(self, site: SiteConfig, device_id: str | None = None) -> list[str]:
+        """Disagreements with the site file: the camera is known (on ``device_id``, when given),
+        and each line leads into the zone the site says. ``district check-config`` runs this
+        when given a device file together with its site file.
+
+        Reads ``lines_file``; raises OSError / ValueError when it cannot (see :meth:`resolve_lines`).
+        """
         cam = next((c for c in site.cameras if c.id == self.id), None)
         if cam is None:
             return [f"camera {self.id}: not in the site configuration"]
+        problems = []
+        if device_id is not None and cam.device != device_id:
+            problems.append(f"camera {self.id}: the site puts it on device {cam.device!r}, not {device_id!r}")
         _, zones = self.resolve_lines()
         site_zones = {ln.id: ln.zone for ln in cam.lines}
-        problems = []
         for line, zone in zones.items():
             if line not in site_zones:
                 problems.append(f"camera {self.id}: line {line!r} is not in the site configuration")

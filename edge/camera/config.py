@@ -11,16 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from contracts.configfile import StrictModel
 
 
-class _Strict(BaseModel):
-    """Base: unknown keys are a configuration error, not something to ignore silently."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class MotionDetectorConfig(_Strict):
+class MotionDetectorConfig(StrictModel):
     """Background subtraction at reduced resolution, with blob splitting by expected person size."""
 
     type: Literal["motion"] = "motion"
@@ -36,7 +32,7 @@ class MotionDetectorConfig(_Strict):
     )
 
 
-class DnnDetectorConfig(_Strict):
+class DnnDetectorConfig(StrictModel):
     """SSD-style TFLite/ONNX detector run through cv2.dnn (optional, slower, needs a model file)."""
 
     type: Literal["dnn"] = "dnn"
@@ -51,7 +47,7 @@ class DnnDetectorConfig(_Strict):
 DetectorConfig = Annotated[MotionDetectorConfig | DnnDetectorConfig, Field(discriminator="type")]
 
 
-class PersonSizeConfig(_Strict):
+class PersonSizeConfig(StrictModel):
     """Prior for the expected person size; refined online from clean detections."""
 
     height_frac: float = Field(0.15, gt=0.01, lt=1, description="Prior person height as a fraction of frame height.")
@@ -59,7 +55,7 @@ class PersonSizeConfig(_Strict):
     learn: bool = Field(True, description="Refine the size-vs-image-row model from observed detections.")
 
 
-class TrackerConfig(_Strict):
+class TrackerConfig(StrictModel):
     """Kalman + Hungarian tracker of foot points. Distances are in expected person heights."""
 
     max_lost_s: float = Field(2.0, gt=0, description="A confirmed track coasts this long without detections.")
@@ -76,7 +72,7 @@ class TrackerConfig(_Strict):
     meas_noise: float = Field(0.08, gt=0, description="Foot-point measurement noise, person heights.")
 
 
-class CountConfig(_Strict):
+class CountConfig(StrictModel):
     """Line-crossing logic."""
 
     hysteresis: float = Field(
@@ -84,13 +80,13 @@ class CountConfig(_Strict):
     )
 
 
-class PrivacyConfig(_Strict):
+class PrivacyConfig(StrictModel):
     """Polygons (normalised 0..1 image coordinates) blanked before any analysis."""
 
     polygons: list[list[tuple[float, float]]] = Field(default_factory=list)
 
 
-class EngineConfig(_Strict):
+class EngineConfig(StrictModel):
     """Everything the footfall engine needs besides the counting lines."""
 
     detector: DetectorConfig = Field(default_factory=MotionDetectorConfig)

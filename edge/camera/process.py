@@ -17,7 +17,7 @@ never blocks on its consumer.
 it restarts nothing by itself. :class:`CameraPump` is the agent-side reader of
 the shared queue: footfall messages go to the agent's ``emit``, health
 snapshots are kept per camera for the status heartbeat
-(``DeviceHealth.set_camera_provider(pump.health)``).
+(``HealthReporter.set_camera_provider(pump.health)``).
 
 ``python -m edge.camera.process CAMERA.yaml`` runs one camera and prints each
 message as a JSON line (``--check`` only validates the file).
@@ -498,7 +498,7 @@ class CameraPump:
         return True
 
     def health(self) -> list[CameraHealth]:
-        """One CameraHealth per configured camera (the DeviceHealth camera provider)."""
+        """One CameraHealth per configured camera (the HealthReporter camera provider)."""
         now = self._clock()
         out: list[CameraHealth] = []
         with self._lock:

@@ -41,8 +41,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from contracts.configfile import StrictModel
 from contracts.fieldbus import (
     FAULT_WIRING,
     FC_READ_INPUT_REGISTERS,
@@ -67,7 +68,7 @@ Emit = Callable[[list[SensorMessage]], None]
 
 
 class HealthSink(Protocol):
-    """Where drivers report problems (``None`` clears); see :class:`edge.mqtt.DeviceHealth`."""
+    """Where drivers report problems (``None`` clears); see :class:`edge.mqtt.HealthReporter`."""
 
     def set_problem(self, source: str, problem: str | None) -> None: ...
 
@@ -77,15 +78,13 @@ class HealthSink(Protocol):
 Parity = Literal["N", "E", "O"]
 
 
-class ModbusControllerConfig(BaseModel):
+class ModbusControllerConfig(StrictModel):
     """What every field-bus controller's configuration has: its serial line, unit id and timing.
 
     A sensor kind subclasses it with ``type: Literal["<kind>"]`` (its key in ``edge.sensors.DRIVERS``),
     its group id and its points, and implements :meth:`point_ids` and :attr:`group_id`. Times are
     seconds. Unknown keys are rejected; validation errors are ``ValueError`` (pydantic).
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     #: The kind's key in ``edge.sensors.DRIVERS``; each kind narrows it to a ``Literal``.
     type: str

@@ -57,6 +57,7 @@ def test_watch_of_a_parent_already_gone_calls_back_at_once() -> None:
     assert gone.wait(5)
 
 
+@pytest.mark.allow_logged_exceptions
 def test_watch_survives_a_failing_callback(caplog: pytest.LogCaptureFixture) -> None:
     def boom() -> None:
         raise RuntimeError("boom")

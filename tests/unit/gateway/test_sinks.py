@@ -75,6 +75,7 @@ def test_a_refusal_by_the_second_store_is_dead_lettered_with_its_reason(tmp_path
     assert stats.snapshot().dropped_points == 1
 
 
+@pytest.mark.allow_logged_exceptions
 def test_a_message_the_contract_cannot_map_is_dead_lettered_and_acked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,14 +8,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from contracts import ParkingBayState
-from contracts.site import ParkingLot, SiteConfig
+from contracts.site import LotConfig, SiteConfig
 from server.live import BayReading, LiveState, summarize_lot
 
 T0 = datetime(2026, 5, 4, 12, 0, 0, tzinfo=UTC)
 
 
-def lot(bays: list[str], full_below: int, *, closed: bool = False, stale_after_s: float = 60) -> ParkingLot:
-    return ParkingLot.model_validate(
+def lot(bays: list[str], full_below: int, *, closed: bool = False, stale_after_s: float = 60) -> LotConfig:
+    return LotConfig.model_validate(
         {
             "id": "L",
             "name": "L",

@@ -78,6 +78,7 @@ def test_a_rejection_is_logged_once_per_reason_not_per_message(
     assert len([r for r in caplog.records if "not_json" in r.getMessage()]) == 1
 
 
+@pytest.mark.allow_logged_exceptions
 def test_a_handler_exception_is_logged_and_counted_not_raised(
     stream: LiveStream, live: LiveState, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -250,6 +250,7 @@ def test_unusable_lines_exit_with_config_status(clock: FakeClock) -> None:
     assert code == EXIT_CONFIG and items == []
 
 
+@pytest.mark.allow_logged_exceptions
 def test_engine_exception_is_logged_and_the_loop_goes_on(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
     calls = []
 
