@@ -24,6 +24,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from common.retry import Backoff
+
 #: MQTT 5 DISCONNECT reason "Session taken over" (MQTT 5.0 spec, 3.14.2.1).
 SESSION_TAKEN_OVER = 0x8E
 
@@ -61,6 +63,7 @@ class ClashDetector:
         self._drops: deque[float] = deque()
         #: Clashes seen so far.
         self.clashes = 0
+        self._backoff = Backoff(backoff_s, backoff_s * 2 ** max(0, fatal_after - 1))
 
     def connected(self) -> None:
         self._connected_at = self._clock()
@@ -86,7 +89,7 @@ class ClashDetector:
             return Verdict(False)
         self._drops.clear()
         self.clashes += 1
-        backoff = self.backoff_s * 2 ** (self.clashes - 1)
+        backoff = self._backoff.next_delay()
         return Verdict(
             True,
             backoff_s=backoff,

@@ -163,9 +163,11 @@ class MqttPublisher:
         #: Inclusive seq ranges the gateway confirmed, not yet deleted from the outbox.
         self._confirmed: list[tuple[int, int]] = []
         self._published_at: dict[int, float] = {}  # mid -> when published
-        #: When the last confirmation arrived (monotonic), and re-send rounds since with none.
+        #: When the last confirmation arrived (monotonic); while none arrive, re-sends back off
+        #: (the shared policy: confirm_timeout_s doubling to MAX_SILENT_WAIT_S, reset by a confirmation).
         self._last_confirmed_at = 0.0
-        self._silent_rounds = 0
+        self._silent = Backoff(config.mqtt.confirm_timeout_s, MAX_SILENT_WAIT_S)
+        self._silent_wait = self._silent.next_delay()
 
     @property
     def awaiting_confirmation(self) -> int:
@@ -338,13 +340,12 @@ class MqttPublisher:
         if not self._awaiting:
             return
         oldest, since = next(iter(self._awaiting.items()))
-        timeout = self.config.mqtt.confirm_timeout_s
         lost = self._last_confirmed_at > since
-        wait = timeout if lost else min(MAX_SILENT_WAIT_S, timeout * 2.0**self._silent_rounds)
+        wait = self.config.mqtt.confirm_timeout_s if lost else self._silent_wait
         if now - since < wait:
             return
         if not lost:
-            self._silent_rounds += 1
+            self._silent_wait = self._silent.next_delay()
         self.stats["resends"] += 1
         log.warning(
             "mqtt: %d reading(s) not confirmed by the gateway within %.0f s (%s); publishing again from #%d",
@@ -446,7 +447,8 @@ class MqttPublisher:
             return  # for an earlier outbox file: nothing of it is left here
         self._confirmed.extend(c.seqs)
         self._last_confirmed_at = time.monotonic()
-        self._silent_rounds = 0
+        self._silent.reset()
+        self._silent_wait = self._silent.next_delay()
         for lo, hi in c.seqs:
             if hi - lo < len(self._awaiting):
                 for row in range(lo, hi + 1):

@@ -43,6 +43,7 @@ from typing import Annotated, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from pydantic import Field, model_validator
 
+from common.retry import Backoff
 from contracts.configfile import StrictModel
 from contracts.fieldbus import (
     FAULT_WIRING,
@@ -818,32 +819,29 @@ class ModbusBus:
             self._thread.join(timeout)
 
     def run(self) -> None:
-        backoff = self._backoff_min
+        # The shared policy (common.retry): min, doubling to max, no jitter; reset by a good poll.
+        backoff = Backoff(self._backoff_min, self._backoff_max)
         while not self._stop.is_set():
             try:
                 reader = self._factory(self.serial)
             except BusGone as exc:
-                self._down(str(exc), backoff)
-                backoff = min(backoff * 2, self._backoff_max)
+                self._down(str(exc), backoff.next_delay())
                 continue
             except Exception:
                 log.exception("%s: unexpected error opening the port", self.label)
-                self._down("cannot open port (unexpected error)", backoff)
-                backoff = min(backoff * 2, self._backoff_max)
+                self._down("cannot open port (unexpected error)", backoff.next_delay())
                 continue
             self.opens += 1
             log.info("%s: open (%d baud, %d controller(s))", self.label, self.serial.baudrate, len(self.drivers))
             self._health.set_problem(self.label, None)
             try:
                 if self._poll_until_broken(reader):
-                    backoff = self._backoff_min
+                    backoff.reset()
             except BusGone as exc:
-                self._down(str(exc), backoff)
-                backoff = min(backoff * 2, self._backoff_max)
+                self._down(str(exc), backoff.next_delay())
             except Exception:
                 log.exception("%s: unexpected error while polling; reopening", self.label)
-                self._down("unexpected error while polling", backoff)
-                backoff = min(backoff * 2, self._backoff_max)
+                self._down("unexpected error while polling", backoff.next_delay())
             finally:
                 try:
                     reader.close()
