@@ -39,6 +39,7 @@ write to the outbox, so a slow or absent broker never blocks a sensor read.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -269,9 +270,13 @@ class MqttPublisher:
         finally:
             self.connected.clear()
             self._flush_acks()
-            # paho closes its sockets in _reset_sockets; disconnect() is a no-op when already gone
+            # disconnect() is a no-op when the connection is already gone; a socket left open
+            # (no CONNACK, a stop mid-handshake) is closed through paho's public accessor.
             client.disconnect()
-            client._reset_sockets()
+            sock = client.socket()
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
 
     def _serve(self, client: mqtt.Client) -> None:
         status_every = self.config.status_interval_s
