@@ -220,10 +220,19 @@ class CameraConfig(StrictModel):
             raise ValueError("image_size is for inline lines; lines.json carries its own")
         return self
 
+    @model_validator(mode="after")
+    def _privacy_in_one_place(self) -> CameraConfig:
+        if self.engine.privacy.polygons:
+            raise ValueError(
+                "privacy polygons belong under the camera's privacy: (one place, blanked before health checks "
+                "and detection alike); engine.privacy is only for `district count` runs"
+            )
+        return self
+
     @property
     def privacy_polygons(self) -> list[list[Point]]:
-        """All privacy polygons: the camera's, plus any left in the engine section."""
-        return [list(p) for p in self.privacy.polygons] + [list(p) for p in self.engine.privacy.polygons]
+        """The camera's privacy polygons (normalised 0..1): its one home is ``privacy``."""
+        return [list(p) for p in self.privacy.polygons]
 
     def lines_doc(self) -> dict[str, Any]:
         """The lines in lines.json form (reads ``lines_file``; raises OSError / ValueError)."""

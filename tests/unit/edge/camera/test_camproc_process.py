@@ -293,6 +293,14 @@ def test_config_rejects_unknown_keys_and_ambiguous_sources() -> None:
     assert SourceConfig.model_validate({"device": "/dev/video0"}).kind == "device"
 
 
+def test_privacy_polygons_have_one_home() -> None:
+    """The camera's ``privacy:`` is where polygons go; the engine section refuses them in a camera config."""
+    square = [[0.0, 0.0], [0.3, 0.0], [0.3, 0.2]]
+    with pytest.raises(ValidationError, match="privacy polygons belong under the camera's privacy"):
+        cam_config(engine={"privacy": {"polygons": [square]}})
+    assert cam_config(privacy={"polygons": [square]}).privacy_polygons == [[(0.0, 0.0), (0.3, 0.0), (0.3, 0.2)]]
+
+
 def test_lines_file_needs_a_zone_per_line(tmp_path: pytest.TempPathFactory) -> None:
     path = tmp_path / "lines.json"  # type: ignore[operator]
     path.write_text(
