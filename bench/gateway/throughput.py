@@ -18,7 +18,7 @@ publishes exactly those bytes. Every party is its own process:
   broker and paho can move: the reference;
 * **gateway**: ``python -m district.cli gateway`` on product defaults
   (``confirm`` on), plus ``--env`` overrides. Done when InfluxDB holds N
-  distinct ``reading_id`` (polled every 20 ms).
+  distinct ``reading_id`` (polled every 50 ms).
 
 Scenarios (each consumer gets a fresh prefix, client id and database per trial):
 
@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -370,7 +371,7 @@ class Bench:
             count = distinct(self.url, db)
             if count >= self.n:
                 return time.monotonic(), count
-            time.sleep(0.02)
+            time.sleep(0.05)
         raise TimeoutError(f"InfluxDB holds {distinct(self.url, db)} of {self.n}")
 
     # -- bare -------------------------------------------------------------------------------
@@ -417,6 +418,13 @@ class Bench:
         return Trial("bare", scenario, secs, self.n / secs, done["distinct"], done["total"] - done["distinct"], cpu)
 
     # -- gateway -----------------------------------------------------------------------------
+
+    def gateway(self, scenario: str, workers: int) -> Trial:
+        self.members = workers
+        self.env_over["DISTRICT_GATEWAY_WORKERS"] = str(workers)
+        t = self.gw_live() if scenario == "live" else self.gw_backlog()
+        t.who = f"gateway w{workers}"
+        return t
 
     def gw_live(self) -> Trial:
         prefix, cid, tdir = self._fresh("gateway", "live")
@@ -490,23 +498,26 @@ class Bench:
 
 
 def report(trials: list[Trial], n: int) -> str:
-    out = [f"N={n}; medians over {len(trials) // 4} rounds (each trial: seconds, msg/s)", ""]
+    rounds = max(sum(1 for t in trials if t.who == "bare" and t.scenario == sc) for sc in ("live", "backlog"))
+    out = [f"N={n}; medians over {rounds} rounds; CPU: the consumer's processes, user+sys", ""]
     out.append("| scenario | bare paho, manual ack | gateway | gateway/bare |")
     out.append("|---|---|---|---|")
     for scenario in ("live", "backlog"):
         b = [t for t in trials if t.scenario == scenario and t.who == "bare"]
-        g = [t for t in trials if t.scenario == scenario and t.who == "gateway"]
-        if not b or not g:
-            continue
-        br = statistics.median(t.rate for t in b)
-        gr = statistics.median(t.rate for t in g)
-        bc = statistics.median(t.cpu_s for t in b)
-        gc = statistics.median(t.cpu_s for t in g)
-        out.append(
-            f"| {scenario} | {br:,.0f} msg/s (CPU {bc:.1f} s) | {gr:,.0f} msg/s (CPU {gc:.1f} s) | {gr / br:.2f} |"
-        )
+        br = statistics.median(t.rate for t in b) if b else 0.0
+        bc = statistics.median(t.cpu_s for t in b) if b else 0.0
+        for who in sorted({t.who for t in trials if t.who != "bare"}):
+            g = [t for t in trials if t.scenario == scenario and t.who == who]
+            if not g:
+                continue
+            gr = statistics.median(t.rate for t in g)
+            gc = statistics.median(t.cpu_s for t in g)
+            ratio = f"{gr / br:.2f}" if br else "-"
+            out.append(
+                f"| {scenario} | {br:,.0f} msg/s (CPU {bc:.1f} s) | {who}: {gr:,.0f} msg/s (CPU {gc:.1f} s) | {ratio} |"
+            )
     out.append("")
-    out.append("trials: " + "; ".join(f"{t.who[0]}{t.scenario[0]} {t.rate:,.0f}" for t in trials))
+    out.append("trials: " + "; ".join(f"{t.who} {t.scenario} {t.rate:,.0f}" for t in trials))
     return "\n".join(out)
 
 
@@ -567,6 +578,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--scenarios", default="live,backlog")
     p.add_argument("--only", choices=["bare", "gateway"], help="run one consumer only")
+    p.add_argument("--workers", default="1", type=lambda v: [int(x) for x in v.split(",")],
+                   help="gateway variants by worker processes, e.g. 1,2")  # fmt: skip
     p.add_argument("--env", action="append", default=[], metavar="K=V", help="gateway environment override")
     p.add_argument("--profile", action="store_true", help="py-spy the gateway (raw stacks; summary printed)")
     p.add_argument("--keep", type=Path, help="copy the work dir (logs, profiles) here")
@@ -582,17 +595,17 @@ def main() -> int:
             bench = Bench(args, work, mq, ix)
             for r in range(args.rounds):
                 for scenario in args.scenarios.split(","):
-                    runs = {
-                        "bare": bench.bare_live if scenario == "live" else bench.bare_backlog,
-                        "gateway": bench.gw_live if scenario == "live" else bench.gw_backlog,
-                    }
-                    order = ["bare", "gateway"] if r % 2 == 0 else ["gateway", "bare"]
-                    for who in order:
-                        if args.only and who != args.only:
+                    runs = {"bare": bench.bare_live if scenario == "live" else bench.bare_backlog}
+                    for w in args.workers:
+                        runs[f"gateway w{w}"] = functools.partial(bench.gateway, scenario, w)
+                    order = list(runs)
+                    shift = r % len(order)  # alternate who goes first
+                    for who in order[shift:] + order[:shift]:
+                        if args.only and not who.startswith(args.only):
                             continue
                         t = runs[who]()
                         trials.append(t)
-                        print(f"round {r + 1} {scenario:7s} {who:7s} {t.seconds:6.2f} s {t.rate:8,.0f} msg/s "
+                        print(f"round {r + 1} {scenario:7s} {who:11s} {t.seconds:6.2f} s {t.rate:8,.0f} msg/s "
                               f"distinct {t.distinct} extra {t.extra} cpu {t.cpu_s:.1f} s", flush=True)  # fmt: skip
             print()
             print(report(trials, args.n))
