@@ -6,7 +6,7 @@
     .venv/bin/python bench/gateway/throughput.py --env DISTRICT_GATEWAY_WORKERS=2      # gateway settings
 
 One Mosquitto (``district.services.start_mosquitto``, the project's default
-autosave) and one InfluxDB 1.x serve the whole run. The N messages are built
+autosave unless ``--autosave``) and one InfluxDB 1.x serve the whole run. The N messages are built
 once (``ParkingBayState`` from ``--devices`` devices, each with ``epoch``/``seq``
 as our edge sends them, so the gateway confirms them) and every trial
 publishes exactly those bytes. Every party is its own process:
@@ -17,8 +17,10 @@ publishes exactly those bytes. Every party is its own process:
   each message right in ``on_message``; counts distinct payloads. The most the
   broker and paho can move: the reference;
 * **gateway**: ``python -m district.cli gateway`` on product defaults
-  (``confirm`` on), plus ``--env`` overrides. Done when InfluxDB holds N
-  distinct ``reading_id`` (polled every 50 ms).
+  (``confirm`` on), ``--workers`` intake processes, plus ``--env`` overrides.
+  Done at its last confirmation covering all N (it confirms only what InfluxDB
+  took), or with ``--done poll`` when InfluxDB holds N distinct ``reading_id``
+  (polled every 50 ms, which costs influxd CPU the bare run does not pay).
 
 Scenarios (each consumer gets a fresh prefix, client id and database per trial):
 
@@ -63,7 +65,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from contracts import ParkingBayState, encode, new_reading_id, topics, utcnow
+from contracts import ParkingBayState, confirm, encode, new_reading_id, topics, utcnow
 from contracts.storage import M_PARKING_BAY
 from district import services
 from district.services import die_with_parent
@@ -235,11 +237,22 @@ class StatusWatch:
         self.client.on_message = self._on_message
         self.client.connect(host, port)
         self.client.subscribe(topics.status_topic(prefix, SITE, "x").replace("/x/", "/+/"), 1)
+        self.client.subscribe(topics.stored_topic(prefix, SITE, "x").replace("/x/", "/+/"), 1)
+        #: (device, seq) the gateway confirmed as stored, and when the count last grew.
+        self.confirmed: set[tuple[str, int]] = set()
+        self.confirmed_at = 0.0
         self.client.loop_start()
 
     def _on_message(self, c: mqtt.Client, u: object, m: mqtt.MQTTMessage) -> None:
         now = time.monotonic()
         device = m.topic.split("/")[-2]
+        if m.topic.endswith("/" + topics.STORED):
+            c = confirm.decode(bytes(m.payload))
+            with self._cond:
+                self.confirmed.update((c.device_id, q) for a, b in c.seqs for q in range(a, b + 1))
+                self.confirmed_at = now
+                self._cond.notify_all()
+            return
         if not (device == self._ids[0] or device.startswith(self._ids[1])):
             return
         try:
@@ -267,6 +280,17 @@ class StatusWatch:
                     raise TimeoutError(f"gateway: {len(seen)} of {members} said online")
                 self._cond.wait(min(left, 0.2))
 
+    def wait_confirmed(self, n: int, timeout: float = 600) -> float:
+        """When the gateway had confirmed n readings as stored (it confirms only what InfluxDB took)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.confirmed) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"gateway confirmed {len(self.confirmed)} of {n}")
+                self._cond.wait(min(left, 0.2))
+            return self.confirmed_at
+
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
@@ -289,6 +313,9 @@ class Trial:
     distinct: int
     extra: int  # bare: duplicates delivered; gateway: readings beyond N (must be 0)
     cpu_s: float  # consumer process CPU seconds (all its processes) over the whole trial
+    #: Mosquitto + influxd CPU seconds over the same window (influxd includes the bench's count polls).
+    services_cpu_s: float = 0.0
+    broker_cpu_s: float = 0.0
 
 
 def cpu_seconds(pid: int) -> float:
@@ -320,6 +347,9 @@ class Bench:
             b"\n".join(dev.encode() + b"\t" + p for dev, p in build_messages(args.n, args.devices)) + b"\n"
         )
         self.trial = 0
+        self.svc_cpu = 0.0
+        self.svc_broker = 0.0
+        self.broker_cpu = 0.0
         self.env_over = dict(kv.split("=", 1) for kv in args.env)
         #: Intake processes of the gateway (``workers`` setting), each with its own status.
         self.members = int(self.env_over.get("DISTRICT_GATEWAY_WORKERS", "1"))
@@ -330,6 +360,11 @@ class Bench:
         tdir = self.work / f"t{self.trial:02d}-{who}-{scenario}"
         tdir.mkdir()
         return f"tp{tag}", f"bench-{tag}", tdir
+
+    def services_cpu(self) -> float:
+        """Broker + influxd CPU seconds so far (``self.broker_cpu`` keeps the broker's alone)."""
+        self.broker_cpu = cpu_seconds(self.mq.pid)
+        return self.broker_cpu + cpu_seconds(self.ix.pid)
 
     def pub(self, prefix: str, tdir: Path) -> Proc:
         argv = [sys.executable, str(HERE), "_pub", self.mq.host, str(self.mq.port), prefix, str(self.msg_file)]
@@ -365,6 +400,12 @@ class Bench:
         with open(tdir / "py-spy.log", "ab") as err:
             return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
 
+    def wait_done(self, db: str, watch: StatusWatch) -> tuple[float, int]:
+        """When the gateway is done: every reading confirmed (``--done confirm``), or N in InfluxDB (``poll``)."""
+        if self.args.done == "confirm":
+            return watch.wait_confirmed(self.n), len(watch.confirmed)
+        return self.wait_stored(db)
+
     def wait_stored(self, db: str, timeout: float = 600) -> tuple[float, int]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -382,10 +423,14 @@ class Bench:
         try:
             sub.wait("subscribed", 30)
             cpu0 = cpu_seconds(sub.proc.pid)
+            svc0 = self.services_cpu()
+            broker0 = self.broker_cpu
             pub = self.pub(prefix, tdir)
             start = pub.wait("start", 60)["t"]
             done = sub.wait("done", 600)
             cpu = cpu_seconds(sub.proc.pid) - cpu0
+            self.svc_cpu = self.services_cpu() - svc0
+            self.svc_broker = self.broker_cpu - broker0
             pub.wait("acked", 60)
             pub.stop()
         finally:
@@ -405,8 +450,12 @@ class Bench:
             ev = sub.wait("connected", 60)
             assert ev["session_present"], "the bare subscriber's session was gone"
             cpu0 = cpu_seconds(sub.proc.pid)
+            svc0 = self.services_cpu()
+            broker0 = self.broker_cpu
             done = sub.wait("done", 600)
             cpu = cpu_seconds(sub.proc.pid) - cpu0
+            self.svc_cpu = self.services_cpu() - svc0
+            self.svc_broker = self.broker_cpu - broker0
         finally:
             sub.stop()
         return self._bare_trial("backlog", done, ev["t"], cpu)
@@ -415,7 +464,8 @@ class Bench:
         secs = done["t"] - start
         if done["distinct"] != self.n:
             raise AssertionError(f"bare {scenario}: {done['distinct']} distinct of {self.n}")
-        return Trial("bare", scenario, secs, self.n / secs, done["distinct"], done["total"] - done["distinct"], cpu)
+        extra = done["total"] - done["distinct"]
+        return Trial("bare", scenario, secs, self.n / secs, done["distinct"], extra, cpu, self.svc_cpu, self.svc_broker)
 
     # -- gateway -----------------------------------------------------------------------------
 
@@ -438,10 +488,14 @@ class Bench:
             if prof is not None:
                 time.sleep(1.0)  # let py-spy attach
             cpu0 = cpu_seconds(gw.proc.pid)
+            svc0 = self.services_cpu()
+            broker0 = self.broker_cpu
             pub = self.pub(prefix, tdir)
             start = pub.wait("start", 60)["t"]
-            end, count = self.wait_stored(db)
+            end, count = self.wait_done(db, watch)
             cpu = cpu_seconds(gw.proc.pid) - cpu0
+            self.svc_cpu = self.services_cpu() - svc0
+            self.svc_broker = self.broker_cpu - broker0
             pub.wait("acked", 60)
             pub.stop()
         finally:
@@ -471,8 +525,12 @@ class Bench:
                 prof = self.profile(gw.proc.pid, tdir, "gateway-backlog")
                 start = watch.wait_online(after, 1)
                 cpu0 = cpu_seconds(gw.proc.pid)
-                end, count = self.wait_stored(db)
+                svc0 = self.services_cpu()
+                broker0 = self.broker_cpu
+                end, count = self.wait_done(db, watch)
                 cpu = cpu_seconds(gw.proc.pid) - cpu0
+                self.svc_cpu = self.services_cpu() - svc0
+                self.svc_broker = self.broker_cpu - broker0
             finally:
                 gw.stop()
         finally:
@@ -494,7 +552,8 @@ class Bench:
         final = distinct(self.url, db)
         if final != self.n:
             raise AssertionError(f"gateway {scenario}: InfluxDB holds {final} distinct readings of {self.n}")
-        return Trial("gateway", scenario, secs, self.n / secs, final, final - self.n, cpu)
+        extra = final - self.n
+        return Trial("gateway", scenario, secs, self.n / secs, final, extra, cpu, self.svc_cpu, self.svc_broker)
 
 
 def report(trials: list[Trial], n: int) -> str:
@@ -523,6 +582,7 @@ def report(trials: list[Trial], n: int) -> str:
 
 #: Where a sample's time goes: the first of these frames (innermost first) found in its stack.
 STAGES = [
+    ("startup (imports; backlog profiles start at spawn)", ("_find_and_load (",)),
     ("validate (contracts.receive: topic, pydantic, RFC 3339)", ("receive (contracts/__init__.py",)),
     ("line protocol (to_points, Point)", ("message_lines (gateway/pipeline.py", "to_points (contracts/storage.py")),
     ("queue hand-off (Queue.put/get)", ("Queue.put (queue.py", "Queue.get (queue.py")),
@@ -580,6 +640,19 @@ def main() -> int:
     p.add_argument("--only", choices=["bare", "gateway"], help="run one consumer only")
     p.add_argument("--workers", default="1", type=lambda v: [int(x) for x in v.split(",")],
                    help="gateway variants by worker processes, e.g. 1,2")  # fmt: skip
+    p.add_argument(
+        "--done",
+        choices=["confirm", "poll"],
+        default="confirm",
+        help="gateway done at its last confirmation (sent only after InfluxDB took the batch), "
+        "or when polling InfluxDB (every 50 ms) finds N; either way InfluxDB is checked for N after",
+    )
+    p.add_argument(
+        "--autosave",
+        type=int,
+        default=services.AUTOSAVE_CHANGES,
+        help="broker saves after this many changes (0: never; default: the project's setting)",
+    )
     p.add_argument("--env", action="append", default=[], metavar="K=V", help="gateway environment override")
     p.add_argument("--profile", action="store_true", help="py-spy the gateway (raw stacks; summary printed)")
     p.add_argument("--keep", type=Path, help="copy the work dir (logs, profiles) here")
@@ -589,7 +662,8 @@ def main() -> int:
     trials: list[Trial] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        mq = services.start_mosquitto(work / "mq")  # the project's default autosave
+        autosave = args.autosave if args.autosave > 0 else None
+        mq = services.start_mosquitto(work / "mq", autosave_changes=autosave)
         ix = services.start_influxd(work / "ix")
         try:
             bench = Bench(args, work, mq, ix)
@@ -606,7 +680,9 @@ def main() -> int:
                         t = runs[who]()
                         trials.append(t)
                         print(f"round {r + 1} {scenario:7s} {who:11s} {t.seconds:6.2f} s {t.rate:8,.0f} msg/s "
-                              f"distinct {t.distinct} extra {t.extra} cpu {t.cpu_s:.1f} s", flush=True)  # fmt: skip
+                              f"distinct {t.distinct} extra {t.extra} cpu {t.cpu_s:.1f} s "
+                              f"broker {t.broker_cpu_s:.1f} s "
+                              f"influxd {t.services_cpu_s - t.broker_cpu_s:.1f} s", flush=True)  # fmt: skip
             print()
             print(report(trials, args.n))
             if args.profile:
