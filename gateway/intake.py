@@ -20,7 +20,9 @@ copy comes through.
 
 Subscription: everything under the prefix (``{prefix}/#``), so a message on a
 topic that is not ours in shape is counted and dead-lettered (``bad_topic``),
-not silently unmatched. Control traffic (``…/stored`` confirmations) and a
+not silently unmatched; with ``share_group`` set (worker processes,
+:mod:`gateway.workers`), as one member of ``$share/{group}/{prefix}/#``: the
+broker gives each message to one member. Control traffic (``…/stored`` confirmations) and a
 cleared retained status (empty payload on a status topic) are acknowledged
 in their place and counted as :class:`~gateway.pipeline.Ignored`.
 
@@ -85,6 +87,10 @@ class MqttIntake:
         self._site = site
         self._prefix = settings.topic_prefix
         self._site_id = site.site.id if site is not None else settings.site_id
+        #: Everything under the prefix; as one member of a shared subscription with ``share_group``
+        #: (the broker then sends retained messages to no member on subscribing: MQTT 5 4.8.2).
+        everything = topics.everything(self._prefix)
+        self._filter = everything if settings.share_group is None else f"$share/{settings.share_group}/{everything}"
         self._lock = threading.Lock()
         self._gen = 0
         self._connected = threading.Event()
@@ -139,7 +145,7 @@ class MqttIntake:
             self._settings.mqtt_host,
             self._settings.mqtt_port,
             self._settings.mqtt_client_id,
-            topics.everything(self._prefix),
+            self._filter,
         )
         self._client.connect_async(
             self._settings.mqtt_host,
@@ -301,7 +307,7 @@ class MqttIntake:
             if flags.session_present:
                 # Our subscription survived: do not make the broker resend every retained status.
                 options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
-            _, self._sub_mid = client.subscribe(topics.everything(self._prefix), options=options)
+            _, self._sub_mid = client.subscribe(self._filter, options=options)
             self.publish_status("online")
         except Exception:
             log.exception("on_connect failed")

@@ -17,9 +17,11 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from common.runtime import stop_on_signals
-from contracts.configfile import ConfigError
+from contracts.configfile import ConfigError, load_model
+from contracts.site import SiteConfig
 from gateway.service import Gateway
 from gateway.settings import GatewaySettings
+from gateway.workers import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,17 @@ def main(argv: list[str] | None = None) -> int:
             where = ".".join(str(p) for p in err["loc"])
             print(f"district gateway: setting {where}: {err['msg']}", file=sys.stderr)
         return 2
+    if settings.workers > 1:
+        # N worker processes on one shared subscription (gateway.workers); a bad site file fails here, once.
+        try:
+            if settings.site_config is not None:
+                load_model(settings.site_config, SiteConfig)
+        except ConfigError as exc:
+            for line in exc.errors:
+                print(line, file=sys.stderr)
+            return 2
+        log.info("gateway: %d worker processes", settings.workers)
+        return Supervisor(settings, args.log_level, stop_on_signals()).run()
     try:
         gateway = Gateway(settings)
     except ConfigError as exc:

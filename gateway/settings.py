@@ -38,6 +38,17 @@ class GatewaySettings(BaseSettings):
     #: when full, the MQTT thread waits (TCP back-pressure). 0 = 2 x receive_maximum.
     queue_max: Annotated[int, Field(ge=0)] = 0
     topic_prefix: str = topics.DEFAULT_PREFIX
+    #: Intake processes. 1: this process receives, validates, writes and
+    #: acknowledges everything. N > 1: a supervisor runs N worker processes
+    #: (``gateway.workers``) that share the ingest through an MQTT 5 shared
+    #: subscription; each has its own persistent session (client id
+    #: ``{mqtt_client_id}-w{i}``), writer, acks and confirmations.
+    workers: Annotated[int, Field(ge=1, le=32)] = 1
+    #: Set: subscribe as a member of the shared subscription group
+    #: ``$share/{share_group}/{prefix}/#`` (the broker gives each message to
+    #: one member). Set by the supervisor for its workers; also lets separate
+    #: gateway hosts share one ingest.
+    share_group: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")] | None = None
 
     #: End-to-end confirmation: tell each device which of its readings are
     #: stored (``{prefix}/v1/{site}/{device}/stored``), so its outbox keeps
