@@ -381,7 +381,7 @@ class MqttIntake:
             try:
                 topic = msg.topic
             except UnicodeDecodeError:
-                topic = repr(msg._topic)[:200]
+                topic = NON_UTF8_TOPIC  # paho exposes the raw bytes only through a private attribute
                 item: Item = Rejected(
                     msg.mid, msg.qos, gen, topic, payload, "bad_topic", "topic is not UTF-8", received_at
                 )
@@ -393,7 +393,7 @@ class MqttIntake:
                 self._stats.count_received(item.reason if isinstance(item, Rejected) else None)
             self._put(item)
         except Exception:
-            log.exception("on_message failed for a message on %r", getattr(msg, "_topic", b"?"))
+            log.exception("on_message failed for a message on %s", _topic_of(msg))
 
     def _classify(self, msg: mqtt.MQTTMessage, topic: str, payload: bytes, gen: int, received_at: datetime) -> Item:
         if topics.is_control(topic, self._prefix):
@@ -420,6 +420,17 @@ class MqttIntake:
                 self._ratelog(
                     logging.WARNING, "queue_full", "intake queue full (%d): waiting for InfluxDB", self._q.maxsize
                 )
+
+
+#: The dead-letter topic of a message whose topic is not UTF-8 (MQTT 3.1.1 §1.5.3 requires UTF-8).
+NON_UTF8_TOPIC = "<topic is not UTF-8>"
+
+
+def _topic_of(msg: mqtt.MQTTMessage) -> str:
+    try:
+        return str(msg.topic)[:200]
+    except UnicodeDecodeError:
+        return NON_UTF8_TOPIC
 
 
 def _valid_id(value: str) -> bool:
