@@ -30,12 +30,14 @@ def test_cloned_edge_agents_back_off_and_every_reading_is_stored(
         a.start()
         b.start()
         assert a.publisher is not None and b.publisher is not None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (a.publisher.stats["taken_over"] or b.publisher.stats["taken_over"]):
-            time.sleep(0.1)
-        named = [r.getMessage() for r in caplog.records if "probably using our client id" in r.getMessage()]
-        assert named and a.config.client_id in named[0]
+
+        def named() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "probably using our client id" in r.getMessage()]
+
+        wait_for(named, 60, what="the clash named in the log")
+        assert a.config.client_id in named()[0]
         # One backs off (60 s); the other holds the connection and its readings get through.
+        wait_for(lambda: a.publisher.connected.is_set() or b.publisher.connected.is_set(), 10, what="a holder")  # type: ignore[union-attr]
         holder = a if a.publisher.connected.is_set() else b
         sent = _readings(50)
         holder.emit(sent)

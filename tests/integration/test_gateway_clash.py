@@ -44,12 +44,14 @@ def test_two_gateways_with_one_client_id_stop_kicking_each_other_off(
     assert a.wait_ready(15)
     b.start()
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not (a.intake.clash.clashes or b.intake.clash.clashes):
-            time.sleep(0.1)
-        named = [r.getMessage() for r in caplog.records if "probably using our client id" in r.getMessage()]
-        assert named, "the clash was not named in the log"
-        assert f"same-{prefix}" in named[0]
+
+        def named() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "probably using our client id" in r.getMessage()]
+
+        # Three quick drops each; slower on a loaded CI box. (Wait for the log record itself: the
+        # clash is counted an instant before it is logged.)
+        wait_for(named, 60, what="the clash named in the log")
+        assert f"same-{prefix}" in named()[0]
         # Settled: over the next 10 s nobody loses the broker any more.
         drops_before = sum(1 for r in caplog.records if "lost the broker" in r.getMessage())
         time.sleep(10)
@@ -57,8 +59,7 @@ def test_two_gateways_with_one_client_id_stop_kicking_each_other_off(
         # At most a few reconnects each (two gateways in this process share one logger).
         assert drops_after == drops_before <= 2 * 3
         # Whoever holds the session stores what arrives.
-        holder = a if a.intake.is_connected() else b
-        assert holder.intake.is_connected()
+        assert a.intake.is_connected() or b.intake.is_connected()
         readings = [bay(bay_id=f"AM-{i:03d}") for i in range(1, 21)]
         publisher.send_many([(topic_of(prefix, "bays-1", "parking_bay"), encode(m)) for m in readings])
         wait_for(lambda: influx_db.count("parking_bay") == 20, 15, what="20 readings stored")
@@ -70,27 +71,32 @@ def test_two_gateways_with_one_client_id_stop_kicking_each_other_off(
     assert not crashed, crashed[0].getMessage()
 
 
-def test_session_taken_over_process_exits_with_status_3(mosquitto: Service, prefix: str, tmp_path: Path) -> None:
-    """The gateway process that gives up says why on stderr and exits 3, so a service manager shows it."""
+def test_gateway_processes_with_one_client_id_name_the_clash_and_keep_running(
+    mosquitto: Service, prefix: str, tmp_path: Path
+) -> None:
+    """As deployed: two `district gateway` processes. One names the clash on stderr and backs off; neither
+    crashes, and both stop cleanly. (The exit with status 3 comes on a third clash, minutes later.)"""
     env_ids = {"DISTRICT_GATEWAY_MQTT_CLIENT_ID": f"same-{prefix}", "DISTRICT_GATEWAY_MQTT_PORT": str(mosquitto.port),
                "DISTRICT_GATEWAY_TOPIC_PREFIX": prefix, "DISTRICT_GATEWAY_INFLUX_URL": "http://127.0.0.1:9",
                "DISTRICT_GATEWAY_CREATE_DATABASE": "false"}  # fmt: skip
     env = {**os.environ, **env_ids}
     district = str(Path(sys.executable).parent / "district")
-    procs = [
-        subprocess.Popen([district, "gateway"], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-        for _ in range(2)
-    ]
+    logs = [tmp_path / f"gw{i}.log" for i in range(2)]
+    procs = []
+    for log_path in logs:
+        with open(log_path, "w") as out:
+            procs.append(subprocess.Popen([district, "gateway"], env=env, stderr=out, stdout=subprocess.DEVNULL))
     try:
-        # Two clashes back off 60 s then 120 s; the exit comes on the third. Too slow for a test:
-        # what a test can show is that one of them names it and backs off, and neither crashes.
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and all(p.poll() is None for p in procs):
-            time.sleep(0.2)
+
+        def named() -> bool:
+            return any("probably using our client id" in p.read_text() for p in logs)
+
+        wait_for(lambda: named() or any(p.poll() is not None for p in procs), 90, what="the clash named")
         assert all(p.poll() is None for p in procs), "a gateway died instead of backing off"
+        assert named()
     finally:
         for p in procs:
             p.terminate()
-        outs = [p.communicate(timeout=20)[1] for p in procs]
-    assert all(p.returncode == 0 for p in procs), outs
-    assert any("probably using our client id" in out for out in outs), outs
+        for p in procs:
+            p.wait(20)
+    assert all(p.returncode == 0 for p in procs), [p.read_text()[-2000:] for p in logs]
