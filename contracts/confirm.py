@@ -54,13 +54,7 @@ class ConfirmationRejected(ValueError):
 
 def ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
     """Sorted, merged inclusive ranges covering ``seqs``: ``[3, 1, 2, 7]`` → ``[(1, 3), (7, 7)]``."""
-    out: list[tuple[int, int]] = []
-    for s in sorted(set(seqs)):
-        if out and s == out[-1][1] + 1:
-            out[-1] = (out[-1][0], s)
-        else:
-            out.append((s, s))
-    return out
+    return ranges_merge((s, s) for s in seqs)
 
 
 def encode(device_id: str, epoch: str, seqs: Iterable[int], *, by: str | None = None) -> list[bytes]:

@@ -152,7 +152,7 @@ class MqttPublisher:
         self._thread: threading.Thread | None = None
         # per-connection state, only touched by the MQTT thread
         self._connack: ReasonCode | None = None
-        self._inflight: dict[int, int] = {}  # mid -> outbox id
+        self._inflight: dict[int, tuple[int, float]] = {}  # mid -> (outbox id, when published, monotonic)
         self._acked: list[int] = []
         self._cursor = 0
         self._status_mids: set[int] = set()
@@ -163,7 +163,6 @@ class MqttPublisher:
         self._awaiting: dict[int, float] = {}
         #: Inclusive seq ranges the gateway confirmed, not yet deleted from the outbox.
         self._confirmed: list[tuple[int, int]] = []
-        self._published_at: dict[int, float] = {}  # mid -> when published
         #: When the last confirmation arrived (monotonic); while none arrive, re-sends back off
         #: (the shared policy: confirm_timeout_s doubling to MAX_SILENT_WAIT_S, reset by a confirmation).
         self._last_confirmed_at = 0.0
@@ -233,7 +232,6 @@ class MqttPublisher:
         self._acked.clear()
         self._status_mids.clear()
         self._awaiting.clear()
-        self._published_at.clear()
         self._cursor = 0
         self._lost = False
         self._lost_reason = None
@@ -309,8 +307,7 @@ class MqttPublisher:
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 log.warning("mqtt: publish failed (%s); reconnecting", mqtt.error_string(info.rc))
                 return False
-            self._inflight[info.mid] = item.id
-            self._published_at[info.mid] = now
+            self._inflight[info.mid] = (item.id, now)
             self._cursor = item.id
             self.stats["published"] += 1
         return True
@@ -427,15 +424,15 @@ class MqttPublisher:
         self._lost_reason = reason.value if isinstance(reason, ReasonCode) else None
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any) -> None:
-        row = self._inflight.pop(mid, None)
-        published = self._published_at.pop(mid, None)
-        if row is None:
+        inflight = self._inflight.pop(mid, None)
+        if inflight is None:
             self._status_mids.discard(mid)
             return
+        row, published = inflight
         self.stats["broker_acked"] += 1
         if not self.end_to_end:
             self._acked.append(row)
-        elif published is not None:
+        else:
             # The broker has it; the outbox keeps it until the gateway confirms.
             self._awaiting[row] = published
 
@@ -461,7 +458,6 @@ class MqttPublisher:
             else:
                 self._awaiting = {r: t for r, t in self._awaiting.items() if not lo <= r <= hi}
         if self._inflight:
-            confirmed = {mid for mid, row in self._inflight.items() if any(lo <= row <= hi for lo, hi in c.seqs)}
+            confirmed = [mid for mid, (row, _) in self._inflight.items() if any(lo <= row <= hi for lo, hi in c.seqs)]
             for mid in confirmed:
                 del self._inflight[mid]
-                self._published_at.pop(mid, None)

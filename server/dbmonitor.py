@@ -72,7 +72,7 @@ class DatabaseMonitor:
         self._catch_up_due = 0
         self.catch_ups = 0
 
-    def request_catch_up(self, session_present: bool = False) -> None:
+    def request_catch_up(self) -> None:
         """The stream reconnected: re-read every bay's last state from history on the next checks."""
         self._catch_up_due = CATCH_UP_ROUNDS
 

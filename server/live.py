@@ -144,10 +144,6 @@ class ClockOffsets:
             q.popleft()
         return q[0][1]
 
-    def get(self, device_id: str) -> float | None:
-        q = self._samples.get(device_id)
-        return q[0][1] if q else None
-
     def all(self) -> dict[str, float]:
         return {device: q[0][1] for device, q in self._samples.items() if q}
 

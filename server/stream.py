@@ -64,10 +64,9 @@ class LiveStream:
         self.rejected: Counter[str] = Counter()
         self._client: mqtt.Client | None = None
         self._ever_connected = False
-        self.reconnects = 0
-        self.cleared = 0
-        #: Called (from the MQTT thread) after a reconnect: something may have been missed.
-        self.on_reconnect: Callable[[bool], None] | None = None
+        #: Called (from the MQTT thread) after every reconnect, with or without a resumed session:
+        #: something may have been missed either way (a blip outlasting the broker's delivery).
+        self.on_reconnect: Callable[[], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -172,10 +171,8 @@ class LiveStream:
                 self.prefix,
                 self.site_id,
             )
-            if again:
-                self.reconnects += 1
-                if self.on_reconnect is not None:
-                    self.on_reconnect(session)
+            if again and self.on_reconnect is not None:
+                self.on_reconnect()
         except Exception:
             log.exception("MQTT on_connect handler failed")
 
@@ -246,8 +243,6 @@ class LiveStream:
                 self._reject("bad_topic", str(exc))
                 return
             self.live.clear_device_status(where.device_id)
-            with self._lock:
-                self.cleared += 1
             return
         try:
             _, message = contracts.receive(topic, payload, prefix=self.prefix, site=self.live.site, now=now)
