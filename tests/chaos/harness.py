@@ -44,6 +44,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from district.services import Service, start_influxd, start_mosquitto
+from tests.conftest import wait_for
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +86,11 @@ class Figures:
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+    """The suite's poll (``tests.conftest.wait_for``), raising TimeoutError, which the long form catches."""
+    try:
+        return wait_for(predicate, timeout, interval, what)
+    except AssertionError as exc:
+        raise TimeoutError(str(exc)) from None
 
 
 # -- InfluxDB queries ------------------------------------------------------------------------------

@@ -35,8 +35,8 @@ from contracts import ParkingBayState, encode, new_reading_id, topics, utcnow
 from contracts.storage import M_PARKING_BAY
 from district.services import Service
 from gateway.service import Gateway
-from gateway.settings import GatewaySettings
 from tests.conftest import Influx, wait_for
+from tests.integration.test_gateway import gateway_settings
 
 pytestmark = pytest.mark.integration
 
@@ -201,22 +201,9 @@ def run_gateway(caplog: pytest.LogCaptureFixture) -> Iterator[Callable[..., Gate
     running: list[Gateway] = []
 
     def start(mosquitto: Service, url: str, db: str, prefix: str, tmp_path: Path, **over: object) -> Gateway:
-        values: dict[str, object] = {
-            "mqtt_host": mosquitto.host,
-            "mqtt_port": mosquitto.port,
-            "mqtt_client_id": f"gw-{prefix}",
-            "topic_prefix": prefix,
-            "influx_url": url,
-            "influx_db": db,
-            "flush_interval_s": 0.05,
-            "stats_interval_s": 3600,  # no gateway_stats point: counts below are exact
-            "retry_initial_s": 0.05,
-            "retry_max_s": 0.5,
-            "stop_timeout_s": 1,
-            "dead_letter_path": tmp_path / "dead.jsonl",
-        }
-        values.update(over)
-        gw = Gateway(GatewaySettings.model_validate(values))
+        # no gateway_stats point (stats every hour): the counts below are exact
+        defaults: dict[str, object] = {"stats_interval_s": 3600, "stop_timeout_s": 1}
+        gw = Gateway(gateway_settings(mosquitto, Influx(url, db), prefix, tmp_path, **{**defaults, **over}))
         gw.start()
         running.append(gw)
         assert gw.wait_ready(15), "gateway did not connect and subscribe"
