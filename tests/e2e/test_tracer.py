@@ -137,6 +137,10 @@ def pipeline(tmp_path: Path, mosquitto: Service, influx_db: Influx, prefix: str)
                 return False
 
         wait_for(up, 30, what="the API")
+        # The gateway stores its own status once subscribed (it publishes it after its SUBSCRIBE,
+        # on the same connection): before that, a raw publisher's message would reach no session.
+        gateway_status = f"WHERE device = 'gw-{prefix}'"
+        wait_for(lambda: influx_db.count("device_status", where=gateway_status) >= 1, 30, what="the gateway")
         yield {
             "fleet": fleet,
             "api": api,
