@@ -35,12 +35,42 @@ class SiteInfo(StrictModel):
     timezone: str = "UTC"
 
 
+class CrowdLevels(StrictModel):
+    """Where a zone's crowd level changes, as a share of its ``capacity`` (occupancy / capacity).
+
+    ``low`` below ``moderate``; ``moderate`` from it; ``high`` from ``high``;
+    ``very_high`` from ``very_high``. Capacity is what the zone holds
+    *comfortably*, so the defaults put ``very_high`` at 90 % of it and
+    ``high`` at 70 %: the band where pedestrian level of service falls to
+    Fruin's "restricted" walkways (Fruin, *Pedestrian Planning and Design*,
+    1971; HCM 2010 Exhibit 23-1, LOS D-E). Our choice, stated so an operator can
+    tune it. Strictly increasing, each in (0, 10].
+    """
+
+    moderate: Annotated[float, Field(gt=0, le=10)] = 0.4
+    high: Annotated[float, Field(gt=0, le=10)] = 0.7
+    very_high: Annotated[float, Field(gt=0, le=10)] = 0.9
+
+    @model_validator(mode="after")
+    def _increasing(self) -> CrowdLevels:
+        if not self.moderate < self.high < self.very_high:
+            raise ValueError(
+                f"crowd levels must increase: moderate {self.moderate} < high {self.high} < very_high {self.very_high}"
+            )
+        return self
+
+
 class Zone(StrictModel):
     id: Ident
     name: str
     #: People the zone holds comfortably; crowd levels are a share of this.
     capacity: Annotated[int, Field(gt=0, le=MAX_WIRE_INT)] | None = None
     coords: CoordsConfig | None = None
+    crowd_levels: CrowdLevels = Field(default_factory=CrowdLevels)
+    #: Seconds: a zone whose cameras sent no footfall interval for this long
+    #: has no data (``nodata``), never 0 people. Cameras report every minute
+    #: by default (``edge`` camera ``interval_s``), so 5 minutes is 5 missed intervals.
+    stale_after_s: Annotated[float, Field(gt=0)] = 300.0
 
 
 class BayRange(StrictModel):
@@ -53,6 +83,24 @@ class BayRange(StrictModel):
 
     def ids(self) -> list[str]:
         return [f"{self.prefix}{n:0{self.width}d}" for n in range(self.start, self.start + self.count)]
+
+
+class Entrance(StrictModel):
+    """A pedestrian way in or out of a lot: guidance measures walking distance from here."""
+
+    name: str | None = None
+    coords: CoordsConfig
+
+
+class LotLevel(StrictModel):
+    """A level (or any named part) of a lot: a subset of its bays, for level signs (cascade)."""
+
+    id: Ident
+    name: str | None = None
+    bays: list[Ident] | BayRange
+
+    def bay_ids(self) -> list[str]:
+        return list(self.bays) if isinstance(self.bays, list) else self.bays.ids()
 
 
 class LotConfig(StrictModel):
@@ -74,9 +122,20 @@ class LotConfig(StrictModel):
     #: a lot with every bay free never shows full (check-config).
     full_below: Annotated[int, Field(ge=0, le=100_000)] = 1
     closed: bool = False
+    #: Pedestrian entrances; guidance walks from the nearest. Empty: the lot's ``coords``.
+    entrances: list[Entrance] = Field(default_factory=list)
+    #: Named parts of the lot (levels, decks) that signs may show on their own.
+    levels: list[LotLevel] = Field(default_factory=list)
 
     def bay_ids(self) -> list[str]:
         return list(self.bays) if isinstance(self.bays, list) else self.bays.ids()
+
+    def entrance_coords(self) -> list[CoordsConfig]:
+        """Where people walk out of the lot: its entrances, or its ``coords`` if none is configured."""
+        return [e.coords for e in self.entrances] or [self.coords]
+
+    def level(self, level_id: str) -> LotLevel | None:
+        return next((lv for lv in self.levels if lv.id == level_id), None)
 
     @property
     def total(self) -> int:
@@ -106,12 +165,21 @@ class Compartment(StrictModel):
     size: Literal["S", "M", "L", "XL"]
 
 
+CompartmentSize = Literal["S", "M", "L", "XL"]
+#: Compartment sizes, smallest first: a parcel that fits one fits every later one.
+COMPARTMENT_SIZES: tuple[CompartmentSize, ...] = ("S", "M", "L", "XL")
+
+
 class LockerBank(StrictModel):
+    """A pickup-locker station: compartments of sizes S/M/L/XL behind one controller."""
+
     id: Ident
     name: str
     coords: CoordsConfig
     zone: Ident | None = None
     compartments: list[Compartment | CompartmentRange]
+    #: Seconds: a compartment not heard from for this long is ``unknown``, never free.
+    stale_after_s: Annotated[float, Field(gt=0)] = 600.0
 
     def compartment_list(self) -> list[Compartment]:
         out: list[Compartment] = []
@@ -139,13 +207,77 @@ class Camera(StrictModel):
     lines: Annotated[list[CameraLine], Field(min_length=1)]
 
 
+#: What a sign shows when its data is stale or untrusted: nothing (``blank``) or ``fallback_text``.
+DisplayFallback = Literal["blank", "text"]
+#: Longest text a count display can show (the bridge's register map carries 16 ASCII characters).
+MAX_SIGN_TEXT = 16
+SignText = Annotated[str, Field(max_length=MAX_SIGN_TEXT, pattern=r"^[\x20-\x7e]*$")]
+
+#: Default ``stale_after_s`` by display kind: seconds of sensor silence after
+#: which a sign shows its fallback. A sign inside a garage steers drivers to a
+#: level they reach within a minute, so it goes blank sooner than a street sign
+#: (research/display-feeds.md §0.5: 120 s in-facility, 300 s street).
+DISPLAY_STALE_AFTER_S: dict[str, float] = {"garage": 120.0, "parking": 300.0, "wayfinding": 300.0}
+
+
+class LevelRef(StrictModel):
+    lot: Ident
+    level: Ident
+
+
 class Display(StrictModel):
+    """A sign: where it stands, what it sums (cascade), and how it renders the sum.
+
+    ``kind``: ``garage`` (a count sign inside a facility), ``parking`` (a
+    street parking sign), ``wayfinding`` (a totem; may show crowd levels).
+    Sources: ``lots``, lot ``levels`` and ``zones``; a sign sums either free
+    spaces (lots and levels) or people (zones), never both.
+
+    Rendering, in order (research/display-feeds.md §0.3-0.5, after Park Assist
+    and IRIS): sum the sources' free spaces; add ``offset`` (negative keeps a
+    buffer); clamp to [``min_value``, ``max_value``]; show ``full_text`` at or
+    below ``full_threshold``, ``low_text`` at or below ``low_threshold``, else
+    the number. ``closed`` (or every source lot closed) shows ``closed_text``.
+    The sign trusts its sources only while at least ``trust_share`` of their
+    bays report fresh readings (IRIS ``shouldTrust``: 75 %); stale (no fresh
+    observation within ``stale_after_s``) or untrusted, it shows its
+    ``fallback``, never a number.
+    """
+
     id: Ident
-    kind: Literal["parking", "wayfinding"]
+    kind: Literal["parking", "garage", "wayfinding"]
     coords: CoordsConfig
     name: str | None = None
     lots: list[Ident] = Field(default_factory=list)
+    levels: list[LevelRef] = Field(default_factory=list)
     zones: list[Ident] = Field(default_factory=list)
+    offset: Annotated[int, Field(ge=-100_000, le=100_000)] = 0
+    min_value: Annotated[int, Field(ge=0, le=65_000)] = 0
+    max_value: Annotated[int, Field(ge=0, le=65_000)] = 9999
+    #: Free spaces at or below which the sign shows ``low_text`` (None: never).
+    low_threshold: Annotated[int, Field(ge=0, le=65_000)] | None = None
+    low_text: SignText = "LOW"
+    #: Free spaces at or below which the sign shows ``full_text``.
+    full_threshold: Annotated[int, Field(ge=0, le=65_000)] = 0
+    full_text: SignText = "FULL"
+    closed_text: SignText = "CLOSED"
+    closed: bool = False
+    fallback: DisplayFallback = "blank"
+    fallback_text: SignText = ""
+    #: Seconds; default by ``kind`` (:data:`DISPLAY_STALE_AFTER_S`).
+    stale_after_s: Annotated[float, Field(gt=0, le=86_400)] | None = None
+    #: Share of the sources' bays that must report for the sign to show a number.
+    trust_share: Annotated[float, Field(gt=0, le=1)] = 0.75
+
+    @property
+    def stale_limit_s(self) -> float:
+        """``stale_after_s``, or the default of the display's kind."""
+        return self.stale_after_s if self.stale_after_s is not None else DISPLAY_STALE_AFTER_S[self.kind]
+
+    @property
+    def shows(self) -> Literal["spaces", "people"]:
+        """What the sign's number counts: free spaces (lots, levels) or people (zones)."""
+        return "people" if self.zones and not (self.lots or self.levels) else "spaces"
 
 
 class Device(StrictModel):
@@ -188,6 +320,16 @@ class SiteConfig(StrictModel):
                 problems.append(f"parking lot {lot.id}: duplicate bay id(s): {', '.join(sorted(dups)[:10])}")
             if lot.zone and lot.zone not in zones:
                 problems.append(f"parking lot {lot.id}: unknown zone {lot.zone!r}")
+            level_dups = [i for i, n in Counter(lv.id for lv in lot.levels).items() if n > 1]
+            if level_dups:
+                problems.append(f"parking lot {lot.id}: duplicate level id(s): {', '.join(sorted(level_dups))}")
+            lot_bays = set(lot.bay_ids())
+            for level in lot.levels:
+                strays = [b for b in level.bay_ids() if b not in lot_bays]
+                if strays:
+                    problems.append(
+                        f"parking lot {lot.id} level {level.id}: bay(s) not in the lot: {', '.join(strays[:10])}"
+                    )
         for bank in self.lockers:
             ids = [c.id for c in bank.compartment_list()]
             dups = [i for i, n in Counter(ids).items() if n > 1]
@@ -211,6 +353,12 @@ class SiteConfig(StrictModel):
             for zone_id in disp.zones:
                 if zone_id not in zones:
                     problems.append(f"display {disp.id}: unknown zone {zone_id!r}")
+            for ref in disp.levels:
+                ref_lot = next((p for p in self.parking if p.id == ref.lot), None)
+                if ref_lot is None:
+                    problems.append(f"display {disp.id}: unknown parking lot {ref.lot!r} (levels)")
+                elif ref_lot.level(ref.level) is None:
+                    problems.append(f"display {disp.id}: parking lot {ref.lot} has no level {ref.level!r}")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -225,7 +373,15 @@ class SiteConfig(StrictModel):
         findings: list[Finding] = []
         for i, lot in enumerate(self.parking):
             total = len(self.bays_by_lot[lot.id])
-            if lot.full_below > max(1, total - 1):
+            if lot.full_below == 0:
+                findings.append(
+                    (
+                        ("parking", i, "full_below"),
+                        f"parking lot {lot.id}: full_below 0 is not a reserve: a lot with no free bay is always "
+                        "full; write 1 (the default) for no reserve",
+                    )
+                )
+            elif lot.full_below > max(1, total - 1):
                 findings.append(
                     (
                         ("parking", i, "full_below"),
@@ -235,6 +391,83 @@ class SiteConfig(StrictModel):
                         + ("" if lot.full_below > total else " but one"),
                     )
                 )
+        findings += self._display_findings()
+        return findings
+
+    def display_capacity(self, display: Display) -> int:
+        """The most a display's sources can show: their bays (spaces) or zone capacities (people)."""
+        if display.shows == "people":
+            by_id = {z.id: z for z in self.zones}
+            return sum(by_id[z].capacity or 0 for z in display.zones if z in by_id)
+        bays: set[tuple[str, str]] = set()
+        for lot_id in display.lots:
+            bays |= {(lot_id, b) for b in self.bays_by_lot.get(lot_id, ())}
+        for ref in display.levels:
+            lot = self.lot(ref.lot)
+            level = lot.level(ref.level) if lot else None
+            if level is not None:
+                bays |= {(ref.lot, b) for b in level.bay_ids()}
+        return len(bays)
+
+    def _display_findings(self) -> list[Finding]:
+        """Displays that validate but contradict themselves (``district check-config`` rejects these)."""
+        findings: list[Finding] = []
+        zones = {z.id: z for z in self.zones}
+        for i, disp in enumerate(self.displays):
+            where = ("displays", i)
+            if not (disp.lots or disp.levels or disp.zones):
+                findings.append((where, f"display {disp.id}: no source (lots, levels or zones): it could never show"))
+                continue
+            if disp.zones and (disp.lots or disp.levels):
+                findings.append(
+                    (where, f"display {disp.id}: sums free spaces (lots, levels) and people (zones) at once")
+                )
+            if disp.min_value > disp.max_value:
+                findings.append(
+                    (
+                        (*where, "min_value"),
+                        f"display {disp.id}: min_value {disp.min_value} is above max_value {disp.max_value}",
+                    )
+                )
+            capacity = self.display_capacity(disp)
+            if disp.low_threshold is not None:
+                if disp.low_threshold > capacity:
+                    findings.append(
+                        (
+                            (*where, "low_threshold"),
+                            f"display {disp.id}: low_threshold {disp.low_threshold} is above the {capacity} "
+                            f"{disp.shows} its sources hold: it would always show {disp.low_text!r}",
+                        )
+                    )
+                if disp.low_threshold <= disp.full_threshold:
+                    findings.append(
+                        (
+                            (*where, "low_threshold"),
+                            f"display {disp.id}: low_threshold {disp.low_threshold} is not above full_threshold "
+                            f"{disp.full_threshold}: {disp.low_text!r} could never show",
+                        )
+                    )
+            if disp.full_threshold >= capacity > 0:
+                findings.append(
+                    (
+                        (*where, "full_threshold"),
+                        f"display {disp.id}: full_threshold {disp.full_threshold} is not below the {capacity} "
+                        f"{disp.shows} its sources hold: it would always show {disp.full_text!r}",
+                    )
+                )
+            if disp.fallback == "text" and not disp.fallback_text:
+                findings.append(
+                    ((*where, "fallback_text"), f"display {disp.id}: fallback 'text' needs a fallback_text")
+                )
+            for zone_id in disp.zones:
+                zone = zones.get(zone_id)
+                if zone is not None and zone.capacity is None:
+                    findings.append(
+                        (
+                            where,
+                            f"display {disp.id}: zone {zone_id} has no capacity, so it has no crowd level to show",
+                        )
+                    )
         return findings
 
     # Indexes derived from the configuration, built once per (immutable) site.
@@ -252,3 +485,21 @@ class SiteConfig(StrictModel):
 
     def lot(self, lot_id: str) -> LotConfig | None:
         return next((p for p in self.parking if p.id == lot_id), None)
+
+    def zone(self, zone_id: str) -> Zone | None:
+        return next((z for z in self.zones if z.id == zone_id), None)
+
+    def bank(self, bank_id: str) -> LockerBank | None:
+        return next((b for b in self.lockers if b.id == bank_id), None)
+
+    def display(self, display_id: str) -> Display | None:
+        return next((d for d in self.displays if d.id == display_id), None)
+
+    @cached_property
+    def lines_by_zone(self) -> dict[str, list[tuple[str, str]]]:
+        """Each zone's counting lines, as (camera id, line id)."""
+        out: dict[str, list[tuple[str, str]]] = {z.id: [] for z in self.zones}
+        for cam in self.cameras:
+            for line in cam.lines:
+                out.setdefault(line.zone, []).append((cam.id, line.id))
+        return out

@@ -145,7 +145,7 @@ def test_a_reserve_that_does_not_fit_the_lot_is_rejected_with_its_location(
 
 @pytest.mark.parametrize(
     ("bays", "full_below"),
-    [("[c1, c2]", 0), ("[c1, c2]", 1), ("[d1]", 0), ("[d1]", 1), ("[]", 0), ("[]", 1), ("{prefix: A, count: 10}", 9)],
+    [("[c1, c2]", 1), ("[d1]", 1), ("[]", 1), ("{prefix: A, count: 10}", 9)],
 )
 def test_a_reserve_that_fits_is_accepted(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], bays: str, full_below: int
@@ -154,6 +154,20 @@ def test_a_reserve_that_fits_is_accepted(
     path.write_text(SITE_HEAD + lot_yaml(bays, f"    full_below: {full_below}\n"))
     assert check_config([str(path)]) == 0, capsys.readouterr().err
     assert f"{path}: ok (SiteConfig)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bays", ["[c1, c2]", "[d1]", "[]", "{prefix: A, count: 10}"])
+def test_a_reserve_of_zero_is_rejected_with_its_location(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bays: str
+) -> None:
+    # The services treat 0 as 1 (no free bay is always full), but a file that says 0 means
+    # "never full", which the lot cannot honour: check-config says so (bugcase 12 family).
+    path = tmp_path / "site.yaml"
+    path.write_text(SITE_HEAD + lot_yaml(bays, "    full_below: 0\n"))
+    assert check_config([str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:9:17: parking[0].full_below: parking lot " in err
+    assert "full_below 0 is not a reserve" in err
 
 
 def test_the_default_reserve_fits_every_lot(tmp_path: Path) -> None:
@@ -175,7 +189,9 @@ def test_bugcase_12_site_loads_for_the_services_but_fails_check_config(tmp_path:
     path.write_text(text)
     with pytest.raises(ConfigError) as info:
         load_model(path, SiteConfig, strict=True)
-    assert len(info.value.errors) == 1 and "parking lot tiny" in info.value.errors[0]
+    errors = info.value.errors
+    assert len(errors) == 2
+    assert "parking lot noreserve: full_below 0" in errors[0] and "parking lot tiny" in errors[1]
 
 
 @pytest.mark.parametrize(
