@@ -1,8 +1,9 @@
 """How messages are stored in InfluxDB (1.x data model): the second contract.
 
 The gateway writes with :func:`to_points`; the server reads with the names
-defined here (:data:`BAY_STATE_FIELDS` is what its bootstrap reads), so neither
-hard-codes the other's schema. A point is described by :class:`StoredPoint`
+defined here (:class:`LastStates` says what its bootstrap reads of each
+resource, :data:`FOOTFALL_FIELDS` what it reads of footfall intervals), so
+neither hard-codes the other's schema. A point is described by :class:`StoredPoint`
 (measurement, tags, fields, time in ns), free of any client library: the
 gateway's InfluxDB sink (``gateway/influx.py``) turns it into line protocol.
 
@@ -73,9 +74,46 @@ DEVICE_STATUS_FIELDS = ("reason", "uptime_s", "battery_pct", "signal_dbm", "firm
 #: The point time column InfluxDB returns (``epoch=ns``: int ns, see :func:`from_ns`).
 TIME = "time"
 
-#: What the server's start-up bootstrap reads of each bay's last ``parking_bay`` point, grouped by
-#: (:data:`TAG_LOT`, :data:`TAG_BAY`): the status, and the reading's id, receive time (int ns) and sequence.
-BAY_STATE_FIELDS = (F_STATUS, F_READING_ID, F_RECEIVED_NS, F_EPOCH, F_SEQ)
+#: Fields of ``locker_compartment`` besides ``status``: the door, ``open``/``closed``/``unknown``.
+F_DOOR = "door"
+#: Fields of ``footfall`` (one point per line and interval) and ``zone_occupancy``.
+F_TOWARDS = "towards"
+F_AWAY = "away"
+F_INTERVAL_S = "interval_s"
+F_OCCUPANCY = "occupancy"
+
+
+@dataclass(frozen=True, slots=True)
+class LastStates:
+    """What the server's bootstrap reads of one entity resource: each entity's last point.
+
+    Points of ``measurement`` grouped by (``group_tag``, ``entity_tag``): the
+    ``status`` field (one of ``statuses``), ``detail`` (a second state word, or
+    None), and the reading's id, receive time (int ns) and sequence.
+    """
+
+    measurement: str
+    group_tag: str
+    entity_tag: str
+    statuses: frozenset[str]
+    detail: str | None = None
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The fields read, ``status`` first (the ``last()`` selector the others follow)."""
+        return (F_STATUS, F_READING_ID, F_RECEIVED_NS, F_EPOCH, F_SEQ) + ((self.detail,) if self.detail else ())
+
+
+#: Each bay's last ``parking_bay`` point.
+BAY_HISTORY = LastStates(M_PARKING_BAY, TAG_LOT, TAG_BAY, frozenset({"free", "occupied", "closed", "unknown"}))
+#: Each locker compartment's last ``locker_compartment`` point, with its door.
+LOCKER_HISTORY = LastStates(
+    M_LOCKER, TAG_BANK, TAG_COMPARTMENT, frozenset({"free", "occupied", "out_of_service", "unknown"}), F_DOOR
+)
+#: What a bay bootstrap reads (kept for readers of the first schema version).
+BAY_STATE_FIELDS = BAY_HISTORY.fields
+#: What the server reads of recent ``footfall`` points, grouped by zone, camera and line.
+FOOTFALL_FIELDS = (F_TOWARDS, F_AWAY, F_INTERVAL_S, F_READING_ID, F_RECEIVED_NS)
 
 #: A field value: str, int (line protocol ``i``), float or bool.
 FieldValue = str | int | float | bool
@@ -170,7 +208,7 @@ def to_points(message: Message, *, site_id: str, received_at: datetime, retained
         return [StoredPoint(M_PARKING_BAY, tags, {**fields, **common}, at)]
     if isinstance(message, LockerCompartmentState):
         tags = {**base_tags, TAG_BANK: message.bank_id, TAG_COMPARTMENT: message.compartment_id}
-        return [StoredPoint(M_LOCKER, tags, {"status": message.status, "door": message.door, **common}, at)]
+        return [StoredPoint(M_LOCKER, tags, {F_STATUS: message.status, F_DOOR: message.door, **common}, at)]
     if isinstance(message, FootfallCount):
         interval_s = (message.observed_at - message.interval_start).total_seconds()
         if message.camera_id is not None:
@@ -179,14 +217,14 @@ def to_points(message: Message, *, site_id: str, received_at: datetime, retained
             StoredPoint(
                 M_FOOTFALL,
                 {**base_tags, TAG_ZONE: message.zone_id, TAG_LINE: line.line_id},
-                {"towards": line.towards, "away": line.away, "interval_s": float(interval_s), **common},
+                {F_TOWARDS: line.towards, F_AWAY: line.away, F_INTERVAL_S: float(interval_s), **common},
                 at,
             )
             for line in message.lines
         ]
         if message.occupancy is not None:
             tags = {**base_tags, TAG_ZONE: message.zone_id}
-            points.append(StoredPoint(M_ZONE_OCCUPANCY, tags, {"occupancy": message.occupancy, **common}, at))
+            points.append(StoredPoint(M_ZONE_OCCUPANCY, tags, {F_OCCUPANCY: message.occupancy, **common}, at))
         return points
     if isinstance(message, DeviceStatus):
         fields = {"state": message.state}

@@ -22,14 +22,15 @@ from server.dbmonitor import DatabaseMonitor
 from server.errors import ApiError, api_error_handler
 from server.influx import InfluxClient, open_http_client
 from server.live import Clock, LiveState
-from server.routes import health, parking
+from server.routes import health, lockers, parking, zones
 from server.runtime import Runtime
 from server.settings import ServerSettings
 from server.stream import LiveStream
 
 log = logging.getLogger(__name__)
 
-DESCRIPTION = """Live guidance for a shopping district: free parking per lot, from bay sensors.
+DESCRIPTION = """Live guidance for a shopping district: free parking per lot, free pickup lockers
+per size, and crowd levels per zone, from bay sensors, locker controllers and footfall cameras.
 
 Live answers come from memory, kept current from the MQTT stream and
 bootstrapped from InfluxDB at start; a bay not heard from recently is
@@ -100,5 +101,7 @@ def create_app(
     app.state.runtime = runtime
     app.add_exception_handler(ApiError, api_error_handler)
     app.include_router(parking.router)
+    app.include_router(lockers.router)
+    app.include_router(zones.router)
     app.include_router(health.router)
     return app

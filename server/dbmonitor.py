@@ -7,6 +7,10 @@ down fills in the bays the stream has not mentioned yet as soon as it is back.
 The bootstrap cannot undo newer stream state: :class:`server.live.LiveState`
 only lets a bay move forward in time.
 
+Every live store (:attr:`server.live.LiveState.stores`: bays, locker
+compartments, zones, devices) is loaded the same way, each by its own
+``load_history``; what follows holds for all of them.
+
 Gap filling: when everything starts at once (a site after a power cut), the
 server may bootstrap before the gateway has stored anything and subscribe
 after the edge published its first states, and then know nothing of those
@@ -33,7 +37,7 @@ from common.influxdb import InfluxError
 from common.retry import Backoff
 from server import models
 from server.influx import InfluxClient
-from server.live import BayReading, LiveState
+from server.live import LiveState
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +67,6 @@ class DatabaseMonitor:
         self.last_check: float | None = None
         self.bootstrapped = False
         self.bootstrap_bays = 0
-        self.total_bays = sum(len(bays) for bays in live.site.bays_by_lot.values())
         self.gap_fills = 0
         #: Gap-fill delays: the check interval, doubling up to GAP_FILL_MAX_S, no jitter, never reset.
         self._gap_backoff = Backoff(interval_s, GAP_FILL_MAX_S)
@@ -77,22 +80,22 @@ class DatabaseMonitor:
         self._catch_up_due = CATCH_UP_ROUNDS
 
     async def _load(self) -> tuple[int, int]:
-        """Offer each bay's last state in history to the live state; (rows, applied). Raise InfluxError."""
-        rows = await self.client.last_bay_states(self.live.site.site.id, self.bootstrap_window_s)
-        applied = 0
-        for row in rows:
-            reading = BayReading.of(
-                row.status, row.observed_at, row.reading_id, heard=row.received_ts, epoch=row.epoch, seq=row.seq
-            )
-            if self.live.apply_bay(row.lot_id, row.bay_id, reading):
-                applied += 1
-        return len(rows), applied
+        """Offer each store's last state in history to it; (rows, applied) over all stores. Raise InfluxError."""
+        rows = applied = 0
+        site_id = self.live.site.site.id
+        for store in self.live.stores:
+            n, changed = await store.load_history(self.client, site_id, self.bootstrap_window_s)
+            rows += n
+            applied += changed
+            if changed:
+                self.live.notify(store.name)
+        return rows, applied
 
     async def catch_up(self) -> None:
         """Apply what history holds newer than the stream delivered (after a reconnect); raise InfluxError."""
         _, applied = await self._load()
         self.catch_ups += 1
-        log.info("catch-up after reconnect: %d bay state(s) changed while the link was down", applied)
+        log.info("catch-up after reconnect: %d state(s) changed while the link was down", applied)
 
     async def bootstrap(self, *, gap_fill: bool = False) -> None:
         """Load each bay's last state; raise InfluxError."""
@@ -104,11 +107,11 @@ class DatabaseMonitor:
             self.gap_fills += 1
             self._gap_next = self._monotonic() + self._gap_backoff.next_delay()
             if applied:
-                log.info("gap fill: %d bay state(s) the stream had not delivered", applied)
+                log.info("gap fill: %d state(s) the stream had not delivered", applied)
             return
         self._gap_next = self._monotonic() + self._gap_backoff.next_delay()
         log.info(
-            "bootstrap: %d bay state(s) from the last %.0f s, %d newer than the stream's, in %.2f s",
+            "bootstrap: %d state(s) from the last %.0f s, %d newer than the stream's, in %.2f s",
             n_rows,
             self.bootstrap_window_s,
             applied,
@@ -140,7 +143,7 @@ class DatabaseMonitor:
             except InfluxError as exc:
                 self._catch_up_due += 1
                 log.warning("catch-up after reconnect failed (retried on the next check): %s", exc)
-        elif self.live.bay_count() < self.total_bays and self._monotonic() >= self._gap_next:
+        elif any(store.missing() for store in self.live.stores) and self._monotonic() >= self._gap_next:
             try:
                 await self.bootstrap(gap_fill=True)
             except InfluxError as exc:

@@ -14,6 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 LotState = Literal["open", "full", "closed", "nodata"]
 LotType = Literal["garage", "underground", "surface", "street"]
+TrendDirection = Literal["filling", "emptying", "steady", "unknown"]
+LockerBankState = Literal["open", "full", "out_of_service", "nodata"]
+CompartmentSize = Literal["S", "M", "L", "XL"]
+CrowdLevel = Literal["low", "moderate", "high", "very_high", "nodata"]
+CrowdTrend = Literal["rising", "falling", "steady", "unknown"]
 
 
 class _Out(BaseModel):
@@ -23,6 +28,17 @@ class _Out(BaseModel):
 class Coords(_Out):
     lat: float
     lng: float
+
+
+class Trend(_Out):
+    """How a lot's free count moved over the last minutes of the live stream."""
+
+    direction: TrendDirection = Field(
+        description="filling: free spaces fell by at least max(2, 1 % of the bays) in the window; emptying: rose"
+        " by that much; steady: neither; unknown: less than a minute of live changes seen."
+    )
+    free_change: int | None = Field(description="Net change of free bays in the window (negative: filling).")
+    window_s: float = Field(description="Seconds looked back (up to 600; less right after the server started).")
 
 
 class ParkingLot(_Out):
@@ -55,6 +71,92 @@ class ParkingLot(_Out):
     age_s: float | None = Field(description="Seconds from observed_at to the moment of this answer.")
     fresh: bool = Field(description="True when the newest reading was heard within the lot's freshness limit.")
     stale_after_s: float = Field(description="A bay not heard from for this long counts as unknown.")
+    trend: Trend = Field(description="Filling or emptying, from the live changes of the last 10 minutes.")
+
+
+class LockerSize(_Out):
+    """One compartment size of a locker bank."""
+
+    size: CompartmentSize
+    total: int = Field(description="Compartments of this size in the site configuration.")
+    free: int = Field(description="Compartments whose fresh reading says free.")
+    occupied: int = Field(description="Compartments whose fresh reading says occupied (a parcel waits).")
+    out_of_service: int = Field(description="Compartments whose fresh reading says out of service.")
+    unknown: int = Field(
+        description="Compartments with no reading, a stale one, or status unknown: never counted as free."
+    )
+
+
+class OpenDoor(_Out):
+    compartment_id: str
+    size: CompartmentSize
+    since: datetime = Field(description="When the door was first reported open in its current open streak (UTC).")
+    open_s: float = Field(description="Seconds the door has been open at the moment of this answer.")
+
+
+class LockerBank(_Out):
+    """Live availability of one pickup-locker bank."""
+
+    id: str
+    name: str
+    coords: Coords
+    zone: str | None = None
+    total: int
+    free: int
+    occupied: int
+    out_of_service: int
+    unknown: int
+    sizes: list[LockerSize] = Field(description="Per compartment size (S, M, L, XL), sizes the bank has only.")
+    doors_open: list[OpenDoor] = Field(description="Compartments whose fresh reading says the door is open.")
+    state: LockerBankState = Field(
+        description="nodata: no compartment has a fresh reading; open: at least one is free;"
+        " out_of_service: every fresh one is out of service; full: otherwise."
+    )
+    observed_at: datetime | None = Field(description="When the newest compartment reading was heard (server clock).")
+    age_s: float | None
+    fresh: bool = Field(description="True when the newest reading was heard within the bank's freshness limit.")
+    stale_after_s: float
+
+
+class ZoneFlow(_Out):
+    """People crossing into (entries) and out of (exits) a zone within [start, end]."""
+
+    entries: int = Field(description="Crossings into the zone (FIWARE CrowdFlowObserved peopleCountTowards).")
+    exits: int = Field(description="Crossings out of the zone (peopleCountAway).")
+    start: datetime
+    end: datetime
+
+
+class ZoneCameras(_Out):
+    configured: int = Field(description="Cameras with a counting line into this zone.")
+    working: int = Field(description="Cameras heard within the zone's freshness limit and not reported broken.")
+    broken: list[str] = Field(description="Cameras whose device reports them frozen, black or disconnected.")
+
+
+class ZoneCrowd(_Out):
+    """Crowd level of one zone, from its cameras' footfall counts."""
+
+    id: str
+    name: str
+    capacity: int | None = Field(description="People the zone holds comfortably (site configuration).")
+    coords: Coords | None = None
+    state: Literal["ok", "nodata"] = Field(description="nodata: no working camera; every live number is then null.")
+    occupancy: int | None = Field(description="Estimated people in the zone: the cameras' in-minus-out estimates.")
+    share: float | None = Field(description="occupancy / capacity; null without either.")
+    level: CrowdLevel | None = Field(
+        description="low / moderate / high / very_high by the zone's crowd_levels thresholds on share"
+        " (defaults 0.4 / 0.7 / 0.9); nodata without a working camera; null when the zone has no capacity."
+    )
+    trend: CrowdTrend = Field(
+        description="rising / falling: net flow of the last 15 min beyond max(5, 2 % of capacity); steady otherwise."
+    )
+    last_15m: ZoneFlow | None
+    last_1h: ZoneFlow | None
+    observed_at: datetime | None = Field(description="When the newest interval was heard (server clock).")
+    age_s: float | None
+    fresh: bool
+    stale_after_s: float
+    cameras: ZoneCameras
 
 
 class ErrorOut(_Out):

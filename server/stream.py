@@ -36,15 +36,15 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 import contracts
-from contracts import DeviceStatus, MessageRejected, ParkingBayState, topics
+from contracts import MessageRejected, topics
 from server import models
 from server.live import LiveState
 from server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
-#: Kinds the server follows. Footfall and lockers come with their endpoints.
-KINDS = ("parking_bay", "status")
+#: Kinds the server follows: every reading kind, each kept by its live store.
+KINDS = ("parking_bay", "locker", "footfall", "status")
 
 
 class LiveStream:
@@ -249,10 +249,7 @@ class LiveStream:
         except MessageRejected as exc:
             self._reject(exc.reason, f"{topic[:200]}: {exc.detail}")
             return
-        if isinstance(message, ParkingBayState):
-            self.live.apply_message(message, now)
-        elif isinstance(message, DeviceStatus):
-            self.live.apply_device_status(message, now, retained=retained)
+        self.live.apply(message, now, retained=retained)
 
     def _reject(self, reason: str, detail: str) -> None:
         with self._lock:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from common.influxdb import InfluxError
-from contracts import DeviceStatus, ParkingBayState, encode, topics
+from contracts import DeviceStatus, ParkingBayState, encode, storage, topics
 from contracts.site import SiteConfig
 from server.dbmonitor import DatabaseMonitor
 from server.influx import BayRow, InfluxClient, last_bay_states_query
@@ -183,11 +183,20 @@ class FakeInflux:
         if not self.up:
             raise InfluxError("ConnectError: refused")
 
-    async def last_bay_states(self, site_id: str, window_s: float) -> list[BayRow]:
-        self.queries += 1
+    async def last_states(self, spec: storage.LastStates, site_id: str, window_s: float) -> list[BayRow]:
+        """Bay rows for the bay query (counted in ``queries``); the site has no lockers."""
         if not self.up:
             raise InfluxError("ConnectError: refused")
-        return self.rows
+        if spec is storage.BAY_HISTORY:
+            self.queries += 1
+            return self.rows
+        return []
+
+    async def footfall(self, site_id: str, window_s: float) -> list[object]:
+        return []
+
+    async def last_occupancy(self, site_id: str, window_s: float) -> list[object]:
+        return []
 
 
 def test_monitor_retries_the_bootstrap_until_it_succeeds_and_never_undoes_the_stream(live: LiveState) -> None:

@@ -1,0 +1,261 @@
+"""Lockers and crowd levels: the live stores and their routes, on injected state (no broker, no database)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from contracts import CameraHealth, DeviceStatus, FootfallCount, LineCount, LockerCompartmentState
+from contracts.site import SiteConfig
+from server.app import create_app
+from server.live import LiveState
+from server.settings import ServerSettings
+
+T0 = datetime(2026, 5, 4, 12, 0, 0, tzinfo=UTC)
+_ids = iter(range(1, 10**9))
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def make_site() -> SiteConfig:
+    return SiteConfig.model_validate(
+        {
+            "site": {"id": "s1", "name": "Test"},
+            "zones": [
+                {"id": "z1", "name": "Square", "capacity": 100},
+                {"id": "z2", "name": "Lane", "capacity": 50},
+                {"id": "z3", "name": "No capacity"},
+            ],
+            "lockers": [
+                {
+                    "id": "k1",
+                    "name": "Station",
+                    "coords": {"lat": 51.0, "lng": 13.7},
+                    "stale_after_s": 60,
+                    "compartments": [
+                        {"size": "S", "count": 3, "prefix": "S"},
+                        {"size": "L", "count": 2, "prefix": "L"},
+                    ],
+                }
+            ],
+            "cameras": [
+                {"id": "cam1", "device": "d-cam", "lines": [{"id": "l1", "zone": "z1"}, {"id": "l2", "zone": "z1"}]},
+                {"id": "cam2", "device": "d-cam", "lines": [{"id": "l3", "zone": "z2"}]},
+            ],
+        }
+    )
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def live(clock: FakeClock) -> LiveState:
+    return LiveState(make_site(), clock)
+
+
+def locker(live: LiveState, cid: str, status: str, door: str = "closed", age_s: float = 0) -> bool:
+    at = live.clock() - timedelta(seconds=age_s)
+    msg = LockerCompartmentState(
+        device_id="d-lock", observed_at=at, reading_id=f"r{next(_ids):09d}", bank_id="k1",
+        compartment_id=cid, status=status, door=door,  # type: ignore[arg-type]
+    )  # fmt: skip
+    return live.apply(msg, at)
+
+
+def footfall(
+    live: LiveState, zone: str, camera: str, lines: dict[str, tuple[int, int]], occupancy: int | None, rid: str = ""
+) -> FootfallCount:
+    end = live.clock()
+    msg = FootfallCount(
+        device_id="d-cam", observed_at=end, reading_id=rid or f"f{next(_ids):09d}", zone_id=zone, camera_id=camera,
+        interval_start=end - timedelta(seconds=60),
+        lines=[LineCount(line_id=k, towards=t, away=a) for k, (t, a) in lines.items()], occupancy=occupancy,
+    )  # fmt: skip
+    live.apply(msg, end)
+    return msg
+
+
+# -- lockers ---------------------------------------------------------------------
+
+
+def test_a_bank_counts_each_size_and_never_shows_an_unheard_compartment_as_free(live: LiveState) -> None:
+    locker(live, "S01", "free")
+    locker(live, "S02", "occupied")
+    locker(live, "L01", "out_of_service")
+    bank = live.locker_bank("k1")
+    assert bank is not None
+    sizes = {s.size: (s.total, s.free, s.occupied, s.out_of_service, s.unknown) for s in bank.sizes}
+    assert sizes == {"S": (3, 1, 1, 0, 1), "L": (2, 0, 0, 1, 1)}
+    assert (bank.total, bank.free, bank.unknown, bank.state, bank.fresh) == (5, 1, 2, "open", True)
+
+
+def test_a_stale_compartment_turns_unknown_and_a_bank_of_stale_ones_has_no_data(
+    live: LiveState, clock: FakeClock
+) -> None:
+    locker(live, "S01", "free")
+    clock.advance(61)
+    bank = live.locker_bank("k1")
+    assert bank is not None
+    assert (bank.free, bank.unknown, bank.state, bank.fresh) == (0, 5, "nodata", False)
+    assert bank.age_s == 61.0
+
+
+@pytest.mark.parametrize(
+    ("statuses", "state"),
+    [
+        ({"S01": "occupied", "S02": "occupied"}, "full"),
+        ({"S01": "out_of_service"}, "out_of_service"),
+        ({"S01": "occupied", "L02": "free"}, "open"),
+    ],
+)
+def test_bank_state(live: LiveState, statuses: dict[str, str], state: str) -> None:
+    for cid, status in statuses.items():
+        locker(live, cid, status)
+    bank = live.locker_bank("k1")
+    assert bank is not None and bank.state == state
+
+
+def test_an_open_door_is_listed_with_how_long_it_has_been_open(live: LiveState, clock: FakeClock) -> None:
+    locker(live, "S01", "occupied", door="open")
+    clock.advance(30)
+    locker(live, "S01", "occupied", door="open")  # still open: the streak began 30 s ago
+    clock.advance(15)
+    bank = live.locker_bank("k1")
+    assert bank is not None
+    [door] = bank.doors_open
+    assert (door.compartment_id, door.size, door.since, door.open_s) == ("S01", "S", T0, 45.0)
+    locker(live, "S01", "free", door="closed")
+    bank = live.locker_bank("k1")
+    assert bank is not None and bank.doors_open == []
+    locker(live, "S01", "free", door="open")
+    bank = live.locker_bank("k1")
+    assert bank is not None and bank.doors_open[0].open_s == 0.0  # a new streak
+
+
+def test_a_compartment_not_in_the_site_is_refused_and_counted(live: LiveState) -> None:
+    assert not locker(live, "X99", "free")
+    assert live.lockers.counts["unknown_compartment"] == 1
+
+
+# -- zones -----------------------------------------------------------------------
+
+
+def test_a_zone_without_a_camera_report_has_no_data_never_zero_people(live: LiveState) -> None:
+    zone = live.zone("z1")
+    assert zone is not None
+    assert (zone.state, zone.occupancy, zone.level, zone.last_15m, zone.trend) == (
+        "nodata",
+        None,
+        "nodata",
+        None,
+        "unknown",
+    )
+
+
+def test_entries_and_exits_in_the_last_15_minutes_and_hour(live: LiveState, clock: FakeClock) -> None:
+    footfall(live, "z1", "cam1", {"l1": (5, 1), "l2": (2, 0)}, occupancy=6)
+    clock.advance(20 * 60)
+    footfall(live, "z1", "cam1", {"l1": (3, 2)}, occupancy=7)
+    zone = live.zone("z1")
+    assert zone is not None and zone.last_15m is not None and zone.last_1h is not None
+    assert (zone.last_15m.entries, zone.last_15m.exits) == (3, 2)
+    assert (zone.last_1h.entries, zone.last_1h.exits) == (10, 3)
+    assert (zone.state, zone.occupancy, zone.share, zone.level) == ("ok", 7, 0.07, "low")
+    clock.advance(41 * 60)  # the first interval leaves the hour
+    footfall(live, "z1", "cam1", {"l1": (0, 0)}, occupancy=7)
+    zone = live.zone("z1")
+    assert zone is not None and zone.last_1h is not None
+    assert (zone.last_1h.entries, zone.last_1h.exits) == (3, 2)
+
+
+def test_a_redelivered_interval_is_counted_once(live: LiveState) -> None:
+    msg = footfall(live, "z1", "cam1", {"l1": (4, 0)}, occupancy=4, rid="dup0000001")
+    live.apply(msg, live.clock())
+    zone = live.zone("z1")
+    assert zone is not None and zone.last_15m is not None and zone.last_15m.entries == 4
+    assert live.zones.counts["duplicate"] == 1
+
+
+@pytest.mark.parametrize(
+    ("occupancy", "level"), [(0, "low"), (39, "low"), (40, "moderate"), (69, "moderate"), (70, "high"), (90, "very_high"), (250, "very_high")]
+)  # fmt: skip
+def test_crowd_level_thresholds_are_shares_of_capacity(live: LiveState, occupancy: int, level: str) -> None:
+    footfall(live, "z1", "cam1", {"l1": (0, 0)}, occupancy=occupancy)
+    zone = live.zone("z1")
+    assert zone is not None and zone.level == level
+
+
+def test_a_zone_goes_nodata_when_its_camera_is_silent_or_reported_broken(live: LiveState, clock: FakeClock) -> None:
+    footfall(live, "z2", "cam2", {"l3": (1, 0)}, occupancy=1)
+    assert live.zone("z2").state == "ok"  # type: ignore[union-attr]
+    status = DeviceStatus(
+        device_id="d-cam", observed_at=clock.now, reading_id="st00000001", state="degraded",
+        cameras=[CameraHealth(camera_id="cam2", state="frozen", fps=0, dropped_frames=0)],
+    )  # fmt: skip
+    live.apply(status, clock.now)
+    zone = live.zone("z2")
+    assert zone is not None and (zone.state, zone.occupancy, zone.cameras.broken) == ("nodata", None, ["cam2"])
+    live.apply(status.model_copy(update={"cameras": [], "reading_id": "st00000002"}), clock.now)
+    assert live.zone("z2").state == "ok"  # type: ignore[union-attr]
+    clock.advance(301)  # past the zone's stale_after_s (default 300 s)
+    assert live.zone("z2").state == "nodata"  # type: ignore[union-attr]
+
+
+def test_trend_follows_the_net_flow_of_the_last_15_minutes(live: LiveState) -> None:
+    footfall(live, "z1", "cam1", {"l1": (10, 2)}, occupancy=8)
+    assert live.zone("z1").trend == "rising"  # type: ignore[union-attr]
+    footfall(live, "z1", "cam1", {"l1": (0, 14)}, occupancy=0)
+    assert live.zone("z1").trend == "falling"  # type: ignore[union-attr]
+    footfall(live, "z1", "cam1", {"l1": (4, 0)}, occupancy=4)
+    assert live.zone("z1").trend == "steady"  # type: ignore[union-attr]
+
+
+def test_a_zone_without_capacity_has_counts_but_no_level(live: LiveState) -> None:
+    footfall(live, "z3", "cam9", {"lx": (1, 0)}, occupancy=1)
+    zone = live.zone("z3")
+    assert zone is not None and (zone.state, zone.occupancy, zone.level, zone.share) == ("ok", 1, None, None)
+
+
+# -- routes ----------------------------------------------------------------------
+
+
+def get(live: LiveState, tmp_path: Path, path: str) -> httpx.Response:
+    app = create_app(ServerSettings(site_config=tmp_path / "unused.yaml"), site=live.site, live=live, connect=False)
+
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+            return await c.get(path)
+
+    return asyncio.run(go())
+
+
+def test_routes_answer_lockers_and_zones_and_404_for_unknown_ids(live: LiveState, tmp_path: Path) -> None:
+    locker(live, "S01", "free")
+    footfall(live, "z1", "cam1", {"l1": (3, 1)}, occupancy=2)
+    banks = get(live, tmp_path, "/v1/lockers").json()
+    assert [(b["id"], b["free"], b["state"]) for b in banks] == [("k1", 1, "open")]
+    assert get(live, tmp_path, "/v1/lockers/k1").json()["sizes"][0]["size"] == "S"
+    zones = get(live, tmp_path, "/v1/zones").json()
+    assert [(z["id"], z["state"]) for z in zones] == [("z1", "ok"), ("z2", "nodata"), ("z3", "nodata")]
+    one = get(live, tmp_path, "/v1/zones/z1")
+    assert one.headers["cache-control"] == "no-store"
+    assert (one.json()["occupancy"], one.json()["last_15m"]["entries"]) == (2, 3)
+    for path in ("/v1/lockers/nope", "/v1/zones/nope"):
+        r = get(live, tmp_path, path)
+        assert r.status_code == 404 and r.json()["error"] == "not_found"
