@@ -322,7 +322,8 @@ def test_stats_point_rides_along(tmp_path: Path) -> None:
         [accepted(1), STOP],
         writer,
         tmp_path,
-        stats_interval_s=0.0001,
+        # 0: due at the very first look (0.1 ms could pass unnoticed before the STOP on a fast box).
+        stats_interval_s=0.0,
         stats_points=lambda snap: [StoredPoint("gateway_stats", {}, {"received": snap.received}, 0)],
     )
     assert any(line.startswith("gateway_stats") for batch in writer.batches for line in batch)

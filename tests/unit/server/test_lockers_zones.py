@@ -193,8 +193,9 @@ def test_a_redelivered_interval_is_counted_once(live: LiveState) -> None:
 
 
 @pytest.mark.parametrize(
-    ("occupancy", "level"), [(0, "low"), (39, "low"), (40, "moderate"), (69, "moderate"), (70, "high"), (90, "very_high"), (250, "very_high")]
-)  # fmt: skip
+    ("occupancy", "level"),
+    [(0, "low"), (39, "low"), (40, "moderate"), (69, "moderate"), (70, "high"), (90, "very_high"), (250, "very_high")],
+)
 def test_crowd_level_thresholds_are_shares_of_capacity(live: LiveState, occupancy: int, level: str) -> None:
     footfall(live, "z1", "cam1", {"l1": (0, 0)}, occupancy=occupancy)
     zone = live.zone("z1")

@@ -166,10 +166,18 @@ def test_health_follows_broker_and_database(
 def test_openapi_describes_every_endpoint(client: Client) -> None:
     spec = client.get("/openapi.json").json()
     paths = spec["paths"]
-    assert set(paths) == {"/v1/parking/lots", "/v1/parking/lots/{lot_id}", "/healthz"}
+    assert {
+        "/v1/parking/lots",
+        "/v1/parking/lots/{lot_id}",
+        "/v1/lockers",
+        "/v1/lockers/{bank_id}",
+        "/v1/zones",
+        "/v1/zones/{zone_id}",
+        "/healthz",
+    } <= set(paths)
     for path in paths.values():
-        op = path["get"]
-        assert op["summary"] and op["description"]
+        for op in path.values():
+            assert op["summary"] and op["description"]
     one = paths["/v1/parking/lots/{lot_id}"]["get"]["responses"]
     assert one["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/ParkingLot")
     assert one["404"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorOut")
