@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 LotState = Literal["open", "full", "closed", "nodata"]
 LotType = Literal["garage", "underground", "surface", "street"]
@@ -201,3 +201,97 @@ class Health(_Out):
     broker: BrokerHealth
     database: DatabaseHealth
     devices: DeviceHealth
+
+
+# -- displays (server.displays, server.routes.displays) ---------------------------------------------
+
+DisplayMode = Literal["auto", "blank", "full", "closed", "text", "test"]
+DisplaySignState = Literal["open", "low", "full", "closed", "fallback", "blank", "text", "test"]
+OverrideMode = Literal["blank", "full", "closed", "text", "test"]
+
+
+class SignSource(_Out):
+    """One source a sign sums: a lot, a lot level, or a zone."""
+
+    id: str = Field(description="Lot id, `lot/level`, or zone id.")
+    kind: Literal["lot", "level", "zone"]
+    value: int | None = Field(description="Free spaces (lot, level) or people (zone); null without fresh data.")
+    capacity: int = Field(description="Bays (lot, level) or the zone's configured capacity (0 when none).")
+    reporting: int = Field(description="Bays with a fresh free/occupied reading; for a zone, 1 when it has data.")
+    fresh: bool = Field(description="Its newest reading is younger than the display's stale_after_s.")
+    data_age_s: int | None = Field(description="Whole seconds since its newest reading was heard; null if never.")
+    closed: bool = Field(description="A lot closed in the site configuration (levels: their lot).")
+    level: CrowdLevel | None = Field(None, description="A zone's crowd level.")
+
+
+class SignOverride(_Out):
+    """An operator's manual mode, with its mandatory expiry."""
+
+    mode: OverrideMode
+    text: str | None = Field(description="What a `text` override shows.")
+    until: datetime = Field(description="When it ends by itself (UTC).")
+    by: str = Field(description="The name of the API key that set it.")
+    reason: str | None = None
+    set_at: datetime
+
+
+class SignState(_Out):
+    """What one sign shows now, and why (docs/displays.md)."""
+
+    display_id: str
+    event_id: int = Field(
+        description="Grows with every change of anything the sign shows (value, text, mode, state, stale,"
+        " trusted, override), across displays and server restarts; the SSE id and the ETag."
+    )
+    value: int | None = Field(
+        description="The number behind the sign; null when it shows none (fallback, blank, text)."
+    )
+    text: str = Field(
+        description="Exactly what the sign shows: the number, low_text, full_text, closed_text, fallback_text,"
+        " an operator text, a test pattern, or '' (blank)."
+    )
+    mode: DisplayMode = Field(description="auto, or the operator override's mode.")
+    state: DisplaySignState = Field(
+        description="open / low / full / closed from the data (or a full/closed override); fallback when the data"
+        " is stale or untrusted; blank, text, test from an override."
+    )
+    stale: bool = Field(description="Some source's newest reading is older than stale_after_s (or there is none).")
+    trusted: bool = Field(description="At least trust_share of the sources' bays (zones) report fresh data.")
+    trust: float = Field(description="Share of the sources' bays (zones) reporting fresh data, 0..1.")
+    trust_share: float
+    data_age_s: int | None = Field(
+        description="Whole seconds since the least recently heard source's newest sensor reading (not since the"
+        " last publish); null when some source was never heard."
+    )
+    stale_after_s: float = Field(description="Past this data age the sign shows its fallback, never the number.")
+    shows: Literal["spaces", "people"]
+    kind: Literal["parking", "garage", "wayfinding"]
+    name: str | None = None
+    sources: list[SignSource]
+    override: SignOverride | None = Field(description="The operator override in force, null when none.")
+    updated_at: datetime = Field(description="When the sign last changed (this event id began).")
+
+
+class OverrideIn(BaseModel):
+    """Set an operator mode on a sign until a given time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: OverrideMode
+    text: str | None = Field(None, max_length=16, pattern=r"^[\x20-\x7e]*$", description="Required for mode text.")
+    until: AwareDatetime = Field(description="RFC 3339 with a UTC offset; in the future, at most override_max_s ahead.")
+    reason: str | None = Field(None, max_length=200)
+
+
+class AuditEntry(_Out):
+    """One operator action on a sign (or an override ending by itself)."""
+
+    id: int
+    at: datetime
+    display_id: str
+    action: Literal["set", "clear", "expire"]
+    by: str = Field(description="API key name; `expiry` when an override ended at its until.")
+    mode: OverrideMode | None
+    text: str | None
+    until: datetime | None
+    reason: str | None
