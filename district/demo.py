@@ -287,7 +287,8 @@ class Demo:
         self._child(
             "server",
             _district("server", "--site", str(args.site), "--host", args.host, "--port", str(port)),
-            {f"DISTRICT_SERVER_{k}": v for k, v in common.items()},
+            {f"DISTRICT_SERVER_{k}": v for k, v in common.items()}
+            | {"DISTRICT_SERVER_STATE_DIR": str(self.workdir / "server-state")},
         )
         self.api = f"http://{args.host}:{port}"
         deadline = time.monotonic() + 30

@@ -18,11 +18,13 @@ from fastapi import FastAPI
 
 from contracts import SiteConfig, utcnow
 from contracts.configfile import load_model
+from server.auth import AdminKeys
 from server.dbmonitor import DatabaseMonitor
+from server.displays import DisplayEngine
 from server.errors import ApiError, api_error_handler
 from server.influx import InfluxClient, open_http_client
 from server.live import Clock, LiveState
-from server.routes import health, lockers, parking, zones
+from server.routes import displays, health, lockers, parking, zones
 from server.runtime import Runtime
 from server.settings import ServerSettings
 from server.stream import LiveStream
@@ -52,9 +54,22 @@ def create_app(
     if live is None:
         live = LiveState(site, clock)
     runtime = Runtime(settings=settings, live=live)
+    display_engine = DisplayEngine(
+        site,
+        live,
+        settings.resolved_state_dir() / f"displays-{site.site.id}.sqlite3",
+        tick_s=settings.display_tick_s,
+        override_max_s=settings.override_max_s,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The display engine lives longest: it serves signs whatever the broker and database do.
+        async with display_engine.running(), connected(app):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def connected(app: FastAPI) -> AsyncIterator[None]:
         if not connect:
             yield
             return
@@ -99,9 +114,13 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.displays = display_engine
+    app.state.admin_keys = AdminKeys(settings.admin_keys())
+    app.state.sse_heartbeat_s = settings.sse_heartbeat_s
     app.add_exception_handler(ApiError, api_error_handler)
     app.include_router(parking.router)
     app.include_router(lockers.router)
     app.include_router(zones.router)
     app.include_router(health.router)
+    app.include_router(displays.router)
     return app

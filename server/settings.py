@@ -6,15 +6,21 @@ here is created at import time.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from contracts.configfile import ConfigError
 
 
 class ServerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DISTRICT_SERVER_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="DISTRICT_SERVER_", extra="forbid", frozen=True, hide_input_in_errors=True
+    )
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
@@ -47,3 +53,64 @@ class ServerSettings(BaseSettings):
     bootstrap_timeout_s: Annotated[float, Field(gt=0)] = 15.0
     #: How often the background task pings InfluxDB (and retries a failed bootstrap).
     db_check_interval_s: Annotated[float, Field(gt=0)] = 5.0
+
+    # -- displays (server.displays) --------------------------------------------
+    #: Admin API keys, ``name:key`` pairs separated by commas (``ops:s3cret,alice:…``); the name
+    #: is who the audit log records. ``X-API-Key`` must match one of them. Keys are never logged.
+    api_keys: Annotated[dict[str, SecretStr], NoDecode] = Field(default_factory=dict)
+    #: A file of more admin keys, one ``name:key`` per line (``#`` comments), read at start.
+    api_keys_file: Path | None = None
+    #: Where the server keeps what must survive a restart (display event ids, overrides, audit log).
+    #: Default: ``$XDG_STATE_HOME/district`` (``~/.local/state/district``).
+    state_dir: Path | None = None
+    #: How often every display is recomputed (staleness is noticed within one tick).
+    display_tick_s: Annotated[float, Field(gt=0, le=1.0)] = 0.5
+    #: The longest an operator override may last (its ``until`` at most this far ahead).
+    override_max_s: Annotated[float, Field(gt=0)] = 7 * 86_400.0
+    #: SSE heartbeat (a comment line) on an idle display stream.
+    sse_heartbeat_s: Annotated[float, Field(gt=0, le=30)] = 15.0
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: Any) -> Any:
+        return parse_api_keys(value) if isinstance(value, str) else value
+
+    def admin_keys(self) -> dict[str, str]:
+        """Every admin key by name: ``api_keys`` and ``api_keys_file`` (raises ConfigError)."""
+        keys = {name: key.get_secret_value() for name, key in self.api_keys.items()}
+        if self.api_keys_file is not None:
+            path = self.api_keys_file
+            try:
+                keys.update(parse_api_keys(path.read_text(encoding="utf-8")))
+            except OSError as exc:
+                raise ConfigError(path, [f"{path}: cannot read: {exc.strerror or exc}"]) from None
+            except ValueError as exc:
+                raise ConfigError(path, [f"{path}: {exc}"]) from None
+        return keys
+
+    def resolved_state_dir(self) -> Path:
+        """``state_dir``, or the user's state directory (``$XDG_STATE_HOME/district``)."""
+        if self.state_dir is not None:
+            return self.state_dir
+        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        if not base:  # pragma: no cover - no home directory at all
+            base = tempfile.gettempdir()
+        return Path(base) / "district"
+
+
+def parse_api_keys(text: str) -> dict[str, str]:
+    """``name:key`` pairs separated by commas or newlines (``#`` starts a comment line).
+
+    The error names the bad entry's position, never its key.
+    """
+    keys: dict[str, str] = {}
+    entries = [e.strip() for line in text.splitlines() if not line.lstrip().startswith("#") for e in line.split(",")]
+    for n, entry in enumerate((e for e in entries if e), start=1):
+        name, sep, key = entry.partition(":")
+        name, key = name.strip(), key.strip()
+        if not sep or not name or not key:
+            raise ValueError(f"API key entry {n} is not name:key")
+        if name in keys:
+            raise ValueError(f"API key name {name!r} appears twice")
+        keys[name] = key
+    return keys
