@@ -145,6 +145,8 @@ class DisplayEngine:
         self._poke_handle: asyncio.TimerHandle | None = None
         self._last_refresh = 0.0
         self.started = False
+        #: Set when the server begins to stop: streams end, new ones end at once.
+        self.closing = False
 
     # -- lifetime ----------------------------------------------------------------
 
@@ -194,10 +196,15 @@ class DisplayEngine:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self.close_streams()
+        self.file.close()
+
+    def close_streams(self) -> None:
+        """End every event stream (the server is stopping: it need not wait for SSE clients)."""
+        self.closing = True
         for sign in self.signs.values():
             for sub in list(sign.subscribers):
                 sub.close()
-        self.file.close()
 
     async def _run(self) -> None:
         while True:
@@ -327,7 +334,7 @@ class DisplayEngine:
     def subscribe(self, sign: Sign, last_event_id: str | None) -> Subscriber:
         """A new subscriber of ``sign``; it gets the current state at once unless it already has it."""
         sub = Subscriber(sign.config.id)
-        if not self.started:
+        if not self.started or self.closing:
             sub.close()
             return sub
         if last_event_id is None or last_event_id.strip() != str(sign.event_id):
