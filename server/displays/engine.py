@@ -83,6 +83,8 @@ class Sign:
     updated_at: float = 0.0
     body: bytes = b""
     etag: str = ""
+    #: The 200 answer's headers, ready for ASGI (content type and length, ETag, Cache-Control).
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     frame: bytes = b""
     subscribers: set[Subscriber] = field(default_factory=set)
 
@@ -103,6 +105,16 @@ def _source_out(s: SourceView, stale_limit_s: float) -> models.SignSource:
         closed=s.closed,
         level=s.level,
     )
+
+
+def json_headers(body: bytes, etag: str) -> list[tuple[bytes, bytes]]:
+    """A 200 answer's headers for ``body``: revalidate every time (``no-cache``) against ``etag``."""
+    return [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"etag", etag.encode()),
+        (b"cache-control", b"no-cache"),
+    ]
 
 
 def _ts(ts: float) -> datetime:
@@ -138,6 +150,7 @@ class DisplayEngine:
         self._last_id = 0
         self._list_body = b"[]"
         self._list_etag = '"0"'
+        self._list_headers = json_headers(self._list_body, self._list_etag)
         self._list_dirty = True
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -258,6 +271,7 @@ class DisplayEngine:
         if self._list_dirty:
             self._list_body = b"[" + b",".join(s.body for s in self.signs.values()) + b"]"
             self._list_etag = f'"{max((s.event_id for s in self.signs.values()), default=0)}"'
+            self._list_headers = json_headers(self._list_body, self._list_etag)
             self._list_dirty = False
 
     def _update(self, sign: Sign, now: datetime, now_ts: float) -> None:
@@ -303,6 +317,7 @@ class DisplayEngine:
         )
         sign.body = state.model_dump_json().encode()
         sign.etag = f'"{sign.event_id}"'
+        sign.headers = json_headers(sign.body, sign.etag)
         sign.frame = b"id: %d\nevent: state\ndata: %s\n\n" % (sign.event_id, sign.body)
         self._list_dirty = True
         if event:
@@ -322,8 +337,8 @@ class DisplayEngine:
     def sign(self, display_id: str) -> Sign | None:
         return self.signs.get(display_id)
 
-    def list_body(self) -> tuple[bytes, str]:
-        return self._list_body, self._list_etag
+    def list_body(self) -> tuple[bytes, str, list[tuple[bytes, bytes]]]:
+        return self._list_body, self._list_etag, self._list_headers
 
     @property
     def subscriber_count(self) -> int:

@@ -21,7 +21,7 @@ from server.errors import ApiError, NotFound
 
 router = APIRouter(prefix="/v1/displays", tags=["displays"])
 
-DisplayId = Annotated[str, Path(description="Display id from the site configuration.", max_length=64)]
+DisplayId = Annotated[str, Path(description="Display id from the site configuration.")]
 
 
 class NotReady(ApiError):
@@ -72,11 +72,21 @@ def etag_matches(header: str, etag: str) -> bool:
     return False
 
 
-def cached(request: Request, body: bytes, etag: str) -> Response:
+class Prebuilt(Response):
+    """A 200 answer whose body and headers were built when the sign changed (nothing to encode per request)."""
+
+    def __init__(self, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.status_code = 200
+        self.body = body
+        self.raw_headers = list(headers)
+        self.background = None
+
+
+def cached(request: Request, body: bytes, etag: str, headers: list[tuple[bytes, bytes]]) -> Response:
     inm = request.headers.get("if-none-match")
     if inm is not None and etag_matches(inm, etag):
         return Response(status_code=304, headers={"etag": etag, "cache-control": _CACHE})
-    return Response(body, media_type="application/json", headers={"etag": etag, "cache-control": _CACHE})
+    return Prebuilt(body, headers)
 
 
 _STATE_RULES = (
@@ -96,8 +106,7 @@ _STATE_RULES = (
     responses={200: {"model": list[models.SignState], "description": "The sign states."}, **_NOT_MODIFIED},
 )
 async def list_displays(request: Request) -> Response:
-    body, etag = engine_of(request).list_body()
-    return cached(request, body, etag)
+    return cached(request, *engine_of(request).list_body())
 
 
 @router.get(
@@ -129,7 +138,7 @@ async def get_display(display_id: DisplayId, request: Request) -> Response:
     sign = engine.signs.get(display_id)
     if sign is None:
         sign = sign_of(engine, display_id)
-    return cached(request, sign.body, sign.etag)
+    return cached(request, sign.body, sign.etag, sign.headers)
 
 
 @router.get(
@@ -172,7 +181,7 @@ async def put_override(display_id: DisplayId, body: models.OverrideIn, request: 
         engine.set_override(sign, body.mode, body.text, body.until, who, body.reason)
     except OverrideRejected as exc:
         raise InvalidOverride(str(exc)) from None
-    return Response(sign.body, media_type="application/json", headers={"etag": sign.etag, "cache-control": "no-store"})
+    return Prebuilt(sign.body, sign.headers)
 
 
 @router.delete(
@@ -186,4 +195,4 @@ async def delete_override(display_id: DisplayId, request: Request, who: AdminDep
     engine = engine_of(request)
     sign = sign_of(engine, display_id)
     engine.clear_override(sign, who)
-    return Response(sign.body, media_type="application/json", headers={"etag": sign.etag, "cache-control": "no-store"})
+    return Prebuilt(sign.body, sign.headers)
