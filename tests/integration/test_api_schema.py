@@ -12,8 +12,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
