@@ -22,7 +22,7 @@ from server.dbmonitor import DatabaseMonitor
 from server.errors import ApiError, api_error_handler
 from server.influx import InfluxClient, open_http_client
 from server.live import Clock, LiveState
-from server.routes import health, parking
+from server.routes import feeds, health, parking
 from server.runtime import Runtime
 from server.settings import ServerSettings
 from server.stream import LiveStream
@@ -101,4 +101,5 @@ def create_app(
     app.add_exception_handler(ApiError, api_error_handler)
     app.include_router(parking.router)
     app.include_router(health.router)
+    app.include_router(feeds.router)
     return app

@@ -166,7 +166,7 @@ def test_health_follows_broker_and_database(
 def test_openapi_describes_every_endpoint(client: Client) -> None:
     spec = client.get("/openapi.json").json()
     paths = spec["paths"]
-    assert set(paths) == {"/v1/parking/lots", "/v1/parking/lots/{lot_id}", "/healthz"}
+    assert {"/v1/parking/lots", "/v1/parking/lots/{lot_id}", "/healthz"} <= set(paths)
     for path in paths.values():
         op = path["get"]
         assert op["summary"] and op["description"]
