@@ -46,7 +46,7 @@ def current_zones(live: LiveState) -> Sequence[ZoneState]:
     return zones_without_data(live.site)
 
 
-def _publisher(runtime: RuntimeDep) -> datex2.Publisher:
+async def _publisher(runtime: RuntimeDep) -> datex2.Publisher:
     s = runtime.settings
     return datex2.Publisher(s.feeds_country, runtime.live.site.site.id, s.feeds_language)
 
