@@ -138,7 +138,10 @@ class Link:
 class _Heard:
     """The response as :class:`httpx_sse.EventSource` reads it (headers and text), calling ``on_data``
     for every chunk that arrives, comments included: httpx-sse drops ``: ping`` lines, and the
-    heartbeat is how the bridge knows a quiet stream is still alive."""
+    heartbeat is how the bridge knows a quiet stream is still alive.
+
+    ``on_data`` runs once the events in the chunk have been handled (when the decoder asks for the
+    next one), so a malformed event's own bytes never vouch for the state before it."""
 
     def __init__(self, response: httpx.Response, on_data: Callable[[], None]) -> None:
         self._response = response
@@ -150,8 +153,8 @@ class _Heard:
 
     async def aiter_text(self) -> AsyncIterator[str]:
         async for text in self._response.aiter_text():
-            self._on_data()
             yield text
+            self._on_data()
 
 
 class Follower:
@@ -236,6 +239,10 @@ class Follower:
         return delivered
 
     async def _on_event(self, sse: ServerSentEvent) -> None:
+        if not sse.data:
+            # The SSE spec dispatches no event with an empty data buffer; httpx-sse does once an id was
+            # seen (e.g. after each ``: ping``), so those are dropped here.
+            return
         if sse.event not in STATE_EVENTS:
             self.stats["events_ignored"] += 1
             return
