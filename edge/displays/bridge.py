@@ -46,6 +46,8 @@ from edge.sensors.modbus import BadReply, BusGone, Line, NoResponse, RateLimited
 
 log = logging.getLogger(__name__)
 
+#: The counters every sign reports (zero when nothing happened), in the summary line's order.
+SUMMARY_KEYS = ("events", "polls", "not_modified", "malformed", "sse_connects", "writes", "write_failures")
 #: Wait this long before restarting a follower task that died of an unexpected error.
 FOLLOWER_RESTART_S = 1.0
 
@@ -168,13 +170,14 @@ class PortWriter:
             self.wake.wait(self._idle())
 
     def _idle(self) -> float:
-        """Seconds until something is due: a re-write, a retry, or a sign's state going stale."""
+        """Seconds until something is due: a re-write, a change not yet written (at once, or after a failed
+        write's hold), or a sign's state going stale (which may have passed while the last write ran)."""
         now = self._clock()
         due = []
         for slot in self._slots:
             due.append(slot.next_write)
-            if slot.hold_until > now:
-                due.append(slot.hold_until)
+            if slot.link.frame(now) != slot.written:
+                due.append(max(now, slot.hold_until))
             deadline = slot.link.deadline()
             if deadline > now:
                 due.append(deadline + 0.001)
@@ -318,6 +321,7 @@ class DisplayBridge:
             written = self.written(display_id)
             follower = self.followers.get(display_id)
             out[display_id] = {
+                **dict.fromkeys(SUMMARY_KEYS, 0),
                 **link.stats,
                 "shows": None if written is None else written.face,
                 "streaming": bool(follower and follower.streaming),
@@ -325,14 +329,13 @@ class DisplayBridge:
         return out
 
     def log_summary(self) -> None:
-        keys = ("events", "polls", "not_modified", "malformed", "sse_connects", "writes", "write_failures")
         for display_id, s in self.stats().items():
             log.info(
                 "%s: shows %r, %s, %s",
                 display_id,
                 s["shows"],
                 "streaming" if s["streaming"] else "polling",
-                ", ".join(f"{k} {s.get(k, 0)}" for k in keys),
+                ", ".join(f"{k} {s[k]}" for k in SUMMARY_KEYS),
             )
 
     # -- the API side ---------------------------------------------------------------------------------

@@ -261,7 +261,7 @@ def test_the_bridge_blanks_the_sign_itself_when_the_api_goes_quiet() -> None:
         rig.step()
         faces.append((rig.clock() - t0, rig.display.shown().face))
     blank_at = next(t for t, face in faces if face == "")
-    assert 60 <= blank_at <= 60 + 2 + 0.1
+    assert 60 <= blank_at <= 60.2, "at the stale limit, not a write interval later"
     assert all(face == "" for t, face in faces if t >= blank_at), "never the old number again"
     assert rig.display.shown().frame.link_lost and rig.display.shown().frame.state == "fallback"
     rig.link.accept(state(57, 2))
