@@ -22,7 +22,7 @@ from server.dbmonitor import DatabaseMonitor
 from server.errors import ApiError, api_error_handler
 from server.influx import InfluxClient, open_http_client
 from server.live import Clock, LiveState
-from server.routes import feeds, health, lockers, parking, zones
+from server.routes import feeds, guidance, health, lockers, parking, zones
 from server.runtime import Runtime
 from server.settings import ServerSettings
 from server.stream import LiveStream
@@ -103,6 +103,7 @@ def create_app(
     app.include_router(parking.router)
     app.include_router(lockers.router)
     app.include_router(zones.router)
+    app.include_router(guidance.router)
     app.include_router(health.router)
     app.include_router(feeds.router)
     return app
