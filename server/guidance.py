@@ -195,6 +195,11 @@ def space_risk_min(spaces: float) -> float:
     return FULL_COST_MIN * math.exp(-max(0.0, spaces) / SPACE_SCALE)
 
 
+def _zero(x: float) -> float:
+    """``x``, with what rounds to 0.000 made exactly 0.0 (no "-0.00" in answers)."""
+    return 0.0 if abs(x) < 0.0005 else x
+
+
 def _plural(n: float, one: str, many: str | None = None) -> str:
     return one if n == 1 else (many or one + "s")
 
@@ -303,13 +308,14 @@ def _judge_lot(site: SiteConfig, lot: models.ParkingLot, dest: Destination, arri
         reason = "too_far"
     else:
         reason = None
-    if reason is not None:
-        return _Judged(lot, entrance, metres, reserve, spaces, reason, None, None, None,
-                       [_unavailable_sentence(lot, reason, reserve, metres)])  # fmt: skip
-
     where = f"from {entrance_name}" if entrance_name else "from the lot"
     w = walk_min(metres)
-    reasons = [f"{w:.1f} min walk ({metres:.0f} m {where}): +{w:.2f}"]
+    walk = f"{w:.1f} min walk ({_distance(metres)} {where})"
+    if reason is not None:
+        sentence = _unavailable_sentence(lot, reason, reserve, metres)
+        return _Judged(lot, entrance, metres, reserve, spaces, reason, None, None, None, [sentence, walk])
+
+    reasons = [f"{walk}: +{w:.2f}"]
     risk = space_risk_min(spaces)
     held = f"beyond the reserve of {reserve}" if reserve > 1 else "free (no reserve)"
     reasons.append(f"{spaces} {_plural(spaces, 'space')} {held}: full-lot risk +{risk:.2f}")
@@ -317,12 +323,15 @@ def _judge_lot(site: SiteConfig, lot: models.ParkingLot, dest: Destination, arri
     trend = lot.trend
     at_arrival: float | None = None
     usable = trend.free_change is not None and trend.window_s >= MIN_TREND_WINDOW_S and trend.direction != "unknown"
-    change = f"{trend.free_change:+d} bays in {trend.window_s / 60:.0f} min" if trend.free_change is not None else ""
+    change = ""
+    if trend.free_change is not None:
+        bays = _plural(abs(trend.free_change), "bay")
+        change = f"{trend.free_change:+d} {bays} in {trend.window_s / 60:.0f} min"
     if arrive_in_min is not None and usable:
         assert trend.free_change is not None
         rate = trend.free_change / trend.window_s
         at_arrival = max(0.0, min(float(lot.total), spaces + rate * arrive_in_min * 60.0))
-        trend_min = space_risk_min(at_arrival) - risk
+        trend_min = _zero(space_risk_min(at_arrival) - risk)
         reasons.append(
             f"{trend.direction} ({change}): about {at_arrival:.0f} {_plural(round(at_arrival), 'space')} left"
             f" on arrival in {arrive_in_min:g} min: {trend_min:+.2f}"
@@ -338,7 +347,7 @@ def _judge_lot(site: SiteConfig, lot: models.ParkingLot, dest: Destination, arri
         reasons.append(f"{trend.direction} ({change}): +0.00")
 
     age = lot.age_s
-    share = 1.0 if age is None else min(1.0, age / lot.stale_after_s)
+    share = 1.0 if age is None else min(1.0, age / max(lot.stale_after_s, 1e-9))
     fresh_min = STALENESS_MIN * share
     age_text = "age unknown" if age is None else f"{age:.0f} s old of {lot.stale_after_s:.0f} s allowed"
     reasons.append(f"data {age_text}: +{fresh_min:.2f}")

@@ -204,6 +204,8 @@ def test_unavailable_reasons_say_why_in_words() -> None:
         ],
         include_unavailable=True,
     )
+    walks = ["0.2 min walk (13 m from the lot)", "0.3 min walk (26 m from the lot)", "0.5 min walk (39 m from the lot)"]
+    assert [e.reasons[1] for e in answer.lots] == walks
     assert [e.summary for e in answer.lots] == [
         "FULL is full: 3 free, fewer than its reserve of 5.",
         "CLOSED is closed.",
@@ -247,6 +249,10 @@ def test_arrival_time_projects_spaces_by_the_trend() -> None:
     answer = rank([draining, Lot("later", at_m=400)], arrive_in_min=15)
     assert ids(answer) == ["later", "draining"]
     assert answer.lots[1].spaces_at_arrival == 0.0
+    # A change too small to show is exactly 0, never -0.0.
+    [e] = rank([Lot("steady", free=200, total=300, free_change=1)], arrive_in_min=8).lots
+    assert e.score_parts is not None and math.copysign(1, e.score_parts.trend_min) == 1.0
+    assert e.reasons[2] == "steady (+1 bay in 10 min): about 201 spaces left on arrival in 8 min: +0.00"
     # An unknown trend projects nothing.
     [e] = rank([Lot("new", direction="unknown", free_change=0, window_s=20)], arrive_in_min=5).lots
     assert e.spaces_at_arrival is None and e.score_parts is not None and e.score_parts.trend_min == 0.0
