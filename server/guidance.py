@@ -57,9 +57,9 @@ EARTH_RADIUS_M = 6_371_008.8
 #: trips more circuitous than long ones, and a walk across a grid at 45 degrees is
 #: sqrt(2) = 1.41. Walks from a lot to a shop are short: 1.3, between the two.
 CIRCUITY = 1.3
-#: Walking speed, m/s: 80 m/min, the mean Finnis & Walton (2008, Ergonomics 51(6))
-#: observed on city footpaths (their site means ran 80-95 m/min). People leaving a
-#: car with bags walk at the slow end, so we take the low end.
+#: Walking speed, m/s (80 m/min): the low end of the mean speeds Finnis & Walton
+#: (2008, Ergonomics 51(6)) observed on city footpaths, 80-95 m/min; people leaving
+#: a car with bags walk at the slow end.
 WALK_SPEED_M_S = 1.34
 #: Walking limit, metres: a lot (bank) farther than this from the destination is
 #: not a walking option (``too_far``); a destination farther from every lot is
