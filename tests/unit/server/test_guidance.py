@@ -6,10 +6,12 @@ import math
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from contracts.configfile import load_model
 from contracts.site import SiteConfig
 from server import guidance, models
 from server.guidance import Destination, DestinationError, rank_lockers, rank_parking, resolve_destination
@@ -459,3 +461,49 @@ def test_lockers_tie_on_distance_by_id_and_outside_the_site() -> None:
     assert none.banks == [] and none.note == (
         "no bank with a free XL or larger compartment: 1 no_size (include_unavailable=true lists them)"
     )
+
+
+# -- docs/guidance.md's worked example -------------------------------------------------
+
+
+def test_the_worked_example_in_the_docs() -> None:
+    site = load_model(Path(__file__).parents[3] / "district" / "sites" / "dresden.yaml", SiteConfig)
+    spec: dict[str, tuple[int, models.LotState, float, models.TrendDirection, int]] = {
+        "dresdenaltmarkt": (12, "open", 30, "filling", -8),
+        "dresdenkarstadt": (80, "open", 45, "steady", 1),
+        "dresdencentrumgalerie": (300, "open", 20, "emptying", 25),
+        "dresdenwoehrlflorentinum": (0, "full", 15, "filling", -4),
+        "dresdencitycenter": (0, "nodata", 900, "unknown", 0),
+    }
+    lots = []
+    for cfg in site.parking:
+        free, state, age, direction, change = spec[cfg.id]
+        lots.append(
+            models.ParkingLot(
+                id=cfg.id, name=cfg.name, coords=models.Coords(lat=cfg.coords.lat, lng=cfg.coords.lng),
+                lot_type=cfg.lot_type, total=cfg.total, free=free, occupied=cfg.total - free, unknown=0,
+                percent_free=None, state=state, observed_at=T0 - timedelta(seconds=age), age_s=age,
+                fresh=age < cfg.stale_after_s, stale_after_s=cfg.stale_after_s,
+                trend=models.Trend(direction=direction, free_change=change, window_s=600),
+            )
+        )  # fmt: skip
+    dest = resolve_destination(site, zone="altmarkt")
+    answer = rank_parking(site, lots, dest, include_unavailable=True)
+    assert [(e.name, e.rank, e.score, e.reason) for e in answer.lots] == [
+        ("Karstadt", 1, 6.683, None),
+        ("Altmarkt", 2, 7.387, None),
+        ("Centrum-Galerie", 3, 9.802, None),
+        ("Wöhrl / Florentinum", None, None, "full"),
+        ("City Center", None, None, "stale"),
+    ]
+    altmarkt = answer.lots[1]
+    assert altmarkt.score_parts == models.GuidanceScoreParts(
+        walk_min=0.794, space_risk_min=4.493, trend_min=2.0, freshness_min=0.1
+    )
+    assert (altmarkt.entrance.name, altmarkt.walk_m, altmarkt.spaces_beyond_reserve) == (
+        "Altmarkt north stairs",
+        63.8,
+        8,
+    )
+    later = rank_parking(site, lots, dest, arrive_in_min=8).lots[1]
+    assert (later.lot_id, later.spaces_at_arrival, later.score) == ("dresdenaltmarkt", 1.6, 9.415)
