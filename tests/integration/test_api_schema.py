@@ -35,6 +35,7 @@ from tests.integration.test_server import health, publisher, serve, settings_for
 pytestmark = pytest.mark.integration
 
 SITE_ID = "dresden"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def feed(broker: Service, prefix: str) -> None:
@@ -94,6 +95,7 @@ def test_every_answer_conforms_to_the_api_schema(
             text=True,
             timeout=900,
             check=False,
+            cwd=REPO,  # where schemathesis.toml is
         )
         assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
         tree = ET.parse(junit)
