@@ -1,7 +1,8 @@
 """``district check-config FILE``: validate a site or device configuration.
 
 The file's top-level key says what it is: ``site:`` for a site configuration,
-``device:`` for an edge device configuration. Every error is printed with its
+``device:`` for an edge device configuration, ``display_bridge:`` for a
+display bridge (``district display-bridge --config``). Every error is printed with its
 file, line, column and path; the exit status is 1 when there is any.
 
 Stricter than the services, which start on a file with *findings* and only log
@@ -45,6 +46,10 @@ def _model_for(path: Path) -> type[BaseModel]:
         from edge.config import DeviceConfig
 
         return cast(type[BaseModel], DeviceConfig)
+    if isinstance(data, dict) and "display_bridge" in data and "site" not in data:
+        from edge.displays.config import BridgeFile
+
+        return BridgeFile
     return SiteConfig
 
 
@@ -66,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if isinstance(loaded, SiteConfig):
             sites.append(loaded)
-        else:
+        elif model.__name__ == "DeviceConfig":
             devices.append((path, cast("DeviceConfig", loaded)))
         print(f"{path}: ok ({model.__name__})")
     if sites:

@@ -237,9 +237,15 @@ class Demo:
             sim_args += ["--seed", str(args.seed)]
         if args.data_dir and Path(args.data_dir).is_dir():
             sim_args += ["--data-dir", str(args.data_dir)]
+        # One simulated LED count display on its own RS-485 line, fed by the display bridge.
+        self.sign: str | None = next((d.id for d in self.site.displays if d.shows == "spaces"), None)
+        if self.sign and not args.fleet_only:
+            sim_args += ["--count-display", self.sign, "--display-timeout", "10"]
         sim = self._child("sim", _district(*sim_args))
         _wait_file(bus_dir / "buses.json", sim, 30)
-        buses = json.loads((bus_dir / "buses.json").read_text())["buses"]
+        listing = json.loads((bus_dir / "buses.json").read_text())
+        buses = listing["buses"]
+        sign_ports = {d["name"]: d["path"] for d in listing.get("displays", [])}
 
         for bus in buses:
             device_id = f"edge-{bus['name']}"[:64]
@@ -296,11 +302,31 @@ class Demo:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the API did not answer within 30 s; see {self.workdir / 'logs' / 'server.log'}")
             time.sleep(0.1)
+        if self.sign and self.sign in sign_ports:
+            self._child(
+                "display-bridge",
+                _district("display-bridge", "--api", self.api, "--display", f"{self.sign}={sign_ports[self.sign]}"),
+            )
         print(
             f"\nDistrict demo is up. API: {self.api}/v1/parking/lots   docs: {self.api}/docs   "
             f"health: {self.api}/healthz",
             flush=True,
         )
+        print(f"  lockers: {self.api}/v1/lockers   crowd: {self.api}/v1/zones", flush=True)
+        if self.site.zones:
+            print(f"  guidance: {self.api}/v1/guidance/parking?zone={self.site.zones[0].id}", flush=True)
+        for display in self.site.displays:
+            print(
+                f"  display {display.id}: {self.api}/v1/displays/{display.id}"
+                f"   live (SSE): {self.api}/v1/displays/{display.id}/events",
+                flush=True,
+            )
+        if self.sign in sign_ports:
+            print(
+                f"  simulated LED count display {self.sign!r} on {sign_ports[self.sign]}, fed by the display bridge;"
+                " what it shows is logged in logs/sim.log",
+                flush=True,
+            )
         print(f"Logs and data: {self.workdir}    Ctrl-C stops everything.\n", flush=True)
 
     # -- run -----------------------------------------------------------------

@@ -203,6 +203,144 @@ class Health(_Out):
     devices: DeviceHealth
 
 
+# -- guidance (server/guidance.py, docs/guidance.md) ------------------------------
+
+DestinationSource = Literal["coords", "zone", "locker_bank"]
+ParkingUnavailableReason = Literal["closed", "stale", "nodata", "full", "too_far"]
+LockerUnavailableReason = Literal["stale", "nodata", "no_size", "none_free", "too_far"]
+
+
+class GuidanceDestination(_Out):
+    """Where the person is going, as asked and as resolved to coordinates."""
+
+    source: DestinationSource = Field(description="How the destination was given: lat/lng, a zone id or a bank id.")
+    id: str | None = Field(description="The zone or locker bank id; null for coordinates.")
+    name: str | None = Field(description="The zone's or bank's name; null for coordinates.")
+    coords: Coords
+
+
+class GuidanceEntrance(_Out):
+    """The lot entrance nearest the destination: where the walk starts."""
+
+    name: str | None = Field(description="The entrance's name; null when the lot has none configured (its coords).")
+    coords: Coords
+
+
+class GuidanceScoreParts(_Out):
+    """The score's terms, in minutes of walking they are worth; their sum is the score (lower is better)."""
+
+    walk_min: float = Field(description="Walking time from the nearest entrance to the destination.")
+    space_risk_min: float = Field(
+        description="FULL_COST_MIN * exp(-spaces_beyond_reserve / SPACE_SCALE): the risk of finding the lot full."
+    )
+    trend_min: float = Field(
+        description="Without arrive_in_min: FILLING_MIN if the lot is filling, else 0. With arrive_in_min and a"
+        " known trend: the space risk at the projected arrival minus the space risk now (negative if emptying)."
+    )
+    freshness_min: float = Field(description="STALENESS_MIN * data_age_s / stale_after_s: older data, more risk.")
+
+
+class ParkingGuidanceEntry(_Out):
+    """One lot in a parking guidance answer, with why it stands where it does."""
+
+    rank: int | None = Field(description="1 for the best lot with space; null for an unavailable lot.")
+    available: bool = Field(
+        description="Fresh, open, with spaces beyond its reserve and within the walking limit: ranked by score."
+        " Unavailable lots (only with include_unavailable=true) always come after every available one."
+    )
+    reason: ParkingUnavailableReason | None = Field(
+        description="Why an unavailable lot is not recommended (first that applies: closed, stale, nodata,"
+        " full, too_far); null when available."
+    )
+    lot_id: str
+    name: str
+    coords: Coords = Field(description="The lot's own coordinates.")
+    entrance: GuidanceEntrance
+    walk_m: float = Field(description="Estimated walking distance: great-circle distance times the circuity factor.")
+    walk_min: float = Field(description="walk_m at the walking speed, in minutes.")
+    state: LotState
+    total: int
+    free: int
+    reserve: int = Field(description="The lot's effective full_below: it shows full while fewer bays are free.")
+    spaces_beyond_reserve: int = Field(
+        description="free - reserve + 1: bays that can still fill before the lot shows full (full_below 1 is no"
+        " reserve, so this is then just free). At least 1 for an available lot."
+    )
+    spaces_at_arrival: float | None = Field(
+        description="With arrive_in_min and a known trend: spaces_beyond_reserve projected at the trend's rate"
+        " (free_change / window_s) to the arrival, at least 0; null otherwise."
+    )
+    trend: Trend
+    fresh: bool
+    data_age_s: float | None = Field(description="Age of the lot's newest bay reading; null if none was heard.")
+    stale_after_s: float
+    score: float | None = Field(description="Sum of score_parts in minutes (lower is better); null if unavailable.")
+    score_parts: GuidanceScoreParts | None
+    reasons: list[str] = Field(description="Each term or rule that put the lot here, in words.")
+    summary: str = Field(description="One sentence a person can read.")
+
+
+class ParkingGuidance(_Out):
+    """Lots ranked for a destination: available ones by score, then (optionally) the rest with their reasons."""
+
+    destination: GuidanceDestination
+    arrive_in_min: float | None = Field(description="Minutes until the driver reaches the lot, as asked.")
+    outside_site: bool = Field(
+        description="True when the destination is farther than max_walk_m from every lot: nothing is ranked."
+    )
+    max_walk_m: float = Field(description="The walking limit: farther lots are unavailable (too_far).")
+    available: int = Field(description="Lots available in all (the list holds at most `limit`).")
+    unavailable: int = Field(description="Lots not recommended in all, listed only with include_unavailable=true.")
+    lots: list[ParkingGuidanceEntry]
+    note: str | None = Field(description="Why the ranked list is empty, when it is.")
+
+
+class GuidanceSizeFree(_Out):
+    size: CompartmentSize
+    free: int = Field(description="Compartments of this size whose fresh reading says free.")
+
+
+class LockerGuidanceEntry(_Out):
+    """One locker bank in a locker guidance answer."""
+
+    rank: int | None = Field(description="1 for the nearest bank with a fitting free compartment; null otherwise.")
+    available: bool
+    reason: LockerUnavailableReason | None = Field(
+        description="Why an unavailable bank is not recommended (first that applies: no_size, stale, nodata,"
+        " none_free, too_far); null when available."
+    )
+    bank_id: str
+    name: str
+    coords: Coords
+    walk_m: float
+    walk_min: float
+    size_offered: CompartmentSize | None = Field(
+        description="The smallest size at least as large as asked with a free compartment; null if none."
+    )
+    free_of_size: int = Field(description="Free compartments of size_offered (0 when none).")
+    free_fitting: list[GuidanceSizeFree] = Field(
+        description="Free compartments per size at least as large as asked, that the bank has."
+    )
+    state: LockerBankState
+    fresh: bool
+    data_age_s: float | None
+    reasons: list[str]
+    summary: str
+
+
+class LockerGuidance(_Out):
+    """Locker banks with a free compartment of the asked size or larger, nearest first."""
+
+    destination: GuidanceDestination
+    size: CompartmentSize = Field(description="The size asked for; larger sizes fit too (S < M < L < XL).")
+    outside_site: bool = Field(description="True when the destination is farther than max_walk_m from every bank.")
+    max_walk_m: float
+    available: int
+    unavailable: int
+    banks: list[LockerGuidanceEntry]
+    note: str | None
+
+
 # -- displays (server.displays, server.routes.displays) ---------------------------------------------
 
 DisplayMode = Literal["auto", "blank", "full", "closed", "text", "test"]

@@ -54,6 +54,11 @@ class ServerSettings(BaseSettings):
     #: How often the background task pings InfluxDB (and retries a failed bootstrap).
     db_check_interval_s: Annotated[float, Field(gt=0)] = 5.0
 
+    #: DATEX II ``publicationCreator`` country (ISO 3166-1 alpha-2) of the interop feeds.
+    feeds_country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = "DE"
+    #: Default language of the DATEX II feeds (the language lot names are written in).
+    feeds_language: Annotated[str, Field(pattern=r"^[a-z]{2,3}$")] = "de"
+
     # -- displays (server.displays) --------------------------------------------
     #: Admin API keys, ``name:key`` pairs separated by commas (``ops:s3cret,alice:…``); the name
     #: is who the audit log records. ``X-API-Key`` must match one of them. Keys are never logged.
