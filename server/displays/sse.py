@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -35,30 +36,40 @@ class EventStream(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, engine: DisplayEngine, subscriber: Subscriber, heartbeat_s: float) -> None:
+    def __init__(
+        self, engine: DisplayEngine, subscriber: Subscriber, heartbeat_s: float, max_s: float | None = None
+    ) -> None:
         super().__init__(status_code=200)
         self.engine = engine
         self.subscriber = subscriber
         self.heartbeat_s = heartbeat_s
+        self.max_s = max_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sub = self.subscriber
+        loop = asyncio.get_running_loop()
+        end = math.inf if self.max_s is None else loop.time() + self.max_s
         watcher = asyncio.create_task(self._watch(receive, sub), name=f"sse-watch-{sub.display_id}")
         try:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
             while not sub.closed:
                 frame = sub.take()
                 if frame is None:
+                    left = end - loop.time()
+                    if left <= 0:
+                        break  # the client asked for a bounded stream (max_s)
                     sub.wake.clear()
                     try:
-                        async with asyncio.timeout(self.heartbeat_s):
+                        async with asyncio.timeout(min(self.heartbeat_s, left)):
                             await sub.wake.wait()
                     except TimeoutError:
+                        if loop.time() >= end:
+                            break
                         frame = HEARTBEAT
                     else:
                         continue
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
-            if not watcher.done():  # the engine ended it: finish the response cleanly
+            if not watcher.done():  # the engine or max_s ended it: finish the response cleanly
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:
             pass  # the client went away mid-send

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from server import models
@@ -29,11 +30,6 @@ class NotReady(ApiError):
     error = "not_ready"
 
 
-class InvalidOverride(ApiError):
-    status_code = 422
-    error = "invalid_override"
-
-
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": models.ErrorOut, "description": "No display with this id in the site configuration."}
 }
@@ -45,6 +41,20 @@ _NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
     304: {"description": "If-None-Match matched the current ETag: the sign shows the same as before. No body."}
 }
 _CACHE = "no-cache"
+#: One Server-Sent Event of a sign's stream (OpenAPI 3.1: the JSON in ``data`` by contentSchema).
+SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "event", "data"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$", "description": "The state's event_id."},
+        "event": {"const": "state"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/SignState"},
+        },
+    },
+}
 
 
 def engine_of(request: Request) -> DisplayEngine:
@@ -147,22 +157,35 @@ async def get_display(display_id: DisplayId, request: Request) -> Response:
     description="`text/event-stream`: `id: <event_id>`, `event: state`, `data: <the sign state JSON>` on every"
     " change; the current state at once on connect unless `Last-Event-ID` equals the current event id (so a"
     " client that resumes never misses the latest state); a `: ping` comment after 15 s without an event."
-    " A slow client gets the newest state, skipping ones it had no time to read.",
+    " A slow client gets the newest state, skipping ones it had no time to read. Without `max_s` the stream"
+    " does not end by itself.",
     response_model=None,
     responses={
         200: {
-            "description": "An endless event stream.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "An event stream: each event's `data` is the sign state (SignState) as JSON.",
+            "content": {"text/event-stream": {"schema": SSE_EVENT}},
         },
         **_NOT_FOUND,
     },
 )
-async def events(display_id: DisplayId, request: Request) -> Response:
+async def events(
+    display_id: DisplayId,
+    request: Request,
+    max_s: Annotated[
+        float | None,
+        Query(
+            gt=0,
+            le=86_400,
+            description="End the stream after this many seconds (for a proxy that cuts long responses, or a"
+            " bounded test); the client reconnects with `Last-Event-ID`. Default: never.",
+        ),
+    ] = None,
+) -> Response:
     engine = engine_of(request)
     sign = sign_of(engine, display_id)
     sub = engine.subscribe(sign, request.headers.get("last-event-id"))
     heartbeat: float = request.app.state.sse_heartbeat_s
-    return EventStream(engine, sub, heartbeat)
+    return EventStream(engine, sub, heartbeat, max_s)
 
 
 @router.put(
@@ -172,7 +195,18 @@ async def events(display_id: DisplayId, request: Request) -> Response:
     " (8888), until `until` (RFC 3339, in the future, at most the server's `override_max_s` ahead, 7 days by"
     " default); it then ends by itself. Replaces any override in force. Survives a restart; audited.",
     response_model=models.SignState,
-    responses={**_ADMIN, **_NOT_FOUND, 422: {"model": models.ErrorOut, "description": "A bad override."}},
+    responses={
+        **_ADMIN,
+        **_NOT_FOUND,
+        400: {
+            "description": "The body is not JSON (FastAPI's answer).",
+            "content": {
+                "application/json": {
+                    "schema": {"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}}
+                }
+            },
+        },
+    },
 )
 async def put_override(display_id: DisplayId, body: models.OverrideIn, request: Request, who: AdminDep) -> Response:
     engine = engine_of(request)
@@ -180,7 +214,11 @@ async def put_override(display_id: DisplayId, body: models.OverrideIn, request: 
     try:
         engine.set_override(sign, body.mode, body.text, body.until, who, body.reason)
     except OverrideRejected as exc:
-        raise InvalidOverride(str(exc)) from None
+        # FastAPI's validation shape, as for every other 422 of the API (detail[].type is the stable code).
+        field = "text" if "text" in str(exc) else "until"
+        raise RequestValidationError(
+            [{"type": "invalid_override", "loc": ("body", field), "msg": str(exc), "input": None}]
+        ) from None
     return Prebuilt(sign.body, sign.headers)
 
 
@@ -196,3 +234,16 @@ async def delete_override(display_id: DisplayId, request: Request, who: AdminDep
     sign = sign_of(engine, display_id)
     engine.clear_override(sign, who)
     return Prebuilt(sign.body, sign.headers)
+
+
+async def _override_methods(display_id: DisplayId) -> Response:
+    """405 naming both methods of the override resource (Starlette names only the first route's)."""
+    return Response(status_code=405, headers={"allow": "PUT, DELETE"})
+
+
+router.add_api_route(
+    "/{display_id}/override",
+    _override_methods,
+    methods=["GET", "HEAD", "POST", "PATCH", "OPTIONS"],
+    include_in_schema=False,
+)
