@@ -100,4 +100,40 @@ def against_site(device: DeviceConfig, sites: list[SiteConfig]) -> list[str]:
         except (OSError, ValueError) as exc:
             found = [f"camera {camera.id}: cannot read its counting lines: {exc}"]
         problems += [f"cameras[{i}]: {p}" for p in found]
+    problems += _refresh_problems(device, site)
+    return problems
+
+
+def _refresh_problems(device: DeviceConfig, site: SiteConfig) -> list[str]:
+    """A sensor that re-publishes unchanged states less often than half of what its readers call stale.
+
+    Freshness is judged from the sensors' readings: a quiet lot is heard only
+    through the controller's full refresh, so a refresh as long as a garage
+    sign's 120 s blanks the sign between refreshes. Half leaves room for one
+    lost refresh.
+    """
+    problems: list[str] = []
+    for i, sensor in enumerate(device.sensors):
+        group = getattr(sensor, "lot_id", None) or getattr(sensor, "bank_id", None)
+        refresh = getattr(sensor, "refresh_interval_s", None)
+        if group is None or refresh is None:
+            continue
+        limits: list[tuple[float, str]] = []
+        lot = site.lot(group)
+        if lot is not None:
+            limits.append((lot.stale_after_s, f"lot {lot.id}'s stale_after_s"))
+            for d in site.displays:
+                if group in d.lots or any(ref.lot == group for ref in d.levels):
+                    limits.append((d.stale_limit_s, f"display {d.id}'s stale limit"))
+        bank = site.bank(group)
+        if bank is not None:
+            limits.append((bank.stale_after_s, f"locker bank {bank.id}'s stale_after_s"))
+        if not limits:
+            continue
+        limit, what = min(limits)
+        if refresh > limit / 2:
+            problems.append(
+                f"sensors[{i}].refresh_interval_s: {refresh:g} s is more than half of {what} ({limit:g} s): "
+                "a quiet group would turn stale between two refreshes"
+            )
     return problems
