@@ -68,3 +68,20 @@ async def require_admin(request: Request, key: Annotated[str | None, Security(_h
 
 
 AdminDep = Annotated[str, Depends(require_admin)]
+
+
+async def require_operator(request: Request, key: Annotated[str | None, Security(_header)]) -> str:
+    """The calling key's name, for operator routes (history, devices, alerts); 401/403 as for admins.
+
+    Until roles exist every admin key is also an operator key.
+    """
+    if not key:
+        raise Unauthorized(f"this needs an operator key in the {API_KEY_HEADER} header")
+    keys: AdminKeys = request.app.state.admin_keys
+    name = keys.who(key)
+    if name is None:
+        raise Forbidden("the API key is not an operator key" if len(keys) else "this server has no keys configured")
+    return name
+
+
+OperatorDep = Annotated[str, Depends(require_operator)]
