@@ -288,8 +288,22 @@ class Device(StrictModel):
     heartbeat_s: Annotated[float, Field(gt=0)] = 60.0
 
 
+class HistoryConfig(StrictModel):
+    """How long InfluxDB keeps history (``docs/history.md``); the gateway sets it up at start.
+
+    ``raw_days``: raw readings and the gateway's lot/locker snapshots;
+    ``rollup_days``: the 5-minute and hourly rollups (``rollup_5m_days``
+    overrides it for the 5-minute ones). Gateway settings ``history_*_days`` override these.
+    """
+
+    raw_days: Annotated[int, Field(ge=1, le=36_500)] = 30
+    rollup_days: Annotated[int, Field(ge=1, le=36_500)] = 730
+    rollup_5m_days: Annotated[int, Field(ge=1, le=36_500)] | None = None
+
+
 class SiteConfig(StrictModel):
     site: SiteInfo
+    history: HistoryConfig = Field(default_factory=HistoryConfig)
     zones: list[Zone] = Field(default_factory=list)
     parking: list[LotConfig] = Field(default_factory=list)
     lockers: list[LockerBank] = Field(default_factory=list)
