@@ -2,10 +2,13 @@
 
 Start/stop sequence in one place::
 
-    start: dead-letter file, CREATE DATABASE (a warning if it fails), writer
+    start: dead-letter file, CREATE DATABASE (a warning if it fails), the
+           history thread (retention policies, continuous queries, rollup
+           catch-up: retried in the background, never fatal), writer
            thread, MQTT (retries until the broker answers), status heartbeat
     stop:  take no new messages, write and acknowledge everything taken
-           (retrying up to stop_timeout_s), publish ``offline``, disconnect
+           (retrying up to stop_timeout_s), publish ``offline``, stop the
+           history thread, disconnect
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ from common.influxdb import InfluxError
 from contracts.configfile import load_model
 from contracts.site import SiteConfig
 from contracts.storage import FieldValue, StoredPoint, gateway_stats_point
-from gateway.influx import InfluxSink
+from gateway.influx import InfluxSink, InfluxWriter
 from gateway.intake import MqttIntake
 from gateway.pipeline import STOP, Backoff, BatchWriter, DeadLetters, GatewayStats, QueueEntry, Stats
+from gateway.retention import HistoryMaintainer, HistorySetup, RetentionPlan
 from gateway.settings import GatewaySettings
 from gateway.sink import Sink
+from gateway.snapshots import HistorySink, HistoryTracker, LateMarks
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +38,9 @@ class Gateway:
 
     ``sink``: where readings go (default: InfluxDB from ``settings``, created
     on start when ``create_database``, closed on stop); a sink passed in is
-    the caller's to prepare and close.
+    the caller's to prepare and close. With the default sink and
+    ``settings.history``, the gateway also sets up history in InfluxDB and
+    adds lot and locker snapshots to what it writes (``docs/history.md``).
     """
 
     def __init__(
@@ -49,8 +56,12 @@ class Gateway:
         self.site = site
         self._site_id = site.site.id if site is not None else settings.site_id
         self._influx: InfluxSink | None = None
+        self._history: HistoryMaintainer | None = None
+        self._history_writer: InfluxWriter | None = None
         if sink is None:
             self._influx = sink = InfluxSink.from_settings(settings)
+            if settings.history:
+                sink = self._history_sink(sink, site)
         self._sink: Sink = sink
         self._stats = Stats()
         self._q: queue.Queue[QueueEntry] = queue.Queue(maxsize=settings.queue_bound)
@@ -61,6 +72,31 @@ class Gateway:
         self._status_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._started = False
+
+    def _history_sink(self, sink: InfluxSink, site: SiteConfig | None) -> Sink:
+        """The InfluxDB sink with lot/locker snapshots added, and the history thread (started by :meth:`start`)."""
+        settings = self.settings
+        late = LateMarks()
+        tracker = None
+        if site is None:
+            log.info("history: no site configuration, so no lot or locker snapshots (rollups of footfall only)")
+        elif settings.share_group is not None:
+            # Each worker sees a share of every lot's readings: no worker knows a lot's state.
+            log.warning("history: no lot or locker snapshots from gateway workers (docs/history.md, workers)")
+        else:
+            tracker = HistoryTracker(site, every_s=settings.history_snapshot_s, warmup_s=settings.history_warmup_s)
+        plan = RetentionPlan.of(
+            settings.influx_db,
+            raw_rp=settings.influx_rp,
+            config=site.history if site is not None else None,
+            raw_days=settings.history_raw_days,
+            rollup_days=settings.history_rollup_days,
+        )
+        self._history_writer = InfluxWriter.from_settings(settings, rp=settings.influx_rp)
+        self._history = HistoryMaintainer(
+            HistorySetup(self._history_writer.execute, plan), late, interval_s=settings.history_interval_s
+        )
+        return HistorySink(sink, tracker, late=late)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -89,6 +125,8 @@ class Gateway:
                 # 2.x/3.x compatibility endpoints cannot create databases, and
                 # InfluxDB may simply be down: the writer retries either way.
                 log.warning("CREATE DATABASE %r failed (continuing): %s", self.settings.influx_db, exc)
+        if self._history is not None:
+            self._history.start()
         self._writer_thread = threading.Thread(target=self._batch_writer.run, name="gateway-writer", daemon=True)
         self._writer_thread.start()
         self.intake.start()
@@ -124,6 +162,10 @@ class Gateway:
         if self._status_thread is not None:
             self._status_thread.join(5)
         self.intake.close()
+        if self._history is not None:
+            self._history.stop()
+        if self._history_writer is not None:
+            self._history_writer.close()
         if self._influx is not None:
             self._influx.close()
         self._dead.close()
