@@ -24,7 +24,7 @@ from server.displays import DisplayEngine
 from server.errors import ApiError, api_error_handler
 from server.influx import InfluxClient, open_http_client
 from server.live import Clock, LiveState
-from server.routes import displays, feeds, guidance, health, lockers, parking, zones
+from server.routes import displays, feeds, guidance, health, history, lockers, parking, zones
 from server.runtime import Runtime
 from server.settings import ServerSettings
 from server.stream import LiveStream
@@ -125,4 +125,5 @@ def create_app(
     app.include_router(health.router)
     app.include_router(feeds.router)
     app.include_router(displays.router)
+    app.include_router(history.router)
     return app

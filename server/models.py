@@ -433,3 +433,134 @@ class AuditEntry(_Out):
     text: str | None
     until: datetime | None
     reason: str | None
+
+
+# -- history (server/routes/history.py, server/history.py, docs/history.md) ------------------------------
+
+HistoryEvery = Literal["5m", "1h", "1d"]
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+
+class HistoryStat(_Out):
+    """Mean, minimum and maximum of a count over one bucket's snapshots (null: no snapshot in the bucket)."""
+
+    mean: float | None
+    min: int | None
+    max: int | None
+
+
+class HistoryWindow(_Out):
+    """The span answered: ``from``/``to`` widened to whole buckets, in the site's time zone."""
+
+    start: datetime = Field(description="First bucket's start (local time with its UTC offset).")
+    end: datetime = Field(description="Last bucket's end, exclusive.")
+    every: HistoryEvery
+    timezone: str = Field(description="The site's IANA time zone: 1h and 1d buckets start at its local hours.")
+    sources: list[str] = Field(
+        description="Where the numbers came from, coarsest first: `rollup_1h`, `rollup_5m` (continuous-query"
+        " rollups) and/or `raw` (the recent part no rollup covers yet)."
+    )
+
+
+class LotHistoryBucket(_Out):
+    start: datetime = Field(description="Local start of the bucket (a 1d bucket is 23 or 25 h on DST days).")
+    end: datetime
+    samples: int = Field(description="Lot snapshots (one a minute) in the bucket; 0: no data, every value null.")
+    free: HistoryStat
+    occupied: HistoryStat
+    unknown: HistoryStat = Field(description="Bays without a fresh free/occupied reading (never counted as free).")
+
+
+class LotHistory(_Out):
+    """A lot's free and occupied bays over time, per bucket."""
+
+    lot_id: str
+    name: str
+    total: int = Field(description="Bays in the site configuration now.")
+    window: HistoryWindow
+    buckets: list[LotHistoryBucket]
+
+
+class LineFlow(_Out):
+    camera: str | None
+    line: str
+    entries: int = Field(description="Crossings into the zone (towards).")
+    exits: int = Field(description="Crossings out of the zone (away).")
+
+
+class ZoneHistoryBucket(_Out):
+    start: datetime
+    end: datetime
+    entries: int | None = Field(description="Crossings into the zone on all its lines; null: no interval stored.")
+    exits: int | None
+    occupancy_mean: float | None = Field(
+        description="Mean estimated people in the zone (the sum of its cameras' mean estimates); null: none stored."
+    )
+    lines: list[LineFlow] = Field(description="Per counting line, lines with data only.")
+
+
+class ZoneHistory(_Out):
+    """A zone's footfall (entries, exits) and occupancy over time."""
+
+    zone_id: str
+    name: str
+    window: HistoryWindow
+    buckets: list[ZoneHistoryBucket]
+
+
+class LockerHistoryBucket(_Out):
+    start: datetime
+    end: datetime
+    samples: int = Field(description="Bank snapshots (one a minute) in the bucket; 0: no data.")
+    deposits: int | None = Field(description="Compartments that went free -> occupied; null without data.")
+    pickups: int | None = Field(description="Compartments that went occupied -> free; null without data.")
+    mean_dwell_s: float | None = Field(
+        description="Mean seconds from deposit to pickup, over the pickups in the bucket whose deposit was seen."
+    )
+    occupied: HistoryStat
+    free: HistoryStat
+
+
+class LockerHistory(_Out):
+    """A locker bank's use over time: deposits, pickups, dwell time and occupancy."""
+
+    bank_id: str
+    name: str
+    total: int
+    window: HistoryWindow
+    buckets: list[LockerHistoryBucket]
+
+
+class LotPeak(_Out):
+    weekday: Weekday
+    hour: int | None = Field(description="Local start hour (0-23) of the busiest hour; null: no data that weekday.")
+    occupied_mean: float | None = Field(description="Mean occupied bays in that hour over the weekday's days.")
+    free_mean: float | None
+    days: int = Field(description="Days of this weekday in the span with data.")
+
+
+class LotPeaks(_Out):
+    """The busiest hour of each weekday: the local hour with the most occupied bays on average."""
+
+    lot_id: str
+    name: str
+    total: int
+    window: HistoryWindow
+    peaks: list[LotPeak] = Field(description="Monday first.")
+
+
+class ZonePeak(_Out):
+    weekday: Weekday
+    hour: int | None = Field(description="Local start hour (0-23) with the most entries on average; null: no data.")
+    entries_mean: float | None = Field(description="Mean entries in that hour over the weekday's days with data.")
+    exits_mean: float | None
+    days: int
+
+
+class ZonePeaks(_Out):
+    """The busiest hour of each weekday: the local hour with the most entries into the zone on average."""
+
+    zone_id: str
+    name: str
+    window: HistoryWindow
+    peaks: list[ZonePeak] = Field(description="Monday first.")

@@ -1,4 +1,4 @@
-"""Retention policies, continuous queries and rollup rebuilds as statements (gateway/retention.py), on a fake InfluxDB."""
+"""Retention policies, continuous queries and rollup rebuilds as statements (gateway/retention.py), on a fake."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def test_the_rollup_statement_is_the_same_text_for_the_continuous_query_and_a_ba
     cq = create_cq(h.LOT_OCCUPANCY, h.ROLLUP_5M, "db", "autogen")
     assert cq.endswith(f"RESAMPLE EVERY 5m FOR 900s BEGIN {body} END")
     backfill = backfill_statements(h.LOT_OCCUPANCY, h.ROLLUP_5M, "db", "autogen", 0, HOUR)
-    assert backfill == [body.replace(' GROUP BY', f" WHERE time >= 0 AND time < {HOUR} GROUP BY")]
+    assert backfill == [body.replace(" GROUP BY", f" WHERE time >= 0 AND time < {HOUR} GROUP BY")]
     footfall = select_into(h.FOOTFALL, h.ROLLUP_1H, "db", None)
     assert 'FROM "db".."footfall"' in footfall and 'GROUP BY time(1h), "site", "zone", "camera", "line"' in footfall
 
