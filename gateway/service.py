@@ -56,7 +56,7 @@ class Gateway:
         self.site = site
         self._site_id = site.site.id if site is not None else settings.site_id
         self._influx: InfluxSink | None = None
-        self._history: HistoryMaintainer | None = None
+        self.history: HistoryMaintainer | None = None
         self._history_writer: InfluxWriter | None = None
         if sink is None:
             self._influx = sink = InfluxSink.from_settings(settings)
@@ -93,7 +93,7 @@ class Gateway:
             rollup_days=settings.history_rollup_days,
         )
         self._history_writer = InfluxWriter.from_settings(settings, rp=settings.influx_rp)
-        self._history = HistoryMaintainer(
+        self.history = HistoryMaintainer(
             HistorySetup(self._history_writer.execute, plan), late, interval_s=settings.history_interval_s
         )
         return HistorySink(sink, tracker, late=late)
@@ -125,8 +125,8 @@ class Gateway:
                 # 2.x/3.x compatibility endpoints cannot create databases, and
                 # InfluxDB may simply be down: the writer retries either way.
                 log.warning("CREATE DATABASE %r failed (continuing): %s", self.settings.influx_db, exc)
-        if self._history is not None:
-            self._history.start()
+        if self.history is not None:
+            self.history.start()
         self._writer_thread = threading.Thread(target=self._batch_writer.run, name="gateway-writer", daemon=True)
         self._writer_thread.start()
         self.intake.start()
@@ -162,8 +162,8 @@ class Gateway:
         if self._status_thread is not None:
             self._status_thread.join(5)
         self.intake.close()
-        if self._history is not None:
-            self._history.stop()
+        if self.history is not None:
+            self.history.stop()
         if self._history_writer is not None:
             self._history_writer.close()
         if self._influx is not None:

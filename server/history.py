@@ -33,7 +33,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from common.influxdb import quote_ident, quote_str
+from common.influxdb import InfluxError, quote_ident, quote_str
 from contracts import history
 from contracts.history import Aggregate, Rollup, RollupSpec
 from contracts.storage import from_ns, to_ns
@@ -322,15 +322,22 @@ async def read_buckets(
 
     The newest rollup bucket is looked up for ``tags`` as a whole (not per
     group): a group silent in that bucket reads raw only for what follows it.
+    A database without the rollup policies (the gateway has not set them up)
+    is read raw. Raises :class:`common.influxdb.InfluxError`.
     """
     rollup = rollup_for(window)
     tz = window.tz.key
     found = Buckets()
     start, end = window.start_ns, window.end_ns
     seam = start
-    newest = await client.query(
-        newest_bucket_query(spec, db=client.db, rollup=rollup, tags=tags, start_ns=start, end_ns=end)
-    )
+    try:
+        newest = await client.query(
+            newest_bucket_query(spec, db=client.db, rollup=rollup, tags=tags, start_ns=start, end_ns=end)
+        )
+    except InfluxError as exc:
+        if "retention policy not found" not in str(exc):
+            raise
+        newest = []  # no rollups on this database (yet): the gateway sets them up; raw answers meanwhile
     times = [v[0] for s in newest for v in s.get("values") or [] if v and isinstance(v[0], int)]
     if times:
         seam = min(max(times) + rollup.seconds * 1_000_000_000, end)

@@ -241,3 +241,24 @@ def test_an_empty_history_is_every_bucket_with_no_data_not_zeros(tmp_path: Path)
     assert first["samples"] == 0 and first["free"] == {"mean": None, "min": None, "max": None}
     zone = get(app, "/v1/zones/z/history?from=2026-10-25&to=2026-10-26&every=1d", KEY).json()
     assert zone["buckets"][0]["entries"] is None and zone["window"]["timezone"] == "Europe/Berlin"
+
+
+def test_a_database_without_rollups_is_read_raw_and_other_failures_are_503(tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    def no_rollups(request: httpx.Request) -> httpx.Response:
+        q = request.url.params["q"]
+        asked.append(q)
+        if '"rollup_' in q:
+            return httpx.Response(200, json={"results": [{"error": "retention policy not found: rollup_1h"}]})
+        return httpx.Response(200, json={"results": [{"statement_id": 0}]})
+
+    r = get(make_app(tmp_path, httpx.MockTransport(no_rollups)), "/v1/parking/lots/L/history", KEY)
+    assert r.status_code == 200 and r.json()["window"]["sources"] == ["raw"]
+    assert len(asked) == 2 and asked[1].startswith('SELECT sum("free") AS "free_sum"')
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"results": [{"error": "shard is being compacted"}]})
+
+    r = get(make_app(tmp_path, httpx.MockTransport(broken)), "/v1/parking/lots/L/history", KEY)
+    assert r.status_code == 503 and "shard is being compacted" in r.json()["detail"]
