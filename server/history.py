@@ -26,6 +26,7 @@ through :class:`server.influx.InfluxClient` and raise
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -78,9 +79,15 @@ def site_zone(name: str) -> ZoneInfo:
 # -- the window ---------------------------------------------------------------------------------
 
 
+_PLUS_AS_SPACE = re.compile(r"(?<=\d) (\d\d:?\d\d)$")
+
+
 def parse_time(text: str, tz: tzinfo, param: str) -> datetime:
-    """``YYYY-MM-DD`` (local midnight in ``tz``) or an RFC 3339 date-time with an offset; 422 otherwise."""
-    text = text.strip()
+    """``YYYY-MM-DD`` (local midnight in ``tz``) or an RFC 3339 date-time with an offset; 422 otherwise.
+
+    A ``+`` left unencoded in a URL arrives as a space: ``...T10:00:00 01:00`` is read as ``+01:00``.
+    """
+    text = _PLUS_AS_SPACE.sub(r"+\1", text.strip())
     try:
         if len(text) == 10:
             return local_midnight(date.fromisoformat(text), tz)

@@ -67,6 +67,8 @@ def test_from_and_to_widen_to_whole_buckets_and_default_to_a_span_before_now() -
         to_ns(datetime(2026, 3, 29, 0, 0, tzinfo=UTC)),
         to_ns(datetime(2026, 3, 29, 0, 10, tzinfo=UTC)),
     )
+    unencoded = window("2026-03-29T01:07:00 01:00", "2026-03-29T03:01:00+02:00", "1h")  # "+" sent as is in a URL
+    assert unencoded == w
     default = window(None, None, "1h")
     assert default.end == NOW and default.start == NOW - timedelta(days=7)
 
