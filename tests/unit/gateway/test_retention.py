@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from common.influxdb import InfluxError, InfluxUnavailable
 from contracts import history as h
@@ -22,6 +23,7 @@ from gateway.retention import (
     select_into,
     shard_duration,
 )
+from gateway.settings import GatewaySettings
 from gateway.snapshots import LateMarks
 
 NS = 1_000_000_000
@@ -193,3 +195,11 @@ def test_the_maintainer_thread_never_dies_of_a_failure() -> None:
         assert maintainer.ready.wait(5)
     finally:
         maintainer.stop()
+
+
+def test_history_settings_are_checked() -> None:
+    assert GatewaySettings(history_snapshot_s=300).history_snapshot_s == 300
+    with pytest.raises(ValidationError, match="divide a day"):
+        GatewaySettings(history_snapshot_s=7)
+    with pytest.raises(ValidationError):
+        GatewaySettings(history_raw_days=0)
