@@ -258,6 +258,29 @@ def bucket_query(
     )
 
 
+def points_query(
+    spec: RollupSpec,
+    *,
+    db: str,
+    rollup: Rollup,
+    tags: Mapping[str, str],
+    start_ns: int,
+    end_ns: int,
+    group_by: Sequence[str] = (),
+) -> str:
+    """The rollup's points as stored, for buckets the size of the rollup's own (nothing to combine in InfluxDB).
+
+    Each point's time is its bucket's start; points of several series in one
+    bucket (a tag neither filtered nor grouped by) are merged by :func:`fold_series`.
+    """
+    fields = ", ".join(quote_ident(a) for a in spec.aliases)
+    groups = f" GROUP BY {', '.join(quote_ident(t) for t in group_by)}" if group_by else ""
+    return (
+        f"SELECT {fields} FROM {source_ref(db, rollup, spec.measurement)}"
+        f" WHERE {_where(tags, start_ns, end_ns)}{groups}"
+    )
+
+
 def newest_bucket_query(
     spec: RollupSpec, *, db: str, rollup: Rollup, tags: Mapping[str, str], start_ns: int, end_ns: int
 ) -> str:
@@ -348,10 +371,15 @@ async def read_buckets(
     times = [v[0] for s in newest for v in s.get("values") or [] if v and isinstance(v[0], int)]
     if times:
         seam = min(max(times) + rollup.seconds * 1_000_000_000, end)
-        q = bucket_query(
-            spec, db=client.db, rollup=rollup, tags=tags, start_ns=start, end_ns=seam, every=window.every, tz=tz,
-            group_by=group_by,
-        )  # fmt: skip
+        if rollup.seconds == EVERY_S[window.every]:  # the rollup's buckets are the answer's: read them as stored
+            q = points_query(
+                spec, db=client.db, rollup=rollup, tags=tags, start_ns=start, end_ns=seam, group_by=group_by
+            )
+        else:
+            q = bucket_query(
+                spec, db=client.db, rollup=rollup, tags=tags, start_ns=start, end_ns=seam, every=window.every, tz=tz,
+                group_by=group_by,
+            )  # fmt: skip
         fold_series(spec, await client.query(q), group_by, found.groups)
         found.sources.append(rollup.rp)
     if seam < end:

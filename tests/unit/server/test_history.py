@@ -264,3 +264,31 @@ def test_a_database_without_rollups_is_read_raw_and_other_failures_are_503(tmp_p
 
     r = get(make_app(tmp_path, httpx.MockTransport(broken)), "/v1/parking/lots/L/history", KEY)
     assert r.status_code == 503 and "shard is being compacted" in r.json()["detail"]
+
+
+def test_buckets_the_size_of_the_rollups_are_read_as_stored_and_coarser_ones_combined(tmp_path: Path) -> None:
+    asked: list[str] = []
+    newest = to_ns(datetime(2026, 3, 29, 10, tzinfo=UTC))
+
+    def rollups(request: httpx.Request) -> httpx.Response:
+        q = request.url.params["q"]
+        asked.append(q)
+        if q.startswith("SELECT last("):
+            return httpx.Response(
+                200, json={"results": [{"series": [{"columns": ["time", "last"], "values": [[newest, 1]]}]}]}
+            )
+        return httpx.Response(200, json={"results": [{"statement_id": 0}]})
+
+    app = make_app(tmp_path, httpx.MockTransport(rollups))
+    assert get(app, "/v1/parking/lots/L/history?from=2026-03-29&to=2026-03-30&every=5m", KEY).status_code == 200
+    _, stored, raw = asked
+    assert stored.startswith('SELECT "free_sum", "free_min"') and "GROUP BY" not in stored
+    assert f"time < {newest + 300 * 10**9}" in stored and f"time >= {newest + 300 * 10**9}" in raw
+    asked.clear()
+    assert get(app, "/v1/parking/lots/L/history?from=2026-03-29&to=2026-03-30&every=1d", KEY).status_code == 200
+    assert asked[1].startswith('SELECT sum("free_sum") AS "free_sum"') and "GROUP BY time(1d)" in asked[1]
+    assert history.points_query(h.FOOTFALL, db="db", rollup=h.ROLLUP_1H, tags={"zone": "z"}, start_ns=1, end_ns=2,
+                                group_by=("camera", "line")) == (
+        'SELECT "towards", "away" FROM "db"."rollup_1h"."footfall" WHERE "zone" = \'z\' AND time >= 1 AND time < 2'
+        ' GROUP BY "camera", "line"'
+    )  # fmt: skip
