@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import queue
 import shutil
@@ -370,7 +371,7 @@ async def measure(
         summary[name] = {
             "cold_ms": round(ms[0], 1),
             "median_ms": round(statistics.median(warm), 1),
-            "p90_ms": round(sorted(warm)[int(0.9 * (len(warm) - 1))], 1),
+            "p90_ms": round(sorted(warm)[math.ceil(0.9 * len(warm)) - 1], 1),
             "min_ms": round(min(warm), 1),
         }
     return {
