@@ -24,7 +24,7 @@ from server.displays import DisplayEngine
 from server.errors import ApiError, api_error_handler
 from server.influx import InfluxClient, open_http_client
 from server.live import Clock, LiveState
-from server.routes import displays, feeds, guidance, health, lockers, parking, zones
+from server.routes import devices, displays, feeds, guidance, health, lockers, parking, zones
 from server.runtime import Runtime
 from server.settings import ServerSettings
 from server.stream import LiveStream
@@ -122,6 +122,7 @@ def create_app(
     app.include_router(lockers.router)
     app.include_router(zones.router)
     app.include_router(guidance.router)
+    app.include_router(devices.router)
     app.include_router(health.router)
     app.include_router(feeds.router)
     app.include_router(displays.router)

@@ -85,3 +85,13 @@ async def require_operator(request: Request, key: Annotated[str | None, Security
 
 
 OperatorDep = Annotated[str, Depends(require_operator)]
+
+
+def operator_responses() -> dict[int | str, dict[str, object]]:
+    """The 401/403 answers an operator route documents in OpenAPI."""
+    from server import models
+
+    return {
+        401: {"model": models.ErrorOut, "description": "No X-API-Key header."},
+        403: {"model": models.ErrorOut, "description": "The key is not an operator key."},
+    }
