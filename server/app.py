@@ -18,12 +18,14 @@ from fastapi import FastAPI
 
 from contracts import SiteConfig, utcnow
 from contracts.configfile import load_model
+from server.alerts import AlertEngine, stream_counts_of
 from server.auth import AdminKeys
 from server.dbmonitor import DatabaseMonitor
 from server.displays import DisplayEngine
 from server.errors import ApiError, api_error_handler
 from server.influx import InfluxClient, open_http_client
 from server.live import Clock, LiveState
+from server.routes import alerts as alert_routes
 from server.routes import devices, displays, feeds, guidance, health, lockers, parking, zones
 from server.runtime import Runtime
 from server.settings import ServerSettings
@@ -62,10 +64,12 @@ def create_app(
         override_max_s=settings.override_max_s,
     )
 
+    alerts = AlertEngine(live, topic_prefix=settings.topic_prefix)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The display engine lives longest: it serves signs whatever the broker and database do.
-        async with display_engine.running(), connected(app):
+        async with display_engine.running(), alerts.running(), connected(app):
             yield
 
     @contextlib.asynccontextmanager
@@ -78,6 +82,8 @@ def create_app(
         stream = LiveStream(settings, live)
         stream.start()
         runtime.broker = stream
+        alerts.publish = stream.publish_retained
+        alerts.stream_counts = stream_counts_of(stream.health)
         http = open_http_client(settings)
         try:
             monitor = DatabaseMonitor(
@@ -115,6 +121,7 @@ def create_app(
     )
     app.state.runtime = runtime
     app.state.displays = display_engine
+    app.state.alerts = alerts
     app.state.admin_keys = AdminKeys(settings.admin_keys())
     app.state.sse_heartbeat_s = settings.sse_heartbeat_s
     app.add_exception_handler(ApiError, api_error_handler)
@@ -123,6 +130,7 @@ def create_app(
     app.include_router(zones.router)
     app.include_router(guidance.router)
     app.include_router(devices.router)
+    app.include_router(alert_routes.router)
     app.include_router(health.router)
     app.include_router(feeds.router)
     app.include_router(displays.router)

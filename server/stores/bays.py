@@ -35,6 +35,8 @@ TREND_WINDOW_S = 600.0
 #: share of its bays in the trend window, and by at least TREND_MIN_BAYS.
 TREND_SHARE = 0.01
 TREND_MIN_BAYS = 2
+#: Recent status changes remembered per bay, for flapping.
+FLAP_KEEP = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,13 +159,57 @@ class BayStore(EntityStore):
         }
         self._tallies: dict[tuple[str, str | None], tuple[int, Tally]] = {}
         self._changes: dict[str, _Changes] = {lot.id: _Changes() for lot in site.parking}
+        #: (lot, bay) -> when its current status began (heard time of the reading that set it; for a
+        #: bay first known from history, that reading's time: a lower bound).
+        self._since: dict[tuple[str, str], float] = {}
+        #: (lot, bay) -> heard times of its recent live status changes (flapping), at most FLAP_KEEP.
+        self._flips: dict[tuple[str, str], deque[float]] = {}
         self.started = clock().timestamp()
 
     def _applied(self, group: str, entity: str, held: Reading | None, stored: Reading) -> None:
+        key = (group, entity)
+        if held is None or held.status != stored.status:
+            self._since[key] = stored.heard
+            if held is not None and stored.arrival:
+                self._flips.setdefault(key, deque(maxlen=FLAP_KEEP)).append(stored.heard)
         if held is not None and stored.arrival:
             delta = _FREE_DELTA.get((held.status, stored.status))
             if delta:
                 self._changes[group].add(stored.heard, delta)
+
+    # -- what alerts look at -------------------------------------------------------
+
+    def churn(self, lot_id: str, now: datetime) -> tuple[int, float]:
+        """(live free/occupied changes, seconds observed) in the lot's trend window."""
+        now_ts = now.timestamp()
+        with self._lock:
+            changes = self._changes[lot_id]
+            changes.since(now_ts - TREND_WINDOW_S)
+            return len(changes.events), min(TREND_WINDOW_S, max(0.0, now_ts - self.started))
+
+    def unchanged_since(self, lot_id: str, now: datetime, older_than_s: float) -> list[tuple[str, str, float]]:
+        """Bays of a lot whose current status (free or occupied) began more than ``older_than_s`` ago and
+        which are still heard: (bay, status, since)."""
+        now_ts = now.timestamp()
+        lot = self._lots[lot_id]
+        out: list[tuple[str, str, float]] = []
+        with self._lock:
+            for bay, r in self._state[lot_id].items():
+                since = self._since.get((lot_id, bay))
+                fresh = r.heard > now_ts - lot.stale_after_s
+                if fresh and since is not None and r.status in ("free", "occupied") and now_ts - since > older_than_s:
+                    out.append((bay, r.status, since))
+        return out
+
+    def flapping(self, now: datetime, window_s: float, min_changes: int) -> list[tuple[str, str, int]]:
+        """Bays with at least ``min_changes`` live status changes in the last ``window_s``: (lot, bay, changes)."""
+        start = now.timestamp() - window_s
+        with self._lock:
+            return [
+                (lot, bay, n)
+                for (lot, bay), flips in self._flips.items()
+                if (n := sum(1 for t in flips if t > start)) >= min_changes
+            ]
 
     def apply_message(self, message: ParkingBayState, heard: float) -> bool:
         return self.apply(message.lot_id, message.bay_id, Reading.from_message(message, heard=heard))
