@@ -157,7 +157,7 @@ class BayStore(EntityStore):
         self._levels: dict[tuple[str, str], frozenset[str]] = {
             (lot.id, level.id): frozenset(level.bay_ids()) for lot in site.parking for level in lot.levels
         }
-        self._tallies: dict[tuple[str, str | None], tuple[int, Tally]] = {}
+        self._tallies: dict[tuple[str, str | None, float], tuple[int, Tally]] = {}
         self._changes: dict[str, _Changes] = {lot.id: _Changes() for lot in site.parking}
         #: (lot, bay) -> when its current status began (heard time of the reading that set it; for a
         #: bay first known from history, that reading's time: a lower bound).
@@ -229,34 +229,49 @@ class BayStore(EntityStore):
         with self._lock:
             return [self._summarize(lot, now_ts) for lot in self._lots.values()]
 
-    def level_tally(self, lot_id: str, level_id: str, now: datetime) -> Tally | None:
-        """Counts over one level's bays, judged with its lot's ``stale_after_s``."""
+    def level_tally(
+        self, lot_id: str, level_id: str, now: datetime, stale_after_s: float | None = None
+    ) -> Tally | None:
+        """Counts over one level's bays, judged with ``stale_after_s`` (default: its lot's)."""
         bays = self._levels.get((lot_id, level_id))
         if bays is None:
             return None
         with self._lock:
-            return self._tally(self._lots[lot_id], level_id, bays, now.timestamp())
+            return self._tally(self._lots[lot_id], level_id, bays, now.timestamp(), stale_after_s)
 
-    def lot_tally(self, lot_id: str, now: datetime) -> Tally | None:
+    def lot_tally(self, lot_id: str, now: datetime, stale_after_s: float | None = None) -> Tally | None:
+        """Counts over a lot's bays, judged with ``stale_after_s`` (default: the lot's own).
+
+        A sign passes its own, shorter limit: a bay it has not heard from within
+        that limit is not reporting *for the sign*, even if the lot still counts it.
+        """
         lot = self._lots.get(lot_id)
         if lot is None:
             return None
         with self._lock:
-            return self._tally(lot, None, None, now.timestamp())
+            return self._tally(lot, None, None, now.timestamp(), stale_after_s)
 
     def trend(self, lot_id: str, now: datetime) -> models.Trend:
         with self._lock:
             return self._trend(self._lots[lot_id], now.timestamp())
 
-    def _tally(self, lot: LotConfig, level: str | None, bays: frozenset[str] | None, now_ts: float) -> Tally:
-        key = (lot.id, level)
+    def _tally(
+        self,
+        lot: LotConfig,
+        level: str | None,
+        bays: frozenset[str] | None,
+        now_ts: float,
+        stale_after_s: float | None = None,
+    ) -> Tally:
+        stale_s = lot.stale_after_s if stale_after_s is None else stale_after_s
+        key = (lot.id, level, stale_s)
         cached = self._tallies.get(key)
         version = self._versions[lot.id]
         if cached is not None and cached[0] == version and cached[1].counted_at <= now_ts < cached[1].expires:
             return cached[1]
         state = self._state[lot.id]
         readings: Iterable[Reading] = state.values() if bays is None else (state[b] for b in bays if b in state)
-        t = tally(readings, now_ts, lot.stale_after_s, self.max_future_s)
+        t = tally(readings, now_ts, stale_s, self.max_future_s)
         self._tallies[key] = (version, t)
         return t
 
