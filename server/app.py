@@ -18,11 +18,12 @@ from fastapi import FastAPI
 
 from contracts import SiteConfig, utcnow
 from contracts.configfile import load_model
-from server.auth import AdminKeys
+from server.auth import Access, AccessPolicy, install
 from server.dbmonitor import DatabaseMonitor
 from server.displays import DisplayEngine
 from server.errors import ApiError, api_error_handler
 from server.influx import InfluxClient, open_http_client
+from server.keys import KeyRing
 from server.live import Clock, LiveState
 from server.routes import displays, feeds, guidance, health, lockers, parking, zones
 from server.runtime import Runtime
@@ -115,7 +116,9 @@ def create_app(
     )
     app.state.runtime = runtime
     app.state.displays = display_engine
-    app.state.admin_keys = AdminKeys(settings.admin_keys())
+    keys = KeyRing(settings.admin_keys(), settings.resolved_keys_file(), reload_s=settings.keys_reload_s)
+    install(app, Access(AccessPolicy(settings.access), keys))
+    log.info("access control: %r", keys)
     app.state.sse_heartbeat_s = settings.sse_heartbeat_s
     app.add_exception_handler(ApiError, api_error_handler)
     app.include_router(parking.router)
