@@ -176,10 +176,18 @@ def write_key_file(path: Path, entries: list[KeyEntry]) -> None:
     """Replace ``path`` atomically (temp file, fsync, rename), readable by its owner only."""
     path.parent.mkdir(parents=True, exist_ok=True)
     body = "\n".join([HEADER, *(e.line() for e in entries)]) + "\n"
+    try:
+        owner: tuple[int, int] | None = (path.stat().st_uid, path.stat().st_gid)
+    except FileNotFoundError:
+        owner = None
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             os.fchmod(f.fileno(), 0o600)
+            if owner is not None and owner != (os.geteuid(), os.getegid()):
+                # root editing the server's file: keep it the server user's, or the server could not read it
+                with contextlib.suppress(PermissionError):
+                    os.fchown(f.fileno(), *owner)
             f.write(body)
             f.flush()
             os.fsync(f.fileno())
