@@ -25,7 +25,8 @@ from server.errors import ApiError, api_error_handler
 from server.influx import InfluxClient, open_http_client
 from server.keys import KeyRing
 from server.live import Clock, LiveState
-from server.routes import displays, feeds, guidance, health, lockers, parking, zones
+from server.metrics import MetricsMiddleware, ServerMetrics
+from server.routes import displays, feeds, guidance, health, lockers, metrics, parking, zones
 from server.runtime import Runtime
 from server.settings import ServerSettings
 from server.stream import LiveStream
@@ -117,8 +118,12 @@ def create_app(
     app.state.runtime = runtime
     app.state.displays = display_engine
     keys = KeyRing(settings.admin_keys(), settings.resolved_keys_file(), reload_s=settings.keys_reload_s)
-    install(app, Access(AccessPolicy(settings.access), keys))
+    access = Access(AccessPolicy(settings.access), keys)
+    install(app, access)
     log.info("access control: %r", keys)
+    # Outermost, so refused requests are counted too.
+    app.state.metrics = ServerMetrics(runtime, display_engine, access)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.state.sse_heartbeat_s = settings.sse_heartbeat_s
     app.add_exception_handler(ApiError, api_error_handler)
     app.include_router(parking.router)
@@ -128,4 +133,5 @@ def create_app(
     app.include_router(health.router)
     app.include_router(feeds.router)
     app.include_router(displays.router)
+    app.include_router(metrics.router)
     return app
