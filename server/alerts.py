@@ -7,8 +7,10 @@ condition holds, changes its text/severity in place, and disappears when the
 condition is gone. Each raise, change and clear is published to MQTT,
 retained, on ``{prefix}/v1/{site}/alerts/{kind}/{subject type}/{subject id}``
 (JSON of :class:`server.models.Alert`; an empty retained payload clears it),
-so other systems can react. Those topics are six levels deep, so no reading
-subscription (``{prefix}/v1/{site}/+/{kind}``) ever matches them.
+so other systems can react (:func:`contracts.topics.alert_topic`). Those topics
+are deeper than any reading's, so no reading subscription
+(``{prefix}/v1/{site}/+/{kind}``) matches them, and the gateway, which
+listens to everything under the prefix, takes them for control traffic.
 
 Rules (constants below; the thresholds are ours, stated so they can be tuned):
 
@@ -51,6 +53,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from contracts import topics
 from server import models
 from server.live import LiveState
 
@@ -185,9 +188,8 @@ class AlertEngine:
     def _send(self, alert: models.Alert, *, cleared: bool) -> None:
         if self.publish is None:
             return
-        topic = (
-            f"{self.topic_prefix}/v1/{self.live.site.site.id}/alerts/{alert.kind}/{alert.subject.type}/"
-            f"{alert.subject.id}"
+        topic = topics.alert_topic(
+            self.topic_prefix, self.live.site.site.id, alert.kind, alert.subject.type, alert.subject.id
         )
         payload = b"" if cleared else json.dumps(alert.model_dump(mode="json")).encode()
         try:

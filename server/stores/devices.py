@@ -73,7 +73,9 @@ class DeviceStore:
             self._heard[device_id] = heard
 
     def clear(self, device_id: str) -> bool:
+        """Forget the device (its retained status was cleared: decommissioned), also when it was last heard."""
         with self._lock:
+            self._heard.pop(device_id, None)
             return self._devices.pop(device_id, None) is not None
 
     def all(self) -> dict[str, DeviceRecord]:
