@@ -24,7 +24,10 @@ from server.displays import DisplayEngine
 from server.errors import ApiError, api_error_handler
 from server.influx import InfluxClient, open_http_client
 from server.live import Clock, LiveState
+from server.livefeed import LiveFeed
 from server.routes import devices, displays, feeds, guidance, health, lockers, parking, zones
+from server.routes import live as live_routes
+from server.routes import site as site_routes
 from server.runtime import Runtime
 from server.settings import ServerSettings
 from server.stream import LiveStream
@@ -61,11 +64,12 @@ def create_app(
         tick_s=settings.display_tick_s,
         override_max_s=settings.override_max_s,
     )
+    live_feed = LiveFeed(live, display_engine)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The display engine lives longest: it serves signs whatever the broker and database do.
-        async with display_engine.running(), connected(app):
+        async with display_engine.running(), live_feed.running(), connected(app):
             yield
 
     @contextlib.asynccontextmanager
@@ -115,6 +119,7 @@ def create_app(
     )
     app.state.runtime = runtime
     app.state.displays = display_engine
+    app.state.live_feed = live_feed
     app.state.admin_keys = AdminKeys(settings.admin_keys())
     app.state.sse_heartbeat_s = settings.sse_heartbeat_s
     app.add_exception_handler(ApiError, api_error_handler)
@@ -126,4 +131,6 @@ def create_app(
     app.include_router(health.router)
     app.include_router(feeds.router)
     app.include_router(displays.router)
+    app.include_router(site_routes.router)
+    app.include_router(live_routes.router)
     return app
