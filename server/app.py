@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from contracts import SiteConfig, utcnow
 from contracts.configfile import load_model
 from server.auth import AdminKeys
+from server.console import mount_console
 from server.dbmonitor import DatabaseMonitor
 from server.displays import DisplayEngine
 from server.errors import ApiError, api_error_handler
@@ -133,4 +134,5 @@ def create_app(
     app.include_router(displays.router)
     app.include_router(site_routes.router)
     app.include_router(live_routes.router)
+    mount_console(app)
     return app

@@ -185,6 +185,7 @@ def test_openapi_documents_the_live_feed_and_the_site_plan(app: FastAPI) -> None
         assert spec["paths"]["/v1/site"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] == {
             "$ref": "#/components/schemas/SitePlan"
         }
+        assert not [p for p in spec["paths"] if p.startswith("/console")]
 
     run(app, body)
 
@@ -219,5 +220,21 @@ def test_the_site_endpoint(app: FastAPI) -> None:
         plan = r.json()
         assert plan["id"] == "s1" and [lot["id"] for lot in plan["lots"]] == ["L"]
         assert plan["center"] == {"lat": 51.0, "lng": 13.7}
+
+    run(app, body)
+
+
+def test_the_console_is_served_from_the_package(app: FastAPI) -> None:
+    async def body(c: httpx.AsyncClient, feed: LiveFeed) -> None:
+        r = await c.get("/console")
+        assert r.status_code in (307, 308) and r.headers["location"].endswith("/console/")
+        r = await c.get("/console/")
+        assert r.status_code == 200 and "console.js" in r.text
+        csp = r.headers["content-security-policy"]
+        assert "default-src 'none'" in csp and "script-src 'self'" in csp and "connect-src 'self'" in csp
+        assert r.headers["cache-control"] == "no-cache" and r.headers["x-content-type-options"] == "nosniff"
+        r = await c.get("/console/vendor/uPlot.iife.min.js")
+        assert r.status_code == 200 and r.headers["content-security-policy"]
+        assert (await c.get("/console/nope.js")).status_code == 404
 
     run(app, body)
