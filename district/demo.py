@@ -177,6 +177,8 @@ class Demo:
             self._own_workdir = True
         (self.workdir / "logs").mkdir(exist_ok=True)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        #: The sign shown on the simulated LED count display (the first display of free spaces).
+        self.sign: str | None = None
 
     # -- start ---------------------------------------------------------------
     def run(self) -> int:
@@ -238,7 +240,7 @@ class Demo:
         if args.data_dir and Path(args.data_dir).is_dir():
             sim_args += ["--data-dir", str(args.data_dir)]
         # One simulated LED count display on its own RS-485 line, fed by the display bridge.
-        self.sign: str | None = next((d.id for d in self.site.displays if d.shows == "spaces"), None)
+        self.sign = next((d.id for d in self.site.displays if d.shows == "spaces"), None)
         if self.sign and not args.fleet_only:
             sim_args += ["--count-display", self.sign, "--display-timeout", "10"]
         sim = self._child("sim", _district(*sim_args))
@@ -365,6 +367,13 @@ class Demo:
             return
         items = lots.get("lots", lots) if isinstance(lots, dict) else lots
         parts = [f"{lot['name']}: {lot['free']}/{lot['total']} free ({lot['state']})" for lot in items]
+        if self.sign:
+            try:
+                with urllib.request.urlopen(f"{self.api}/v1/displays/{self.sign}", timeout=2) as r:
+                    sign = json.loads(r.read())
+                parts.append(f"sign {self.sign}: {sign['text']!r} ({sign['state']})")
+            except (OSError, ValueError, KeyError):
+                parts.append(f"sign {self.sign}: no answer")
         print(f"{time.strftime('%H:%M:%S')}  " + "  |  ".join(parts), flush=True)
 
     # -- stop ----------------------------------------------------------------

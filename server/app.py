@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from contracts import SiteConfig, utcnow
 from contracts.configfile import load_model
+from server.alerts import AlertEngine, stream_counts_of
 from server.auth import AdminKeys
 from server.console import mount_console
 from server.dbmonitor import DatabaseMonitor
@@ -26,6 +27,7 @@ from server.errors import ApiError, api_error_handler
 from server.influx import InfluxClient, open_http_client
 from server.live import Clock, LiveState
 from server.livefeed import LiveFeed
+from server.routes import alerts as alert_routes
 from server.routes import devices, displays, feeds, guidance, health, lockers, parking, zones
 from server.routes import live as live_routes
 from server.routes import site as site_routes
@@ -67,10 +69,12 @@ def create_app(
     )
     live_feed = LiveFeed(live, display_engine)
 
+    alerts = AlertEngine(live, topic_prefix=settings.topic_prefix)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The display engine lives longest: it serves signs whatever the broker and database do.
-        async with display_engine.running(), live_feed.running(), connected(app):
+        async with display_engine.running(), alerts.running(), live_feed.running(), connected(app):
             yield
 
     @contextlib.asynccontextmanager
@@ -83,6 +87,8 @@ def create_app(
         stream = LiveStream(settings, live)
         stream.start()
         runtime.broker = stream
+        alerts.publish = stream.publish_retained
+        alerts.stream_counts = stream_counts_of(stream.health)
         http = open_http_client(settings)
         try:
             monitor = DatabaseMonitor(
@@ -121,6 +127,7 @@ def create_app(
     app.state.runtime = runtime
     app.state.displays = display_engine
     app.state.live_feed = live_feed
+    app.state.alerts = alerts
     app.state.admin_keys = AdminKeys(settings.admin_keys())
     app.state.sse_heartbeat_s = settings.sse_heartbeat_s
     app.add_exception_handler(ApiError, api_error_handler)
@@ -129,6 +136,7 @@ def create_app(
     app.include_router(zones.router)
     app.include_router(guidance.router)
     app.include_router(devices.router)
+    app.include_router(alert_routes.router)
     app.include_router(health.router)
     app.include_router(feeds.router)
     app.include_router(displays.router)

@@ -206,6 +206,29 @@ class DeviceOut(_Out):
     cameras: list[CameraOut]
 
 
+AlertSeverity = Literal["info", "warning", "critical"]
+
+
+class AlertSubject(_Out):
+    type: str = Field(description="device, camera, lot, bay or site.")
+    id: str
+
+
+class Alert(_Out):
+    """A condition an operator should act on; it clears itself when the cause goes."""
+
+    id: str = Field(description="kind:subject type:subject id; stable while the condition holds.")
+    kind: str = Field(
+        description="device_offline, device_silent, camera_frozen, camera_black, camera_disconnected, battery_low,"
+        " clock_offset, outbox_growing, lot_underreported, bays_stuck, bay_flapping, reject_rate."
+    )
+    severity: AlertSeverity
+    subject: AlertSubject
+    since: datetime = Field(description="When the condition was first seen (server clock).")
+    text: str
+    value: float | None = Field(None, description="The measured value the rule judged, where there is one.")
+
+
 class ErrorOut(_Out):
     """An error the client can show or act on."""
 
