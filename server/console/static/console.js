@@ -358,14 +358,25 @@
     markAlerts();
   }
 
-  function markAlerts() {
+  /** Plan markers (and device rows) an alert is about: its lot (a bay's alert too), bank, zone, sign or device. */
+  function alertedKeys() {
     const hit = new Set();
     for (const a of S.alerts || []) {
       const subj = a.subject || {};
-      const kind = { lot: "lot", parking_lot: "lot", zone: "zone", locker_bank: "bank", bank: "bank", display: "sign" }[subj.type];
-      if (kind) hit.add(`${kind}:${subj.id}`);
+      const id = String(subj.id);
+      if (subj.type === "bay") hit.add(`lot:${id.split(".")[0]}`); // "<lot>.<bay>"
+      const kind = { lot: "lot", zone: "zone", locker_bank: "bank", bank: "bank", display: "sign", device: "device" }[subj.type];
+      if (kind) hit.add(`${kind}:${id}`);
     }
+    return hit;
+  }
+
+  function markAlerts() {
+    const hit = alertedKeys();
     for (const [key, m] of Object.entries(S.marks)) m.g.classList.toggle("alerted", hit.has(key));
+    for (const tr of document.querySelectorAll("#devices-table tbody tr")) {
+      tr.classList.toggle("alerted", hit.has(`device:${tr.dataset.id}`));
+    }
   }
 
   function markSelected() {
@@ -475,6 +486,7 @@
       h("td", null, d.firmware || dash),
       h("td", null, d.cameras.length ? d.cameras.map((c) =>
         `${c.camera_id}: ${c.state}, ${c.fps.toFixed(1)} fps, ${c.dropped_frames} dropped`).join("; ") : dash))));
+    markAlerts();
   }
 
   function renderAlerts() {
