@@ -285,11 +285,16 @@ class Demo:
             "INFLUX_URL": str(influx_url),
             "INFLUX_DB": "district",
         }
+        metrics_port = free_port()
+        self.gateway_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
         self._child(
             "gateway",
             _district("gateway", "--site", str(args.site)),
             {f"DISTRICT_GATEWAY_{k}": v for k, v in common.items()}
-            | {"DISTRICT_GATEWAY_DEAD_LETTER_PATH": str(self.workdir / "dead-letters.jsonl")},
+            | {
+                "DISTRICT_GATEWAY_DEAD_LETTER_PATH": str(self.workdir / "dead-letters.jsonl"),
+                "DISTRICT_GATEWAY_METRICS_PORT": str(metrics_port),
+            },
         )
         port = args.port or free_port()
         self._child(
@@ -324,6 +329,7 @@ class Demo:
                 f"   live (SSE): {self.api}/v1/displays/{display.id}/events",
                 flush=True,
             )
+        print(f"  metrics (Prometheus): {self.api}/metrics   gateway: {self.gateway_metrics}", flush=True)
         if self.sign in sign_ports:
             print(
                 f"  simulated LED count display {self.sign!r} on {sign_ports[self.sign]}, fed by the display bridge;"

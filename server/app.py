@@ -19,16 +19,18 @@ from fastapi import FastAPI
 from contracts import SiteConfig, utcnow
 from contracts.configfile import load_model
 from server.alerts import AlertEngine, stream_counts_of
-from server.auth import AdminKeys
+from server.auth import Access, AccessPolicy, install
 from server.console import mount_console
 from server.dbmonitor import DatabaseMonitor
 from server.displays import DisplayEngine
 from server.errors import ApiError, api_error_handler
 from server.influx import InfluxClient, open_http_client
+from server.keys import KeyRing
 from server.live import Clock, LiveState
 from server.livefeed import LiveFeed
+from server.metrics import MetricsMiddleware, ServerMetrics
 from server.routes import alerts as alert_routes
-from server.routes import devices, displays, feeds, guidance, health, lockers, parking, zones
+from server.routes import devices, displays, feeds, guidance, health, lockers, metrics, parking, zones
 from server.routes import live as live_routes
 from server.routes import site as site_routes
 from server.runtime import Runtime
@@ -128,7 +130,13 @@ def create_app(
     app.state.displays = display_engine
     app.state.live_feed = live_feed
     app.state.alerts = alerts
-    app.state.admin_keys = AdminKeys(settings.admin_keys())
+    keys = KeyRing(settings.admin_keys(), settings.resolved_keys_file(), reload_s=settings.keys_reload_s)
+    access = Access(AccessPolicy(settings.access), keys)
+    install(app, access)
+    log.info("access control: %r", keys)
+    # Outermost, so refused requests are counted too.
+    app.state.metrics = ServerMetrics(runtime, display_engine, access)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.state.sse_heartbeat_s = settings.sse_heartbeat_s
     app.add_exception_handler(ApiError, api_error_handler)
     app.include_router(parking.router)
@@ -140,6 +148,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(feeds.router)
     app.include_router(displays.router)
+    app.include_router(metrics.router)
     app.include_router(site_routes.router)
     app.include_router(live_routes.router)
     mount_console(app)
