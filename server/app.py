@@ -33,6 +33,7 @@ from server.routes import alerts as alert_routes
 from server.routes import devices, displays, feeds, guidance, health, lockers, metrics, parking, zones
 from server.routes import live as live_routes
 from server.routes import site as site_routes
+from server.routes import whoami as whoami_routes
 from server.runtime import Runtime
 from server.settings import ServerSettings
 from server.stream import LiveStream
@@ -151,5 +152,6 @@ def create_app(
     app.include_router(metrics.router)
     app.include_router(site_routes.router)
     app.include_router(live_routes.router)
+    app.include_router(whoami_routes.router)
     mount_console(app)
     return app

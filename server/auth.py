@@ -76,6 +76,8 @@ DEFAULT_ACCESS: dict[str, Role] = {
     "/console": "public",
     "/v1/site": "public",
     "/v1/live": "public",
+    # the presented key's own name and role (public for none or an unknown one)
+    "/v1/whoami": "public",
     # history: per lot, zone, locker bank, and peaks, wherever they live
     "/v1/history": "operator",
     "/v1/parking/lots/*/history": "operator",

@@ -62,6 +62,7 @@ from district.services import Service, free_port
 from gateway.influx import line_protocol
 from server.app import create_app
 from server.auth import OperatorDep
+from server.keys import add_key
 from tests.browser.conftest import Browser
 from tests.conftest import wait_for
 from tests.integration.test_server import settings_for
@@ -70,7 +71,8 @@ pytestmark = pytest.mark.browser
 
 SITE = load_model(DEMO_SITE, SiteConfig)
 SITE_ID = SITE.site.id
-ADMIN_KEY = "console-admin-key-0123456789"
+#: The server's keys, one per role, as ``district keys add`` writes them (``ops`` is the admin).
+KEY_NAMES = {"display": "sign-1", "operator": "operator-1", "admin": "ops"}
 #: Share of each lot's bays occupied in the fleet (Centrum-Galerie nearly full, Wöhrl few left).
 OCCUPIED = {
     "dresdenaltmarkt": 0.82,
@@ -155,6 +157,8 @@ class Api:
     db: str
     #: Route paths of the server itself (before any stand-in), ``{}`` for parameters.
     paths: set[str]
+    #: A key per role (display, operator, admin), from the server's key file.
+    keys: dict[str, str]
 
     def get(self, path: str, key: str | None = None) -> Any:
         r = self.client.get(path, headers={"X-API-Key": key} if key else {})
@@ -169,13 +173,15 @@ def api(mosquitto: Service, influxd: Service, tmp_path_factory: pytest.TempPathF
     influx_url = f"http://{influxd.host}:{influxd.port}"
     q = urllib.parse.urlencode({"q": f'CREATE DATABASE "{db}"'}).encode()
     urllib.request.urlopen(f"{influx_url}/query", data=q, timeout=10).read()
+    keyfile = tmp_path_factory.mktemp("console-keys") / "api-keys"
+    keys = {role: add_key(keyfile, name, role) for role, name in KEY_NAMES.items()}  # type: ignore[arg-type]
     settings = settings_for(
         DEMO_SITE,
         prefix,
         mosquitto.port,
         influx_url,
         db,
-        api_keys=f"ops:{ADMIN_KEY}",
+        keys_file=keyfile,
         state_dir=tmp_path_factory.mktemp("console-state"),
     )
     app = create_app(settings)
@@ -193,7 +199,7 @@ def api(mosquitto: Service, influxd: Service, tmp_path_factory: pytest.TempPathF
         url = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=url, timeout=10) as client:
             wait_for(lambda: client.get("/healthz").status_code == 200, timeout=20, what="healthz ok")
-            yield Api(url, client, prefix, mosquitto, influx_url, db, paths)
+            yield Api(url, client, prefix, mosquitto, influx_url, db, paths, keys)
     finally:
         server.should_exit = True
         thread.join(30)
@@ -335,7 +341,7 @@ def fleet(api: Api) -> Iterator[Fleet]:
 
         wait_for(reported, timeout=20, what="every published bay in the live state")
         wait_for(lambda: api.get("/v1/zones/altmarkt")["state"] == "ok", what="the footfall interval")
-        wait_for(lambda: len(api.get("/v1/devices", ADMIN_KEY)) >= len(SITE.devices), what="device statuses")
+        wait_for(lambda: len(api.get("/v1/devices", api.keys["operator"])) >= len(SITE.devices), what="device statuses")
         yield fleet
     finally:
         fleet.close()
@@ -492,10 +498,19 @@ def test_an_operator_key_sees_devices_and_history_an_anonymous_visitor_does_not(
     assert browser.js("return document.querySelector('#history-chart canvas')") is None
     no_console_errors(browser)
 
-    open_console(browser, api, ADMIN_KEY)  # today every configured key is an admin key, and so an operator's
+    # A sign's key (role display): public data only, and the page says the key is not an operator's.
+    open_console(browser, api, api.keys["display"])
+    wait_page(browser, "document.body.dataset.role === 'display'")
+    assert "not an operator key" in browser.js("return document.getElementById('devices-gate').textContent")
+    assert browser.js("return document.querySelectorAll('#devices-table tbody tr').length") == 0
+    no_console_errors(browser)
+
+    open_console(browser, api, api.keys["operator"])
+    wait_page(browser, "document.body.dataset.role === 'operator'")
+    assert browser.js("return document.getElementById('key-message').textContent") == 'key "operator-1"'
     wait_page(browser, f"document.querySelectorAll('#devices-table tbody tr').length === {len(SITE.devices)}")
     assert browser.js("return document.getElementById('devices-gate').hidden") is True
-    devices = {d["id"]: d for d in api.get("/v1/devices", ADMIN_KEY)}
+    devices = {d["id"]: d for d in api.get("/v1/devices", api.keys["operator"])}
     rows = browser.js(
         "return [...document.querySelectorAll('#devices-table tbody tr')].map(tr =>"
         " [tr.dataset.id, tr.querySelector('[data-field=state] .badge').textContent])"
@@ -507,6 +522,9 @@ def test_an_operator_key_sees_devices_and_history_an_anonymous_visitor_does_not(
     assert browser.js(history_gate + ".hidden") is True
     if LOT_HISTORY not in api.paths:
         assert int(browser.js("return document.getElementById('history-chart').dataset.points")) >= 280
+    # An operator may not override signs or read their audit log: said so, and never asked (no 403 logged).
+    assert browser.js("return document.getElementById('audit-table').hidden") is True
+    assert "Admin key needed" in browser.js("return document.getElementById('audit-gate').textContent")
     browser.screenshot("03-operator")
     # Zone history: a chart where the server has it, else "not available" (and nothing asked that fails).
     browser.js(
@@ -528,7 +546,7 @@ def test_an_admin_override_set_in_the_console_shows_on_the_display_feed(
     from selenium.webdriver.support.ui import Select
 
     display = "vms-wilsdruffer"
-    open_console(browser, api, ADMIN_KEY)
+    open_console(browser, api, api.keys["admin"])
     wait_page(browser, "document.body.dataset.role === 'admin'")
     browser.driver.find_element(By.CSS_SELECTOR, f"#signs-table tr[data-id='{display}']").click()
     wait_page(browser, "!document.getElementById('override-form').hidden", what="the override form")
@@ -571,11 +589,12 @@ def test_alerts_as_the_server_has_them(api: Api, fleet: Fleet, browser: Browser)
         # The fleet's locker controller reports a 15 % battery: an alert the page lists as the API does.
         alerts = wait_for(
             lambda: (
-                [a for a in api.get(ALERTS, ADMIN_KEY) if a["kind"] == "battery_low"] and api.get(ALERTS, ADMIN_KEY)
+                [a for a in api.get(ALERTS, api.keys["operator"]) if a["kind"] == "battery_low"]
+                and api.get(ALERTS, api.keys["operator"])
             ),
             what="a battery_low alert",
         )
-        open_console(browser, api, ADMIN_KEY)
+        open_console(browser, api, api.keys["operator"])
         wait_page(browser, f"document.querySelectorAll('#alerts-table tbody tr').length === {len(alerts)}")
         shown = browser.js("return [...document.querySelectorAll('#alerts-table tbody tr')].map(tr => tr.dataset.id)")
         assert sorted(shown) == sorted(a["id"] for a in alerts)

@@ -141,7 +141,8 @@
     g.hidden = !text;
   }
 
-  const atLeast = (role) => ({ public: 0, operator: 1, admin: 2 })[S.role] >= ({ public: 0, operator: 1, admin: 2 })[role];
+  const RANK = { public: 0, display: 1, operator: 2, admin: 3 };
+  const atLeast = (role) => (RANK[S.role] || 0) >= RANK[role];
 
   // -- classes for states ---------------------------------------------------------------------
 
@@ -468,7 +469,8 @@
     if (!atLeast("operator") || !S.devices) {
       table.hidden = true;
       $("#devices-table tbody").replaceChildren();
-      gate("#devices-gate", apiKey() ? "This key is not an operator key: device health needs one." :
+      if (atLeast("operator")) gate("#devices-gate", "Loading device health…", true);
+      else gate("#devices-gate", apiKey() ? "This key is not an operator key: device health needs one." :
         "Operator key needed to see device health.");
       return;
     }
@@ -618,7 +620,7 @@
     $("#api-key").placeholder = apiKey() ? "a key is in use" : "none: public data only";
   }
 
-  /** What the key in use may see: operator if /v1/devices answers, admin if the audit log does too. */
+  /** What the key in use may see: the server says (/v1/whoami), or, on a server without it, we ask around. */
   async function applyKey() {
     S.devices = null;
     S.alerts = null;
@@ -628,6 +630,20 @@
       renderOperator();
       return;
     }
+    if (hasPath("/v1/whoami") !== false) {
+      const me = await api("v1/whoami", { auth: true });
+      if (me.status === 200 && me.data && RANK[me.data.role] !== undefined) {
+        if (!me.data.key_known) {
+          setRole("public", "the server does not know this key (unknown, revoked or mistyped)");
+        } else {
+          setRole(me.data.role, me.data.name ? `key "${me.data.name}"` : "");
+        }
+        renderOperator();
+        await refreshOperator();
+        return;
+      }
+    }
+    // No /v1/whoami: operator if /v1/devices answers, admin if the audit log does too.
     const dev = await api("v1/devices", { auth: true });
     if (dev.status !== 200) {
       setRole("public", dev.status === 401 || dev.status === 403 ? detailOf(dev) : `could not check the key (${detailOf(dev)})`);

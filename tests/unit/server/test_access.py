@@ -48,6 +48,7 @@ PUBLIC_PREFIXES = (
     "/console",
     "/v1/site",
     "/v1/live/events",
+    "/v1/whoami",
 )
 #: Never public, whatever else a path says.
 NEVER_PUBLIC = re.compile(r"/(history|peaks|devices|alerts|audit|override|config|admin)(/|$)")
