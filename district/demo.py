@@ -320,6 +320,7 @@ class Demo:
             flush=True,
         )
         print(f"  lockers: {self.api}/v1/lockers   crowd: {self.api}/v1/zones", flush=True)
+        print(f"  console: {self.api}/console/   (site plan and live state; a key adds devices, overrides)", flush=True)
         if self.site.zones:
             print(f"  guidance: {self.api}/v1/guidance/parking?zone={self.site.zones[0].id}", flush=True)
         for display in self.site.displays:

@@ -20,15 +20,20 @@ from contracts import SiteConfig, utcnow
 from contracts.configfile import load_model
 from server.alerts import AlertEngine, stream_counts_of
 from server.auth import Access, AccessPolicy, install
+from server.console import mount_console
 from server.dbmonitor import DatabaseMonitor
 from server.displays import DisplayEngine
 from server.errors import ApiError, api_error_handler
 from server.influx import InfluxClient, open_http_client
 from server.keys import KeyRing
 from server.live import Clock, LiveState
+from server.livefeed import LiveFeed
 from server.metrics import MetricsMiddleware, ServerMetrics
 from server.routes import alerts as alert_routes
 from server.routes import devices, displays, feeds, guidance, health, lockers, metrics, parking, zones
+from server.routes import live as live_routes
+from server.routes import site as site_routes
+from server.routes import whoami as whoami_routes
 from server.runtime import Runtime
 from server.settings import ServerSettings
 from server.stream import LiveStream
@@ -65,13 +70,14 @@ def create_app(
         tick_s=settings.display_tick_s,
         override_max_s=settings.override_max_s,
     )
+    live_feed = LiveFeed(live, display_engine)
 
     alerts = AlertEngine(live, topic_prefix=settings.topic_prefix)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The display engine lives longest: it serves signs whatever the broker and database do.
-        async with display_engine.running(), alerts.running(), connected(app):
+        async with display_engine.running(), alerts.running(), live_feed.running(), connected(app):
             yield
 
     @contextlib.asynccontextmanager
@@ -123,6 +129,7 @@ def create_app(
     )
     app.state.runtime = runtime
     app.state.displays = display_engine
+    app.state.live_feed = live_feed
     app.state.alerts = alerts
     keys = KeyRing(settings.admin_keys(), settings.resolved_keys_file(), reload_s=settings.keys_reload_s)
     access = Access(AccessPolicy(settings.access), keys)
@@ -143,4 +150,8 @@ def create_app(
     app.include_router(feeds.router)
     app.include_router(displays.router)
     app.include_router(metrics.router)
+    app.include_router(site_routes.router)
+    app.include_router(live_routes.router)
+    app.include_router(whoami_routes.router)
+    mount_console(app)
     return app

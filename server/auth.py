@@ -71,8 +71,13 @@ DEFAULT_ACCESS: dict[str, Role] = {
     "/openapi.json": "public",
     "/docs": "public",
     "/redoc": "public",
-    # the operators' console page (its data comes from the API, each under its own role)
+    # the operators' console page (its data comes from the API, each under its own role), the site plan
+    # it draws (configuration only: names and coordinates) and the live feed of the public summaries
     "/console": "public",
+    "/v1/site": "public",
+    "/v1/live": "public",
+    # the presented key's own name and role (public for none or an unknown one)
+    "/v1/whoami": "public",
     # history: per lot, zone, locker bank, and peaks, wherever they live
     "/v1/history": "operator",
     "/v1/parking/lots/*/history": "operator",

@@ -46,6 +46,9 @@ PUBLIC_PREFIXES = (
     "/docs",
     "/redoc",
     "/console",
+    "/v1/site",
+    "/v1/live/events",
+    "/v1/whoami",
 )
 #: Never public, whatever else a path says.
 NEVER_PUBLIC = re.compile(r"/(history|peaks|devices|alerts|audit|override|config|admin)(/|$)")
