@@ -286,6 +286,18 @@ class Device(StrictModel):
     description: str | None = None
     #: Status heartbeats are expected at least this often.
     heartbeat_s: Annotated[float, Field(gt=0)] = 60.0
+    #: A device not heard from for this many heartbeats is ``silent``, not ``online``
+    #: (a lost heartbeat or two is normal on a busy cell link; three in a row is not).
+    silent_after_heartbeats: Annotated[float, Field(ge=1, le=1000)] = 3.0
+
+    @property
+    def silent_after_s(self) -> float:
+        return self.heartbeat_s * self.silent_after_heartbeats
+
+
+#: For a device the site does not list: the defaults of :class:`Device`.
+DEFAULT_HEARTBEAT_S = 60.0
+DEFAULT_SILENT_AFTER_HEARTBEATS = 3.0
 
 
 class HistoryConfig(StrictModel):
@@ -505,6 +517,9 @@ class SiteConfig(StrictModel):
 
     def bank(self, bank_id: str) -> LockerBank | None:
         return next((b for b in self.lockers if b.id == bank_id), None)
+
+    def device(self, device_id: str) -> Device | None:
+        return next((d for d in self.devices if d.id == device_id), None)
 
     def display(self, display_id: str) -> Display | None:
         return next((d for d in self.displays if d.id == display_id), None)

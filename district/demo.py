@@ -177,6 +177,8 @@ class Demo:
             self._own_workdir = True
         (self.workdir / "logs").mkdir(exist_ok=True)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        #: The sign shown on the simulated LED count display (the first display of free spaces).
+        self.sign: str | None = None
 
     # -- start ---------------------------------------------------------------
     def run(self) -> int:
@@ -238,7 +240,7 @@ class Demo:
         if args.data_dir and Path(args.data_dir).is_dir():
             sim_args += ["--data-dir", str(args.data_dir)]
         # One simulated LED count display on its own RS-485 line, fed by the display bridge.
-        self.sign: str | None = next((d.id for d in self.site.displays if d.shows == "spaces"), None)
+        self.sign = next((d.id for d in self.site.displays if d.shows == "spaces"), None)
         if self.sign and not args.fleet_only:
             sim_args += ["--count-display", self.sign, "--display-timeout", "10"]
         sim = self._child("sim", _district(*sim_args))
@@ -283,11 +285,16 @@ class Demo:
             "INFLUX_URL": str(influx_url),
             "INFLUX_DB": "district",
         }
+        metrics_port = free_port()
+        self.gateway_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
         self._child(
             "gateway",
             _district("gateway", "--site", str(args.site)),
             {f"DISTRICT_GATEWAY_{k}": v for k, v in common.items()}
-            | {"DISTRICT_GATEWAY_DEAD_LETTER_PATH": str(self.workdir / "dead-letters.jsonl")},
+            | {
+                "DISTRICT_GATEWAY_DEAD_LETTER_PATH": str(self.workdir / "dead-letters.jsonl"),
+                "DISTRICT_GATEWAY_METRICS_PORT": str(metrics_port),
+            },
         )
         port = args.port or free_port()
         self._child(
@@ -313,6 +320,7 @@ class Demo:
             flush=True,
         )
         print(f"  lockers: {self.api}/v1/lockers   crowd: {self.api}/v1/zones", flush=True)
+        print(f"  console: {self.api}/console/   (site plan and live state; a key adds devices, overrides)", flush=True)
         if self.site.zones:
             print(f"  guidance: {self.api}/v1/guidance/parking?zone={self.site.zones[0].id}", flush=True)
         for display in self.site.displays:
@@ -321,6 +329,7 @@ class Demo:
                 f"   live (SSE): {self.api}/v1/displays/{display.id}/events",
                 flush=True,
             )
+        print(f"  metrics (Prometheus): {self.api}/metrics   gateway: {self.gateway_metrics}", flush=True)
         if self.sign in sign_ports:
             print(
                 f"  simulated LED count display {self.sign!r} on {sign_ports[self.sign]}, fed by the display bridge;"
@@ -364,6 +373,13 @@ class Demo:
             return
         items = lots.get("lots", lots) if isinstance(lots, dict) else lots
         parts = [f"{lot['name']}: {lot['free']}/{lot['total']} free ({lot['state']})" for lot in items]
+        if self.sign:
+            try:
+                with urllib.request.urlopen(f"{self.api}/v1/displays/{self.sign}", timeout=2) as r:
+                    sign = json.loads(r.read())
+                parts.append(f"sign {self.sign}: {sign['text']!r} ({sign['state']})")
+            except (OSError, ValueError, KeyError):
+                parts.append(f"sign {self.sign}: no answer")
         print(f"{time.strftime('%H:%M:%S')}  " + "  |  ".join(parts), flush=True)
 
     # -- stop ----------------------------------------------------------------

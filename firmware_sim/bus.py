@@ -30,6 +30,7 @@ import os
 import random
 import select
 import threading
+import time
 import tty
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -188,6 +189,7 @@ class SerialBus:
         self.bytes_to_server = 0
         self.bytes_dropped = 0
         self.client_opens = 0
+        self._answered_at: dict[int, float] = {}
 
     # -- lifecycle -------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
@@ -305,15 +307,16 @@ class SerialBus:
         return call
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
-        """pymodbus hook on every frame: silent or noisy controllers are applied here."""
+        """pymodbus hook on every frame: silent, switched-off or noisy controllers are applied here."""
         if not sending or not data:
             return data
         try:
             controller = self.controllers.get(data[0])
-            if controller is None or controller.silent:
+            if controller is None or not controller.answers:
                 self.frames_silenced += 1
                 return b""
             self.frames_answered += 1
+            self._answered_at[data[0]] = time.monotonic()
             if controller.noise > 0 and self._rng.random() < controller.noise:
                 self.frames_corrupted += 1
                 return corrupt(data, self._rng)
@@ -398,6 +401,10 @@ class SerialBus:
         self._line_free_at = max(self._line_free_at, self._loop.time())
         log.info("bus %s: client opened %s", self.name, self.path)
         self._loop.add_reader(self._client_master, self._guard(self._from_client))
+
+    def last_answer(self, unit: int) -> float | None:
+        """``time.monotonic()`` when unit ``unit`` last sent an answer onto the line; None if never."""
+        return self._answered_at.get(unit)
 
     def stats(self) -> dict[str, int | bool]:
         return {

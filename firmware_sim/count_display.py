@@ -112,6 +112,11 @@ class CountDisplay:
         self.reads = 0
         self.comms_losses = 0
 
+    @property
+    def answers(self) -> bool:
+        """Whether it answers requests now (not ``silent``)."""
+        return not self.silent
+
     # -- Modbus view -------------------------------------------------------------------------------
     def read_holding_registers(self, address: int, count: int) -> list[int] | None:
         """FC 03: ``count`` registers from ``address``; None (exception 02) if any is not mapped."""

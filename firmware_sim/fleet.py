@@ -3,7 +3,9 @@
 ``Fleet(site, bus_dir, speed=60, seed=1).start()`` creates the buses and their
 symlinks, writes ``{bus_dir}/buses.json`` and starts one demand thread;
 ``stop()`` undoes all of it. Tests use ``set_bay``/``set_compartment`` (which
-pin a point so the demand model leaves it alone) and ``inject`` for faults.
+pin a point so the demand model leaves it alone), ``inject`` for faults, and
+``power_off``/``power_on`` to stop a controller and restart it (``last_answer``
+tells when it last answered).
 
 ``displays=["vms-1", ...]`` adds one simulated LED count display per name, each
 on its own bus ``{bus_dir}/{name}`` (unit ``unit``), for a display bridge to
@@ -380,6 +382,21 @@ class Fleet:
     def release(self, name: str, index: int) -> None:
         """Hand a pinned/stuck/flapping point back to the demand model."""
         self.controller(name).release(index)
+
+    def power_off(self, name: str) -> None:
+        """Switch the controller on bus ``name`` off: it stops answering (the edge's reads time out)."""
+        self.controller(name).power_off()
+        log.warning("controller %s: switched off", name)
+
+    def power_on(self, name: str) -> None:
+        """Switch it on again: it answers again, as after a reboot (uptime from zero, points as they are)."""
+        self.controller(name).power_on()
+        log.warning("controller %s: switched on", name)
+
+    def last_answer(self, name: str) -> float | None:
+        """``time.monotonic()`` when the controller on bus ``name`` last answered a request; None if never."""
+        sb = self.get(name)
+        return sb.bus.last_answer(sb.controller.unit)
 
     def inject(self, fault: Fault) -> None:
         sb = self.get(fault.bus)

@@ -24,6 +24,7 @@ from contracts.site import SiteConfig
 from contracts.storage import FieldValue, StoredPoint, gateway_stats_point
 from gateway.influx import InfluxSink, InfluxWriter
 from gateway.intake import MqttIntake
+from gateway.metrics import GatewayMetrics
 from gateway.pipeline import STOP, Backoff, BatchWriter, DeadLetters, GatewayStats, QueueEntry, Stats
 from gateway.retention import HistoryMaintainer, HistorySetup, RetentionPlan
 from gateway.settings import GatewaySettings
@@ -67,6 +68,14 @@ class Gateway:
         self._q: queue.Queue[QueueEntry] = queue.Queue(maxsize=settings.queue_bound)
         self._dead = DeadLetters(None)
         self.intake = MqttIntake(settings, self._q, self._stats, site=site)
+        self.metrics = GatewayMetrics(
+            client_id=settings.mqtt_client_id,
+            site_id=self._site_id,
+            stats=self.stats,
+            queue_bound=settings.queue_bound,
+            confirmations=lambda: self.intake.confirmations_sent,
+            connected=self.intake.is_connected,
+        )
         self._batch_writer: BatchWriter | None = None
         self._writer_thread: threading.Thread | None = None
         self._status_thread: threading.Thread | None = None
@@ -105,6 +114,8 @@ class Gateway:
             raise RuntimeError("gateway already started")
         self._started = True
         settings = self.settings
+        if settings.metrics_port is not None:  # first: a taken port fails before anything runs
+            self.metrics.serve(settings.metrics_host, settings.metrics_port)
         self._dead = DeadLetters(settings.dead_letter_path)
         self._batch_writer = BatchWriter(
             self._q,
@@ -117,6 +128,7 @@ class Gateway:
             backoff=Backoff(settings.retry_initial_s, settings.retry_max_s),
             stats_interval_s=settings.stats_interval_s,
             stats_points=self._stats_points,
+            observe=self.metrics.observe_batch,
         )
         if self._influx is not None and self.settings.create_database:
             try:
@@ -169,6 +181,7 @@ class Gateway:
         if self._influx is not None:
             self._influx.close()
         self._dead.close()
+        self.metrics.close()
         snap = self.stats()
         log.info(
             "gateway stopped: received=%d accepted=%d rejected=%d written_points=%d acked=%d",

@@ -87,6 +87,12 @@ class GatewaySettings(BaseSettings):
     #: (unwritten messages stay unacknowledged: the broker redelivers them).
     stop_timeout_s: Annotated[float, Field(ge=0)] = 10.0
 
+    # --- metrics (gateway.metrics, docs/metrics.md) -------------------------
+    #: Serve Prometheus metrics on this port (any path); unset: no listener.
+    #: With ``workers = N``, worker *i* listens on ``metrics_port + i``.
+    metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    metrics_host: str = "127.0.0.1"
+
     # --- rejects and stats ----------------------------------------------
     #: JSON Lines file of rejected messages; None = log and count only.
     dead_letter_path: Path | None = None

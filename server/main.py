@@ -35,7 +35,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class _Server(uvicorn.Server):
-    """uvicorn, ending the display event streams as it begins to stop.
+    """uvicorn, ending the event streams (signs, live feed) as it begins to stop.
 
     uvicorn waits (up to ``timeout_graceful_shutdown``) for every response to
     finish before the lifespan shuts down; an SSE stream never finishes by
@@ -90,7 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         lifespan="on",
         timeout_graceful_shutdown=10,
     )
-    server = _Server(config, app.state.displays.close_streams)
+
+    def close_streams() -> None:
+        app.state.displays.close_streams()
+        app.state.live_feed.close_streams()
+
+    server = _Server(config, close_streams)
     # uvicorn handles SIGINT/SIGTERM (graceful stop, then lifespan shutdown) and
     # afterwards re-raises the signal to whatever handler was installed before;
     # with these, a signalled stop ends in a return code of 0, not a traceback.

@@ -159,6 +159,76 @@ class ZoneCrowd(_Out):
     cameras: ZoneCameras
 
 
+DeviceState = Literal["online", "degraded", "offline", "silent", "unknown"]
+
+
+class CameraOut(_Out):
+    camera_id: str
+    state: Literal["ok", "frozen", "black", "disconnected", "starting"]
+    fps: float
+    dropped_frames: int = Field(description="Frames lost since the camera process started.")
+    last_frame_age_s: float | None
+
+
+class DeviceOut(_Out):
+    """One device's health, judged at the moment of the answer."""
+
+    id: str
+    kind: str | None = Field(description="From the site configuration; null for a device the site does not list.")
+    description: str | None = None
+    configured: bool = Field(description="Whether the site configuration lists this device.")
+    state: DeviceState = Field(
+        description="offline: its last status says so (a last will or a clean stop); silent: nothing heard for"
+        " silent_after_s; unknown: configured but never heard; else what it reports (online, degraded)."
+    )
+    reported_state: Literal["online", "degraded", "offline"] | None = Field(
+        description="The state in its last status message."
+    )
+    reason: str | None = None
+    last_heard_at: datetime | None = Field(
+        description="When anything was last heard from it, on the server's clock (a retained status counts"
+        " at its own observed_at, corrected by the device's clock offset when known)."
+    )
+    last_heard_age_s: float | None
+    heartbeat_s: float
+    silent_after_s: float = Field(description="heartbeat_s x the site's silent_after_heartbeats (default 3).")
+    status_observed_at: datetime | None = Field(description="observed_at of its last status (device clock).")
+    status_retained: bool | None = Field(description="Whether that status was a copy the broker kept.")
+    battery_pct: float | None = None
+    signal_dbm: float | None = None
+    outbox_pending: int | None = Field(None, description="Readings waiting in its store-and-forward outbox.")
+    firmware: str | None = None
+    uptime_s: float | None = None
+    clock_offset_s: float | None = Field(
+        description="The server's clock minus the device's (positive: the device is behind), from its live"
+        " messages of the last minute; null before any."
+    )
+    cameras: list[CameraOut]
+
+
+AlertSeverity = Literal["info", "warning", "critical"]
+
+
+class AlertSubject(_Out):
+    type: str = Field(description="device, camera, lot, bay or site.")
+    id: str
+
+
+class Alert(_Out):
+    """A condition an operator should act on; it clears itself when the cause goes."""
+
+    id: str = Field(description="kind:subject type:subject id; stable while the condition holds.")
+    kind: str = Field(
+        description="device_offline, device_silent, camera_frozen, camera_black, camera_disconnected, battery_low,"
+        " clock_offset, outbox_growing, lot_underreported, bays_stuck, bay_flapping, reject_rate."
+    )
+    severity: AlertSeverity
+    subject: AlertSubject
+    since: datetime = Field(description="When the condition was first seen (server clock).")
+    text: str
+    value: float | None = Field(None, description="The measured value the rule judged, where there is one.")
+
+
 class ErrorOut(_Out):
     """An error the client can show or act on."""
 
@@ -183,8 +253,11 @@ class DatabaseHealth(_Out):
 
 
 class DeviceHealth(_Out):
-    seen: int = Field(description="Devices whose status message has been received.")
-    by_state: dict[str, int] = Field(default_factory=dict, description="Devices per last reported state.")
+    seen: int = Field(description="Devices heard from (a status or a reading).")
+    by_state: dict[str, int] = Field(
+        default_factory=dict,
+        description="Devices per judged state (online, degraded, offline, silent: see /v1/devices).",
+    )
     clock_offset_s: dict[str, float] = Field(
         default_factory=dict,
         description="Each device's estimated clock offset in seconds: the server's clock minus the device's"

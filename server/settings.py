@@ -6,6 +6,7 @@ here is created at import time.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -15,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from contracts.configfile import ConfigError
+from server.keys import Role
 
 
 class ServerSettings(BaseSettings):
@@ -65,6 +67,15 @@ class ServerSettings(BaseSettings):
     api_keys: Annotated[dict[str, SecretStr], NoDecode] = Field(default_factory=dict)
     #: A file of more admin keys, one ``name:key`` per line (``#`` comments), read at start.
     api_keys_file: Path | None = None
+    # -- access control (server.auth, docs/access-control.md) ------------------
+    #: The hashed API key file that ``district keys`` manages; re-read when it changes.
+    #: Default: ``api-keys`` in ``state_dir``. ``api_keys``/``api_keys_file`` above stay admin keys.
+    keys_file: Path | None = None
+    #: How often (at most) the key file's mtime is checked, on a request that presents a key.
+    keys_reload_s: Annotated[float, Field(ge=0, le=60)] = 1.0
+    #: Path prefix -> role, over the defaults (server.auth.DEFAULT_ACCESS): JSON or
+    #: ``prefix=role,...``, e.g. ``/v1/parking=display,/metrics=operator``.
+    access: Annotated[dict[str, Role], NoDecode] = Field(default_factory=dict)
     #: Where the server keeps what must survive a restart (display event ids, overrides, audit log).
     #: Default: ``$XDG_STATE_HOME/district`` (``~/.local/state/district``).
     state_dir: Path | None = None
@@ -79,6 +90,15 @@ class ServerSettings(BaseSettings):
     @classmethod
     def _parse_api_keys(cls, value: Any) -> Any:
         return parse_api_keys(value) if isinstance(value, str) else value
+
+    @field_validator("access", mode="before")
+    @classmethod
+    def _parse_access(cls, value: Any) -> Any:
+        return parse_access(value)
+
+    def resolved_keys_file(self) -> Path:
+        """``keys_file``, or ``api-keys`` in the state directory (where ``district keys`` writes by default)."""
+        return self.keys_file if self.keys_file is not None else self.resolved_state_dir() / "api-keys"
 
     def admin_keys(self) -> dict[str, str]:
         """Every admin key by name: ``api_keys`` and ``api_keys_file`` (raises ConfigError)."""
@@ -119,3 +139,20 @@ def parse_api_keys(text: str) -> dict[str, str]:
             raise ValueError(f"API key name {name!r} appears twice")
         keys[name] = key
     return keys
+
+
+def parse_access(value: Any) -> Any:
+    """The ``access`` setting as text: JSON (``{"/v1/parking": "display"}``) or ``prefix=role`` pairs
+    separated by commas."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("{"):
+        return json.loads(text)
+    out: dict[str, str] = {}
+    for n, pair in enumerate((p.strip() for p in text.split(",") if p.strip()), start=1):
+        prefix, sep, role = pair.partition("=")
+        if not sep:
+            raise ValueError(f"access entry {n} is not prefix=role")
+        out[prefix.strip()] = role.strip()
+    return out

@@ -65,7 +65,8 @@ def run_server(port: int, cpu: int | None, state_dir: str) -> None:
             n += 1
             at = now - timedelta(seconds=rng.uniform(0, 30))
             live.apply_bay(lot.id, bay_id, BayReading.of(rng.choice(["free", "occupied"]), at, f"bench{n:08d}"))
-    settings = ServerSettings(site_config=SITE, state_dir=Path(state_dir))
+    # The baseline endpoints are public like the sign (unnamed paths need an operator).
+    settings = ServerSettings(site_config=SITE, state_dir=Path(state_dir), access={"/bench": "public"})
     app = create_app(settings, site=site, live=live, connect=False)
     display = next(d for d in site.displays if d.id == SIGN)
     flips = {"n": 0}

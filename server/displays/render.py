@@ -12,7 +12,9 @@ order of the rules is the documentation (docs/displays.md, "Rendering"):
    ``closed_text`` and 0;
 3. stale (some source's newest reading older than ``stale_after_s``, or never
    heard) or untrusted (fewer than ``trust_share`` of the sources' bays
-   reporting, or a zone without data): the fallback, never a number;
+   reporting, or a zone without data): the fallback, never a number. A bay
+   reports for a sign only while heard within the shorter of its lot's and the
+   sign's limits, and only such bays are summed;
 4. the sum of free spaces (people), plus ``offset``, clamped to
    [``min_value``, ``max_value``];
 5. spaces: at or below ``full_threshold`` ``full_text``, at or below
@@ -148,8 +150,12 @@ def gather(site: SiteConfig, live: LiveState, display: Display, now: datetime) -
     out: list[SourceView] = []
     for lot_id in display.lots:
         lot = site.lot(lot_id)
-        t = live.bays.lot_tally(lot_id, now)
-        if lot is None or t is None:
+        if lot is None:
+            continue
+        # A bay reports for the sign only while heard within the shorter of the lot's and the sign's
+        # limits: one fresh reading must not make the sign trust bays it has not heard for minutes.
+        t = live.bays.lot_tally(lot_id, now, min(lot.stale_after_s, display.stale_limit_s))
+        if t is None:
             continue
         total = len(site.bays_by_lot[lot_id])
         age = None if t.newest is None else max(0.0, now_ts - t.newest.heard)
@@ -159,8 +165,10 @@ def gather(site: SiteConfig, live: LiveState, display: Display, now: datetime) -
             continue  # its bays are summed with the whole lot already
         lot = site.lot(ref.lot)
         level = lot.level(ref.level) if lot else None
-        t = live.bays.level_tally(ref.lot, ref.level, now)
-        if lot is None or level is None or t is None:
+        if lot is None or level is None:
+            continue
+        t = live.bays.level_tally(ref.lot, ref.level, now, min(lot.stale_after_s, display.stale_limit_s))
+        if t is None:
             continue
         total = len(set(level.bay_ids()))
         age = None if t.newest is None else max(0.0, now_ts - t.newest.heard)

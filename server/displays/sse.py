@@ -1,4 +1,4 @@
-"""Server-Sent Events for one sign: an ASGI response that follows a :class:`Subscriber`.
+"""Server-Sent Events for one sign (or the live feed): an ASGI response that follows a :class:`Subscriber`.
 
 Frames: ``id: <event_id>\\nevent: state\\ndata: <JSON>\\n\\n`` on every change,
 and a ``: ping`` comment after ``heartbeat_s`` without one. Two tasks per
@@ -14,11 +14,12 @@ import asyncio
 import contextlib
 import logging
 import math
+from typing import Protocol
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from server.displays.engine import DisplayEngine, Subscriber
+from server.displays.engine import Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +32,18 @@ HEADERS = [
 ]
 
 
+class Feed(Protocol):
+    """What hands out subscribers: the display engine, the live feed (:mod:`server.livefeed`)."""
+
+    def unsubscribe(self, sub: Subscriber) -> None: ...
+
+
 class EventStream(Response):
     """The stream of one subscriber's frames, until the client or the engine ends it."""
 
     media_type = "text/event-stream"
 
-    def __init__(
-        self, engine: DisplayEngine, subscriber: Subscriber, heartbeat_s: float, max_s: float | None = None
-    ) -> None:
+    def __init__(self, engine: Feed, subscriber: Subscriber, heartbeat_s: float, max_s: float | None = None) -> None:
         super().__init__(status_code=200)
         self.engine = engine
         self.subscriber = subscriber

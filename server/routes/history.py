@@ -23,7 +23,7 @@ from contracts import history as names
 from contracts import storage
 from contracts.storage import to_ns
 from server import history, models
-from server.auth import OperatorDep
+from server.auth import OperatorDep, operator_responses
 from server.dbmonitor import DatabaseMonitor
 from server.deps import LiveDep, RuntimeDep, no_store
 from server.errors import ApiError, NotFound
@@ -48,8 +48,7 @@ async def get_history_db(runtime: RuntimeDep) -> InfluxClient:
 HistoryDbDep = Annotated[InfluxClient, Depends(get_history_db)]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": models.ErrorOut, "description": "No API key: history needs an operator key (X-API-Key)."},
-    403: {"model": models.ErrorOut, "description": "The key is not an operator key."},
+    **operator_responses(),
     404: {"model": models.ErrorOut, "description": "No such id in the site configuration."},
     503: {"model": models.ErrorOut, "description": "InfluxDB is down or failed the query; try again later."},
 }

@@ -208,18 +208,23 @@ def test_staleness_is_an_event_and_never_shows_the_old_number(make_engine: Any, 
     r.sync(e.refresh)
     fresh = body(e, "g")
     assert fresh["value"] == 8
-    clock.step(30)
+    clock.step(29.9)
     r.sync(e.refresh)
-    assert body(e, "g")["value"] == 8  # at the limit: still shown
-    clock.step(0.5)
+    assert body(e, "g")["value"] == 8  # just inside the limit: still shown
+    clock.step(0.6)
     r.sync(e.refresh)
     stale = body(e, "g")
     assert (stale["value"], stale["text"], stale["state"], stale["stale"]) == (None, "", "fallback", True)
     assert stale["event_id"] > fresh["event_id"] and stale["data_age_s"] == 30
+    # One fresh reading does not make the sign trust the seven bays it has not heard for 30 s.
     bays(live, clock, "f-------")
     r.sync(e.refresh)
+    one = body(e, "g")
+    assert (one["value"], one["state"], one["stale"], one["trusted"]) == (None, "fallback", False, False)
+    bays(live, clock, "ffffffff")
+    r.sync(e.refresh)
     back = body(e, "g")
-    assert (back["value"], back["state"], back["stale"]) == (8, "open", False) and back["event_id"] > stale["event_id"]
+    assert (back["value"], back["state"], back["stale"]) == (8, "open", False) and back["event_id"] > one["event_id"]
 
 
 def test_trust_dropping_below_the_share_is_an_event(make_engine: Any, live: LiveState, clock: Clock) -> None:

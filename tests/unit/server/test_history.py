@@ -21,6 +21,7 @@ from server.app import create_app
 from server.dbmonitor import DatabaseMonitor
 from server.history import HistoryRequestError, Window, resolve_window, rollup_for
 from server.influx import InfluxClient
+from server.keys import add_key
 from server.live import LiveState
 from server.settings import ServerSettings
 
@@ -170,11 +171,12 @@ SITE = SiteConfig.model_validate(
 )
 
 
-def make_app(tmp_path: Path, transport: httpx.AsyncBaseTransport | None) -> FastAPI:
+def make_app(tmp_path: Path, transport: httpx.AsyncBaseTransport | None, keys_file: Path | None = None) -> FastAPI:
     settings = ServerSettings(
         site_config=tmp_path / "unused.yaml",
         state_dir=tmp_path / "state",
         api_keys="ops:k-ops-0123456789",  # type: ignore[arg-type]
+        keys_file=keys_file,
     )
     live = LiveState(SITE, lambda: NOW)
     app = create_app(settings, site=SITE, live=live, connect=False)
@@ -210,9 +212,14 @@ PATHS = [
 
 @pytest.mark.parametrize("path", PATHS)
 def test_history_needs_an_operator_key(tmp_path: Path, path: str) -> None:
-    app = make_app(tmp_path, None)
+    keys_file = tmp_path / "api-keys"
+    display = add_key(keys_file, "sign-1", "display")
+    operator = add_key(keys_file, "ops-1", "operator")
+    app = make_app(tmp_path, None, keys_file)
     assert get(app, path).status_code == 401
-    assert get(app, path, {"X-API-Key": "wrong"}).status_code == 403
+    assert get(app, path, {"X-API-Key": "wrong"}).status_code == 401  # not a key at all
+    assert get(app, path, {"X-API-Key": display}).status_code == 403  # a key, but not an operator's
+    assert get(app, path, {"X-API-Key": operator}).status_code == 503  # past the key check: no database here
 
 
 @pytest.mark.parametrize("path", PATHS)
