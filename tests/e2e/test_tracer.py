@@ -168,7 +168,7 @@ def test_one_bay_from_simulated_sensor_to_the_api(pipeline: dict[str, Any]) -> N
         what="all eight bays reported free",
     )
     assert lot["total"] == 8 and lot["occupied"] == 0 and lot["state"] == "open"
-    assert lot["fresh"] is True and 0 <= lot["age_s"] < 20
+    assert lot["fresh"] is True and 0 <= lot["age_s"] < 60  # start-up bound as above; fresh is the property
 
     before = time.time()
     fleet.set_bay("lot-t", 2, OCCUPIED)  # the third bay, T003
