@@ -12,20 +12,10 @@ from contracts import CameraHealth, DeviceStatus, ParkingBayState
 from contracts.site import SiteConfig
 from server.alerts import AlertEngine
 from server.live import BayReading, LiveState
+from tests.unit.server.test_server_live import FakeClock
 
 T0 = datetime(2026, 5, 4, 12, 0, 0, tzinfo=UTC)
 _n = iter(range(1, 10**9))
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def make_site() -> SiteConfig:
