@@ -31,7 +31,7 @@ SITE = REPO / "district" / "sites" / "dresden.yaml"
 SIGN = "vms-wilsdruffer"
 sys.path[:0] = [str(REPO), str(Path(__file__).parent)]
 
-from bench_displays import _subscriber  # noqa: E402
+from bench_displays import _subscriber, deliveries  # noqa: E402
 from openloop import open_loop  # noqa: E402
 
 
@@ -159,29 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            latencies: list[float] = []
-            missing = 0
-            for mine in arrivals:
-                for t in sent:
-                    after = [a for a in mine if a >= t]
-                    if after:
-                        latencies.append(after[0] - t)
-                    else:
-                        missing += 1
-            latencies.sort()
-
-            def q(x: float) -> float:
-                return round(latencies[min(len(latencies) - 1, int(x * len(latencies)))] * 1000, 1)
-
-            e2e = {
-                "subscribers": args.subscribers,
-                "changes": args.changes,
-                "deliveries": len(latencies),
-                "missing": missing,
-                "p50_ms": q(0.5),
-                "p99_ms": q(0.99),
-                "max_ms": q(1.0),
-            }
+            e2e = {"subscribers": args.subscribers, "changes": args.changes, **deliveries(arrivals, sent)}
             return e2e, ol
 
         e2e, ol = asyncio.run(run())
