@@ -44,7 +44,59 @@ class DnnDetectorConfig(StrictModel):
     swap_rb: bool = Field(True, description="Model expects RGB input (TFLite SSD does).")
 
 
-DetectorConfig = Annotated[MotionDetectorConfig | DnnDetectorConfig, Field(discriminator="type")]
+class PersonModelConfig(StrictModel):
+    """The YOLOX person detector (onnxruntime, one thread): which file, input size and score floor."""
+
+    model_path: Path | None = Field(
+        None,
+        description="YOLOX ONNX file with symbolic H, W (PROVENANCE.md layout); None: the packaged YOLOX-nano "
+        "(edge/camera/models/, Apache-2.0).",
+    )
+    input_width: int = Field(
+        320,
+        ge=64,
+        le=1280,
+        multiple_of=32,
+        description="Network input width (px); the height follows the frame's aspect (rounded up to 32). 320 "
+        "gave the best recall and precision on PETS (PROVENANCE.md: 0.90 / 0.88 vs 0.88 / 0.77 at 416).",
+    )
+    min_score: float = Field(
+        0.1, gt=0, lt=1, description="Boxes below this person score are dropped (the tracker's low_score floor)."
+    )
+    nms_iou: float = Field(0.45, gt=0, lt=1, description="IoU above which the weaker overlapping box is dropped.")
+    stride: int = Field(
+        1, ge=1, le=30, description="Run the model on every stride-th frame; the tracker predicts in between."
+    )
+
+
+class PersonDetectorConfig(PersonModelConfig):
+    """Boxes from the person detector; the right choice for cameras at head height and in crowds."""
+
+    type: Literal["detector"] = "detector"
+
+
+class HybridDetectorConfig(PersonModelConfig):
+    """Motion proposes, the person detector confirms, sizes and splits.
+
+    The model runs only on frames with motion or while people it saw may still be in view, and a box
+    without motion under it (a poster, a mannequin, a reflection) scores as low: it may continue a
+    person's track who stopped, never start one.
+    """
+
+    type: Literal["hybrid"] = "hybrid"
+    motion: MotionDetectorConfig = Field(default_factory=MotionDetectorConfig)
+    support: float = Field(
+        0.05, ge=0, lt=1, description="Share of a box's pixels that must be foreground for the box to count as moving."
+    )
+    idle_after_s: float = Field(
+        2.0, ge=0, description="With no motion and no box for this long, the model is not run (an empty scene)."
+    )
+
+
+DetectorConfig = Annotated[
+    MotionDetectorConfig | DnnDetectorConfig | PersonDetectorConfig | HybridDetectorConfig,
+    Field(discriminator="type"),
+]
 
 
 class PersonSizeConfig(StrictModel):
@@ -70,6 +122,17 @@ class TrackerConfig(StrictModel):
     max_speed: float = Field(1.0, gt=0, description="Gate growth while unseen: fastest plausible walk, heights / s.")
     accel: float = Field(1.2, gt=0, description="Process noise: plausible acceleration, person heights / s^2.")
     meas_noise: float = Field(0.08, gt=0, description="Foot-point measurement noise, person heights.")
+    track_score: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Detector score from which a box is matched in the first round (ByteTrack's "
+        "high-score set; Zhang et al. 2022). Motion boxes score 1.",
+    )
+    low_score: float = Field(
+        0.1, gt=0, le=1, description="Lowest detector score a box may have to continue a track in the second round."
+    )
+    birth_score: float = Field(0.6, gt=0, le=1, description="Lowest detector score that starts a new track.")
 
 
 class CountConfig(StrictModel):
@@ -77,6 +140,12 @@ class CountConfig(StrictModel):
 
     hysteresis: float = Field(
         0.12, ge=0, description="Dead band each side of a line, in person heights, before a side change is committed."
+    )
+    clearance: float = Field(
+        0.2,
+        ge=0,
+        description="A committed side change counts once the foot is this far past the line (person heights), or the "
+        "track ends on the new side; coming back beyond the dead band first takes it back (no phantom crossings).",
     )
 
 
@@ -89,7 +158,12 @@ class PrivacyConfig(StrictModel):
 class EngineConfig(StrictModel):
     """Everything the footfall engine needs besides the counting lines."""
 
-    detector: DetectorConfig = Field(default_factory=MotionDetectorConfig)
+    detector: DetectorConfig = Field(
+        default_factory=HybridDetectorConfig,
+        description="How people are found: 'hybrid' (default: motion gates and vets the person detector; any view), "
+        "'detector' (the model on every frame), 'motion' (no model; elevated and overhead views with people well "
+        "apart, the cheapest), or 'dnn' (an SSD-layout TFLite/ONNX file). See docs/footfall.md.",
+    )
     person: PersonSizeConfig = Field(default_factory=PersonSizeConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     count: CountConfig = Field(default_factory=CountConfig)
@@ -97,8 +171,13 @@ class EngineConfig(StrictModel):
 
     @field_validator("detector", mode="before")
     @classmethod
-    def _motion_by_default(cls, v: Any) -> Any:
-        """A detector section without ``type`` means the default motion detector."""
+    def _default_type(cls, v: Any) -> Any:
+        """A detector section without ``type`` means the default hybrid detector.
+
+        Except one that sets motion-detector fields (``history_s``, ``work_width``, ...): that was written
+        when motion was the only detector, and keeps meaning it.
+        """
         if isinstance(v, dict) and "type" not in v:
-            return {**v, "type": "motion"}
+            motion_only = set(MotionDetectorConfig.model_fields) - set(HybridDetectorConfig.model_fields)
+            return {**v, "type": "motion" if motion_only & set(v) else "hybrid"}
         return v

@@ -1,7 +1,7 @@
 """``district count``: count line crossings in a video file.
 
     district count VIDEO --lines LINES.json --out RESULT.json [--annotate OUT.mp4]
-                   [--detector motion|dnn] [--model PATH] [--config ENGINE.json]
+                   [--detector hybrid|detector|motion|dnn] [--model PATH] [--config ENGINE.json]
                    [--resize F] [--frame-step N]
 
 RESULT.json has the layout count_score.py reads:
@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from edge.camera.config import DnnDetectorConfig, EngineConfig, MotionDetectorConfig
+from edge.camera.config import DnnDetectorConfig, EngineConfig
 from edge.camera.count import CrossingEvent
 from edge.camera.engine import FootfallEngine
 from edge.camera.lines import CountingLine, load_lines
@@ -167,6 +167,7 @@ def count_video(
             result.frames += 1
             if writer is not None:
                 writer.write(draw(frame, engine))
+        result.events += engine.finish()
     finally:
         cap.release()
         if writer is not None:
@@ -188,8 +189,12 @@ def build_config(args: argparse.Namespace) -> EngineConfig:
         det = dict(data.get("detector", {})) if data.get("detector", {}).get("type") == "dnn" else {}
         det.update(type="dnn", **({"model_path": args.model} if args.model else {}))
         data["detector"] = DnnDetectorConfig.model_validate(det).model_dump()
-    elif args.detector == "motion" and data.get("detector", {}).get("type") != "motion":
-        data["detector"] = MotionDetectorConfig().model_dump()
+    elif args.detector in ("motion", "detector", "hybrid"):
+        det = dict(data.get("detector", {})) if data.get("detector", {}).get("type") == args.detector else {}
+        det["type"] = args.detector
+        if args.model and args.detector != "motion":
+            det["model_path"] = args.model
+        data["detector"] = det
     return EngineConfig.model_validate(data)
 
 
@@ -199,8 +204,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lines", required=True, help="lines.json with the counting lines")
     p.add_argument("--out", required=True, help="where to write the result JSON")
     p.add_argument("--annotate", help="also write an annotated mp4 here")
-    p.add_argument("--detector", choices=["motion", "dnn"], help="detector type (default: motion, or --config's)")
-    p.add_argument("--model", help="model file for --detector dnn (.tflite or .onnx)")
+    p.add_argument(
+        "--detector",
+        choices=["hybrid", "detector", "motion", "dnn"],
+        help="detection mode (default: --config's, else hybrid; see docs/footfall.md)",
+    )
+    p.add_argument(
+        "--model", help="model file: YOLOX .onnx for hybrid/detector (default: the packaged one), SSD for dnn"
+    )
     p.add_argument("--config", help="engine configuration JSON (EngineConfig fields)")
     p.add_argument("--resize", type=float, default=1.0, help="rescale frames by this factor (robustness tests)")
     p.add_argument("--frame-step", type=int, default=1, help="keep every N-th frame (robustness tests)")

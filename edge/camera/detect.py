@@ -24,12 +24,20 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from edge.camera.config import DetectorConfig, DnnDetectorConfig, MotionDetectorConfig, PersonSizeConfig
+from edge.camera.config import (
+    DetectorConfig,
+    DnnDetectorConfig,
+    HybridDetectorConfig,
+    MotionDetectorConfig,
+    PersonModelConfig,
+    PersonSizeConfig,
+)
 from edge.camera.privacy import PrivacyMask
 
 log = logging.getLogger(__name__)
 
 EMPTY = np.zeros((0, 5), np.float32)
+EMPTY6 = np.zeros((0, 6), np.float32)
 
 
 class PersonSizeModel:
@@ -358,10 +366,112 @@ def _litert_interpreter(path: Path) -> object:
     return interp
 
 
+def _clean(boxes: np.ndarray, frame_w: int, frame_h: int, min_score: float) -> np.ndarray:
+    """1.0 for boxes fit to learn person sizes from: confident, inside the frame, not overlapping another."""
+    n = len(boxes)
+    if n == 0:
+        return np.zeros(0, np.float32)
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    margin = 0.01 * max(frame_w, frame_h)
+    inside = (x1 > margin) & (y1 > margin) & (x2 < frame_w - margin) & (y2 < frame_h - margin)
+    ix = np.maximum(0, np.minimum(x2[:, None], x2[None]) - np.maximum(x1[:, None], x1[None]))
+    iy = np.maximum(0, np.minimum(y2[:, None], y2[None]) - np.maximum(y1[:, None], y1[None]))
+    np.fill_diagonal(ix, 0)
+    alone = (ix * iy).max(axis=1) <= 0.3 * ((x2 - x1) * (y2 - y1))
+    clean: np.ndarray = (inside & alone & (boxes[:, 4] >= min_score)).astype(np.float32)
+    return clean
+
+
+class PersonDetector:
+    """Person boxes from YOLOX-nano (:mod:`edge.camera.yolox`), optionally on every k-th frame only.
+
+    Returns ``(N, 6)`` float32 ``x1, y1, x2, y2, clean, score``; on frames skipped by ``stride`` it returns
+    no boxes and the tracker predicts. Raises ``FileNotFoundError`` at construction if the model is missing.
+    """
+
+    _CLEAN_SCORE = 0.6  # only confident, isolated boxes teach the person-size model
+
+    def __init__(self, cfg: PersonModelConfig) -> None:
+        from edge.camera.yolox import PACKAGED_MODEL, YoloxSession
+
+        self.cfg = cfg
+        self.session = YoloxSession(cfg.model_path or PACKAGED_MODEL)
+        self._n = 0
+        log.info(
+            "person detector: %s, input width %d, every %d frame(s)", self.session.path, cfg.input_width, cfg.stride
+        )
+
+    def boxes(self, frame_bgr: np.ndarray) -> np.ndarray:
+        """Run the model on one frame: ``(N, 6)`` boxes with scores (see the class docstring)."""
+        raw = self.session.infer(frame_bgr, self.cfg.input_width, self.cfg.min_score, self.cfg.nms_iou)
+        h, w = frame_bgr.shape[:2]
+        out = np.empty((len(raw), 6), np.float32)
+        out[:, :4] = raw[:, :4]
+        out[:, 4] = _clean(raw, w, h, self._CLEAN_SCORE)
+        out[:, 5] = raw[:, 4]
+        return out
+
+    def detect(self, frame_bgr: np.ndarray, t_seconds: float, size: PersonSizeModel) -> np.ndarray:
+        self._n += 1
+        if (self._n - 1) % self.cfg.stride:
+            return EMPTY6
+        return self.boxes(frame_bgr)
+
+
+class HybridDetector:
+    """Motion gates and vets the person detector (see :class:`~edge.camera.config.HybridDetectorConfig`).
+
+    Per frame: the motion detector's foreground mask (cheap). The model runs if the mask holds anything
+    person-sized or it returned a box within ``idle_after_s``; each box then keeps its score if at least
+    ``support`` of its area is foreground, else its score is capped just under the tracker's ``track_score``
+    (``low_cap``) so it can only continue a track. Output as :class:`PersonDetector`.
+    """
+
+    def __init__(self, cfg: HybridDetectorConfig, low_cap: float = 0.49) -> None:
+        self.cfg = cfg
+        self.motion = MotionDetector(cfg.motion)
+        self.person = PersonDetector(cfg)
+        self.low_cap = low_cap
+        self._last_box_t: float | None = None
+        self.model_runs = 0
+        self.frames = 0
+
+    def detect(self, frame_bgr: np.ndarray, t_seconds: float, size: PersonSizeModel) -> np.ndarray:
+        self.frames += 1
+        fg = self.motion.foreground(frame_bgr, t_seconds)
+        k = self.motion._scale[0]
+        min_px = self.cfg.motion.min_area * size.typical_height**2 * size.aspect / (k * k)
+        moving = cv2.countNonZero(fg) >= min_px
+        recent = self._last_box_t is not None and 0 <= t_seconds - self._last_box_t <= self.cfg.idle_after_s
+        if not (moving or recent) or (self.frames - 1) % self.cfg.stride:
+            return EMPTY6
+        self.model_runs += 1
+        boxes = self.person.boxes(frame_bgr)
+        if len(boxes) == 0:
+            return boxes
+        self._last_box_t = t_seconds
+        integral = cv2.integral(fg, sdepth=cv2.CV_32S)
+        hw, ww = fg.shape
+        x1 = np.clip((boxes[:, 0] / k).astype(int), 0, ww)
+        x2 = np.clip(np.ceil(boxes[:, 2] / k).astype(int), 0, ww)
+        y1 = np.clip((boxes[:, 1] / k).astype(int), 0, hw)
+        y2 = np.clip(np.ceil(boxes[:, 3] / k).astype(int), 0, hw)
+        on = (integral[y2, x2] - integral[y1, x2] - integral[y2, x1] + integral[y1, x1]) / 255.0
+        area = np.maximum((x2 - x1) * (y2 - y1), 1)
+        still = on / area < self.cfg.support
+        boxes[still, 5] = np.minimum(boxes[still, 5], self.low_cap)
+        boxes[still, 4] = 0.0
+        return boxes
+
+
 def make_detector(cfg: DetectorConfig) -> Detector:
-    """Build the detector named by ``cfg.type`` ("motion" or "dnn")."""
+    """Build the detector named by ``cfg.type`` ("motion", "detector", "hybrid" or "dnn")."""
     if cfg.type == "motion":
         return MotionDetector(cfg)
+    if cfg.type == "detector":
+        return PersonDetector(cfg)
+    if cfg.type == "hybrid":
+        return HybridDetector(cfg)
     if cfg.type == "dnn":
         return DnnDetector(cfg)
     raise ValueError(f"unknown detector type {cfg.type!r}")

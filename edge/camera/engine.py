@@ -19,7 +19,7 @@ from edge.camera.count import CrossingEvent, LineCrossingCounter
 from edge.camera.detect import Detector, MotionDetector, PersonSizeModel, make_detector
 from edge.camera.lines import CountingLine
 from edge.camera.privacy import PrivacyMask
-from edge.camera.track import Tracker
+from edge.camera.track import Track, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -85,32 +85,66 @@ class FootfallEngine:
         frame = self.privacy.apply(frame_bgr) if self._mask_frame else frame_bgr
         dets = self.detector.detect(frame, t_seconds, size)
         pairs = self.tracker.update(dets, t_seconds, size)
+        self.counter.birth_side = self.tracker.box_heights
         events: list[CrossingEvent] = []
         for tr, i in pairs:
-            x1, y1, x2, y2, clean = (float(v) for v in dets[i])
+            x1, y1, x2, y2, clean = (float(v) for v in dets[i, :5])
             foot = tr.z  # the detection's foot point as the tracker read it (partial views re-anchored)
             if tr.hits == 1:
                 self._reidentify(tr.id, foot, frame_index, t_seconds, size)
             if clean and tr.confirmed and not tr.partial:
                 size.observe(y2, y2 - y1, x2 - x1)
-            events += self.counter.update(
-                tr.id, foot, frame_index, t_seconds, float(size.height_at(foot[1])), tr.confirmed
-            )
+            events += self.counter.update(tr.id, foot, frame_index, t_seconds, self._height(tr), tr.confirmed)
         for tr in self.tracker.removed:
             if tr.confirmed:
+                states = self.counter.snapshot(tr.id)
+                if tr.left_view:
+                    # Gone out of the picture: its held crossings are complete.
+                    events += self.counter.release(self.counter.held(states))
+                    states = {}
                 # Where and when the person was last *seen*, not where the coasting prediction ended up:
                 # a prediction extrapolated over seconds lands far from the person and, worse, may sit
                 # on the far side of a line the person never crossed.
-                self._lost.append((tr.last_t, tr.trail[-1], self.counter.snapshot(tr.id)))
+                self._lost.append((tr.last_t, tr.trail[-1], states))
             self.counter.drop(tr.id)
+        events += self._expire_lost(t_seconds)
         return events
+
+    def _height(self, tr: Track) -> float:
+        """Person height (px) for the counter's dead band: the tracker's measure (see ``Tracker._height``)."""
+        assert self.size is not None
+        return self.tracker._height(tr, self.size)
+
+    def finish(self) -> list[CrossingEvent]:
+        """End of the stream: crossings still held (the person had not yet cleared the line) count now."""
+        out: list[CrossingEvent] = []
+        for tr in self.tracker.tracks:
+            if tr.confirmed:
+                out += self.counter.release(self.counter.held(self.counter.snapshot(tr.id)))
+            self.counter.drop(tr.id)
+        self.tracker.tracks = []
+        for _, _, states in self._lost:
+            out += self.counter.release(self.counter.held(states))
+        self._lost = []
+        return out
+
+    def _expire_lost(self, t: float) -> list[CrossingEvent]:
+        """Lost tracks not found again within ``reid_s``: a crossing they held was completed."""
+        keep_s = self.cfg.tracker.reid_s
+        out: list[CrossingEvent] = []
+        keep = []
+        for rec in self._lost:
+            if t - rec[0] > keep_s:
+                out += self.counter.release(self.counter.held(rec[2]))
+            else:
+                keep.append(rec)
+        self._lost = keep
+        return out
 
     def _reidentify(
         self, track_id: int, foot: tuple[float, float], frame: int, t: float, size: PersonSizeModel
     ) -> None:
         """A new track born where a confirmed one was recently lost continues its line sides."""
-        keep_s = self.cfg.tracker.reid_s
-        self._lost = [x for x in self._lost if t - x[0] <= keep_s]
         h = float(size.height_at(foot[1]))
         best = None
         for k, (_, p, _) in enumerate(self._lost):

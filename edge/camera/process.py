@@ -88,6 +88,8 @@ class StopLike(Protocol):
 class Engine(Protocol):
     def process(self, frame_bgr: np.ndarray, frame_index: int, t_seconds: float) -> list[CrossingEvent]: ...
 
+    def finish(self) -> list[CrossingEvent]: ...
+
 
 EngineFactory = Callable[[list[CountingLine], EngineConfig], Engine]
 
@@ -196,10 +198,12 @@ def run_camera(
                 image = mask.apply(frame.image)
                 h, w = image.shape[:2]
                 if frame.new_segment or engine is None:
+                    if engine is not None:
+                        events += engine.finish()  # crossings the old stream's tracks still held
                     try:
                         lines, _ = config.resolve_lines((w, h))
                         engine = engine_factory(lines, engine_cfg)
-                    except (OSError, ValueError) as exc:
+                    except (OSError, ValueError, RuntimeError) as exc:
                         log.error("camera %s: cannot build the engine for %dx%d: %s", cam, w, h, exc)
                         return EXIT_CONFIG
                     probe.reset()
@@ -236,6 +240,12 @@ def run_camera(
                 emit.put(health.snapshot(now))
     finally:
         try:
+            if engine is not None:
+                try:
+                    for m in zones.update(wall_clock(), engine.finish()):
+                        emit.put(m)
+                except Exception:  # the held crossings are lost, the shutdown goes on
+                    log.exception("camera %s: the engine failed to hand over its held crossings", cam)
             for m in zones.pause(wall_clock()):
                 emit.put(m)
         finally:

@@ -41,6 +41,7 @@ class Track:
     confirmed: bool = False
     matched: bool = True  # a detection was assigned in the latest update
     partial: bool = False  # the latest detection showed only part of the person (see Tracker._feet)
+    left_view: bool = False  # removed because it went out of the picture (not merely unseen)
     z: tuple[float, float] = (0.0, 0.0)  # the foot point measured in the latest update
     trail: list[tuple[float, float]] = field(default_factory=list)
 
@@ -64,6 +65,16 @@ class Tracker:
         self.tracks: list[Track] = []
         self.removed: list[Track] = []  # tracks dropped in the latest update
         self._next_id = 1
+        self.box_heights = False  # set by update() when the detections carry scores (a person detector)
+
+    def _height(self, tr: Track, size: PersonSizeModel) -> float:
+        """The person height (px) a track's distances are measured in.
+
+        With a person detector each box is one person, so the track's own (smoothed) box height is the
+        best measure, also across a crowd of very different distances; motion blobs are not (a blob may
+        hold a group or a torso), so there the perspective model's height at the foot row is used.
+        """
+        return tr.height if self.box_heights else float(size.height_at(tr.x[1]))
 
     def _predict(self, tr: Track, t: float, h: float) -> None:
         dt = t - tr.t
@@ -103,7 +114,7 @@ class Tracker:
         pos = np.array([tr.x[:2] for tr in tracks])  # (T, 2)
         heights = np.array([tr.height for tr in tracks])
         fx, fy, _ = self._feet(dets, pos[:, 1], heights)
-        h = np.asarray(size.height_at(pos[:, 1]), dtype=np.float64)  # (T,)
+        h = np.array([self._height(tr, size) for tr in tracks], dtype=np.float64)  # (T,)
         cov = np.array([tr.P[:2, :2] for tr in tracks])  # (T, 2, 2)
         r2 = (self.cfg.meas_noise * h) ** 2
         sxx, sxy, syy = cov[:, 0, 0] + r2, cov[:, 0, 1], cov[:, 1, 1] + r2
@@ -142,33 +153,49 @@ class Tracker:
     def update(self, dets: np.ndarray, t: float, size: PersonSizeModel) -> list[tuple[Track, int]]:
         """Advance all tracks to time t and assign detections; returns (track, detection index) pairs.
 
-        Matching cascade: confirmed tracks seen on the previous frame choose first, then tentative ones
-        seen on the previous frame, then coasting ones. A track born a frame ago from a stray fragment
-        (two people splitting apart, a leg) must not take a person's detection from that person's
-        established track.
+        ``dets`` is ``(N, 5)`` ``x1, y1, x2, y2, clean`` or ``(N, 6)`` with a detector score in column 5
+        (missing means 1). Matching cascade: confirmed tracks seen on the previous frame choose first, then
+        tentative ones seen on the previous frame, then coasting ones; first over the boxes scoring at least
+        ``track_score``, then (ByteTrack, Zhang et al. 2022, arXiv:2110.06864) the tracks left over take
+        boxes between ``low_score`` and ``track_score``. Only boxes scoring ``birth_score`` start tracks.
+        A track born a frame ago from a stray fragment (two people splitting apart, a leg) must not take
+        a person's detection from that person's established track.
         """
         self.removed = []
         recent = [tr for tr in self.tracks if tr.matched and tr.confirmed]
         tentative = [tr for tr in self.tracks if tr.matched and not tr.confirmed]
         older = [tr for tr in self.tracks if not tr.matched]
         for tr in self.tracks:
-            self._predict(tr, t, float(size.height_at(tr.x[1])))
+            self._predict(tr, t, self._height(tr, size))
             tr.matched = False
         pairs: list[tuple[Track, int]] = []
-        free = list(range(len(dets)))
+        if dets.shape[1] > 5:
+            score, self.box_heights = dets[:, 5], True
+        else:
+            score = np.ones(len(dets), np.float32)
+        free = [i for i in range(len(dets)) if score[i] >= self.cfg.track_score]
+        low = [i for i in range(len(dets)) if self.cfg.low_score <= score[i] < self.cfg.track_score]
         for group in (recent, tentative, older):
             for tr, c in self._assign(group, dets, free, t, size):
                 self._correct(tr, dets[c], t, size)
                 pairs.append((tr, c))
                 free.remove(c)
+        # ByteTrack's second association: tracks still unmatched may continue on low-score boxes (a person
+        # half hidden by another, blurred, or in shade); low-score boxes never start a track.
+        for group in (recent, tentative, older):
+            for tr, c in self._assign([tr for tr in group if not tr.matched], dets, low, t, size):
+                self._correct(tr, dets[c], t, size)
+                pairs.append((tr, c))
+                low.remove(c)
         for c in free:
-            pairs.append((self._birth(dets[c], t, size), c))
+            if score[c] >= self.cfg.birth_score:
+                pairs.append((self._birth(dets[c], t, size), c))
         self._prune(t, size)
         return pairs
 
     def _correct(self, tr: Track, det: np.ndarray, t: float, size: PersonSizeModel) -> None:
         z, partial = self._measure(tr, det)
-        h = float(size.height_at(tr.x[1]))
+        h = self._height(tr, size)
         r = (self.cfg.meas_noise * h) ** 2
         a, b, d = tr.P[0, 0] + r, tr.P[0, 1], tr.P[1, 1] + r
         det_s = a * d - b * b
@@ -191,7 +218,7 @@ class Tracker:
 
     def _birth(self, det: np.ndarray, t: float, size: PersonSizeModel) -> Track:
         foot = np.array([(det[0] + det[2]) / 2, det[3], 0.0, 0.0])
-        h = float(size.height_at(foot[1]))
+        h = float(det[3] - det[1]) if self.box_heights else float(size.height_at(foot[1]))
         p = np.diag([(self.cfg.meas_noise * h) ** 2] * 2 + [(_INIT_SPEED * h) ** 2] * 2)
         tr = Track(self._next_id, foot, p, t, t, t, float(det[3] - det[1]), float(det[2] - det[0]))
         tr.z = (float(foot[0]), float(foot[1]))
@@ -209,6 +236,7 @@ class Tracker:
             fx, fy = tr.foot
             outside = not (0 <= fx <= size.frame_w and 0 <= fy <= size.frame_h * 1.05)
             if unseen > limit or (outside and not tr.matched):
+                tr.left_view = outside
                 self.removed.append(tr)
             else:
                 keep.append(tr)

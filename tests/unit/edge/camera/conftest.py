@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from edge.camera.camera_config import SourceConfig
-from edge.camera.config import EngineConfig, PersonSizeConfig
+from edge.camera.config import EngineConfig, MotionDetectorConfig, PersonSizeConfig
 from edge.camera.count import CrossingEvent
 from edge.camera.engine import FootfallEngine
 from edge.camera.lines import CountingLine
@@ -120,6 +120,8 @@ def first_frame_past(path: Path_, x: float, seconds: float, rightwards: bool) ->
 
 
 def engine_cfg(**over: object) -> EngineConfig:
+    """The motion engine on the synthetic scenes (drawn figures are motion tests, not a person detector's)."""
+    over.setdefault("detector", MotionDetectorConfig())
     return EngineConfig(person=PersonSizeConfig(height_frac=PERSON_H / H), **over)  # type: ignore[arg-type]
 
 

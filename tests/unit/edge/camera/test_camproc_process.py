@@ -101,6 +101,11 @@ class FakeEngine:
 
     def __init__(self) -> None:
         self.frames: list[tuple[int, float]] = []
+        self.finished = 0
+
+    def finish(self) -> list[CrossingEvent]:
+        self.finished += 1
+        return []
 
     def process(self, frame_bgr: np.ndarray, frame_index: int, t_seconds: float) -> list[CrossingEvent]:
         self.frames.append((frame_index, t_seconds))
