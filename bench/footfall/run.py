@@ -7,7 +7,8 @@ relative to the repo root) holding a video, lines.json and gt_counts.json, a chi
 process pinned to one CPU core with one OpenCV thread and one decoder thread runs,
 ``--repeats`` times and interleaved (decode-only pass, full pipeline pass, decode-only,
 pipeline, ...), a decode-only pass over the whole video and a full pipeline pass
-(decode + motion detector + tracker + counter). Each pass is timed both by wall clock
+(decode + detector + tracker + counter) in each detection mode (``--modes``, default
+motion, detector and hybrid; one child process per mode, so peak RSS is per mode). Each pass is timed both by wall clock
 and by process CPU time (``time.process_time``), which other processes' load barely
 affects on a shared machine. Reported: medians over the repeats of pipeline fps and
 decode-only fps (wall and CPU), the median of the per-pair ratios pipeline/decode, and
@@ -20,6 +21,7 @@ versions, to check that the physical parameters generalise.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -37,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 log = logging.getLogger("bench.footfall")
 
+MODES = ("motion", "detector", "hybrid")
 VARIANTS = {"base": (1.0, 1), "resize0.5": (0.5, 1), "resize1.5": (1.5, 1), "step2": (1.0, 2)}
 
 
@@ -58,11 +61,14 @@ def pick_video(seq: Path) -> Path | None:
     return (plain or vids or [None])[0]
 
 
-def child(seq: Path, out_json: Path, resize: float, step: int, repeats: int) -> dict[str, Any]:
-    """Runs in the pinned child process: interleaved decode-only and full-pipeline passes."""
+def child(seq: Path, out_json: Path, resize: float, step: int, repeats: int, mode: str) -> dict[str, Any]:
+    """Runs in the pinned child process: interleaved decode-only and full-pipeline passes of one mode."""
     import cv2
 
+    from edge.camera.config import EngineConfig
     from edge.camera.count_cli import count_video, frames, open_video
+
+    cfg = EngineConfig.model_validate({"detector": {"type": mode}})
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
@@ -80,7 +86,7 @@ def child(seq: Path, out_json: Path, resize: float, step: int, repeats: int) -> 
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         cap.release()
         dec.append((n_dec / wall, n_dec / max(cpu, 1e-9)))
-        res = count_video(video, seq / "lines.json", None, resize=resize, step=step, progress=False)
+        res = count_video(video, seq / "lines.json", cfg, resize=resize, step=step, progress=False)
         pipe.append((res.frames / res.seconds, res.frames / max(res.cpu_seconds, 1e-9)))
         doc = res.to_json()
         if first is None:
@@ -115,9 +121,9 @@ def score(scorer: Path, pred: Path, gt: Path) -> dict[str, Any]:
     return {"count_accuracy": float(m.group(1)), "event_f1": float(m.group(2)), "scorer_output": out}
 
 
-def run_one(seq: Path, variant: str, scorer: Path, workdir: Path, repeats: int) -> dict[str, Any]:
+def run_one(seq: Path, variant: str, scorer: Path, workdir: Path, repeats: int, mode: str) -> dict[str, Any]:
     resize, step = VARIANTS[variant]
-    pred = workdir / f"{seq.name}.{variant}.json"
+    pred = workdir / f"{seq.name}.{mode}.{variant}.json"
     cmd = [
         sys.executable,
         __file__,
@@ -131,10 +137,18 @@ def run_one(seq: Path, variant: str, scorer: Path, workdir: Path, repeats: int) 
         str(step),
         "--repeats",
         str(repeats),
+        "--mode",
+        mode,
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO)
     stats = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {"sequence": seq.name, "variant": variant, **stats, **score(scorer, pred, seq / "gt_counts.json")}
+    return {
+        "sequence": seq.name,
+        "mode": mode,
+        "variant": variant,
+        **stats,
+        **score(scorer, pred, seq / "gt_counts.json"),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,13 +158,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "bench" / "footfall" / "results.json")
     p.add_argument("--variants", action="store_true", help="also run rescaled / frame-dropped variants")
     p.add_argument("--repeats", type=int, default=3, help="interleaved decode/pipeline pass pairs (median)")
+    p.add_argument(
+        "--modes", default=",".join(MODES), help=f"comma-separated detection modes (default: {','.join(MODES)})"
+    )
+    p.add_argument("--mode", default="hybrid", help=argparse.SUPPRESS)
     p.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--resize", type=float, default=1.0, help=argparse.SUPPRESS)
     p.add_argument("--step", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.child_out, args.resize, args.step, args.repeats)))
+        print(json.dumps(child(args.child, args.child_out, args.resize, args.step, args.repeats, args.mode)))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not args.data.is_dir():
@@ -165,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     variants = list(VARIANTS) if args.variants else ["base"]
     rows = []
     log.info(
-        "%-12s %-9s %6s %6s | %8s %8s %8s | %8s %8s %8s | %6s",
+        "%-12s %-8s %-9s %6s %6s | %8s %8s %8s | %8s %8s %8s | %6s",
         "sequence",
+        "mode",
         "variant",
         "acc",
         "F1",
@@ -178,13 +197,15 @@ def main(argv: list[str] | None = None) -> int:
         "ratio",
         "RSS MB",
     )
+    modes = [m for m in args.modes.split(",") if m]
     for seq in seqs:
-        for v in variants:
-            r = run_one(seq, v, args.scorer, workdir, args.repeats)
+        for mode, v in itertools.product(modes, variants):
+            r = run_one(seq, v, args.scorer, workdir, args.repeats, mode)
             rows.append(r)
             log.info(
-                "%-12s %-9s %6.3f %6.3f | %8.1f %8.1f %8.2f | %8.1f %8.1f %8.2f | %6.1f",
+                "%-12s %-8s %-9s %6.3f %6.3f | %8.1f %8.1f %8.2f | %8.1f %8.1f %8.2f | %6.1f",
                 seq.name[:12],
+                mode,
                 v,
                 r["count_accuracy"],
                 r["event_f1"],

@@ -132,7 +132,7 @@ def run_engine(
     events: list[CrossingEvent] = []
     for i, f in enumerate(frames):
         events += eng.process(f, i + 1, i / FPS)
-    return eng, events
+    return eng, events + eng.finish()
 
 
 @pytest.fixture
