@@ -10,6 +10,8 @@ Config models reject unknown keys. A camera's YAML looks like::
     interval_s: 60
     occupancy_reset: "04:00"
     timezone: Europe/Berlin
+    engine:                                                  # optional; docs/footfall.md
+      detector: {type: hybrid}        # default; or detector (+ stride: 2), or motion for elevated views
 
 Lines can also be given inline (``lines:`` with ``name, A, B, in_side_point, zone``,
 plus ``image_size`` if they are in pixels of another resolution). The line names
