@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 EMPTY = np.zeros((0, 5), np.float32)
 EMPTY6 = np.zeros((0, 6), np.float32)
+_SPECKLE = np.ones((2, 2), np.uint8)
 
 
 class PersonSizeModel:
@@ -421,10 +422,11 @@ class PersonDetector:
 class HybridDetector:
     """Motion gates and vets the person detector (see :class:`~edge.camera.config.HybridDetectorConfig`).
 
-    Per frame: the motion detector's foreground mask (cheap). The model runs if the mask holds anything
-    person-sized or it returned a box within ``idle_after_s``; each box then keeps its score if at least
-    ``support`` of its area is foreground, else its score is capped just under the tracker's ``track_score``
-    (``low_cap``) so it can only continue a track. Output as :class:`PersonDetector`.
+    Per frame: the motion detector's foreground mask (cheap). The model runs if the mask holds a
+    person-sized blob or it returned a box with motion under it within ``idle_after_s``; each box then
+    keeps its score if at least ``support`` of its area is foreground, else its score is capped just under
+    the tracker's ``track_score`` (``low_cap``) so it can only continue a track. Output as
+    :class:`PersonDetector`.
     """
 
     def __init__(self, cfg: HybridDetectorConfig, low_cap: float = 0.49) -> None:
@@ -438,10 +440,14 @@ class HybridDetector:
 
     def detect(self, frame_bgr: np.ndarray, t_seconds: float, size: PersonSizeModel) -> np.ndarray:
         self.frames += 1
-        fg = self.motion.foreground(frame_bgr, t_seconds)
+        # An opening removes sensor-noise speckles, which would otherwise keep the model awake on an empty scene.
+        fg = cv2.morphologyEx(self.motion.foreground(frame_bgr, t_seconds), cv2.MORPH_OPEN, _SPECKLE)
         k = self.motion._scale[0]
         min_px = self.cfg.motion.min_area * size.typical_height**2 * size.aspect / (k * k)
-        moving = cv2.countNonZero(fg) >= min_px
+        moving = False
+        if cv2.countNonZero(fg) >= min_px:  # cheap test first; then one blob must be person-sized
+            n, _, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(fg, 8, cv2.CV_32S, cv2.CCL_GRANA)
+            moving = n > 1 and int(stats[1:, cv2.CC_STAT_AREA].max()) >= min_px
         recent = self._last_box_t is not None and 0 <= t_seconds - self._last_box_t <= self.cfg.idle_after_s
         if not (moving or recent) or (self.frames - 1) % self.cfg.stride:
             return EMPTY6
@@ -449,7 +455,6 @@ class HybridDetector:
         boxes = self.person.boxes(frame_bgr)
         if len(boxes) == 0:
             return boxes
-        self._last_box_t = t_seconds
         integral = cv2.integral(fg, sdepth=cv2.CV_32S)
         hw, ww = fg.shape
         x1 = np.clip((boxes[:, 0] / k).astype(int), 0, ww)
@@ -461,6 +466,9 @@ class HybridDetector:
         still = on / area < self.cfg.support
         boxes[still, 5] = np.minimum(boxes[still, 5], self.low_cap)
         boxes[still, 4] = 0.0
+        if not still.all():
+            # Only a moving person keeps the model awake: a poster or a mannequin in view must not.
+            self._last_box_t = t_seconds
         return boxes
 
 

@@ -79,19 +79,36 @@ def test_detector_stride_runs_the_model_on_every_kth_frame(scene: Any) -> None:
     assert found == [True, False, False, True, False, False]
 
 
-def test_hybrid_skips_the_model_on_an_empty_still_scene_and_demotes_still_boxes(scene: Any) -> None:
+def test_hybrid_skips_the_model_on_an_empty_still_scene(scene: Any) -> None:
     det = make_detector(HybridDetectorConfig())
     assert isinstance(det, HybridDetector)
     empty = np.asarray(scene.render([], 0.1)[0])
     size = PersonSizeModel(EngineConfig().person, empty.shape[1], empty.shape[0])
-    for i in range(30):
-        assert len(det.detect(empty, i / 10, size)) == 0
-    assert det.model_runs <= 1  # the first frame initialises the background and may look like motion
-    # A person who is in the picture from the start and never moves (a poster, say) is background:
-    # the model finds the box, motion vetting demotes it below the score that starts a track.
-    still = _person_frame(scene, 120.0)
-    det2 = make_detector(HybridDetectorConfig())
-    out = [det2.detect(still, i / 10, size) for i in range(40)]
-    assert all(b[:, 5].max() < 0.5 for b in out[5:] if len(b))
+    frames = scene.render([], 3.0)  # sensor noise only
+    assert all(len(det.detect(f, i / 10, size)) == 0 for i, f in enumerate(frames))
+    assert det.model_runs == 0
+
+
+def test_hybrid_demotes_a_poster_and_sleeps_once_the_passer_by_has_gone(scene: Any) -> None:
+    # A life-size poster of a person at x=60 (static: drawn after the noise, legs fixed) and a passer-by who
+    # walks out of the picture after about 2.5 s. The poster never scores as a person that may start a
+    # track, and once the passer-by has gone the model stops within idle_after_s (2 s).
+    walker = scene.linear(0.5, (200, 185), (340, 190))
+    frames = scene.render([scene.Walker(walker, (40, 160, 40))], 8.0)
+    poster = scene.Walker(lambda t: (60.0, 185.0), (200, 40, 40))
+    for f in frames:
+        scene.draw_walker(f, (60.0, 185.0), poster, phase=0.0)
+    det = make_detector(HybridDetectorConfig())
+    assert isinstance(det, HybridDetector)
+    size = PersonSizeModel(EngineConfig().person, frames[0].shape[1], frames[0].shape[0])
+    runs = []
+    for i, f in enumerate(frames):
+        boxes = det.detect(f, i / 10, size)
+        runs.append(det.model_runs)
+        poster_boxes = boxes[np.abs((boxes[:, 0] + boxes[:, 2]) / 2 - 60.0) < 15] if len(boxes) else boxes
+        assert all(poster_boxes[:, 5] < 0.5), (i, poster_boxes)
+    gone = next(i for i in range(len(frames)) if i / 10 > 0.5 and walker(i / 10) is None)
+    assert runs[gone] > 0.5 * gone  # the model ran while someone walked
+    assert runs[-1] - runs[min(gone + 25, len(frames) - 1)] == 0  # and sleeps 2.5 s after they left
     # The same frame to the plain detector: a confident box, so the demotion above is hybrid's doing.
-    assert PersonDetector(PersonDetectorConfig()).detect(still, 0.0, size)[:, 5].max() >= 0.5
+    assert PersonDetector(PersonDetectorConfig()).detect(frames[-1], 0.0, size)[:, 5].max() >= 0.5
