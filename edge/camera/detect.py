@@ -393,10 +393,10 @@ class PersonDetector:
     _CLEAN_SCORE = 0.6  # only confident, isolated boxes teach the person-size model
 
     def __init__(self, cfg: PersonModelConfig) -> None:
-        from edge.camera.yolox import PACKAGED_MODEL, YoloxSession
+        from edge.camera.yolox import load_session
 
         self.cfg = cfg
-        self.session = YoloxSession(cfg.model_path or PACKAGED_MODEL)
+        self.session = load_session(cfg.model_path)
         self._n = 0
         log.info(
             "person detector: %s, input width %d, every %d frame(s)", self.session.path, cfg.input_width, cfg.stride

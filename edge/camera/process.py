@@ -51,12 +51,13 @@ from contracts.configfile import ConfigError, load_model
 from contracts.messages import CameraHealth, FootfallCount, utcnow
 from edge.camera.camera_config import CameraConfig
 from edge.camera.capture import Capture, CaptureFactory, EndOfSource, open_source
-from edge.camera.config import EngineConfig, PrivacyConfig
+from edge.camera.config import EngineConfig, PersonModelConfig, PrivacyConfig
 from edge.camera.count import CrossingEvent
 from edge.camera.engine import FootfallEngine
 from edge.camera.health import FrameProbe, HealthTracker
 from edge.camera.lines import CountingLine
 from edge.camera.privacy import PrivacyMask
+from edge.camera.yolox import load_session
 from edge.camera.zones import ZoneCounter
 
 log = logging.getLogger(__name__)
@@ -178,6 +179,13 @@ def run_camera(
     capture = Capture(config.source, factory=capture_factory, clock=clock, wait=stop.wait)
     engine: Engine | None = None
     engine_errors = 0
+    if isinstance(engine_cfg.detector, PersonModelConfig):
+        # Load the person model before the first frame, not on it: a live stream must not stall on start-up.
+        try:
+            load_session(engine_cfg.detector.model_path)
+        except (OSError, RuntimeError) as exc:
+            log.error("camera %s: cannot load the person detector: %s", cam, exc)
+            return EXIT_CONFIG
     busy_total = 0.0
     log.info(
         "camera %s: starting on %s (device %s, interval %d s)",

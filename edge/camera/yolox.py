@@ -14,6 +14,7 @@ N = sum over strides 8, 16, 32 of (H/s)(W/s), rows stride 8 first, each grid row
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -41,6 +42,20 @@ def input_size_for(frame_w: int, frame_h: int, width: int) -> tuple[int, int]:
         raise ValueError(f"YOLOX input width must be a multiple of 32, got {width}")
     h = int(np.ceil(width * frame_h / frame_w / 32.0)) * 32
     return width, max(h, 32)
+
+
+def load_session(model_path: Path | None = None, threads: int = 1) -> YoloxSession:
+    """The process's session for a model file (default: the packaged one), loaded once.
+
+    A camera rebuilds its engine on every new stream segment (a reconnect, a resolution change); the model
+    stays loaded, so a reconnect costs no reload (about 0.1 s and a burst of allocations).
+    """
+    return _cached_session(Path(model_path or PACKAGED_MODEL).resolve(), threads)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_session(model_path: Path, threads: int) -> YoloxSession:
+    return YoloxSession(model_path, threads)
 
 
 class YoloxSession:

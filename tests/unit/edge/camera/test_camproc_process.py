@@ -255,6 +255,14 @@ def test_unusable_lines_exit_with_config_status(clock: FakeClock) -> None:
     assert code == EXIT_CONFIG and items == []
 
 
+def test_missing_person_model_exits_with_config_status_before_the_stream_opens(clock: FakeClock) -> None:
+    cfg = cam_config(engine={"detector": {"type": "hybrid", "model_path": "/nonexistent/yolox.onnx"}})
+    factory = ScriptedFactory([FakeSource(5)])
+    code, items, engines = run(cfg, factory, clock)
+    assert code == EXIT_CONFIG and items == [] and engines == []
+    assert factory.script[0] is not None and factory.script[0].pos == 0  # the camera was never read
+
+
 @pytest.mark.allow_logged_exceptions
 def test_engine_exception_is_logged_and_the_loop_goes_on(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
     calls = []
