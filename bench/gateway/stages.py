@@ -21,7 +21,8 @@ from throughput import SITE, build_messages  # this directory (run as a script)
 
 import contracts
 from contracts import topics, utcnow
-from gateway.pipeline import Accepted, message_lines
+from gateway.influx import message_lines
+from gateway.pipeline import Accepted
 
 
 def best_us(fn: Callable[[], None], n: int, repeat: int) -> float:
@@ -71,7 +72,7 @@ def main() -> None:
         ("validate: contracts.receive (topic, pydantic, RFC 3339)", best_us(receive, n, args.repeat)),
         ("received_at + Accepted item", best_us(stamp_and_item, n, args.repeat)),
         ("queue hand-off (put + get)", best_us(handoff, n, args.repeat)),
-        ("line protocol: message_lines (to_points, Point)", best_us(lines, n, args.repeat)),
+        ("line protocol: message_lines (to_points, line_protocol)", best_us(lines, n, args.repeat)),
     ]
     print(f"N={n}, best of {args.repeat}, CPU microseconds per message")
     print("| stage | µs/msg |")
