@@ -584,7 +584,7 @@ def report(trials: list[Trial], n: int) -> str:
 STAGES = [
     ("startup (imports; backlog profiles start at spawn)", ("_find_and_load (",)),
     ("validate (contracts.receive: topic, pydantic, RFC 3339)", ("receive (contracts/__init__.py",)),
-    ("line protocol (to_points, line_protocol)", ("message_lines (gateway/influx.py", "to_points (contracts/storage.py")),
+    ("line protocol (to_points, line_protocol)", ("message_lines (gateway/influx.py", "to_points (contracts/stor")),
     ("queue hand-off (Queue.put/get)", ("Queue.put (queue.py", "Queue.get (queue.py")),
     ("ack (MqttIntake.ack -> paho)", ("MqttIntake.ack (gateway/intake.py",)),
     ("HTTP write to InfluxDB", ("InfluxWriter.write (gateway/influx.py",)),
