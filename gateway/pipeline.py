@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from common import retry
 from contracts import Message, utcnow
@@ -100,6 +100,16 @@ class _Stop:
 
 STOP = _Stop()
 QueueEntry = Accepted | Rejected | Ignored | _Stop
+
+
+class EntrySource(Protocol):
+    """Where the batch writer takes items from: a :class:`queue.Queue`, or ``gateway.processor.BulkQueue``."""
+
+    def get(self, *, timeout: float | None = None) -> QueueEntry:
+        """The next entry; raise :class:`queue.Empty` after ``timeout`` seconds without one."""
+        ...
+
+    def qsize(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +312,7 @@ class BatchWriter:
 
     def __init__(
         self,
-        q: queue.Queue[QueueEntry],
+        q: EntrySource,
         sink: Sink,
         ack: Callable[[Item], None],
         stats: Stats,
@@ -314,6 +324,7 @@ class BatchWriter:
         stats_interval_s: float = 10.0,
         stats_points: Callable[[GatewayStats], list[StoredPoint]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_committed: Callable[[], None] | None = None,
     ) -> None:
         self._q = q
         self._sink = sink
@@ -325,6 +336,7 @@ class BatchWriter:
         self._backoff = backoff
         self._stats_interval = stats_interval_s
         self._stats_points = stats_points
+        self._on_committed = on_committed
         self._clock = clock
         self._next_stats = clock() + stats_interval_s
         self._last_stats: tuple[float, int] = (clock(), 0)
@@ -426,6 +438,8 @@ class BatchWriter:
         for item in batch.items:
             self._ack(item)
         self._stats.add(acked=len(batch.items))
+        if self._on_committed is not None:
+            self._on_committed()
 
     def _write_with_retries(self, batch: _Batch) -> SinkResult | None:
         """Write the batch until the sink takes it; None if told to give up (nothing acknowledged).

@@ -1,0 +1,97 @@
+"""The intake/writer split on real Mosquitto and InfluxDB: a killed writer process loses nothing,
+and a sink object (the writer side in a thread) gets every reading in order."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from contracts import ParkingBayState, encode
+from contracts.storage import M_PARKING_BAY
+from district.services import Service
+from gateway.pipeline import Accepted
+from gateway.service import Gateway
+from gateway.sink import Entry, SinkResult
+from tests.conftest import Influx, wait_for
+from tests.integration.test_gateway import Publisher, _bay_stream, _distinct, bay, gateway_settings, topic_of
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_killed_writer_process_is_restarted_and_nothing_is_lost(
+    mosquitto: Service, influx_db: Influx, prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway")
+    publisher = Publisher(mosquitto)
+    gw = Gateway(gateway_settings(mosquitto, influx_db, prefix, tmp_path, batch_size=100))
+    gw.start()
+    try:
+        assert gw.wait_ready(15)
+        first_pid = gw.writer_pid
+        assert first_pid is not None and first_pid != os.getpid()
+        stream = _bay_stream(prefix, 5000)
+        feeder = threading.Thread(target=publisher.send_many, args=([(t, p) for t, p, _ in stream],))
+        feeder.start()
+        wait_for(lambda: _distinct(influx_db) >= 300, 30, what="the writer storing")
+        os.kill(first_pid, signal.SIGKILL)
+        at_kill = _distinct(influx_db)
+        feeder.join(60)
+        assert at_kill < len(stream), "the kill came too late to test anything"
+        wait_for(lambda: _distinct(influx_db) == len(stream), 60, what=f"all {len(stream)} readings stored")
+        assert influx_db.count(M_PARKING_BAY) == len(stream)
+        wait_for(lambda: gw.stats().queue_depth == 0, 20, what="every message acknowledged")
+        assert gw.writer_restarts == 1 and gw.writer_pid not in (None, first_pid)
+        assert any("writer process" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+    finally:
+        gw.stop()
+        publisher.close()
+
+
+class Recording:
+    """A sink object: the gateway runs its writer side in a thread and hands it validated messages."""
+
+    def __init__(self) -> None:
+        self.entries: list[Entry] = []
+        self.lock = threading.Lock()
+
+    def write(self, entries: Sequence[Entry]) -> SinkResult:
+        with self.lock:
+            self.entries.extend(entries)
+        return SinkResult(written=len(entries), requests=1)
+
+    def close(self) -> None:
+        pass
+
+    def bays(self) -> list[str]:
+        with self.lock:
+            return [
+                e.message.bay_id
+                for e in self.entries
+                if isinstance(e, Accepted) and isinstance(e.message, ParkingBayState)
+            ]
+
+
+def test_a_sink_object_is_written_from_a_thread_in_receive_order(
+    mosquitto: Service, influx_db: Influx, prefix: str, tmp_path: Path
+) -> None:
+    publisher = Publisher(mosquitto)
+    sink = Recording()
+    gw = Gateway(gateway_settings(mosquitto, influx_db, prefix, tmp_path), sink=sink)
+    gw.start()
+    try:
+        assert gw.wait_ready(15)
+        assert gw.writer_pid is None
+        readings = [bay(bay_id=f"AM-{i:03d}") for i in range(300)]
+        publisher.send_many([(topic_of(prefix, m.device_id, "parking_bay"), encode(m)) for m in readings])
+        wait_for(lambda: len(sink.bays()) == 300, 20, what="300 readings in the sink")
+        assert sink.bays() == [m.bay_id for m in readings]
+        wait_for(lambda: gw.stats().acked >= 300, 10, what="all acknowledged")
+    finally:
+        gw.stop()
+        publisher.close()
