@@ -278,7 +278,8 @@ class WriterLink:
                 child.kill()
                 child.wait(5)
             child.conn.close()
-        self._inbox.close_sockets()
+        if self._sender is None or not self._sender.is_alive():
+            self._inbox.close_sockets()
 
     @property
     def pid(self) -> int | None:
