@@ -10,7 +10,6 @@ MQTT session (two gateways with one client id).
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import sys
 from pathlib import Path
@@ -92,9 +91,6 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = stop_on_signals()
     gateway.start()
-    # What start-up built (modules, settings, schemas, paho's client) lives as long as the
-    # process: keep the garbage collector from walking it again at every collection.
-    gc.freeze()
     try:
         while not stop.wait(1.0):
             if gateway.intake.fatal.is_set():

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import gc
 import json
 import logging
 import pickle
@@ -469,9 +468,6 @@ def main(argv: list[str] | None = None) -> int:
     sink = InfluxSink.from_settings(init.settings)
     if init.settings.create_database:
         _create_database(sink, init.settings)
-    # Start-up objects (modules, settings, pydantic schemas) are never garbage: keep the
-    # collector from walking them again and again (bench/gateway/README.md).
-    gc.freeze()
     try:
         serve(conn, init.settings, init.site, sink, logs=logs, stopped=stopped)
     finally:
