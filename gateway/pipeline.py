@@ -168,6 +168,14 @@ class Stats:
             else:
                 self.rejected[rejected_reason] += 1
 
+    def count_batch(self, received: int, rejected: Counter[str], ignored: Counter[str]) -> None:
+        """``received`` messages (readings or not), of which ``rejected`` by reason, and ``ignored`` ones."""
+        with self._lock:
+            self.received += received
+            self.accepted += received - rejected.total()
+            self.rejected.update(rejected)
+            self.ignored.update(ignored)
+
     def count_ignored(self, reason: str) -> None:
         with self._lock:
             self.ignored[reason] += 1

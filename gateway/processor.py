@@ -41,7 +41,7 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -173,29 +173,39 @@ class Classifier:
         self._stats = stats
 
     def item(self, raw: Raw) -> Item:
+        """One raw message as an item, counted."""
+        return self.items([raw])[0]
+
+    def items(self, batch: list[Raw]) -> list[Item]:
+        """Raw messages as items, in order; counted once for the batch (one lock, not one per message)."""
+        out: list[Item] = []
+        rejected: Counter[str] = Counter()
+        ignored: Counter[str] = Counter()
+        for raw in batch:
+            item = self._item(raw)
+            if type(item) is Rejected:
+                rejected[item.reason] += 1
+            elif type(item) is Ignored:
+                ignored[item.reason] += 1
+            out.append(item)
+        self._stats.count_batch(len(out) - ignored.total(), rejected, ignored)
+        return out
+
+    def _item(self, raw: Raw) -> Item:
         seq, topic, payload, retain, received_ns = raw
         received_at = from_ns(received_ns)
         if topic is None:
-            item: Item = Rejected(seq, 0, 0, NON_UTF8_TOPIC, payload, "bad_topic", "topic is not UTF-8", received_at)
-        elif topics.is_control(topic, self._prefix):
-            item = Ignored(seq, 0, 0, topic, "control", received_at)
-        elif not payload and topic.endswith("/status"):
+            return Rejected(seq, 0, 0, NON_UTF8_TOPIC, payload, "bad_topic", "topic is not UTF-8", received_at)
+        if topics.is_control(topic, self._prefix):
+            return Ignored(seq, 0, 0, topic, "control", received_at)
+        if not payload and topic.endswith("/status"):
             # A retained status cleared by its owner (or an operator): nothing to store.
-            item = Ignored(seq, 0, 0, topic, "status_cleared", received_at)
-        else:
-            try:
-                where, message = contracts.receive(topic, payload, prefix=self._prefix, site=self._site)
-            except MessageRejected as exc:
-                item = Rejected(
-                    seq, 0, 0, topic, payload, exc.reason, exc.detail, received_at, confirmable(topic, payload)
-                )
-            else:
-                item = Accepted(seq, 0, 0, topic, where.site_id, message, received_at, retain)
-        if isinstance(item, Ignored):
-            self._stats.count_ignored(item.reason)
-        else:
-            self._stats.count_received(item.reason if isinstance(item, Rejected) else None)
-        return item
+            return Ignored(seq, 0, 0, topic, "status_cleared", received_at)
+        try:
+            where, message = contracts.receive(topic, payload, prefix=self._prefix, site=self._site)
+        except MessageRejected as exc:
+            return Rejected(seq, 0, 0, topic, payload, exc.reason, exc.detail, received_at, confirmable(topic, payload))
+        return Accepted(seq, 0, 0, topic, where.site_id, message, received_at, retain)
 
 
 @dataclass(slots=True)
@@ -312,8 +322,7 @@ class Writer:
 
     def feed(self, batch: list[Raw]) -> None:
         """Validate a batch from the intake and queue it for the batch writer, in order."""
-        item = self._classifier.item
-        self._q.put_many([item(raw) for raw in batch])
+        self._q.put_many(self._classifier.items(batch))
 
     def finish(self, give_up_after_s: float) -> None:
         """Write and report everything fed so far (retrying up to ``give_up_after_s``), then end."""
