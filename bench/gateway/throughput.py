@@ -424,14 +424,25 @@ class Trial:
     confirmed_s: float = 0.0
 
 
+def descendants(pid: int) -> list[int]:
+    """pid and every process below it (children of any of its threads), from /proc."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{p}/task"):
+                with contextlib.suppress(OSError):
+                    todo += [int(c) for c in Path(f"/proc/{p}/task/{task}/children").read_text().split()]
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
-    """user+sys of pid and its children (py-spy excluded), from /proc; 0 if gone."""
+    """user+sys of pid and all its descendants (the gateway's writer processes, its workers and theirs;
+    py-spy is started apart), from /proc; 0 if gone."""
     total = 0.0
     tick = os.sysconf("SC_CLK_TCK")
-    pids = [pid]
-    with contextlib.suppress(OSError):
-        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    for p in pids:
+    for p in descendants(pid):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
