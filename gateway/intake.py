@@ -50,7 +50,6 @@ error (:attr:`MqttIntake.fatal`): the gateway exits with status 3.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from typing import Any, Protocol
@@ -65,10 +64,9 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 import contracts
 from common.clash import ClashDetector
 from contracts import DeviceStatus, confirm, new_reading_id, topics, utcnow
-from contracts.messages import ID_PATTERN
 from contracts.site import SiteConfig
 from gateway.pipeline import Item, RateLimitedLog, Stats
-from gateway.processor import NON_UTF8_TOPIC, confirm_key
+from gateway.processor import NON_UTF8_TOPIC, confirm_key, valid_id
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -130,7 +128,7 @@ class MqttIntake:
         self._confirm_thread: threading.Thread | None = None
         self.confirmations_sent = 0
         self.status_topic: str | None = None
-        if _valid_id(settings.mqtt_client_id):
+        if valid_id(settings.mqtt_client_id):
             self.status_topic = topics.status_topic(self._prefix, self._site_id, settings.mqtt_client_id)
         else:
             log.warning("client id %r is not a valid device id: no status topic", settings.mqtt_client_id)
@@ -411,7 +409,3 @@ def _topic_of(msg: mqtt.MQTTMessage) -> str:
         return str(msg.topic)[:200]
     except UnicodeDecodeError:
         return NON_UTF8_TOPIC
-
-
-def _valid_id(value: str) -> bool:
-    return re.match(ID_PATTERN, value) is not None

@@ -124,7 +124,8 @@ class BulkQueue(Generic[T]):
         return len(self._items)
 
 
-def _valid_id(value: str) -> bool:
+def valid_id(value: str) -> bool:
+    """Whether ``value`` is a valid device, site or epoch id (the contract's pattern)."""
     return re.match(ID_PATTERN, value) is not None
 
 
@@ -141,7 +142,7 @@ def confirmable(topic: str, payload: bytes) -> tuple[str, str, str, int] | None:
     epoch, seq = data.get("epoch"), data.get("seq")
     if not (isinstance(epoch, str) and isinstance(seq, int) and not isinstance(seq, bool)):
         return None
-    if not (_valid_id(site_id) and _valid_id(device_id) and _valid_id(epoch) and 0 <= seq <= confirm.MAX_SEQ):
+    if not (valid_id(site_id) and valid_id(device_id) and valid_id(epoch) and 0 <= seq <= confirm.MAX_SEQ):
         return None
     if data.get("device_id") != device_id:
         return None  # never confirm on behalf of a device the payload does not name
