@@ -402,11 +402,11 @@ def serve(
     sink: Sink,
     *,
     logs: LogForwarder | None = None,
-    stopped: threading.Event | None = None,
+    stopped: Callable[[], bool] | None = None,
 ) -> None:
     """Run a :class:`Writer` on ``conn`` until told to stop, or until the intake's end closes.
 
-    ``stopped`` (set by a signal or the parent watch) ends it as an abort.
+    ``stopped()`` true (a signal, the parent watch) ends it as an abort, within :data:`REPORT_INTERVAL_S`.
     """
     send_lock = threading.Lock()
 
@@ -421,7 +421,7 @@ def serve(
     writer.report(ready=True)
     next_report = time.monotonic() + REPORT_INTERVAL_S
     while True:
-        if stopped is not None and stopped.is_set():
+        if stopped is not None and stopped():
             writer.abort()
             return
         try:
@@ -460,10 +460,17 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     conn = Connection(int(args[0]))
     stopped = threading.Event()
+    terminated = [False]
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        # Only a flag: a handler that takes a lock (Event.set does) deadlocks when a second signal
+        # interrupts it on the main thread while it holds that lock, and the process lives on.
+        terminated[0] = True
+
     # Ctrl-C in a terminal reaches the intake, which stops this process in order through the pipe;
     # SIGTERM (the parent-death signal) and a vanished parent abort.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    signal.signal(signal.SIGTERM, on_sigterm)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         init = pickle.loads(conn.recv_bytes())
@@ -479,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     if init.settings.create_database:
         _create_database(sink, init.settings)
     try:
-        serve(conn, init.settings, init.site, sink, logs=logs, stopped=stopped)
+        serve(conn, init.settings, init.site, sink, logs=logs, stopped=lambda: terminated[0] or stopped.is_set())
     finally:
         sink.close()
     return 0

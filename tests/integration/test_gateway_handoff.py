@@ -3,6 +3,7 @@ and a sink object (the writer side in a thread) gets every reading in order."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -10,6 +11,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+import psutil
 import pytest
 
 from contracts import ParkingBayState, encode
@@ -92,6 +94,35 @@ def test_a_sink_object_is_written_from_a_thread_in_receive_order(
         wait_for(lambda: len(sink.bays()) == 300, 20, what="300 readings in the sink")
         assert sink.bays() == [m.bay_id for m in readings]
         wait_for(lambda: gw.stats().acked >= 300, 10, what="all acknowledged")
+    finally:
+        gw.stop()
+        publisher.close()
+
+
+def test_a_writer_process_given_a_burst_of_sigterms_exits_and_is_replaced(
+    mosquitto: Service, influx_db: Influx, prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGTERM (the parent-death signal, an operator) ends the writer process, however many arrive; the
+    gateway starts another. (Its handler only sets a flag: one that called ``Event.set`` deadlocked when a
+    signal interrupted it while the parent watch thread set the same event, and the process lived on.)
+    """
+    caplog.set_level(logging.INFO, logger="gateway")
+    publisher = Publisher(mosquitto)
+    gw = Gateway(gateway_settings(mosquitto, influx_db, prefix, tmp_path))
+    gw.start()
+    try:
+        assert gw.wait_ready(15)
+        first_pid = gw.writer_pid
+        assert first_pid is not None
+        writer = psutil.Process(first_pid)
+        for _ in range(200):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(first_pid, signal.SIGTERM)
+        writer.wait(20)  # raises psutil.TimeoutExpired if it hangs
+        wait_for(lambda: gw.writer_restarts == 1, 30, what="a new writer process")
+        readings = [bay(bay_id=f"AM-{i:03d}") for i in range(50)]
+        publisher.send_many([(topic_of(prefix, m.device_id, "parking_bay"), encode(m)) for m in readings])
+        wait_for(lambda: influx_db.count(M_PARKING_BAY) == 50, 20, what="readings stored by the new writer")
     finally:
         gw.stop()
         publisher.close()
