@@ -5,6 +5,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /opt/district
 COPY pyproject.toml README.md ./
 COPY contracts ./contracts
+COPY common ./common
 COPY edge ./edge
 COPY gateway ./gateway
 COPY server ./server

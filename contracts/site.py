@@ -286,10 +286,36 @@ class Device(StrictModel):
     description: str | None = None
     #: Status heartbeats are expected at least this often.
     heartbeat_s: Annotated[float, Field(gt=0)] = 60.0
+    #: A device not heard from for this many heartbeats is ``silent``, not ``online``
+    #: (a lost heartbeat or two is normal on a busy cell link; three in a row is not).
+    silent_after_heartbeats: Annotated[float, Field(ge=1, le=1000)] = 3.0
+
+    @property
+    def silent_after_s(self) -> float:
+        return self.heartbeat_s * self.silent_after_heartbeats
+
+
+#: For a device the site does not list: the defaults of :class:`Device`.
+DEFAULT_HEARTBEAT_S = 60.0
+DEFAULT_SILENT_AFTER_HEARTBEATS = 3.0
+
+
+class HistoryConfig(StrictModel):
+    """How long InfluxDB keeps history (``docs/history.md``); the gateway sets it up at start.
+
+    ``raw_days``: raw readings and the gateway's lot/locker snapshots;
+    ``rollup_days``: the 5-minute and hourly rollups (``rollup_5m_days``
+    overrides it for the 5-minute ones). Gateway settings ``history_*_days`` override these.
+    """
+
+    raw_days: Annotated[int, Field(ge=1, le=36_500)] = 30
+    rollup_days: Annotated[int, Field(ge=1, le=36_500)] = 730
+    rollup_5m_days: Annotated[int, Field(ge=1, le=36_500)] | None = None
 
 
 class SiteConfig(StrictModel):
     site: SiteInfo
+    history: HistoryConfig = Field(default_factory=HistoryConfig)
     zones: list[Zone] = Field(default_factory=list)
     parking: list[LotConfig] = Field(default_factory=list)
     lockers: list[LockerBank] = Field(default_factory=list)
@@ -491,6 +517,9 @@ class SiteConfig(StrictModel):
 
     def bank(self, bank_id: str) -> LockerBank | None:
         return next((b for b in self.lockers if b.id == bank_id), None)
+
+    def device(self, device_id: str) -> Device | None:
+        return next((d for d in self.devices if d.id == device_id), None)
 
     def display(self, display_id: str) -> Display | None:
         return next((d for d in self.displays if d.id == display_id), None)

@@ -80,12 +80,33 @@ def everything(prefix: str) -> str:
     return f"{prefix}/#"
 
 
+#: The level after the site id under which the server publishes its alerts (retained):
+#: ``{prefix}/v1/{site}/alerts/{kind}/{subject type}/{subject id}``. Six levels after the prefix,
+#: where a reading has exactly three, so no reading filter matches it and no reading is taken for one.
+ALERTS = "alerts"
+
+
+def alert_topic(prefix: str, site_id: str, kind: str, subject_type: str, subject_id: str) -> str:
+    """Where an alert about ``subject_type``/``subject_id`` is published (retained; empty payload: cleared)."""
+    check_prefix(prefix)
+    return f"{prefix}/{TOPIC_VERSION}/{site_id}/{ALERTS}/{kind}/{subject_type}/{subject_id}"
+
+
+def alerts_filter(prefix: str, site_id: str = "+") -> str:
+    """Filter for every alert of a site."""
+    check_prefix(prefix)
+    return f"{prefix}/{TOPIC_VERSION}/{site_id}/{ALERTS}/#"
+
+
 def is_control(topic: str, prefix: str) -> bool:
-    """Whether ``topic`` is one of ours but carries control traffic (not a reading)."""
+    """Whether ``topic`` is one of ours but carries control traffic (not a reading): a confirmation
+    (``.../{device}/stored``) or an alert (``.../{site}/alerts/...``)."""
     head = f"{prefix}/{TOPIC_VERSION}/"
     if not topic.startswith(head):
         return False
     parts = topic[len(head) :].split("/")
+    if len(parts) >= 4 and parts[1] == ALERTS:
+        return True
     return len(parts) == 3 and parts[2] in CONTROL_KINDS
 
 

@@ -1,7 +1,8 @@
 """``district check-config FILE``: validate a site or device configuration.
 
 The file's top-level key says what it is: ``site:`` for a site configuration,
-``device:`` for an edge device configuration. Every error is printed with its
+``device:`` for an edge device configuration, ``display_bridge:`` for a
+display bridge (``district display-bridge --config``). Every error is printed with its
 file, line, column and path; the exit status is 1 when there is any.
 
 Stricter than the services, which start on a file with *findings* and only log
@@ -45,6 +46,10 @@ def _model_for(path: Path) -> type[BaseModel]:
         from edge.config import DeviceConfig
 
         return cast(type[BaseModel], DeviceConfig)
+    if isinstance(data, dict) and "display_bridge" in data and "site" not in data:
+        from edge.displays.config import BridgeFile
+
+        return BridgeFile
     return SiteConfig
 
 
@@ -66,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if isinstance(loaded, SiteConfig):
             sites.append(loaded)
-        else:
+        elif model.__name__ == "DeviceConfig":
             devices.append((path, cast("DeviceConfig", loaded)))
         print(f"{path}: ok ({model.__name__})")
     if sites:
@@ -95,4 +100,40 @@ def against_site(device: DeviceConfig, sites: list[SiteConfig]) -> list[str]:
         except (OSError, ValueError) as exc:
             found = [f"camera {camera.id}: cannot read its counting lines: {exc}"]
         problems += [f"cameras[{i}]: {p}" for p in found]
+    problems += _refresh_problems(device, site)
+    return problems
+
+
+def _refresh_problems(device: DeviceConfig, site: SiteConfig) -> list[str]:
+    """A sensor that re-publishes unchanged states less often than half of what its readers call stale.
+
+    Freshness is judged from the sensors' readings: a quiet lot is heard only
+    through the controller's full refresh, so a refresh as long as a garage
+    sign's 120 s blanks the sign between refreshes. Half leaves room for one
+    lost refresh.
+    """
+    problems: list[str] = []
+    for i, sensor in enumerate(device.sensors):
+        group = getattr(sensor, "lot_id", None) or getattr(sensor, "bank_id", None)
+        refresh = getattr(sensor, "refresh_interval_s", None)
+        if group is None or refresh is None:
+            continue
+        limits: list[tuple[float, str]] = []
+        lot = site.lot(group)
+        if lot is not None:
+            limits.append((lot.stale_after_s, f"lot {lot.id}'s stale_after_s"))
+            for d in site.displays:
+                if group in d.lots or any(ref.lot == group for ref in d.levels):
+                    limits.append((d.stale_limit_s, f"display {d.id}'s stale limit"))
+        bank = site.bank(group)
+        if bank is not None:
+            limits.append((bank.stale_after_s, f"locker bank {bank.id}'s stale_after_s"))
+        if not limits:
+            continue
+        limit, what = min(limits)
+        if refresh > limit / 2:
+            problems.append(
+                f"sensors[{i}].refresh_interval_s: {refresh:g} s is more than half of {what} ({limit:g} s): "
+                "a quiet group would turn stale between two refreshes"
+            )
     return problems

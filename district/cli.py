@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("gateway.main", "run the gateway (MQTT -> validation -> InfluxDB)"),
     "server": ("server.main", "run the guidance API"),
     "sim": ("firmware_sim.main", "run the simulated device fleet"),
+    "display-bridge": ("edge.displays.main", "write sign states from the API to RS-485 LED count displays"),
+    "keys": ("server.keys", "manage the guidance API's keys: add, list, rotate, revoke"),
     "demo": ("district.demo", "run the whole pipeline on this machine"),
     "check-config": ("district.check_config", "validate a site or device configuration file"),
     "count": ("edge.camera.count_cli", "count line crossings in a video file"),
@@ -23,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def usage() -> str:
     lines = ["usage: district COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {name:<13} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<15} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "district COMMAND --help tells more."]
     return "\n".join(lines)
 

@@ -177,6 +177,8 @@ class Demo:
             self._own_workdir = True
         (self.workdir / "logs").mkdir(exist_ok=True)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        #: The sign shown on the simulated LED count display (the first display of free spaces).
+        self.sign: str | None = None
 
     # -- start ---------------------------------------------------------------
     def run(self) -> int:
@@ -237,9 +239,15 @@ class Demo:
             sim_args += ["--seed", str(args.seed)]
         if args.data_dir and Path(args.data_dir).is_dir():
             sim_args += ["--data-dir", str(args.data_dir)]
+        # One simulated LED count display on its own RS-485 line, fed by the display bridge.
+        self.sign = next((d.id for d in self.site.displays if d.shows == "spaces"), None)
+        if self.sign and not args.fleet_only:
+            sim_args += ["--count-display", self.sign, "--display-timeout", "10"]
         sim = self._child("sim", _district(*sim_args))
         _wait_file(bus_dir / "buses.json", sim, 30)
-        buses = json.loads((bus_dir / "buses.json").read_text())["buses"]
+        listing = json.loads((bus_dir / "buses.json").read_text())
+        buses = listing["buses"]
+        sign_ports = {d["name"]: d["path"] for d in listing.get("displays", [])}
 
         for bus in buses:
             device_id = f"edge-{bus['name']}"[:64]
@@ -277,17 +285,23 @@ class Demo:
             "INFLUX_URL": str(influx_url),
             "INFLUX_DB": "district",
         }
+        metrics_port = free_port()
+        self.gateway_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
         self._child(
             "gateway",
             _district("gateway", "--site", str(args.site)),
             {f"DISTRICT_GATEWAY_{k}": v for k, v in common.items()}
-            | {"DISTRICT_GATEWAY_DEAD_LETTER_PATH": str(self.workdir / "dead-letters.jsonl")},
+            | {
+                "DISTRICT_GATEWAY_DEAD_LETTER_PATH": str(self.workdir / "dead-letters.jsonl"),
+                "DISTRICT_GATEWAY_METRICS_PORT": str(metrics_port),
+            },
         )
         port = args.port or free_port()
         self._child(
             "server",
             _district("server", "--site", str(args.site), "--host", args.host, "--port", str(port)),
-            {f"DISTRICT_SERVER_{k}": v for k, v in common.items()},
+            {f"DISTRICT_SERVER_{k}": v for k, v in common.items()}
+            | {"DISTRICT_SERVER_STATE_DIR": str(self.workdir / "server-state")},
         )
         self.api = f"http://{args.host}:{port}"
         deadline = time.monotonic() + 30
@@ -295,11 +309,33 @@ class Demo:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the API did not answer within 30 s; see {self.workdir / 'logs' / 'server.log'}")
             time.sleep(0.1)
+        if self.sign and self.sign in sign_ports:
+            self._child(
+                "display-bridge",
+                _district("display-bridge", "--api", self.api, "--display", f"{self.sign}={sign_ports[self.sign]}"),
+            )
         print(
             f"\nDistrict demo is up. API: {self.api}/v1/parking/lots   docs: {self.api}/docs   "
             f"health: {self.api}/healthz",
             flush=True,
         )
+        print(f"  lockers: {self.api}/v1/lockers   crowd: {self.api}/v1/zones", flush=True)
+        print(f"  console: {self.api}/console/   (site plan and live state; a key adds devices, overrides)", flush=True)
+        if self.site.zones:
+            print(f"  guidance: {self.api}/v1/guidance/parking?zone={self.site.zones[0].id}", flush=True)
+        for display in self.site.displays:
+            print(
+                f"  display {display.id}: {self.api}/v1/displays/{display.id}"
+                f"   live (SSE): {self.api}/v1/displays/{display.id}/events",
+                flush=True,
+            )
+        print(f"  metrics (Prometheus): {self.api}/metrics   gateway: {self.gateway_metrics}", flush=True)
+        if self.sign in sign_ports:
+            print(
+                f"  simulated LED count display {self.sign!r} on {sign_ports[self.sign]}, fed by the display bridge;"
+                " what it shows is logged in logs/sim.log",
+                flush=True,
+            )
         print(f"Logs and data: {self.workdir}    Ctrl-C stops everything.\n", flush=True)
 
     # -- run -----------------------------------------------------------------
@@ -337,6 +373,13 @@ class Demo:
             return
         items = lots.get("lots", lots) if isinstance(lots, dict) else lots
         parts = [f"{lot['name']}: {lot['free']}/{lot['total']} free ({lot['state']})" for lot in items]
+        if self.sign:
+            try:
+                with urllib.request.urlopen(f"{self.api}/v1/displays/{self.sign}", timeout=2) as r:
+                    sign = json.loads(r.read())
+                parts.append(f"sign {self.sign}: {sign['text']!r} ({sign['state']})")
+            except (OSError, ValueError, KeyError):
+                parts.append(f"sign {self.sign}: no answer")
         print(f"{time.strftime('%H:%M:%S')}  " + "  |  ".join(parts), flush=True)
 
     # -- stop ----------------------------------------------------------------

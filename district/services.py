@@ -1,4 +1,4 @@
-"""Run Mosquitto and InfluxDB 1.x from the system packages as child processes.
+"""Run Mosquitto, InfluxDB 1.x and Prometheus from the system packages as child processes.
 
 Used by ``district demo`` and by the test fixtures, so both run the same real
 services the same way: free ports on loopback, a private config and data
@@ -238,6 +238,64 @@ def start_influxd(workdir: Path, port: int | None = None, timeout: float = 30.0)
 
     _wait(ping, svc, timeout)
     log.info("influxd pid %d on %s:%d", svc.pid, svc.host, port)
+    return svc
+
+
+def prometheus_conf(jobs: dict[str, list[str]], interval_s: float = 15.0) -> str:
+    """A scrape configuration: one job per name, its ``host:port`` targets at ``/metrics``
+    (``deploy/prometheus.yml`` is the production twin)."""
+    lines = [
+        "global:",
+        f"  scrape_interval: {interval_s:g}s",
+        f"  scrape_timeout: {min(interval_s, 10.0):g}s",
+        f"  evaluation_interval: {interval_s:g}s",
+        "scrape_configs:",
+    ]
+    for job, targets in jobs.items():
+        lines += [f"  - job_name: {job}", "    metrics_path: /metrics", "    static_configs:", "      - targets:"]
+        lines += [f"          - {target!r}" for target in targets]
+    return "\n".join(lines) + "\n"
+
+
+def start_prometheus(
+    workdir: Path,
+    jobs: dict[str, list[str]],
+    *,
+    port: int | None = None,
+    interval_s: float = 1.0,
+    timeout: float = 30.0,
+) -> Service:
+    """Debian's ``prometheus`` scraping ``jobs`` (name -> ``host:port`` targets), its data in ``workdir``."""
+    binary = find_binary("prometheus")
+    if binary is None:
+        raise ServiceError("prometheus not found: apt-get install prometheus")
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    conf = workdir / "prometheus.yml"
+    conf.write_text(prometheus_conf(jobs, interval_s))
+    log_path = workdir / "prometheus.log"
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={conf}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),  # prctl only: see die_with_parent
+        )
+    svc = Service("prometheus", proc, "127.0.0.1", port, workdir, log_path)
+
+    def ready() -> bool:
+        with urllib.request.urlopen(f"http://{svc.host}:{port}/-/ready", timeout=1) as r:
+            return bool(r.status == 200)
+
+    _wait(ready, svc, timeout)
+    log.info("prometheus pid %d on %s:%d", svc.pid, svc.host, port)
     return svc
 
 

@@ -30,16 +30,31 @@ import os
 import random
 import select
 import threading
+import time
 import tty
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from contracts.fieldbus import FC_READ_INPUT_REGISTERS, HEADER_ADDRESS, HEADER_COUNT, TABLE_ADDRESS
+from contracts.fieldbus import (
+    DISPLAY_INFO_ADDRESS,
+    DISPLAY_INFO_COUNT,
+    FC_READ_HOLDING_REGISTERS,
+    FC_READ_INPUT_REGISTERS,
+    FC_WRITE_MULTIPLE_REGISTERS,
+    FC_WRITE_SINGLE_REGISTER,
+    HEADER_ADDRESS,
+    HEADER_COUNT,
+    TABLE_ADDRESS,
+)
 from firmware_sim.controllers import Controller, corrupt
+from firmware_sim.count_display import CountDisplay
+
+#: What may hang on a simulated bus: the sensor controllers (read, FC 04) and count displays (written).
+BusDevice = Controller | CountDisplay
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +110,49 @@ def _sim_device(controller: Controller) -> SimDevice:
     )
 
 
+def _display_device(display: CountDisplay) -> SimDevice:
+    """A pymodbus device whose holding registers are the display's: FC 03 reads, FC 06/16 writes."""
+
+    async def action(
+        func_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        if values is not None:
+            if func_code not in (FC_WRITE_SINGLE_REGISTER, FC_WRITE_MULTIPLE_REGISTERS):
+                return ExcCodes.ILLEGAL_FUNCTION
+            refused = display.write_registers(address, [int(v) for v in values])
+            return None if refused is None else ExcCodes(refused)
+        # FC 06 reads its register back for the reply after writing it
+        if func_code not in (FC_READ_HOLDING_REGISTERS, FC_WRITE_SINGLE_REGISTER):
+            return ExcCodes.ILLEGAL_FUNCTION
+        current = display.read_holding_registers(address, count)
+        if current is None:
+            return ExcCodes.ILLEGAL_ADDRESS
+        offset = address - start_address
+        registers[offset : offset + count] = current
+        return None
+
+    return SimDevice(
+        id=display.unit,
+        simdata=[
+            SimData(address=0, count=DISPLAY_INFO_ADDRESS + DISPLAY_INFO_COUNT, values=0, datatype=DataType.REGISTERS)
+        ],
+        action=action,
+    )
+
+
 class SerialBus:
-    """One simulated field bus with its controllers; ``start()``/``stop()``; the edge opens ``.path``."""
+    """One simulated field bus with its controllers or displays; ``start()``/``stop()``; the edge opens ``.path``."""
 
     def __init__(
         self,
         name: str,
         path: Path,
-        controllers: list[Controller],
+        controllers: Sequence[BusDevice],
         *,
         baudrate: int = 19200,
         line_timing: bool = True,
@@ -139,6 +189,7 @@ class SerialBus:
         self.bytes_to_server = 0
         self.bytes_dropped = 0
         self.client_opens = 0
+        self._answered_at: dict[int, float] = {}
 
     # -- lifecycle -------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
@@ -223,7 +274,13 @@ class SerialBus:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         server = ModbusSerialServer(
-            [_catch_all(), *(_sim_device(c) for c in self.controllers.values())],
+            [
+                _catch_all(),
+                *(
+                    _display_device(c) if isinstance(c, CountDisplay) else _sim_device(c)
+                    for c in self.controllers.values()
+                ),
+            ],
             port=self.server_tty,
             baudrate=self.baudrate,
             ignore_missing_devices=True,
@@ -250,15 +307,16 @@ class SerialBus:
         return call
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
-        """pymodbus hook on every frame: silent or noisy controllers are applied here."""
+        """pymodbus hook on every frame: silent, switched-off or noisy controllers are applied here."""
         if not sending or not data:
             return data
         try:
             controller = self.controllers.get(data[0])
-            if controller is None or controller.silent:
+            if controller is None or not controller.answers:
                 self.frames_silenced += 1
                 return b""
             self.frames_answered += 1
+            self._answered_at[data[0]] = time.monotonic()
             if controller.noise > 0 and self._rng.random() < controller.noise:
                 self.frames_corrupted += 1
                 return corrupt(data, self._rng)
@@ -343,6 +401,10 @@ class SerialBus:
         self._line_free_at = max(self._line_free_at, self._loop.time())
         log.info("bus %s: client opened %s", self.name, self.path)
         self._loop.add_reader(self._client_master, self._guard(self._from_client))
+
+    def last_answer(self, unit: int) -> float | None:
+        """``time.monotonic()`` when unit ``unit`` last sent an answer onto the line; None if never."""
+        return self._answered_at.get(unit)
 
     def stats(self) -> dict[str, int | bool]:
         return {

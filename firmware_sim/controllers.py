@@ -15,6 +15,8 @@ Fault injection hooks mimic what goes wrong on a real RS-485 installation:
 - ``flap(i)``: a sensor flapping between two states on every ``tick()``.
 - ``set_garbage(i, value)``: a point reporting a value outside the register map.
 - ``silent``: the controller stops answering (requests time out on the edge).
+- ``power_off()`` / ``power_on()``: the controller switched off (answers nothing, like ``silent``) and on
+  again (a reboot: its uptime restarts). Apart from ``silent``, so a power cycle never clears a fault.
 - ``wiring_fault``: the controller's own wiring fault flag (IR 6 bit 0).
 - ``noise``: probability that a response frame is corrupted on the wire.
 """
@@ -75,6 +77,8 @@ class Controller:
         self._pinned: set[int] = set()
         self._flapping: set[int] = set()
         self.silent = False
+        #: False while switched off (:meth:`power_off`): the bus sends none of its answers.
+        self.powered = True
         self.noise = 0.0
         self.reads = 0
 
@@ -104,6 +108,20 @@ class Controller:
         """A power cycle: uptime starts from zero (points and counter keep their values)."""
         with self._lock:
             self._started = self._clock()
+
+    def power_off(self) -> None:
+        """Switch the controller off: it answers nothing until :meth:`power_on` (its points keep their values)."""
+        self.powered = False
+
+    def power_on(self) -> None:
+        """Switch it on again: it answers again, its uptime restarting from zero (a reboot)."""
+        self.restart()
+        self.powered = True
+
+    @property
+    def answers(self) -> bool:
+        """Whether it answers requests now: switched on and not ``silent``."""
+        return self.powered and not self.silent
 
     def get(self, index: int) -> int:
         with self._lock:

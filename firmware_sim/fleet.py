@@ -3,7 +3,14 @@
 ``Fleet(site, bus_dir, speed=60, seed=1).start()`` creates the buses and their
 symlinks, writes ``{bus_dir}/buses.json`` and starts one demand thread;
 ``stop()`` undoes all of it. Tests use ``set_bay``/``set_compartment`` (which
-pin a point so the demand model leaves it alone) and ``inject`` for faults.
+pin a point so the demand model leaves it alone), ``inject`` for faults, and
+``power_off``/``power_on`` to stop a controller and restart it (``last_answer``
+tells when it last answered).
+
+``displays=["vms-1", ...]`` adds one simulated LED count display per name, each
+on its own bus ``{bus_dir}/{name}`` (unit ``unit``), for a display bridge to
+write to (:mod:`firmware_sim.count_display`); ``buses.json`` lists them under
+``displays`` (not ``buses``: no edge agent reads them).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import random
 import threading
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,8 +31,9 @@ from zoneinfo import ZoneInfo
 
 from contracts.fieldbus import BAY_CLOSED, LOCKER_OUT_OF_SERVICE, REGISTER_MAX, encode_bay, encode_locker
 from contracts.site import LockerBank, LotConfig, SiteConfig
-from firmware_sim.bus import SerialBus
+from firmware_sim.bus import BusDevice, SerialBus
 from firmware_sim.controllers import BayController, Controller, LockerController
+from firmware_sim.count_display import DEFAULT_COMMS_TIMEOUT_S, CountDisplay
 from firmware_sim.demand import LockerDemand, LotDemand, SimClock, load_targets
 
 log = logging.getLogger(__name__)
@@ -98,6 +107,26 @@ class SimBus:
         }
 
 
+@dataclass
+class SimDisplay:
+    """One simulated count display and the bus it hangs on."""
+
+    name: str
+    display: CountDisplay
+    bus: SerialBus
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": "count_display",
+            "path": str(self.bus.path),
+            "tty": self.bus.tty,
+            "unit": self.display.unit,
+            "baudrate": self.bus.baudrate,
+            "comms_timeout_s": self.display.comms_timeout_s,
+        }
+
+
 def _rng(seed: int | None, name: str) -> random.Random:
     """An independent stream per bus; string seeds hash deterministically."""
     return random.Random(f"{seed}/{name}") if seed is not None else random.Random()
@@ -119,6 +148,8 @@ class Fleet:
         demand: bool = True,
         start_at: datetime | None = None,
         summary_s: float = 30.0,
+        displays: Sequence[str] = (),
+        display_timeout_s: float = DEFAULT_COMMS_TIMEOUT_S,
     ) -> None:
         self.site = site
         self.bus_dir = Path(bus_dir)
@@ -134,6 +165,9 @@ class Fleet:
         self.tz = ZoneInfo(site.site.timezone)
         self.clock = SimClock(speed, self.tz, start_at)
         self.buses: dict[str, SimBus] = {}
+        self.display_names = list(displays)
+        self.display_timeout_s = display_timeout_s
+        self.displays: dict[str, SimDisplay] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_step: datetime | None = None
@@ -149,8 +183,12 @@ class Fleet:
                 self._add_lot(lot, *targets[lot.id])
             for bank in self.site.lockers:
                 self._add_bank(bank)
+            for name in self.display_names:
+                self._add_display(name)
             for sb in self.buses.values():
                 sb.bus.start()
+            for sd in self.displays.values():
+                sd.bus.start()
         except Exception:
             self._stop_buses()
             raise
@@ -168,8 +206,9 @@ class Fleet:
         self._thread = threading.Thread(target=self._run, name="fleet-demand", daemon=True)
         self._thread.start()
         log.info(
-            "fleet up: %d bus(es) in %s, speed %g, simulated time %s",
+            "fleet up: %d bus(es), %d display(s) in %s, speed %g, simulated time %s",
             len(self.buses),
+            len(self.displays),
             self.bus_dir,
             self.speed,
             now.isoformat(timespec="seconds"),
@@ -189,11 +228,13 @@ class Fleet:
             log.warning("cannot remove %s: %s", self.bus_dir / BUSES_FILE, exc)
 
     def _stop_buses(self) -> None:
-        for sb in self.buses.values():
+        for name, bus in [(sb.name, sb.bus) for sb in self.buses.values()] + [
+            (sd.name, sd.bus) for sd in self.displays.values()
+        ]:
             try:
-                sb.bus.stop()
+                bus.stop()
             except Exception:
-                log.exception("bus %s: stop failed", sb.name)
+                log.exception("bus %s: stop failed", name)
 
     def __enter__(self) -> Fleet:
         self.start()
@@ -223,8 +264,13 @@ class Fleet:
         self.buses[bank.id] = SimBus(bank.id, "locker_controller", ctrl, bus, points, lockers=demand)
         log.info("locker bank %s: %d compartments", bank.id, len(comps))
 
-    def _bus(self, name: str, ctrl: Controller) -> SerialBus:
-        if name in self.buses:
+    def _add_display(self, name: str) -> None:
+        display = CountDisplay(name, unit=self.unit, comms_timeout_s=self.display_timeout_s)
+        self.displays[name] = SimDisplay(name, display, self._bus(name, display))
+        log.info("count display %s: unit %d, comms-loss timeout %g s", name, self.unit, self.display_timeout_s)
+
+    def _bus(self, name: str, ctrl: BusDevice) -> SerialBus:
+        if name in self.buses or name in self.displays:
             raise ValueError(f"two buses named {name!r}")
         return SerialBus(
             name,
@@ -241,6 +287,7 @@ class Fleet:
             "site": self.site.site.id,
             "pid": os.getpid(),
             "buses": [sb.info() for sb in self.buses.values()],
+            "displays": [sd.info() for sd in self.displays.values()],
         }
         self.bus_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.bus_dir / f".{BUSES_FILE}.{os.getpid()}.tmp"
@@ -256,6 +303,12 @@ class Fleet:
             except Exception:
                 self.step_errors += 1
                 log.exception("demand step failed (%d so far)", self.step_errors)
+            for sd in self.displays.values():
+                try:
+                    sd.display.check()
+                except Exception:
+                    self.step_errors += 1
+                    log.exception("display %s: watchdog check failed", sd.name)
             if self.summary_s > 0 and time.monotonic() - last_summary >= self.summary_s:
                 last_summary = time.monotonic()
                 self.log_summary()
@@ -297,6 +350,13 @@ class Fleet:
     def controller(self, name: str) -> Controller:
         return self.get(name).controller
 
+    def display(self, name: str) -> CountDisplay:
+        """The simulated count display ``name`` (``displays=`` at construction)."""
+        try:
+            return self.displays[name].display
+        except KeyError:
+            raise KeyError(f"no count display named {name!r} (have: {', '.join(self.displays)})") from None
+
     def set_bay(self, lot_id: str, index: int, code: int, *, pin: bool = True) -> None:
         """Set bay ``index`` (register order) of ``lot_id``; pinned, the demand model leaves it alone."""
         sb = self.get(lot_id)
@@ -322,6 +382,21 @@ class Fleet:
     def release(self, name: str, index: int) -> None:
         """Hand a pinned/stuck/flapping point back to the demand model."""
         self.controller(name).release(index)
+
+    def power_off(self, name: str) -> None:
+        """Switch the controller on bus ``name`` off: it stops answering (the edge's reads time out)."""
+        self.controller(name).power_off()
+        log.warning("controller %s: switched off", name)
+
+    def power_on(self, name: str) -> None:
+        """Switch it on again: it answers again, as after a reboot (uptime from zero, points as they are)."""
+        self.controller(name).power_on()
+        log.warning("controller %s: switched on", name)
+
+    def last_answer(self, name: str) -> float | None:
+        """``time.monotonic()`` when the controller on bus ``name`` last answered a request; None if never."""
+        sb = self.get(name)
+        return sb.bus.last_answer(sb.controller.unit)
 
     def inject(self, fault: Fault) -> None:
         sb = self.get(fault.bus)
@@ -376,4 +451,14 @@ class Fleet:
                 "open" if sb.bus.client_connected else "closed",
                 sb.bus.frames_answered,
                 sb.bus.frames_silenced,
+            )
+        for sd in self.displays.values():
+            shown = sd.display.shown()
+            log.info(
+                "display %s: shows %r%s, %d write(s), client %s",
+                sd.name,
+                shown.face,
+                " (comms lost)" if shown.comms_lost else "",
+                shown.writes,
+                "open" if sd.bus.client_connected else "closed",
             )

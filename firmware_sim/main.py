@@ -4,7 +4,10 @@ One simulated RS-485 bus (pseudo-terminal, Modbus RTU, unit 1) per parking lot
 and per locker bank of the site file, named by the lot/bank id, linked as
 ``{bus_dir}/{name}``; ``{bus_dir}/buses.json`` lists them for edge configs.
 Demand follows ParkAPI's forecast curves (``--data-dir``) at ``--speed`` x real
-time. SIGINT/SIGTERM/SIGHUP stop it cleanly (symlinks and buses.json removed),
+time. ``--count-display NAME`` (repeatable) adds a simulated LED count display
+on its own bus ``{bus_dir}/{NAME}`` for ``district display-bridge`` to write to;
+it blanks itself when its heartbeat register has not changed for
+``--display-timeout`` seconds. SIGINT/SIGTERM/SIGHUP stop it cleanly (symlinks and buses.json removed),
 and so does the end of the ``district demo`` that started it.
 
 Settings come from ``DISTRICT_SIM_*`` environment variables; flags override.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +27,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.runtime import stop_on_signals
 from contracts.configfile import ConfigError, load_model
+from contracts.messages import ID_PATTERN
 from contracts.site import SiteConfig
 from firmware_sim.fleet import Fault, FaultError, Fleet
 
@@ -44,6 +49,7 @@ class SimSettings(BaseSettings):
     baudrate: int = Field(19200, gt=0)
     line_timing: bool = True
     unit: int = Field(1, ge=1, le=247)
+    display_timeout_s: float = Field(10.0, gt=0)
     log_level: str = "INFO"
 
 
@@ -63,6 +69,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="inject a fault: silent, wiring, noise:P, stuck:I[=CODE], flap:I, garbage:I[=VALUE], closed:I "
         "(repeatable; I is the point index in register order)",
     )
+    p.add_argument(
+        "--count-display",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="add a simulated LED count display on the bus BUS_DIR/NAME (repeatable)",
+    )
+    p.add_argument(
+        "--display-timeout",
+        type=float,
+        metavar="S",
+        help="a count display blanks itself after S seconds without a heartbeat write (default 10)",
+    )
     p.add_argument("--no-line-timing", action="store_true", help="do not pace bytes at the baud rate")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
     return p.parse_args(argv)
@@ -78,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             "data_dir": args.data_dir,
             "log_level": args.log_level,
             "line_timing": False if args.no_line_timing else None,
+            "display_timeout_s": args.display_timeout,
         }.items()
         if v is not None
     }
@@ -92,8 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FaultError) as exc:
         print(f"district sim: {exc}", file=sys.stderr)
         return 2
-    if not site.parking and not site.lockers:
+    if not site.parking and not site.lockers and not args.count_display:
         print(f"district sim: {args.site} has no parking lots or locker banks to simulate", file=sys.stderr)
+        return 2
+    bad = [name for name in args.count_display if not re.fullmatch(ID_PATTERN, name)]
+    if bad:
+        print(f"district sim: --count-display {bad[0]!r} is not a valid id ({ID_PATTERN})", file=sys.stderr)
         return 2
 
     fleet = Fleet(
@@ -108,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         unit=settings.unit,
         start_at=args.start,
         summary_s=settings.summary_s,
+        displays=args.count_display,
+        display_timeout_s=settings.display_timeout_s,
     )
     stop = stop_on_signals()
     try:

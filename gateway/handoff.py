@@ -7,8 +7,9 @@ writer side (:mod:`gateway.processor`) as one pickle per batch, every
 :data:`BATCH_DELAY_S` at most while messages flow, and applies the writer
 side's reports as they come: it acknowledges the handled messages to the
 broker on the connection each came on, in receive order, hands the readings
-to confirm to the intake, keeps the stats, and logs the writer process's log
-records here.
+to confirm to the intake, keeps the stats, observes each committed batch in
+the metrics (after its acks), passes late-point marks to the history thread,
+and logs the writer process's log records here.
 
 Delivery guarantees are the single-process gateway's:
 
@@ -41,6 +42,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from multiprocessing.connection import Connection, wait
 from typing import Protocol
@@ -51,6 +53,7 @@ from gateway.pipeline import GatewayStats, RateLimitedLog
 from gateway.processor import Init, Raw, Report, serve
 from gateway.settings import GatewaySettings
 from gateway.sink import Sink
+from gateway.snapshots import LateMarks
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +215,10 @@ class WriterLink:
 
     ``sink``: run the writer side in a thread of this process with this sink
     (the caller's to prepare and close); None: in a child process with the
-    InfluxDB sink of ``settings``.
+    InfluxDB sink of ``settings``. ``observe(points, write_s, ack_lag_s)``:
+    called per committed batch once its messages are acknowledged
+    (``GatewayMetrics.observe_batch``). ``late``: where the writer side's
+    late-point marks are noted (the history thread's).
     """
 
     def __init__(
@@ -223,12 +229,16 @@ class WriterLink:
         acker: Acker,
         *,
         sink: Sink | None = None,
+        observe: Callable[[int, float | None, float], None] | None = None,
+        late: LateMarks | None = None,
     ) -> None:
         self.settings = settings
         self._site = site
         self._inbox = inbox
         self._acker = acker
         self._sink = sink
+        self._observe = observe
+        self._late = late
         self._lock = threading.Lock()
         #: Held while a batch is taken and sent, and while a new writer is put in place.
         self._send_lock = threading.Lock()
@@ -445,6 +455,16 @@ class WriterLink:
         if report.stats is not None:
             with self._lock:
                 self._stats = report.stats
+        if report.late_ns is not None and self._late is not None:
+            self._late.note(report.late_ns)
+        if report.observed and self._observe is not None:
+            now_ns = time.time_ns()
+            try:
+                for points, write_s, lag_s, committed_ns in report.observed:
+                    # The lag runs on to the acks just sent, a hop after the writer side committed.
+                    self._observe(points, write_s, lag_s + max(0, now_ns - committed_ns) / 1e9)
+            except Exception:
+                log.exception("batch metrics failed")
 
     def _wake(self) -> None:
         self._inbox.wake()

@@ -334,6 +334,27 @@ class InfluxWriter:
             if isinstance(result, dict) and "error" in result:
                 raise InfluxError(f"CREATE DATABASE {self.db!r}: {result['error']}", status)
 
+    def execute(self, statement: str) -> list[dict[str, Any]]:
+        """Run one InfluxQL statement on the database (POST ``/query``, times as epoch ns): its result's series.
+
+        For the history set-up (retention policies, continuous queries,
+        ``SELECT ... INTO``; :mod:`gateway.retention`). Raises
+        :class:`InfluxUnavailable` when InfluxDB does not answer and
+        :class:`InfluxError` when it refuses the statement.
+        """
+        body = urllib.parse.urlencode({"q": statement, "db": self.db, "epoch": "ns"}).encode()
+        status, data, _ = self._request("POST", "/query", body, {"Content-Type": "application/x-www-form-urlencoded"})
+        if status >= 500:
+            raise InfluxUnavailable(f"{statement[:80]}: HTTP {status}: {_parse_body(data)[0]}", status)
+        text, parsed = _parse_body(data)
+        if status != 200 or not isinstance(parsed, dict):
+            raise InfluxError(f"{statement[:80]}: HTTP {status}: {text}", status)
+        first = (parsed.get("results") or [{}])[0]
+        if "error" in first:
+            raise InfluxError(f"{statement[:80]}: {first['error']}"[:300], status)
+        series: list[dict[str, Any]] = first.get("series") or []
+        return series
+
     def write(self, lines: list[str]) -> WriteResult:
         """Write line-protocol lines (ns precision); see the module docstring.
 

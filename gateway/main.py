@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", help="topic prefix (DISTRICT_GATEWAY_TOPIC_PREFIX)")
     p.add_argument("--influx-url", help="InfluxDB base URL (DISTRICT_GATEWAY_INFLUX_URL)")
     p.add_argument("--influx-db", help="database (DISTRICT_GATEWAY_INFLUX_DB)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics here (DISTRICT_GATEWAY_METRICS_PORT)")
     p.add_argument("--dead-letter", type=Path, metavar="FILE", help="JSONL file of rejected messages")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
@@ -57,6 +58,7 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         "influx_url": args.influx_url,
         "influx_db": args.influx_db,
         "dead_letter_path": args.dead_letter,
+        "metrics_port": args.metrics_port,
     }
     return GatewaySettings(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -90,7 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     stop = stop_on_signals()
-    gateway.start()
+    try:
+        gateway.start()
+    except OSError as exc:  # the metrics port is taken
+        print(f"district gateway: metrics port {settings.metrics_port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     try:
         while not stop.wait(1.0):
             if gateway.intake.fatal.is_set():

@@ -332,6 +332,7 @@ class BatchWriter:
         stats_interval_s: float = 10.0,
         stats_points: Callable[[GatewayStats], list[StoredPoint]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        observe: Callable[[int, float | None, float], None] | None = None,
         on_committed: Callable[[], None] | None = None,
     ) -> None:
         self._q = q
@@ -346,6 +347,9 @@ class BatchWriter:
         self._stats_points = stats_points
         self._on_committed = on_committed
         self._clock = clock
+        #: Per committed batch: points, seconds the write took (None: nothing written), ack lag in seconds.
+        self._observe = observe
+        self._write_s: float | None = None
         self._next_stats = clock() + stats_interval_s
         self._last_stats: tuple[float, int] = (clock(), 0)
         self._stopping = False
@@ -446,6 +450,12 @@ class BatchWriter:
         for item in batch.items:
             self._ack(item)
         self._stats.add(acked=len(batch.items))
+        if self._observe is not None and batch.items:
+            try:
+                lag = (utcnow() - batch.items[0].received_at).total_seconds()
+                self._observe(batch.points, self._write_s if batch.entries else None, lag)
+            except Exception:
+                log.exception("batch metrics failed")
         if self._on_committed is not None:
             self._on_committed()
 
@@ -461,7 +471,9 @@ class BatchWriter:
             return SinkResult()
         while True:
             try:
+                started = time.perf_counter()
                 result = self._sink.write(batch.entries)
+                self._write_s = time.perf_counter() - started
             except Exception as exc:
                 self._stats.add(write_retries=1)
                 delay = self._after_failure(exc, batch)

@@ -17,9 +17,16 @@ network loop:
   letters, exactly as in a single-process gateway;
 * :class:`Writer`: instead of acknowledging to the broker, it reports what
   was handled (:class:`Report`: sequence numbers in receive order, the
-  readings to confirm, a stats snapshot and the log records of this side),
-  after each batch and every :data:`REPORT_INTERVAL_S` while something changed.
-  The intake acknowledges those messages on the connection they came on.
+  readings to confirm, a stats snapshot, each batch's figures for the
+  metrics, the oldest point written too late for the continuous queries, and
+  the log records of this side), after each batch and every
+  :data:`REPORT_INTERVAL_S` while something changed. The intake acknowledges
+  those messages on the connection they came on, and serves the metrics and
+  runs the history thread from what the reports say.
+* With the InfluxDB sink and ``settings.history``, the sink is wrapped in
+  :class:`gateway.snapshots.HistorySink`: the lot and locker snapshot state
+  lives here, beside the batches it is computed from (a restarted writer
+  process starts it afresh, as a restarted gateway does).
 
 :func:`serve` runs a :class:`Writer` on one end of a socket pair (the child's
 ``main``, or a thread when the gateway was given a sink object). Messages on
@@ -69,6 +76,7 @@ from gateway.pipeline import (
 )
 from gateway.settings import GatewaySettings
 from gateway.sink import Sink
+from gateway.snapshots import HistorySink, HistoryTracker, LateMarks
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +90,10 @@ NON_UTF8_TOPIC = "<topic is not UTF-8>"
 REPORT_INTERVAL_S = 0.25
 #: Most log records one report carries; more are counted and dropped (a log storm must not flood the pipe).
 MAX_LOG_RECORDS = 500
+
+#: One committed batch for the metrics: points, seconds the write took (None: nothing written),
+#: ack lag at the commit in seconds, and when it was committed (ns since the Unix epoch).
+Observed = tuple[int, float | None, float, int]
 
 T = TypeVar("T")
 
@@ -219,6 +231,8 @@ class Report:
     ``stats``: the writer side's counters now (None: unchanged).
     ``logs``: log records of the writer process, for the intake to log.
     ``ready``: the first report (the sink is set up); ``done``: the last (after ``stop``).
+    ``observed``: the committed batches among them, for the metrics' histograms.
+    ``late_ns``: the oldest point time written too late for the continuous queries since the last report.
     """
 
     handled: list[int] = field(default_factory=list)
@@ -227,6 +241,8 @@ class Report:
     logs: list[logging.LogRecord] = field(default_factory=list)
     ready: bool = False
     done: bool = False
+    observed: list[Observed] = field(default_factory=list)
+    late_ns: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +295,11 @@ class LogForwarder(logging.Handler):
 
 
 class Writer:
-    """Classifier + batch writer + sink behind a :class:`Report` callback; see the module docstring."""
+    """Classifier + batch writer + sink behind a :class:`Report` callback; see the module docstring.
+
+    ``late``: where the sink notes points written too late (:class:`gateway.snapshots.HistorySink`);
+    taken into each report.
+    """
 
     def __init__(
         self,
@@ -289,6 +309,7 @@ class Writer:
         send: Callable[[Report], None],
         *,
         logs: LogForwarder | None = None,
+        late: LateMarks | None = None,
     ) -> None:
         self.settings = settings
         self._site_id = site.site.id if site is not None else settings.site_id
@@ -302,6 +323,8 @@ class Writer:
         self._lock = threading.Lock()
         self._handled: list[int] = []
         self._confirms: dict[tuple[str, str, str], list[int]] = {}
+        self._observed: list[Observed] = []
+        self._late = late
         self._last_stats: GatewayStats | None = None
         self.batch_writer = BatchWriter(
             self._q,
@@ -314,6 +337,7 @@ class Writer:
             backoff=Backoff(settings.retry_initial_s, settings.retry_max_s),
             stats_interval_s=settings.stats_interval_s,
             stats_points=self._stats_points,
+            observe=self._observe,
             on_committed=self.report,
         )
         self._thread = threading.Thread(target=self._run, name="gateway-writer", daemon=True)
@@ -347,12 +371,20 @@ class Writer:
         with self._lock:
             handled, self._handled = self._handled, []
             confirms, self._confirms = self._confirms, {}
+            observed, self._observed = self._observed, []
+            late_ns = self._late.take() if self._late is not None else None
             snap = self.stats.snapshot(self._q.qsize())
             stats = snap if snap != self._last_stats else None
             self._last_stats = snap
             logs = self._logs.take() if self._logs is not None else []
-            if handled or confirms or stats is not None or logs or force or ready or done:
-                self._send(Report(handled, confirms, stats, logs, ready, done))
+            changed = handled or confirms or stats is not None or logs or observed or late_ns is not None
+            if changed or force or ready or done:
+                self._send(Report(handled, confirms, stats, logs, ready, done, observed, late_ns))
+
+    def _observe(self, points: int, write_s: float | None, ack_lag_s: float) -> None:
+        """The batch writer's figures for one committed batch: sent with the report that hands it back."""
+        with self._lock:
+            self._observed.append((points, write_s, ack_lag_s, time.time_ns()))
 
     def _handled_one(self, item: Item) -> None:
         """The batch writer's acknowledgement of one item: remembered for the next report."""
@@ -403,10 +435,12 @@ def serve(
     *,
     logs: LogForwarder | None = None,
     stopped: Callable[[], bool] | None = None,
+    late: LateMarks | None = None,
 ) -> None:
     """Run a :class:`Writer` on ``conn`` until told to stop, or until the intake's end closes.
 
     ``stopped()`` true (a signal, the parent watch) ends it as an abort, within :data:`REPORT_INTERVAL_S`.
+    ``late``: the sink's marks of points written too late (see :class:`Writer`).
     """
     send_lock = threading.Lock()
 
@@ -416,7 +450,7 @@ def serve(
         with send_lock, contextlib.suppress(OSError):
             conn.send_bytes(data)
 
-    writer = Writer(settings, site, sink, send, logs=logs)
+    writer = Writer(settings, site, sink, send, logs=logs, late=late)
     writer.start()
     writer.report(ready=True)
     next_report = time.monotonic() + REPORT_INTERVAL_S
@@ -453,6 +487,20 @@ def _create_database(sink: Any, settings: GatewaySettings) -> None:
         log.warning("CREATE DATABASE %r failed (continuing): %s", settings.influx_db, exc)
 
 
+def with_history(sink: Sink, settings: GatewaySettings, site: SiteConfig | None) -> tuple[HistorySink, LateMarks]:
+    """``sink`` with lot/locker snapshots added (``docs/history.md``), and where it notes late points."""
+    late = LateMarks()
+    tracker = None
+    if site is None:
+        log.info("history: no site configuration, so no lot or locker snapshots (rollups of footfall only)")
+    elif settings.share_group is not None:
+        # Each worker sees a share of every lot's readings: no worker knows a lot's state.
+        log.warning("history: no lot or locker snapshots from gateway workers (docs/history.md, workers)")
+    else:
+        tracker = HistoryTracker(site, every_s=settings.history_snapshot_s, warmup_s=settings.history_warmup_s)
+    return HistorySink(sink, tracker, late=late), late
+
+
 def main(argv: list[str] | None = None) -> int:
     """The writer process: ``python -m gateway.processor FD`` (FD: its end of the socket pair)."""
     from gateway.influx import InfluxSink
@@ -482,11 +530,23 @@ def main(argv: list[str] | None = None) -> int:
     root.handlers[:] = [logs]
     root.setLevel(init.log_level)
     watch_parent(stopped.set)
-    sink = InfluxSink.from_settings(init.settings)
+    influx = InfluxSink.from_settings(init.settings)
     if init.settings.create_database:
-        _create_database(sink, init.settings)
+        _create_database(influx, init.settings)
+    sink: Sink = influx
+    late = None
+    if init.settings.history:
+        sink, late = with_history(influx, init.settings, init.site)
     try:
-        serve(conn, init.settings, init.site, sink, logs=logs, stopped=lambda: terminated[0] or stopped.is_set())
+        serve(
+            conn,
+            init.settings,
+            init.site,
+            sink,
+            logs=logs,
+            stopped=lambda: terminated[0] or stopped.is_set(),
+            late=late,
+        )
     finally:
         sink.close()
     return 0

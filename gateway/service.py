@@ -2,12 +2,22 @@
 
 Start/stop sequence in one place::
 
-    start: the writer side (a child process: dead-letter file, CREATE DATABASE
-           (a warning if it fails), batch writer), then MQTT (retries until the
-           broker answers), status heartbeat
+    start: the metrics listener (a taken port fails first), the writer side
+           (a child process: dead-letter file, CREATE DATABASE (a warning if
+           it fails), the history sink, batch writer), the history thread
+           (retention policies, continuous queries, rollup catch-up: retried
+           in the background, never fatal), MQTT (retries until the broker
+           answers), status heartbeat
     stop:  take no new messages, hand on and write everything taken, and
            acknowledge it (retrying up to stop_timeout_s), publish ``offline``,
-           disconnect
+           disconnect, stop the history thread and the metrics listener
+
+What lives where: this process runs paho's loop, the acknowledgements, the
+history thread and the metrics listener; the writer process
+(``gateway.processor``) validates, batches, keeps the lot/locker snapshot
+state and writes. Its counters, batch observations and late-point marks come
+back with each report (``gateway.handoff``), so ``/metrics`` and the history
+thread here see what the writer did.
 """
 
 from __future__ import annotations
@@ -19,10 +29,14 @@ from dataclasses import replace
 from contracts.configfile import load_model
 from contracts.site import SiteConfig
 from gateway.handoff import Inbox, WriterLink
+from gateway.influx import InfluxWriter
 from gateway.intake import MqttIntake
+from gateway.metrics import GatewayMetrics
 from gateway.pipeline import GatewayStats, Stats
+from gateway.retention import HistoryMaintainer, HistorySetup, RetentionPlan
 from gateway.settings import GatewaySettings
 from gateway.sink import Sink
+from gateway.snapshots import LateMarks
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +46,11 @@ class Gateway:
 
     ``sink``: where readings go. Default: InfluxDB from ``settings``, written
     by a child process (``gateway.processor``) that creates the database on
-    start when ``create_database``. A sink passed in is the caller's to
-    prepare and close, and is written from a thread of this process.
+    start when ``create_database``; with ``settings.history`` the gateway
+    also sets up history in InfluxDB and the writer process adds lot and
+    locker snapshots to what it writes (``docs/history.md``). A sink passed
+    in is the caller's to prepare and close, is written from a thread of this
+    process, and gets no history.
     """
 
     def __init__(
@@ -48,15 +65,50 @@ class Gateway:
             site = load_model(settings.site_config, SiteConfig)  # raises ConfigError with line numbers
         self.site = site
         self._site_id = site.site.id if site is not None else settings.site_id
+        self.history: HistoryMaintainer | None = None
+        self._history_writer: InfluxWriter | None = None
+        if sink is None and settings.history:
+            self.history = self._history_maintainer(site)
         #: The intake's own counters (acks it could not send); the rest are the writer side's.
         self._stats = Stats()
         self._inbox = Inbox(settings.queue_bound)
         self.intake = MqttIntake(settings, self._inbox, self._stats, site=site)
-        self._link = WriterLink(settings, site, self._inbox, self.intake, sink=sink)
+        self.metrics = GatewayMetrics(
+            client_id=settings.mqtt_client_id,
+            site_id=self._site_id,
+            stats=self.stats,
+            queue_bound=settings.queue_bound,
+            confirmations=lambda: self.intake.confirmations_sent,
+            connected=self.intake.is_connected,
+        )
+        self._link = WriterLink(
+            settings,
+            site,
+            self._inbox,
+            self.intake,
+            sink=sink,
+            observe=self.metrics.observe_batch,
+            late=self.history.late if self.history is not None else None,
+        )
         self._status_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._started = False
         self._running = False
+
+    def _history_maintainer(self, site: SiteConfig | None) -> HistoryMaintainer:
+        """The history thread (started by :meth:`start`); the writer process notes its late points in ``late``."""
+        settings = self.settings
+        plan = RetentionPlan.of(
+            settings.influx_db,
+            raw_rp=settings.influx_rp,
+            config=site.history if site is not None else None,
+            raw_days=settings.history_raw_days,
+            rollup_days=settings.history_rollup_days,
+        )
+        self._history_writer = InfluxWriter.from_settings(settings, rp=settings.influx_rp)
+        return HistoryMaintainer(
+            HistorySetup(self._history_writer.execute, plan), LateMarks(), interval_s=settings.history_interval_s
+        )
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -64,8 +116,17 @@ class Gateway:
         if self._started:
             raise RuntimeError("gateway already started")
         self._started = True
-        self._link.start()
+        settings = self.settings
+        if settings.metrics_port is not None:  # first: a taken port fails before anything runs
+            self.metrics.serve(settings.metrics_host, settings.metrics_port)
+        try:
+            self._link.start()  # the writer side has tried CREATE DATABASE when this returns
+        except BaseException:
+            self._close_history_and_metrics()
+            raise
         self._running = True
+        if self.history is not None:
+            self.history.start()
         self.intake.start()
         self._status_thread = threading.Thread(target=self._status_loop, name="gateway-status", daemon=True)
         self._status_thread.start()
@@ -89,6 +150,7 @@ class Gateway:
         if self._status_thread is not None:
             self._status_thread.join(5)
         self.intake.close()
+        self._close_history_and_metrics()
         snap = self.stats()
         log.info(
             "gateway stopped: received=%d accepted=%d rejected=%d written_points=%d acked=%d",
@@ -98,6 +160,13 @@ class Gateway:
             snap.written_points,
             snap.acked,
         )
+
+    def _close_history_and_metrics(self) -> None:
+        if self.history is not None:
+            self.history.stop()
+        if self._history_writer is not None:
+            self._history_writer.close()
+        self.metrics.close()
 
     def __enter__(self) -> Gateway:
         self.start()

@@ -87,12 +87,40 @@ class GatewaySettings(BaseSettings):
     #: (unwritten messages stay unacknowledged: the broker redelivers them).
     stop_timeout_s: Annotated[float, Field(ge=0)] = 10.0
 
+    # --- metrics (gateway.metrics, docs/metrics.md) -------------------------
+    #: Serve Prometheus metrics on this port (any path); unset: no listener.
+    #: With ``workers = N``, worker *i* listens on ``metrics_port + i``.
+    metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    metrics_host: str = "127.0.0.1"
+
     # --- rejects and stats ----------------------------------------------
     #: JSON Lines file of rejected messages; None = log and count only.
     dead_letter_path: Path | None = None
     stats_interval_s: Annotated[float, Field(gt=0)] = 10.0
     #: How often the gateway refreshes its own retained status.
     status_interval_s: Annotated[float, Field(gt=0)] = 60.0
+
+    # --- history (gateway/retention.py, gateway/snapshots.py, docs/history.md) ---
+    #: Set up retention policies and rollups at start and write lot/locker snapshots (InfluxDB 1.x only;
+    #: off for 2.x/3.x, which have no continuous queries: docs/history.md).
+    history: bool = True
+    #: Days raw readings are kept; overrides the site's ``history.raw_days`` (default 30).
+    history_raw_days: Annotated[int, Field(ge=1, le=36_500)] | None = None
+    #: Days the 5-minute and hourly rollups are kept; overrides the site's ``history.rollup_days`` (default 730).
+    history_rollup_days: Annotated[int, Field(ge=1, le=36_500)] | None = None
+    #: Seconds between lot and locker bank snapshots, in device time (must divide a day).
+    history_snapshot_s: Annotated[int, Field(ge=1, le=3600)] = 60
+    #: Device-time seconds after a group's first reading before its first snapshot (the bays' full refresh).
+    history_warmup_s: Annotated[float, Field(ge=0)] = 120.0
+    #: How often late points are looked for and their rollups rebuilt.
+    history_interval_s: Annotated[float, Field(gt=0)] = 60.0
+
+    @field_validator("history_snapshot_s")
+    @classmethod
+    def _snapshot_divides_a_day(cls, value: int) -> int:
+        if 86_400 % value:
+            raise ValueError("history_snapshot_s must divide a day (60, 300, ...)")
+        return value
 
     @field_validator("topic_prefix")
     @classmethod

@@ -68,6 +68,7 @@ def worker_settings(settings: GatewaySettings, index: int) -> GatewaySettings:
             "mqtt_client_id": f"{settings.mqtt_client_id}-w{index}",
             "share_group": settings.share_group or _group(settings.mqtt_client_id),
             "dead_letter_path": dead,
+            "metrics_port": None if settings.metrics_port is None else settings.metrics_port + index,
         }
     )
 

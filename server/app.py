@@ -18,11 +18,22 @@ from fastapi import FastAPI
 
 from contracts import SiteConfig, utcnow
 from contracts.configfile import load_model
+from server.alerts import AlertEngine, stream_counts_of
+from server.auth import Access, AccessPolicy, install
+from server.console import mount_console
 from server.dbmonitor import DatabaseMonitor
+from server.displays import DisplayEngine
 from server.errors import ApiError, api_error_handler
 from server.influx import InfluxClient, open_http_client
+from server.keys import KeyRing
 from server.live import Clock, LiveState
-from server.routes import health, lockers, parking, zones
+from server.livefeed import LiveFeed
+from server.metrics import MetricsMiddleware, ServerMetrics
+from server.routes import alerts as alert_routes
+from server.routes import devices, displays, feeds, guidance, health, history, lockers, metrics, parking, zones
+from server.routes import live as live_routes
+from server.routes import site as site_routes
+from server.routes import whoami as whoami_routes
 from server.runtime import Runtime
 from server.settings import ServerSettings
 from server.stream import LiveStream
@@ -52,9 +63,25 @@ def create_app(
     if live is None:
         live = LiveState(site, clock)
     runtime = Runtime(settings=settings, live=live)
+    display_engine = DisplayEngine(
+        site,
+        live,
+        settings.resolved_state_dir() / f"displays-{site.site.id}.sqlite3",
+        tick_s=settings.display_tick_s,
+        override_max_s=settings.override_max_s,
+    )
+    live_feed = LiveFeed(live, display_engine)
+
+    alerts = AlertEngine(live, topic_prefix=settings.topic_prefix)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The display engine lives longest: it serves signs whatever the broker and database do.
+        async with display_engine.running(), alerts.running(), live_feed.running(), connected(app):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def connected(app: FastAPI) -> AsyncIterator[None]:
         if not connect:
             yield
             return
@@ -63,6 +90,8 @@ def create_app(
         stream = LiveStream(settings, live)
         stream.start()
         runtime.broker = stream
+        alerts.publish = stream.publish_retained
+        alerts.stream_counts = stream_counts_of(stream.health)
         http = open_http_client(settings)
         try:
             monitor = DatabaseMonitor(
@@ -99,9 +128,31 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.displays = display_engine
+    app.state.live_feed = live_feed
+    app.state.alerts = alerts
+    keys = KeyRing(settings.admin_keys(), settings.resolved_keys_file(), reload_s=settings.keys_reload_s)
+    access = Access(AccessPolicy(settings.access), keys)
+    install(app, access)
+    log.info("access control: %r", keys)
+    # Outermost, so refused requests are counted too.
+    app.state.metrics = ServerMetrics(runtime, display_engine, access)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.state.sse_heartbeat_s = settings.sse_heartbeat_s
     app.add_exception_handler(ApiError, api_error_handler)
     app.include_router(parking.router)
     app.include_router(lockers.router)
     app.include_router(zones.router)
+    app.include_router(guidance.router)
+    app.include_router(devices.router)
+    app.include_router(alert_routes.router)
     app.include_router(health.router)
+    app.include_router(feeds.router)
+    app.include_router(displays.router)
+    app.include_router(metrics.router)
+    app.include_router(site_routes.router)
+    app.include_router(live_routes.router)
+    app.include_router(whoami_routes.router)
+    app.include_router(history.router)
+    mount_console(app)
     return app

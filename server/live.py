@@ -64,7 +64,7 @@ class LiveState:
         self.bays = BayStore(site, clock, max_future_s=max_future_s)
         self.lockers = LockerStore(site, clock, max_future_s=max_future_s)
         self.zones = ZoneStore(site)
-        self.device_store = DeviceStore()
+        self.device_store = DeviceStore(site)
         #: The stores :mod:`server.dbmonitor` bootstraps, gap-fills and catches up, in this order.
         self.stores: tuple[HistoryFed, ...] = (self.bays, self.lockers, self.zones, self.device_store)
         #: Called (from the MQTT thread) after any reading changed a store: displays recompute.
@@ -79,6 +79,7 @@ class LiveState:
             self.apply_device_status(message, received_at, retained=retained)
             return True
         heard = self.heard(message.device_id, message.observed_at, received_at)
+        self.device_store.heard_from(message.device_id, heard)
         if isinstance(message, ParkingBayState):
             changed, resource = self.bays.apply_message(message, heard), "bays"
         elif isinstance(message, LockerCompartmentState):
@@ -117,10 +118,18 @@ class LiveState:
         self, status: DeviceStatus, received_at: datetime | None = None, *, retained: bool = False
     ) -> None:
         received_at = received_at or self.clock()
-        if not retained and status.state != "offline":
-            # A live heartbeat is a clean clock sample; a will carries its connect time.
-            self.clocks.add(status.device_id, status.observed_at.timestamp(), received_at.timestamp())
-        self.device_store.apply(DeviceRecord(status, received_at, retained))
+        received_ts = received_at.timestamp()
+        observed_ts = status.observed_at.timestamp()
+        if status.state == "offline":
+            # A will carries its connect time, and says the device is gone, not that it was heard.
+            heard = float("-inf")
+        elif retained:
+            # Judged by its own time, not by when the broker handed it over (bugcase 02).
+            heard = min(received_ts, observed_ts + self.clocks.all().get(status.device_id, 0.0))
+        else:
+            # A live heartbeat is a clean clock sample.
+            heard = self.clocks.heard(status.device_id, status.observed_at, received_at)
+        self.device_store.apply(DeviceRecord(status, received_at, retained), heard)
         self.notify("devices")
 
     def clear_device_status(self, device_id: str) -> bool:
@@ -149,6 +158,13 @@ class LiveState:
 
     def devices(self) -> dict[str, DeviceRecord]:
         return self.device_store.all()
+
+    def device_health(self, now: datetime | None = None) -> list[models.DeviceOut]:
+        """Every device's judged health (:mod:`server.stores.devices`): configured ones first."""
+        return self.device_store.health(now or self.clock(), self.clocks.all())
+
+    def device(self, device_id: str, now: datetime | None = None) -> models.DeviceOut | None:
+        return self.device_store.one(device_id, now or self.clock(), self.clocks.all())
 
     def lot(self, lot_id: str, now: datetime | None = None) -> models.ParkingLot | None:
         return self.bays.lot(lot_id, now or self.clock())

@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -30,6 +32,23 @@ log = logging.getLogger(__name__)
 
 #: Handled by uvicorn itself (graceful stop), which then re-raises them to our handlers.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, ending the event streams (signs, live feed) as it begins to stop.
+
+    uvicorn waits (up to ``timeout_graceful_shutdown``) for every response to
+    finish before the lifespan shuts down; an SSE stream never finishes by
+    itself, so without this a stop with a sign client connected took 10 s.
+    """
+
+    def __init__(self, config: uvicorn.Config, on_stop: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_stop = on_stop
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._on_stop()
+        await super().shutdown(sockets)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -71,7 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         lifespan="on",
         timeout_graceful_shutdown=10,
     )
-    server = uvicorn.Server(config)
+
+    def close_streams() -> None:
+        app.state.displays.close_streams()
+        app.state.live_feed.close_streams()
+
+    server = _Server(config, close_streams)
     # uvicorn handles SIGINT/SIGTERM (graceful stop, then lifespan shutdown) and
     # afterwards re-raises the signal to whatever handler was installed before;
     # with these, a signalled stop ends in a return code of 0, not a traceback.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 LotState = Literal["open", "full", "closed", "nodata"]
 LotType = Literal["garage", "underground", "surface", "street"]
@@ -159,6 +159,76 @@ class ZoneCrowd(_Out):
     cameras: ZoneCameras
 
 
+DeviceState = Literal["online", "degraded", "offline", "silent", "unknown"]
+
+
+class CameraOut(_Out):
+    camera_id: str
+    state: Literal["ok", "frozen", "black", "disconnected", "starting"]
+    fps: float
+    dropped_frames: int = Field(description="Frames lost since the camera process started.")
+    last_frame_age_s: float | None
+
+
+class DeviceOut(_Out):
+    """One device's health, judged at the moment of the answer."""
+
+    id: str
+    kind: str | None = Field(description="From the site configuration; null for a device the site does not list.")
+    description: str | None = None
+    configured: bool = Field(description="Whether the site configuration lists this device.")
+    state: DeviceState = Field(
+        description="offline: its last status says so (a last will or a clean stop); silent: nothing heard for"
+        " silent_after_s; unknown: configured but never heard; else what it reports (online, degraded)."
+    )
+    reported_state: Literal["online", "degraded", "offline"] | None = Field(
+        description="The state in its last status message."
+    )
+    reason: str | None = None
+    last_heard_at: datetime | None = Field(
+        description="When anything was last heard from it, on the server's clock (a retained status counts"
+        " at its own observed_at, corrected by the device's clock offset when known)."
+    )
+    last_heard_age_s: float | None
+    heartbeat_s: float
+    silent_after_s: float = Field(description="heartbeat_s x the site's silent_after_heartbeats (default 3).")
+    status_observed_at: datetime | None = Field(description="observed_at of its last status (device clock).")
+    status_retained: bool | None = Field(description="Whether that status was a copy the broker kept.")
+    battery_pct: float | None = None
+    signal_dbm: float | None = None
+    outbox_pending: int | None = Field(None, description="Readings waiting in its store-and-forward outbox.")
+    firmware: str | None = None
+    uptime_s: float | None = None
+    clock_offset_s: float | None = Field(
+        description="The server's clock minus the device's (positive: the device is behind), from its live"
+        " messages of the last minute; null before any."
+    )
+    cameras: list[CameraOut]
+
+
+AlertSeverity = Literal["info", "warning", "critical"]
+
+
+class AlertSubject(_Out):
+    type: str = Field(description="device, camera, lot, bay or site.")
+    id: str
+
+
+class Alert(_Out):
+    """A condition an operator should act on; it clears itself when the cause goes."""
+
+    id: str = Field(description="kind:subject type:subject id; stable while the condition holds.")
+    kind: str = Field(
+        description="device_offline, device_silent, camera_frozen, camera_black, camera_disconnected, battery_low,"
+        " clock_offset, outbox_growing, lot_underreported, bays_stuck, bay_flapping, reject_rate."
+    )
+    severity: AlertSeverity
+    subject: AlertSubject
+    since: datetime = Field(description="When the condition was first seen (server clock).")
+    text: str
+    value: float | None = Field(None, description="The measured value the rule judged, where there is one.")
+
+
 class ErrorOut(_Out):
     """An error the client can show or act on."""
 
@@ -183,8 +253,11 @@ class DatabaseHealth(_Out):
 
 
 class DeviceHealth(_Out):
-    seen: int = Field(description="Devices whose status message has been received.")
-    by_state: dict[str, int] = Field(default_factory=dict, description="Devices per last reported state.")
+    seen: int = Field(description="Devices heard from (a status or a reading).")
+    by_state: dict[str, int] = Field(
+        default_factory=dict,
+        description="Devices per judged state (online, degraded, offline, silent: see /v1/devices).",
+    )
     clock_offset_s: dict[str, float] = Field(
         default_factory=dict,
         description="Each device's estimated clock offset in seconds: the server's clock minus the device's"
@@ -201,3 +274,366 @@ class Health(_Out):
     broker: BrokerHealth
     database: DatabaseHealth
     devices: DeviceHealth
+
+
+# -- guidance (server/guidance.py, docs/guidance.md) ------------------------------
+
+DestinationSource = Literal["coords", "zone", "locker_bank"]
+ParkingUnavailableReason = Literal["closed", "stale", "nodata", "full", "too_far"]
+LockerUnavailableReason = Literal["stale", "nodata", "no_size", "none_free", "too_far"]
+
+
+class GuidanceDestination(_Out):
+    """Where the person is going, as asked and as resolved to coordinates."""
+
+    source: DestinationSource = Field(description="How the destination was given: lat/lng, a zone id or a bank id.")
+    id: str | None = Field(description="The zone or locker bank id; null for coordinates.")
+    name: str | None = Field(description="The zone's or bank's name; null for coordinates.")
+    coords: Coords
+
+
+class GuidanceEntrance(_Out):
+    """The lot entrance nearest the destination: where the walk starts."""
+
+    name: str | None = Field(description="The entrance's name; null when the lot has none configured (its coords).")
+    coords: Coords
+
+
+class GuidanceScoreParts(_Out):
+    """The score's terms, in minutes of walking they are worth; their sum is the score (lower is better)."""
+
+    walk_min: float = Field(description="Walking time from the nearest entrance to the destination.")
+    space_risk_min: float = Field(
+        description="FULL_COST_MIN * exp(-spaces_beyond_reserve / SPACE_SCALE): the risk of finding the lot full."
+    )
+    trend_min: float = Field(
+        description="Without arrive_in_min: FILLING_MIN if the lot is filling, else 0. With arrive_in_min and a"
+        " known trend: the space risk at the projected arrival minus the space risk now (negative if emptying)."
+    )
+    freshness_min: float = Field(description="STALENESS_MIN * data_age_s / stale_after_s: older data, more risk.")
+
+
+class ParkingGuidanceEntry(_Out):
+    """One lot in a parking guidance answer, with why it stands where it does."""
+
+    rank: int | None = Field(description="1 for the best lot with space; null for an unavailable lot.")
+    available: bool = Field(
+        description="Fresh, open, with spaces beyond its reserve and within the walking limit: ranked by score."
+        " Unavailable lots (only with include_unavailable=true) always come after every available one."
+    )
+    reason: ParkingUnavailableReason | None = Field(
+        description="Why an unavailable lot is not recommended (first that applies: closed, stale, nodata,"
+        " full, too_far); null when available."
+    )
+    lot_id: str
+    name: str
+    coords: Coords = Field(description="The lot's own coordinates.")
+    entrance: GuidanceEntrance
+    walk_m: float = Field(description="Estimated walking distance: great-circle distance times the circuity factor.")
+    walk_min: float = Field(description="walk_m at the walking speed, in minutes.")
+    state: LotState
+    total: int
+    free: int
+    reserve: int = Field(description="The lot's effective full_below: it shows full while fewer bays are free.")
+    spaces_beyond_reserve: int = Field(
+        description="free - reserve + 1: bays that can still fill before the lot shows full (full_below 1 is no"
+        " reserve, so this is then just free). At least 1 for an available lot."
+    )
+    spaces_at_arrival: float | None = Field(
+        description="With arrive_in_min and a known trend: spaces_beyond_reserve projected at the trend's rate"
+        " (free_change / window_s) to the arrival, at least 0; null otherwise."
+    )
+    trend: Trend
+    fresh: bool
+    data_age_s: float | None = Field(description="Age of the lot's newest bay reading; null if none was heard.")
+    stale_after_s: float
+    score: float | None = Field(description="Sum of score_parts in minutes (lower is better); null if unavailable.")
+    score_parts: GuidanceScoreParts | None
+    reasons: list[str] = Field(description="Each term or rule that put the lot here, in words.")
+    summary: str = Field(description="One sentence a person can read.")
+
+
+class ParkingGuidance(_Out):
+    """Lots ranked for a destination: available ones by score, then (optionally) the rest with their reasons."""
+
+    destination: GuidanceDestination
+    arrive_in_min: float | None = Field(description="Minutes until the driver reaches the lot, as asked.")
+    outside_site: bool = Field(
+        description="True when the destination is farther than max_walk_m from every lot: nothing is ranked."
+    )
+    max_walk_m: float = Field(description="The walking limit: farther lots are unavailable (too_far).")
+    available: int = Field(description="Lots available in all (the list holds at most `limit`).")
+    unavailable: int = Field(description="Lots not recommended in all, listed only with include_unavailable=true.")
+    lots: list[ParkingGuidanceEntry]
+    note: str | None = Field(description="Why the ranked list is empty, when it is.")
+
+
+class GuidanceSizeFree(_Out):
+    size: CompartmentSize
+    free: int = Field(description="Compartments of this size whose fresh reading says free.")
+
+
+class LockerGuidanceEntry(_Out):
+    """One locker bank in a locker guidance answer."""
+
+    rank: int | None = Field(description="1 for the nearest bank with a fitting free compartment; null otherwise.")
+    available: bool
+    reason: LockerUnavailableReason | None = Field(
+        description="Why an unavailable bank is not recommended (first that applies: no_size, stale, nodata,"
+        " none_free, too_far); null when available."
+    )
+    bank_id: str
+    name: str
+    coords: Coords
+    walk_m: float
+    walk_min: float
+    size_offered: CompartmentSize | None = Field(
+        description="The smallest size at least as large as asked with a free compartment; null if none."
+    )
+    free_of_size: int = Field(description="Free compartments of size_offered (0 when none).")
+    free_fitting: list[GuidanceSizeFree] = Field(
+        description="Free compartments per size at least as large as asked, that the bank has."
+    )
+    state: LockerBankState
+    fresh: bool
+    data_age_s: float | None
+    reasons: list[str]
+    summary: str
+
+
+class LockerGuidance(_Out):
+    """Locker banks with a free compartment of the asked size or larger, nearest first."""
+
+    destination: GuidanceDestination
+    size: CompartmentSize = Field(description="The size asked for; larger sizes fit too (S < M < L < XL).")
+    outside_site: bool = Field(description="True when the destination is farther than max_walk_m from every bank.")
+    max_walk_m: float
+    available: int
+    unavailable: int
+    banks: list[LockerGuidanceEntry]
+    note: str | None
+
+
+# -- displays (server.displays, server.routes.displays) ---------------------------------------------
+
+DisplayMode = Literal["auto", "blank", "full", "closed", "text", "test"]
+DisplaySignState = Literal["open", "low", "full", "closed", "fallback", "blank", "text", "test"]
+OverrideMode = Literal["blank", "full", "closed", "text", "test"]
+
+
+class SignSource(_Out):
+    """One source a sign sums: a lot, a lot level, or a zone."""
+
+    id: str = Field(description="Lot id, `lot/level`, or zone id.")
+    kind: Literal["lot", "level", "zone"]
+    value: int | None = Field(description="Free spaces (lot, level) or people (zone); null without fresh data.")
+    capacity: int = Field(description="Bays (lot, level) or the zone's configured capacity (0 when none).")
+    reporting: int = Field(description="Bays with a fresh free/occupied reading; for a zone, 1 when it has data.")
+    fresh: bool = Field(description="Its newest reading is younger than the display's stale_after_s.")
+    data_age_s: int | None = Field(description="Whole seconds since its newest reading was heard; null if never.")
+    closed: bool = Field(description="A lot closed in the site configuration (levels: their lot).")
+    level: CrowdLevel | None = Field(None, description="A zone's crowd level.")
+
+
+class SignOverride(_Out):
+    """An operator's manual mode, with its mandatory expiry."""
+
+    mode: OverrideMode
+    text: str | None = Field(description="What a `text` override shows.")
+    until: datetime = Field(description="When it ends by itself (UTC).")
+    by: str = Field(description="The name of the API key that set it.")
+    reason: str | None = None
+    set_at: datetime
+
+
+class SignState(_Out):
+    """What one sign shows now, and why (docs/displays.md)."""
+
+    display_id: str
+    event_id: int = Field(
+        description="Grows with every change of anything the sign shows (value, text, mode, state, stale,"
+        " trusted, override), across displays and server restarts; the SSE id and the ETag."
+    )
+    value: int | None = Field(
+        description="The number behind the sign; null when it shows none (fallback, blank, text)."
+    )
+    text: str = Field(
+        description="Exactly what the sign shows: the number, low_text, full_text, closed_text, fallback_text,"
+        " an operator text, a test pattern, or '' (blank)."
+    )
+    mode: DisplayMode = Field(description="auto, or the operator override's mode.")
+    state: DisplaySignState = Field(
+        description="open / low / full / closed from the data (or a full/closed override); fallback when the data"
+        " is stale or untrusted; blank, text, test from an override."
+    )
+    stale: bool = Field(description="Some source's newest reading is older than stale_after_s (or there is none).")
+    trusted: bool = Field(description="At least trust_share of the sources' bays (zones) report fresh data.")
+    trust: float = Field(description="Share of the sources' bays (zones) reporting fresh data, 0..1.")
+    trust_share: float
+    data_age_s: int | None = Field(
+        description="Whole seconds since the least recently heard source's newest sensor reading (not since the"
+        " last publish); null when some source was never heard."
+    )
+    stale_after_s: float = Field(description="Past this data age the sign shows its fallback, never the number.")
+    shows: Literal["spaces", "people"]
+    kind: Literal["parking", "garage", "wayfinding"]
+    name: str | None = None
+    sources: list[SignSource]
+    override: SignOverride | None = Field(description="The operator override in force, null when none.")
+    updated_at: datetime = Field(description="When the sign last changed (this event id began).")
+
+
+class OverrideIn(BaseModel):
+    """Set an operator mode on a sign until a given time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: OverrideMode
+    text: str | None = Field(None, max_length=16, pattern=r"^[\x20-\x7e]*$", description="Required for mode text.")
+    until: AwareDatetime = Field(description="RFC 3339 with a UTC offset; in the future, at most override_max_s ahead.")
+    reason: str | None = Field(None, max_length=200)
+
+
+class AuditEntry(_Out):
+    """One operator action on a sign (or an override ending by itself)."""
+
+    id: int
+    at: datetime
+    display_id: str
+    action: Literal["set", "clear", "expire"]
+    by: str = Field(description="API key name; `expiry` when an override ended at its until.")
+    mode: OverrideMode | None
+    text: str | None
+    until: datetime | None
+    reason: str | None
+
+
+# -- history (server/routes/history.py, server/history.py, docs/history.md) ------------------------------
+
+HistoryEvery = Literal["5m", "1h", "1d"]
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+
+class HistoryStat(_Out):
+    """Mean, minimum and maximum of a count over one bucket's snapshots (null: no snapshot in the bucket)."""
+
+    mean: float | None
+    min: int | None
+    max: int | None
+
+
+class HistoryWindow(_Out):
+    """The span answered: ``from``/``to`` widened to whole buckets, in the site's time zone."""
+
+    start: datetime = Field(description="First bucket's start (local time with its UTC offset).")
+    end: datetime = Field(description="Last bucket's end, exclusive.")
+    every: HistoryEvery
+    timezone: str = Field(description="The site's IANA time zone: 1h and 1d buckets start at its local hours.")
+    sources: list[str] = Field(
+        description="Where the numbers came from, coarsest first: `rollup_1h`, `rollup_5m` (continuous-query"
+        " rollups) and/or `raw` (the recent part no rollup covers yet)."
+    )
+
+
+class LotHistoryBucket(_Out):
+    start: datetime = Field(description="Local start of the bucket (a 1d bucket is 23 or 25 h on DST days).")
+    end: datetime
+    samples: int = Field(description="Lot snapshots (one a minute) in the bucket; 0: no data, every value null.")
+    free: HistoryStat
+    occupied: HistoryStat
+    unknown: HistoryStat = Field(description="Bays without a fresh free/occupied reading (never counted as free).")
+
+
+class LotHistory(_Out):
+    """A lot's free and occupied bays over time, per bucket."""
+
+    lot_id: str
+    name: str
+    total: int = Field(description="Bays in the site configuration now.")
+    window: HistoryWindow
+    buckets: list[LotHistoryBucket]
+
+
+class LineFlow(_Out):
+    camera: str | None
+    line: str
+    entries: int = Field(description="Crossings into the zone (towards).")
+    exits: int = Field(description="Crossings out of the zone (away).")
+
+
+class ZoneHistoryBucket(_Out):
+    start: datetime
+    end: datetime
+    entries: int | None = Field(description="Crossings into the zone on all its lines; null: no interval stored.")
+    exits: int | None
+    occupancy_mean: float | None = Field(
+        description="Mean estimated people in the zone (the sum of its cameras' mean estimates); null: none stored."
+    )
+    lines: list[LineFlow] = Field(description="Per counting line, lines with data only.")
+
+
+class ZoneHistory(_Out):
+    """A zone's footfall (entries, exits) and occupancy over time."""
+
+    zone_id: str
+    name: str
+    window: HistoryWindow
+    buckets: list[ZoneHistoryBucket]
+
+
+class LockerHistoryBucket(_Out):
+    start: datetime
+    end: datetime
+    samples: int = Field(description="Bank snapshots (one a minute) in the bucket; 0: no data.")
+    deposits: int | None = Field(description="Compartments that went free -> occupied; null without data.")
+    pickups: int | None = Field(description="Compartments that went occupied -> free; null without data.")
+    mean_dwell_s: float | None = Field(
+        description="Mean seconds from deposit to pickup, over the pickups in the bucket whose deposit was seen."
+    )
+    occupied: HistoryStat
+    free: HistoryStat
+
+
+class LockerHistory(_Out):
+    """A locker bank's use over time: deposits, pickups, dwell time and occupancy."""
+
+    bank_id: str
+    name: str
+    total: int
+    window: HistoryWindow
+    buckets: list[LockerHistoryBucket]
+
+
+class LotPeak(_Out):
+    weekday: Weekday
+    hour: int | None = Field(description="Local start hour (0-23) of the busiest hour; null: no data that weekday.")
+    occupied_mean: float | None = Field(description="Mean occupied bays in that hour over the weekday's days.")
+    free_mean: float | None
+    days: int = Field(description="Days of this weekday in the span with data.")
+
+
+class LotPeaks(_Out):
+    """The busiest hour of each weekday: the local hour with the most occupied bays on average."""
+
+    lot_id: str
+    name: str
+    total: int
+    window: HistoryWindow
+    peaks: list[LotPeak] = Field(description="Monday first.")
+
+
+class ZonePeak(_Out):
+    weekday: Weekday
+    hour: int | None = Field(description="Local start hour (0-23) with the most entries on average; null: no data.")
+    entries_mean: float | None = Field(description="Mean entries in that hour over the weekday's days with data.")
+    exits_mean: float | None
+    days: int
+
+
+class ZonePeaks(_Out):
+    """The busiest hour of each weekday: the local hour with the most entries into the zone on average."""
+
+    zone_id: str
+    name: str
+    window: HistoryWindow
+    peaks: list[ZonePeak] = Field(description="Monday first.")

@@ -119,6 +119,15 @@ class LiveStream:
             self._connected = False
         log.info("MQTT subscriber stopped")
 
+    def publish_retained(self, topic: str, payload: bytes) -> None:
+        """Publish QoS 1, retained (alerts); paho queues it while the link is down."""
+        client = self._client
+        if client is None:
+            return
+        info = client.publish(topic, payload, qos=1, retain=True)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            log.warning("MQTT publish on %s failed: %s", topic[:200], mqtt.error_string(info.rc))
+
     # -- health ------------------------------------------------------------
 
     @property

@@ -83,6 +83,19 @@ def no_logged_exceptions(request: pytest.FixtureRequest) -> Iterator[None]:
         )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Services started by tests (``district server``'s display state) keep state in a temp dir, not ~."""
+    path = tmp_path_factory.mktemp("state-home")
+    old = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = old
+
+
 def need(condition: bool, reason: str) -> None:
     """Skip locally when a prerequisite is missing; fail in CI."""
     if condition:

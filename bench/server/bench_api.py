@@ -57,7 +57,9 @@ def run_server(port: int, cpu: int | None) -> None:
             n += 1
             at = now - timedelta(seconds=rng.uniform(0, 300))
             live.apply_bay(lot.id, bay_id, BayReading.of(rng.choice(["free", "occupied"]), at, f"bench{n:08d}"))
-    app = create_app(ServerSettings(site_config=SITE), site=site, live=live, connect=False)
+    # The baseline endpoint is public like the ones it is compared with (unnamed paths need an operator).
+    settings = ServerSettings(site_config=SITE, access={"/bench": "public"})
+    app = create_app(settings, site=site, live=live, connect=False)
 
     class Trivial(BaseModel):
         ok: bool

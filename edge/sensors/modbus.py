@@ -99,8 +99,9 @@ class ModbusControllerConfig(StrictModel):
     timeout_s: Annotated[float, Field(gt=0, le=30)] = 1.0
     poll_interval_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
     #: Every point's state is re-published this often even when unchanged, so
-    #: the server can tell fresh from stale.
-    refresh_interval_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
+    #: the server can tell fresh from stale. 60 s: half of a garage sign's stale limit (120 s;
+    #: contracts.site.DISPLAY_STALE_AFTER_S), so one lost refresh does not blank it (check-config checks).
+    refresh_interval_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
     #: A controller that has not answered for this long gets its points published as ``unknown``.
     unknown_after_s: Annotated[float, Field(gt=0)] = 60.0
 

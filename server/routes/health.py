@@ -36,7 +36,9 @@ async def healthz(runtime: RuntimeDep) -> JSONResponse:
         database = models.DatabaseHealth(
             reachable=False, last_check_age_s=None, error="not started", bootstrapped=False
         )
-    by_state = Counter(record.status.state for record in runtime.live.devices().values())
+    # Judged states (silent past a multiple of heartbeat_s; a retained status by its own time), for
+    # devices heard at all; configured devices never heard are not "seen".
+    by_state = Counter(d.state for d in runtime.live.device_health() if d.state != "unknown")
     ok = broker.connected and database.reachable
     body = models.Health(
         status="ok" if ok else "degraded",

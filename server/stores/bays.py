@@ -35,6 +35,8 @@ TREND_WINDOW_S = 600.0
 #: share of its bays in the trend window, and by at least TREND_MIN_BAYS.
 TREND_SHARE = 0.01
 TREND_MIN_BAYS = 2
+#: Recent status changes remembered per bay, for flapping.
+FLAP_KEEP = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,15 +157,59 @@ class BayStore(EntityStore):
         self._levels: dict[tuple[str, str], frozenset[str]] = {
             (lot.id, level.id): frozenset(level.bay_ids()) for lot in site.parking for level in lot.levels
         }
-        self._tallies: dict[tuple[str, str | None], tuple[int, Tally]] = {}
+        self._tallies: dict[tuple[str, str | None, float], tuple[int, Tally]] = {}
         self._changes: dict[str, _Changes] = {lot.id: _Changes() for lot in site.parking}
+        #: (lot, bay) -> when its current status began (heard time of the reading that set it; for a
+        #: bay first known from history, that reading's time: a lower bound).
+        self._since: dict[tuple[str, str], float] = {}
+        #: (lot, bay) -> heard times of its recent live status changes (flapping), at most FLAP_KEEP.
+        self._flips: dict[tuple[str, str], deque[float]] = {}
         self.started = clock().timestamp()
 
     def _applied(self, group: str, entity: str, held: Reading | None, stored: Reading) -> None:
+        key = (group, entity)
+        if held is None or held.status != stored.status:
+            self._since[key] = stored.heard
+            if held is not None and stored.arrival:
+                self._flips.setdefault(key, deque(maxlen=FLAP_KEEP)).append(stored.heard)
         if held is not None and stored.arrival:
             delta = _FREE_DELTA.get((held.status, stored.status))
             if delta:
                 self._changes[group].add(stored.heard, delta)
+
+    # -- what alerts look at -------------------------------------------------------
+
+    def churn(self, lot_id: str, now: datetime) -> tuple[int, float]:
+        """(live free/occupied changes, seconds observed) in the lot's trend window."""
+        now_ts = now.timestamp()
+        with self._lock:
+            changes = self._changes[lot_id]
+            changes.since(now_ts - TREND_WINDOW_S)
+            return len(changes.events), min(TREND_WINDOW_S, max(0.0, now_ts - self.started))
+
+    def unchanged_since(self, lot_id: str, now: datetime, older_than_s: float) -> list[tuple[str, str, float]]:
+        """Bays of a lot whose current status (free or occupied) began more than ``older_than_s`` ago and
+        which are still heard: (bay, status, since)."""
+        now_ts = now.timestamp()
+        lot = self._lots[lot_id]
+        out: list[tuple[str, str, float]] = []
+        with self._lock:
+            for bay, r in self._state[lot_id].items():
+                since = self._since.get((lot_id, bay))
+                fresh = r.heard > now_ts - lot.stale_after_s
+                if fresh and since is not None and r.status in ("free", "occupied") and now_ts - since > older_than_s:
+                    out.append((bay, r.status, since))
+        return out
+
+    def flapping(self, now: datetime, window_s: float, min_changes: int) -> list[tuple[str, str, int]]:
+        """Bays with at least ``min_changes`` live status changes in the last ``window_s``: (lot, bay, changes)."""
+        start = now.timestamp() - window_s
+        with self._lock:
+            return [
+                (lot, bay, n)
+                for (lot, bay), flips in self._flips.items()
+                if (n := sum(1 for t in flips if t > start)) >= min_changes
+            ]
 
     def apply_message(self, message: ParkingBayState, heard: float) -> bool:
         return self.apply(message.lot_id, message.bay_id, Reading.from_message(message, heard=heard))
@@ -183,34 +229,49 @@ class BayStore(EntityStore):
         with self._lock:
             return [self._summarize(lot, now_ts) for lot in self._lots.values()]
 
-    def level_tally(self, lot_id: str, level_id: str, now: datetime) -> Tally | None:
-        """Counts over one level's bays, judged with its lot's ``stale_after_s``."""
+    def level_tally(
+        self, lot_id: str, level_id: str, now: datetime, stale_after_s: float | None = None
+    ) -> Tally | None:
+        """Counts over one level's bays, judged with ``stale_after_s`` (default: its lot's)."""
         bays = self._levels.get((lot_id, level_id))
         if bays is None:
             return None
         with self._lock:
-            return self._tally(self._lots[lot_id], level_id, bays, now.timestamp())
+            return self._tally(self._lots[lot_id], level_id, bays, now.timestamp(), stale_after_s)
 
-    def lot_tally(self, lot_id: str, now: datetime) -> Tally | None:
+    def lot_tally(self, lot_id: str, now: datetime, stale_after_s: float | None = None) -> Tally | None:
+        """Counts over a lot's bays, judged with ``stale_after_s`` (default: the lot's own).
+
+        A sign passes its own, shorter limit: a bay it has not heard from within
+        that limit is not reporting *for the sign*, even if the lot still counts it.
+        """
         lot = self._lots.get(lot_id)
         if lot is None:
             return None
         with self._lock:
-            return self._tally(lot, None, None, now.timestamp())
+            return self._tally(lot, None, None, now.timestamp(), stale_after_s)
 
     def trend(self, lot_id: str, now: datetime) -> models.Trend:
         with self._lock:
             return self._trend(self._lots[lot_id], now.timestamp())
 
-    def _tally(self, lot: LotConfig, level: str | None, bays: frozenset[str] | None, now_ts: float) -> Tally:
-        key = (lot.id, level)
+    def _tally(
+        self,
+        lot: LotConfig,
+        level: str | None,
+        bays: frozenset[str] | None,
+        now_ts: float,
+        stale_after_s: float | None = None,
+    ) -> Tally:
+        stale_s = lot.stale_after_s if stale_after_s is None else stale_after_s
+        key = (lot.id, level, stale_s)
         cached = self._tallies.get(key)
         version = self._versions[lot.id]
         if cached is not None and cached[0] == version and cached[1].counted_at <= now_ts < cached[1].expires:
             return cached[1]
         state = self._state[lot.id]
         readings: Iterable[Reading] = state.values() if bays is None else (state[b] for b in bays if b in state)
-        t = tally(readings, now_ts, lot.stale_after_s, self.max_future_s)
+        t = tally(readings, now_ts, stale_s, self.max_future_s)
         self._tallies[key] = (version, t)
         return t
 

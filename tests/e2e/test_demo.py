@@ -79,17 +79,20 @@ def test_demo_serves_changing_counts_and_stops_cleanly(tmp_path: Path) -> None:
     )
     api = f"http://127.0.0.1:{port}"
     output: list[str] = []
+    up = float("inf")
     try:
         assert proc.stdout is not None
         for raw in proc.stdout:
             line = raw.decode(errors="replace")
             output.append(line)
             if "District demo is up" in line:
+                up = time.monotonic()
+            if "Logs and data:" in line:  # the banner's last line
                 break
         else:
             pytest.fail("demo exited before it was up:\n" + "".join(output[-40:]))
-        assert time.monotonic() - started < 30, "the API must answer within 30 s of starting"
-        assert re.search(rf"API: {re.escape(api)}/v1/parking/lots", line)
+        assert up - started < 30, "the API must answer within 30 s of starting"
+        assert re.search(rf"API: {re.escape(api)}/v1/parking/lots", "".join(output))
 
         status, lots = get(f"{api}/v1/parking/lots")
         assert status == 200 and len(lots) == 5
@@ -121,8 +124,25 @@ def test_demo_serves_changing_counts_and_stops_cleanly(tmp_path: Path) -> None:
 
         status, spec = get(f"{api}/openapi.json")
         assert status == 200
-        for path in ("/v1/parking/lots", "/v1/parking/lots/{lot_id}", "/healthz"):
+        for path in ("/v1/parking/lots", "/v1/parking/lots/{lot_id}", "/healthz", "/v1/displays/{display_id}"):
             assert path in spec["paths"], path
+
+        # The sign's number reaches the simulated LED count display through the display bridge
+        # (RS-485 Modbus): a number the API showed appears on the sign.
+        assert re.search(rf"display vms-wilsdruffer: {re.escape(api)}/v1/displays/vms-wilsdruffer", "".join(output))
+        sim_log = workdir / "logs" / "sim.log"
+        shown_by_api: set[str] = set()
+        deadline = time.monotonic() + 30
+        while True:
+            status, sign = get(f"{api}/v1/displays/vms-wilsdruffer")
+            assert status == 200
+            if sign["state"] in ("open", "low") and sign["value"] is not None:
+                shown_by_api.add(sign["text"])
+            faces = set(re.findall(r"display vms-wilsdruffer: frame '([^']*)'", sim_log.read_text()))
+            if shown_by_api & faces:
+                break
+            assert time.monotonic() < deadline, f"the sign never showed the API's number: {shown_by_api} {faces}"
+            time.sleep(0.5)
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         try:

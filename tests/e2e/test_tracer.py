@@ -162,11 +162,13 @@ def test_one_bay_from_simulated_sensor_to_the_api(pipeline: dict[str, Any]) -> N
 
     lot = wait_for(
         lambda: (d := get_json(f"{api}/v1/parking/lots/lot-t"))["free"] == 8 and d,
-        20,
+        # Start-up bound (first imports in a fresh venv, a loaded CI box), not a timing property: a fresh
+        # clone's first CI run once needed more than 20 s.
+        60,
         what="all eight bays reported free",
     )
     assert lot["total"] == 8 and lot["occupied"] == 0 and lot["state"] == "open"
-    assert lot["fresh"] is True and 0 <= lot["age_s"] < 20
+    assert lot["fresh"] is True and 0 <= lot["age_s"] < 60  # start-up bound as above; fresh is the property
 
     before = time.time()
     fleet.set_bay("lot-t", 2, OCCUPIED)  # the third bay, T003

@@ -35,6 +35,7 @@ from tests.integration.test_server import health, publisher, serve, settings_for
 pytestmark = pytest.mark.integration
 
 SITE_ID = "dresden"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def feed(broker: Service, prefix: str) -> None:
@@ -60,6 +61,8 @@ def feed(broker: Service, prefix: str) -> None:
         pub.publish(topics.build(prefix, SITE_ID, footfall.device_id, "footfall"), encode(footfall))
 
 
+ADMIN_KEY = "schemathesis-admin-key-0123456789"
+
 #: Requests per API operation; deterministic, so a failure reproduces.
 MAX_EXAMPLES = 40
 
@@ -67,7 +70,10 @@ MAX_EXAMPLES = 40
 def test_every_answer_conforms_to_the_api_schema(
     mosquitto: Service, influx_db: Influx, prefix: str, tmp_path: Path
 ) -> None:
-    settings = settings_for(DEMO_SITE, prefix, mosquitto.port, influx_db.url, influx_db.db)
+    settings = settings_for(
+        DEMO_SITE, prefix, mosquitto.port, influx_db.url, influx_db.db,
+        api_keys=f"schemathesis:{ADMIN_KEY}", state_dir=tmp_path / "state",
+    )  # fmt: skip
     with serve(settings) as client:
         wait_for(lambda: health(client)[0] == 200, timeout=15, what="healthz ok")
         feed(mosquitto, prefix)
@@ -89,11 +95,15 @@ def test_every_answer_conforms_to_the_api_schema(
                 "--report-junit-path",
                 str(junit),
                 "--no-color",
+                # The admin operations (display overrides, audit) are exercised past their key check too.
+                "--header",
+                f"X-API-Key: {ADMIN_KEY}",
             ],
             capture_output=True,
             text=True,
             timeout=900,
             check=False,
+            cwd=REPO,  # where schemathesis.toml is
         )
         assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
         tree = ET.parse(junit)

@@ -1,5 +1,6 @@
 """The intake/writer split on real Mosquitto and InfluxDB: a killed writer process loses nothing,
-and a sink object (the writer side in a thread) gets every reading in order."""
+a sink object (the writer side in a thread) gets every reading in order, and what the writer process
+counts and notes reaches the metrics listener and the history thread of the intake process."""
 
 from __future__ import annotations
 
@@ -8,15 +9,18 @@ import logging
 import os
 import signal
 import threading
+import urllib.request
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from contracts import ParkingBayState, encode
+from contracts import ParkingBayState, encode, utcnow
 from contracts.storage import M_PARKING_BAY
-from district.services import Service
+from district.services import Service, free_port
 from gateway.pipeline import Accepted
 from gateway.service import Gateway
 from gateway.sink import Entry, SinkResult
@@ -123,6 +127,49 @@ def test_a_writer_process_given_a_burst_of_sigterms_exits_and_is_replaced(
         readings = [bay(bay_id=f"AM-{i:03d}") for i in range(50)]
         publisher.send_many([(topic_of(prefix, m.device_id, "parking_bay"), encode(m)) for m in readings])
         wait_for(lambda: influx_db.count(M_PARKING_BAY) == 50, 20, what="readings stored by the new writer")
+    finally:
+        gw.stop()
+        publisher.close()
+
+
+def _scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels}
+
+
+def test_metrics_and_late_points_of_the_writer_process_reach_the_intakes_listener_and_history_thread(
+    mosquitto: Service, influx_db: Influx, prefix: str, tmp_path: Path
+) -> None:
+    """The writer process counts, times the writes and notes late points; /metrics (served by the intake
+    process) and the history thread (also there) must see them."""
+    publisher = Publisher(mosquitto)
+    port = free_port()
+    gw = Gateway(gateway_settings(mosquitto, influx_db, prefix, tmp_path, metrics_port=port, history_interval_s=0.2))
+    gw.start()
+    try:
+        assert gw.wait_ready(15)
+        assert gw.writer_pid is not None and gw.history is not None
+        assert gw.history.ready.wait(30), "history set-up did not finish"
+        fresh = [bay(bay_id=f"AM-{i:03d}") for i in range(40)]
+        old = bay(bay_id="AM-999", observed_at=utcnow() - timedelta(minutes=30))  # too late for the CQs
+        publisher.send_many([(topic_of(prefix, m.device_id, "parking_bay"), encode(m)) for m in [*fresh, old]])
+        # 41 readings and the gateway's own retained status, all counted by the writer process.
+        m = wait_for(
+            lambda: (v := _scrape(port)).get("district_gateway_messages_acked_total", 0) >= 41 and v,
+            20,
+            what="the readings acknowledged, as /metrics says",
+        )
+        assert 41 <= m["district_gateway_messages_received_total"] == m["district_gateway_messages_accepted_total"]
+        assert m["district_gateway_messages_acked_total"] == m["district_gateway_messages_received_total"]
+        assert m["district_gateway_points_written_total"] >= 41  # and the gateway's own stats points
+        # Batches that carried messages (stats-only ones are written and counted but have no ack to time).
+        assert 1 <= m["district_gateway_batch_points_count"] <= m["district_gateway_batches_total"]
+        assert m["district_gateway_batch_points_sum"] >= 41
+        assert m["district_gateway_write_duration_seconds_count"] == m["district_gateway_batch_points_count"]
+        assert m["district_gateway_ack_lag_seconds_count"] >= 1
+        # The late reading's rollup buckets are rebuilt by the history thread of this process.
+        wait_for(lambda: gw.history is not None and gw.history.backfills > 0, 20, what="a backfill of the late point")
     finally:
         gw.stop()
         publisher.close()

@@ -43,6 +43,7 @@ def test_district_server_serves_and_stops_cleanly(
         "DISTRICT_SERVER_TOPIC_PREFIX": prefix,
         "DISTRICT_SERVER_INFLUX_URL": influx_db.url,
         "DISTRICT_SERVER_INFLUX_DB": influx_db.db,
+        "DISTRICT_SERVER_STATE_DIR": str(tmp_path / "state"),
     }
     log = tmp_path / "server.log"
     with open(log, "wb") as out:

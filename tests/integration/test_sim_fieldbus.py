@@ -186,6 +186,22 @@ def test_silent_controller_and_unknown_unit_time_out(fleet: Fleet, client: Clien
     assert fleet.get("lot-a").bus.frames_silenced >= 2
 
 
+def test_a_switched_off_controller_times_out_until_switched_on(fleet: Fleet, client: Client) -> None:
+    before = time.monotonic()
+    assert client.header()[2] == 300
+    answered = fleet.last_answer("lot-a")
+    assert answered is not None and answered >= before
+    fleet.power_off("lot-a")
+    with pytest.raises(ModbusException):
+        client.header()
+    assert fleet.last_answer("lot-a") == answered
+    assert fleet.controller("lot-b").answers, "only that controller is off"
+    fleet.power_on("lot-a")
+    assert client.header()[2] == 300
+    last = fleet.last_answer("lot-a")
+    assert last is not None and last > answered
+
+
 def test_wiring_fault_and_stuck_sensor_are_visible(fleet: Fleet, client: Client) -> None:
     fleet.inject(Fault("lot-a", "wiring"))
     fleet.inject(Fault("lot-a", "stuck", index=7))

@@ -118,3 +118,37 @@ def test_lot_entrances_default_to_the_lot() -> None:
     site = parse_model(SITE + display("    lots: [lot1]\n"), SiteConfig)
     lot = site.parking[0]
     assert [(c.lat, c.lng) for c in lot.entrance_coords()] == [(51.05, 13.73)]
+
+
+DEVICE = """\
+device: {{id: edge-1, site_id: s}}
+mqtt: {{host: localhost}}
+outbox: {{path: /tmp/outbox.sqlite}}
+sensors:
+  - {{type: modbus_bay_controller, port: /dev/ttyUSB0, lot_id: lot1, bays: {{prefix: A, count: 10}}{extra}}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "display_kind", "problem"),
+    [
+        ("", "garage", None),  # the default 60 s fits a garage sign's 120 s
+        (", refresh_interval_s: 61", "garage", "61 s is more than half of display d1's stale limit (120 s)"),
+        (", refresh_interval_s: 150", "parking", None),
+        (", refresh_interval_s: 301", "parking", "301 s is more than half of display d1's stale limit (300 s)"),
+    ],
+)
+def test_a_sensor_refreshing_slower_than_half_its_stale_limits_fails_against_the_site(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, display_kind: str, problem: str | None
+) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text(SITE + display("    lots: [lot1]\n", kind=display_kind))
+    device = tmp_path / "edge.yaml"
+    device.write_text(DEVICE.format(extra=extra))
+    rc = check_config([str(site), str(device)])
+    err = capsys.readouterr().err
+    if problem is None:
+        assert rc == 0, err
+    else:
+        assert rc == 1
+        assert f"{device}: sensors[0].refresh_interval_s: {problem}" in err, err

@@ -1,6 +1,8 @@
-"""Register models: header layout, change counter, uptime, fault hooks, fault specs."""
+"""Register models: header layout, change counter, uptime, fault hooks, power switch, fault specs."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,7 @@ from contracts.fieldbus import (
     LOCKER_FAULT,
     LOCKER_OCCUPIED,
 )
+from firmware_sim.bus import SerialBus
 from firmware_sim.controllers import BayController, LockerController, corrupt
 from firmware_sim.fleet import Fault, FaultError
 
@@ -111,6 +114,39 @@ def test_wiring_fault_flag_and_locker_bits() -> None:
     ctrl.stick(1)
     assert ctrl.points()[:2] == [3, LOCKER_FAULT]
     assert ctrl.occupied() == 1
+
+
+def test_a_switched_off_controller_answers_nothing_and_reboots_when_switched_on(tmp_path: Path) -> None:
+    clock = FakeClock()
+    ctrl = BayController("lot", 4, unit=3, clock=clock)
+    ctrl.set(1, BAY_OCCUPIED)
+    # The bus's hook on every frame pymodbus sends (never started: no pty needed to apply it).
+    bus = SerialBus("lot", tmp_path / "lot", [ctrl])
+    reply = bytes([3, 4, 2, 0, 0, 0x81, 0x30])  # unit 3's answer to a read
+    assert ctrl.answers and bus.last_answer(3) is None
+    assert bus._trace_packet(True, reply) == reply
+    answered = bus.last_answer(3)
+    assert answered is not None
+    clock.t += 500
+
+    ctrl.power_off()
+    assert not ctrl.answers and not ctrl.silent
+    assert bus._trace_packet(True, reply) == b"", "switched off: nothing goes onto the line"
+    assert bus.last_answer(3) == answered and (bus.frames_answered, bus.frames_silenced) == (1, 1)
+    assert ctrl.uptime_s() == 500 and ctrl.points()[1] == BAY_OCCUPIED, "its registers stay as they were"
+
+    ctrl.power_on()
+    assert ctrl.answers and ctrl.uptime_s() == 0, "a reboot: uptime from zero"
+    assert bus._trace_packet(True, reply) == reply
+    last = bus.last_answer(3)
+    assert last is not None and last >= answered and bus.frames_answered == 2
+    assert ctrl.points()[1] == BAY_OCCUPIED and ctrl.change_counter == 1
+
+    ctrl.silent = True  # a fault outlives a power cycle: the switch is its own flag
+    ctrl.power_off()
+    ctrl.power_on()
+    assert ctrl.silent and not ctrl.answers
+    assert bus._trace_packet(True, reply) == b""
 
 
 def test_controller_limits() -> None:

@@ -24,6 +24,7 @@ from gateway.pipeline import Accepted, GatewayStats, Ignored, Rejected, Stats
 from gateway.processor import BulkQueue, Classifier, LogForwarder, Raw, Report, Writer
 from gateway.settings import GatewaySettings
 from gateway.sink import Entry, Refused, SinkResult, SinkUnavailable
+from gateway.snapshots import LateMarks
 from tests.conftest import wait_for
 
 PREFIX = "t"
@@ -332,3 +333,65 @@ def test_stopping_the_link_writes_and_acknowledges_what_was_taken(tmp_path: Path
     link.stop(2.0)  # long before the 5 s flush interval
     assert [mid for _, mid, _ in acks.acked] == list(range(1, 101))
     assert len(sink.readings()) == 100
+
+
+# -- what the metrics and the history thread get from the writer side ----------------------------
+
+
+def test_each_committed_batch_is_reported_for_the_metrics(tmp_path: Path) -> None:
+    reports: list[Report] = []
+    w = Writer(settings(tmp_path), None, RecordingSink(fail=1), reports.append)
+    w.start()
+    w.feed([raw(i, bay_payload()) for i in range(5)])
+    wait_for(lambda: sum(len(r.handled) for r in reports) == 5, 10, what="all 5 reported")
+    w.finish(1.0)
+    observed = [o for r in reports for o in r.observed]
+    assert sum(points for points, _, _, _ in observed) == 5
+    for points, write_s, lag_s, committed_ns in observed:
+        assert points > 0 and write_s is not None and write_s >= 0  # the successful attempt
+        assert 0 <= lag_s < 10 and abs(committed_ns - time.time_ns()) < 10 * 10**9
+    # A batch's figures travel with the report that hands its messages back, never before it.
+    for r in reports:
+        assert not r.observed or r.handled
+
+
+def test_late_marks_of_the_writer_side_go_with_the_next_report(tmp_path: Path) -> None:
+    reports: list[Report] = []
+    late = LateMarks()
+    w = Writer(settings(tmp_path, dead_letter_path=None), None, RecordingSink(), reports.append, late=late)
+    late.note(2_000)
+    late.note(1_000)
+    w.report()
+    assert reports[-1].late_ns == 1_000
+    w.report(force=True)
+    assert reports[-1].late_ns is None  # taken once
+
+
+def test_the_link_observes_batches_after_their_acks_and_notes_late_points(tmp_path: Path) -> None:
+    inbox = Inbox(bound=50)
+    acks = Acks()
+    seen: list[tuple[int, float | None, float, int]] = []
+    late = LateMarks()
+    link = WriterLink(
+        settings(tmp_path),
+        None,
+        inbox,
+        acks,
+        sink=RecordingSink(),
+        observe=lambda points, write_s, lag_s: seen.append((points, write_s, lag_s, len(acks.acked))),
+        late=late,
+    )
+    link.start()
+    try:
+        for mid in range(1, 21):
+            inbox.put_raw(1, mid, 1, bay_topic(), bay_payload(), False, time.time_ns())
+        wait_for(lambda: sum(s[0] for s in seen) == 20, 10, what="20 points observed")
+        assert all(acked > 0 for *_, acked in seen), "observed before its acks were sent"
+        assert all(write_s is not None and lag_s >= 0 for _, write_s, lag_s, _ in seen)
+        # Applied as the writer process's reports are (a thread-mode writer side has no history sink).
+        link._apply(Report(late_ns=5_000, observed=[(3, 0.01, 0.2, time.time_ns() - 100_000_000)]))
+        assert late.take() == 5_000
+        points, write_s, lag_s, _ = seen[-1]
+        assert (points, write_s) == (3, 0.01) and 0.29 < lag_s < 5  # the lag runs on to this process's acks
+    finally:
+        link.stop(2.0)

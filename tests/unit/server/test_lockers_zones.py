@@ -14,20 +14,10 @@ from contracts.site import SiteConfig
 from server.app import create_app
 from server.live import LiveState
 from server.settings import ServerSettings
+from tests.unit.server.test_server_live import FakeClock
 
 T0 = datetime(2026, 5, 4, 12, 0, 0, tzinfo=UTC)
 _ids = iter(range(1, 10**9))
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def make_site() -> SiteConfig:
@@ -260,3 +250,18 @@ def test_routes_answer_lockers_and_zones_and_404_for_unknown_ids(live: LiveState
     for path in ("/v1/lockers/nope", "/v1/zones/nope"):
         r = get(live, tmp_path, path)
         assert r.status_code == 404 and r.json()["error"] == "not_found"
+
+
+def test_the_crowd_feed_carries_the_live_zone(live: LiveState, tmp_path: Path) -> None:
+    footfall(live, "z1", "cam1", {"l1": (30, 4)}, occupancy=95)
+    footfall(live, "z3", "cam9", {"lx": (3, 1)}, occupancy=2)
+    r = get(live, tmp_path, "/ngsi-ld/v1/entities/urn:ngsi-ld:CrowdFlowObserved:s1:z1?options=keyValues")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["peopleCountTowards"], body["peopleCountAway"], body["occupancy"]) == (30, 4, 0.95)
+    assert (body["crowdLevel"], body["congested"]) == ("very_high", True)
+    r = get(live, tmp_path, "/ngsi-ld/v1/entities/urn:ngsi-ld:CrowdFlowObserved:s1:z2?options=keyValues")
+    assert r.json()["crowdLevel"] == "nodata" and "peopleCountTowards" not in r.json()
+    r = get(live, tmp_path, "/ngsi-ld/v1/entities/urn:ngsi-ld:CrowdFlowObserved:s1:z3?options=keyValues")
+    body = r.json()
+    assert "crowdLevel" not in body and body["peopleCountTowards"] == 3  # no capacity: counts, no level

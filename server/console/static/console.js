@@ -1,0 +1,1030 @@
+/* District operator console: plain JavaScript, no build step, nothing loaded from elsewhere.
+ *
+ * Public data (site plan, lots, lockers, zones, signs) comes from /v1/site and
+ * the live feed /v1/live/events (Server-Sent Events); the selected sign also
+ * follows its own display feed /v1/displays/{id}/events. With an API key
+ * (kept in sessionStorage, sent as X-API-Key) the page asks the operator
+ * endpoints (devices, alerts, history) and, for an admin key, the sign
+ * overrides and their audit log. docs/console.md describes it.
+ */
+"use strict";
+(function () {
+  const KEY_STORE = "district.apiKey";
+  const FEEDS = ["lots", "lockers", "zones", "displays"];
+  const BASE = new URL("..", document.baseURI); // the console lives at <api>/console/
+  const HISTORY = {
+    lot: { template: "/v1/parking/lots/{}/history", path: (id) => `v1/parking/lots/${encodeURIComponent(id)}/history` },
+    zone: { template: "/v1/zones/{}/history", path: (id) => `v1/zones/${encodeURIComponent(id)}/history` },
+    bank: { template: "/v1/lockers/{}/history", path: (id) => `v1/lockers/${encodeURIComponent(id)}/history` },
+  };
+  const SPANS = { "24h": [86400, "5m"], "7d": [7 * 86400, "1h"], "30d": [30 * 86400, "1d"] };
+  const ALERTS_PATH = "/v1/alerts";
+  const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf", "#7f7f7f"];
+
+  const S = {
+    plan: null,
+    tz: "UTC",
+    paths: null, // the API's paths from /openapi.json; null: unknown (ask and handle 404)
+    lots: [], lockers: [], zones: [], displays: [],
+    receivedAt: {},
+    role: "public",
+    devices: null, alerts: null, audit: null, alertsMissing: false,
+    selectedSign: null, signFeed: null, signState: null,
+    history: { kind: null, id: null, chart: null, data: null },
+    live: null, poll: null,
+    marks: {},
+  };
+
+  // -- small helpers ---------------------------------------------------------------------------
+
+  const $ = (sel) => document.querySelector(sel);
+
+  function h(tag, attrs, ...kids) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "class") e.className = v;
+      else if (k === "text") e.textContent = v;
+      else e.setAttribute(k, v);
+    }
+    for (const kid of kids) if (kid !== null && kid !== undefined) e.append(kid instanceof Node ? kid : String(kid));
+    return e;
+  }
+
+  const SVG = "http://www.w3.org/2000/svg";
+  function s(tag, attrs, ...kids) {
+    const e = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) if (v !== null && v !== undefined) e.setAttribute(k, v);
+    for (const kid of kids) if (kid !== null && kid !== undefined) e.append(kid instanceof Node ? kid : String(kid));
+    return e;
+  }
+
+  const dash = "–";
+  const num = (v) => (v === null || v === undefined ? dash : String(v));
+  const badge = (text, cls) => h("span", { class: `badge ${cls}`, text });
+  const url = (path) => new URL(path.replace(/^\//, ""), BASE).toString();
+
+  function fmtAge(sec) {
+    if (sec === null || sec === undefined || !Number.isFinite(sec)) return dash;
+    if (sec < 90) return `${Math.round(sec)} s`;
+    if (sec < 5400) return `${Math.round(sec / 60)} min`;
+    if (sec < 172800) return `${(sec / 3600).toFixed(1)} h`;
+    return `${Math.round(sec / 86400)} d`;
+  }
+
+  function fmtTime(iso) {
+    if (!iso) return dash;
+    const d = new Date(iso);
+    if (Number.isNaN(d.getTime())) return String(iso);
+    return d.toLocaleString("en-GB", {
+      timeZone: S.tz, day: "2-digit", month: "short", hour: "2-digit", minute: "2-digit", second: "2-digit",
+    });
+  }
+
+  /** A live value's age now: its age_s when it arrived plus the time since. */
+  function ageNow(resource, ageS) {
+    if (ageS === null || ageS === undefined) return null;
+    return ageS + (Date.now() - (S.receivedAt[resource] || Date.now())) / 1000;
+  }
+
+  function apiKey() {
+    try {
+      return sessionStorage.getItem(KEY_STORE) || "";
+    } catch (e) {
+      return "";
+    }
+  }
+
+  /** One API call; never throws: {status, data} (status 0 when the server could not be reached). */
+  async function api(path, { auth = false, method = "GET", body = null } = {}) {
+    const headers = { Accept: "application/json" };
+    const key = apiKey();
+    if (auth && !key) return { status: 401, data: { detail: "no API key in use" } }; // the key was forgotten meanwhile
+    if (auth) headers["X-API-Key"] = key;
+    if (body !== null) headers["Content-Type"] = "application/json";
+    let r;
+    try {
+      r = await fetch(url(path), {
+        method, headers, body: body === null ? undefined : JSON.stringify(body), cache: "no-store",
+      });
+    } catch (err) {
+      return { status: 0, data: null };
+    }
+    let data = null;
+    if ((r.headers.get("content-type") || "").includes("json")) {
+      try {
+        data = await r.json();
+      } catch (err) {
+        data = null;
+      }
+    }
+    return { status: r.status, data };
+  }
+
+  const norm = (p) => p.replace(/\{[^}]*\}/g, "{}");
+  /** Whether the API has ``template`` (true/false), or null when its schema could not be read. */
+  function hasPath(template) {
+    return S.paths === null ? null : S.paths.has(norm(template));
+  }
+
+  function detailOf(r) {
+    const d = r.data && r.data.detail;
+    if (typeof d === "string") return d;
+    if (Array.isArray(d)) return d.map((x) => x.msg || JSON.stringify(x)).join("; ");
+    return `HTTP ${r.status}`;
+  }
+
+  function gate(id, text, unavailable) {
+    const g = $(id);
+    g.textContent = text;
+    g.classList.toggle("unavailable", !!unavailable);
+    g.hidden = !text;
+  }
+
+  const RANK = { public: 0, display: 1, operator: 2, admin: 3 };
+  const atLeast = (role) => (RANK[S.role] || 0) >= RANK[role];
+
+  // -- classes for states ---------------------------------------------------------------------
+
+  function lotClass(lot) {
+    if (lot.state === "open" && lot.total > 0 && lot.free / lot.total < 0.1) return "st-low";
+    return `st-${lot.state}`;
+  }
+  const bankClass = (bank) => `st-${bank.state}`;
+  function zoneClass(zone) {
+    if (zone.state === "nodata") return "lv-nodata";
+    return zone.level ? `lv-${zone.level}` : "lv-ok";
+  }
+  const levelWord = (z) => (z.state === "nodata" ? "no data" : z.level ? z.level.replace("_", " ") : dash);
+
+  // -- the site plan -------------------------------------------------------------------------------
+
+  /** Equirectangular projection around the site's centre, in metres (x east, y south). */
+  function projector(center) {
+    const kx = 111320 * Math.cos((center.lat * Math.PI) / 180);
+    const ky = 110540;
+    return (p) => [(p.lng - center.lng) * kx, -(p.lat - center.lat) * ky];
+  }
+
+  /** Push overlapping boxes apart (deterministic); each keeps a leader line to its true point. */
+  function spread(items, gap) {
+    for (let iter = 0; iter < 200; iter++) {
+      let moved = false;
+      for (let i = 0; i < items.length; i++) {
+        for (let j = i + 1; j < items.length; j++) {
+          const a = items[i], b = items[j];
+          const ox = (a.w + b.w) / 2 + gap - Math.abs(a.x - b.x);
+          const oy = (a.h + b.h) / 2 + gap - Math.abs(a.y - b.y);
+          if (ox <= 0 || oy <= 0) continue;
+          moved = true;
+          if (ox < oy) {
+            const d = (a.x < b.x || (a.x === b.x && i < j) ? -1 : 1) * (ox / 2 + 0.01);
+            a.x += d; b.x -= d;
+          } else {
+            const d = (a.y < b.y || (a.y === b.y && i < j) ? -1 : 1) * (oy / 2 + 0.01);
+            a.y += d; b.y -= d;
+          }
+        }
+      }
+      if (!moved) break;
+    }
+  }
+
+  function buildPlan(plan) {
+    const svg = $("#plan");
+    svg.replaceChildren();
+    S.marks = {};
+    const P = projector(plan.center);
+    const pts = [];
+    for (const l of plan.lots) { pts.push(P(l.coords)); for (const e of l.entrances) pts.push(P(e.coords)); }
+    for (const b of plan.lockers) pts.push(P(b.coords));
+    for (const z of plan.zones) if (z.coords) pts.push(P(z.coords));
+    for (const d of plan.displays) pts.push(P(d.coords));
+    if (!pts.length) pts.push([0, 0]);
+    const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
+    const span = Math.max(Math.max(...xs) - Math.min(...xs), Math.max(...ys) - Math.min(...ys), 200);
+    const u = span / 21; // the plan's unit: marker sizes follow the site's extent
+    const textW = (text, size) => String(text).length * size * 0.6;
+
+    const zoneLayer = s("g", { class: "zones" });
+    const linkLayer = s("g", { class: "links" });
+    const markLayer = s("g", { class: "marks" });
+    svg.append(zoneLayer, linkLayer, markLayer);
+    const boxes = [];
+    const circles = [];
+
+    for (const z of plan.zones) {
+      if (!z.coords) continue;
+      const [x, y] = P(z.coords);
+      const r = Math.min(6 * u, Math.max(2.2 * u, 2.6 * u * Math.sqrt((z.capacity || 1000) / 1000)));
+      const g = s("g", { class: "mark zone lv-nodata", "data-kind": "zone", "data-id": z.id });
+      const title = s("title", null, z.name);
+      g.append(title, s("circle", { class: "area", cx: x, cy: y, r, "stroke-width": u * 0.08 }));
+      zoneLayer.append(g);
+      circles.push([x, y, r]);
+      // Its label is a box of its own, kept clear of the markers.
+      const lg = s("g", { class: "mark zone-label", "data-kind": "zone", "data-id": z.id });
+      const name = s("text", { class: "label", "font-size": 0.62 * u, y: -0.38 * u, "font-weight": 600 }, z.name);
+      const sub = s("text", { class: "sub", "font-size": 0.5 * u, y: 0.4 * u }, "no data");
+      lg.append(name, sub);
+      markLayer.append(lg);
+      const w = Math.max(textW(z.name, 0.62 * u), textW("0000 people · very high", 0.5 * u));
+      boxes.push({ g: lg, ax: x, ay: y - r, x, y: y - r - 0.9 * u, w, h: 1.7 * u, leader: false });
+      S.marks[`zone:${z.id}`] = { g, title, sub, label: lg };
+      g.addEventListener("click", () => selectHistory("zone", z.id, true));
+      lg.addEventListener("click", () => selectHistory("zone", z.id, true));
+    }
+
+    function marker(kind, id, coords, name, w, hgt, valueSize, onClick) {
+      const [x, y] = P(coords);
+      const g = s("g", { class: `mark ${kind} st-nodata`, "data-kind": kind, "data-id": id });
+      const title = s("title", null, name);
+      const box = s("rect", {
+        class: "box", x: -w / 2, y: -hgt / 2, width: w, height: hgt, rx: 0.2 * u, "stroke-width": 0.1 * u,
+      });
+      const value = s("text", { class: "value", "font-size": valueSize, y: 0.02 * u }, dash);
+      const label = s("text", { class: "label", "font-size": 0.5 * u, y: hgt / 2 + 0.45 * u }, name);
+      g.append(title, box, value, label);
+      markLayer.append(g);
+      const lw = Math.max(w, textW(name, 0.5 * u));
+      boxes.push({ g, ax: x, ay: y, x, y: y + 0.45 * u, w: lw, h: hgt + 0.9 * u, dy: -0.45 * u, leader: true });
+      g.addEventListener("click", onClick);
+      return { g, title, value, box };
+    }
+
+    for (const l of plan.lots) {
+      const [x, y] = P(l.coords);
+      for (const e of l.entrances) {
+        const [ex, ey] = P(e.coords);
+        linkLayer.append(s("line", { class: "entrance-link", x1: x, y1: y, x2: ex, y2: ey, "stroke-width": 0.06 * u }));
+        linkLayer.append(s("circle", { class: "entrance", cx: ex, cy: ey, r: 0.22 * u, "stroke-width": 0.06 * u },
+          s("title", null, e.name || "entrance")));
+      }
+      S.marks[`lot:${l.id}`] = marker("lot", l.id, l.coords, l.name, 3.0 * u, 1.6 * u, 1.0 * u,
+        () => selectHistory("lot", l.id, true));
+    }
+    for (const b of plan.lockers) {
+      S.marks[`bank:${b.id}`] = marker("bank", b.id, b.coords, b.name, 2.2 * u, 1.4 * u, 0.85 * u,
+        () => selectHistory("bank", b.id, true));
+    }
+    for (const d of plan.displays) {
+      const label = d.name && d.name.length <= 26 ? d.name : d.id;
+      S.marks[`sign:${d.id}`] = marker("sign", d.id, d.coords, label, 3.0 * u, 1.1 * u, 0.75 * u,
+        () => selectSign(d.id, true));
+    }
+
+    spread(boxes, 0.25 * u);
+    let minX = Infinity, minY = Infinity, maxX = -Infinity, maxY = -Infinity;
+    const grow = (x0, y0, x1, y1) => {
+      minX = Math.min(minX, x0); minY = Math.min(minY, y0); maxX = Math.max(maxX, x1); maxY = Math.max(maxY, y1);
+    };
+    for (const [x, y, r] of circles) grow(x - r, y - r, x + r, y + r);
+    for (const [x, y] of pts) grow(x, y, x, y);
+    for (const b of boxes) {
+      const cy = b.y + (b.dy || 0);
+      b.g.setAttribute("transform", `translate(${b.x.toFixed(2)} ${cy.toFixed(2)})`);
+      grow(b.x - b.w / 2, b.y - b.h / 2, b.x + b.w / 2, b.y + b.h / 2);
+      if (b.leader && Math.hypot(b.x - b.ax, cy - b.ay) > 0.3 * u) {
+        linkLayer.append(s("line", { class: "leader", x1: b.ax, y1: b.ay, x2: b.x, y2: cy, "stroke-width": 0.06 * u }));
+        linkLayer.append(s("circle", { class: "anchor", cx: b.ax, cy: b.ay, r: 0.14 * u }));
+      }
+    }
+    const pad = 1.2 * u;
+    minX -= pad; minY -= pad + 1.2 * u; maxX += pad; maxY += pad + 1.2 * u;
+    svg.setAttribute("viewBox", `${minX} ${minY} ${maxX - minX} ${maxY - minY}`);
+    svg.setAttribute("preserveAspectRatio", "xMidYMid meet");
+
+    // A scale bar (bottom left) and north (top right): an equirectangular plan is true to scale at this size.
+    const nice = [20, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10000];
+    const len = nice.reduce((best, n) => (Math.abs(n - span / 5) < Math.abs(best - span / 5) ? n : best), nice[0]);
+    const sx = minX + pad, sy = maxY - 0.8 * u;
+    svg.append(s("g", { class: "scale" },
+      s("line", { x1: sx, y1: sy, x2: sx + len, y2: sy, "stroke-width": 0.12 * u }),
+      s("line", { x1: sx, y1: sy - 0.3 * u, x2: sx, y2: sy + 0.3 * u, "stroke-width": 0.1 * u }),
+      s("line", { x1: sx + len, y1: sy - 0.3 * u, x2: sx + len, y2: sy + 0.3 * u, "stroke-width": 0.1 * u }),
+      s("text", { x: sx + len / 2, y: sy - 0.5 * u, "font-size": 0.5 * u }, len >= 1000 ? `${len / 1000} km` : `${len} m`)));
+    const nx = maxX - pad, ny = minY + 1.4 * u;
+    svg.append(s("g", { class: "north" },
+      s("path", { d: `M ${nx} ${ny - 1.0 * u} L ${nx - 0.35 * u} ${ny} L ${nx + 0.35 * u} ${ny} Z`, fill: "#1d2733" }),
+      s("text", { x: nx, y: ny + 0.6 * u, "font-size": 0.55 * u }, "N")));
+  }
+
+  function setMark(key, cls, value, title) {
+    const m = S.marks[key];
+    if (!m) return;
+    const kind = m.g.getAttribute("data-kind");
+    const selected = m.g.classList.contains("selected");
+    const alerted = m.g.classList.contains("alerted");
+    m.g.setAttribute("class", `mark ${kind} ${cls}${selected ? " selected" : ""}${alerted ? " alerted" : ""}`);
+    if (m.value) {
+      m.value.textContent = value;
+      // A long sign text is squeezed into its box rather than spilling over its neighbours.
+      const size = Number(m.value.getAttribute("font-size"));
+      const room = Number(m.box.getAttribute("width")) * 0.88;
+      if (String(value).length * size * 0.62 > room) {
+        m.value.setAttribute("textLength", room);
+        m.value.setAttribute("lengthAdjust", "spacingAndGlyphs");
+      } else {
+        m.value.removeAttribute("textLength");
+        m.value.removeAttribute("lengthAdjust");
+      }
+    }
+    m.title.textContent = title;
+  }
+
+  function updatePlan() {
+    for (const l of S.lots) {
+      const shown = l.state === "closed" ? "closed" : l.state === "nodata" ? dash : String(l.free);
+      setMark(`lot:${l.id}`, lotClass(l), shown,
+        `${l.name}: ${l.free} free of ${l.total} (${l.occupied} occupied, ${l.unknown} unknown), ${l.state}`);
+      const m = S.marks[`lot:${l.id}`];
+      if (m) m.g.setAttribute("data-free", String(l.free));
+    }
+    for (const b of S.lockers) {
+      setMark(`bank:${b.id}`, bankClass(b), b.state === "nodata" ? dash : String(b.free),
+        `${b.name}: ${b.free} free of ${b.total} compartments, ${b.state}`);
+    }
+    for (const z of S.zones) {
+      const m = S.marks[`zone:${z.id}`];
+      if (!m) continue;
+      const selected = m.g.classList.contains("selected");
+      m.g.setAttribute("class", `mark zone ${zoneClass(z)}${selected ? " selected" : ""}`);
+      m.title.textContent = `${z.name}: ${z.state === "nodata" ? "no data" : `${z.occupancy} people, ${levelWord(z)}`}`;
+      m.sub.textContent = z.state === "nodata" ? "no data" : `${z.occupancy} people · ${levelWord(z)}`;
+    }
+    for (const d of S.displays) {
+      setMark(`sign:${d.display_id}`, `st-${d.state}`, d.text === "" ? " " : d.text,
+        `${d.name || d.display_id}: shows "${d.text}" (${d.state}, mode ${d.mode})`);
+    }
+    markAlerts();
+  }
+
+  /** Plan markers (and device rows) an alert is about: its lot (a bay's alert too), bank, zone, sign or device. */
+  function alertedKeys() {
+    const hit = new Set();
+    for (const a of S.alerts || []) {
+      const subj = a.subject || {};
+      const id = String(subj.id);
+      if (subj.type === "bay") hit.add(`lot:${id.split(".")[0]}`); // "<lot>.<bay>"
+      const kind = { lot: "lot", zone: "zone", locker_bank: "bank", bank: "bank", display: "sign", device: "device" }[subj.type];
+      if (kind) hit.add(`${kind}:${id}`);
+    }
+    return hit;
+  }
+
+  function markAlerts() {
+    const hit = alertedKeys();
+    for (const [key, m] of Object.entries(S.marks)) m.g.classList.toggle("alerted", hit.has(key));
+    for (const tr of document.querySelectorAll("#devices-table tbody tr")) {
+      tr.classList.toggle("alerted", hit.has(`device:${tr.dataset.id}`));
+    }
+  }
+
+  function markSelected() {
+    const picked = new Set();
+    if (S.history.kind) picked.add(`${S.history.kind}:${S.history.id}`);
+    if (S.selectedSign) picked.add(`sign:${S.selectedSign}`);
+    for (const [key, m] of Object.entries(S.marks)) m.g.classList.toggle("selected", picked.has(key));
+  }
+
+  // -- tables ------------------------------------------------------------------------------------
+
+  function trendText(t) {
+    if (!t || t.direction === "unknown") return dash;
+    const arrow = { filling: "↘ filling", emptying: "↗ emptying", steady: "→ steady" }[t.direction] || t.direction;
+    return t.free_change ? `${arrow} (${t.free_change > 0 ? "+" : ""}${t.free_change})` : arrow;
+  }
+
+  function renderLots() {
+    $("#lots-table tbody").replaceChildren(...S.lots.map((l) => {
+      const tr = h("tr", { "data-id": l.id, class: "selectable" },
+        h("td", { title: l.address || "" }, l.name),
+        h("td", { class: "num", "data-field": "free" }, l.free),
+        h("td", { class: "num", "data-field": "occupied" }, l.occupied),
+        h("td", { class: "num", "data-field": "unknown" }, l.unknown),
+        h("td", { class: "num", "data-field": "total" }, l.total),
+        h("td", { "data-field": "state" }, badge(l.state, lotClass(l))),
+        h("td", null, trendText(l.trend)),
+        h("td", { class: "num" }, fmtAge(ageNow("lots", l.age_s))));
+      tr.classList.toggle("selected", S.history.kind === "lot" && S.history.id === l.id);
+      tr.addEventListener("click", () => selectHistory("lot", l.id, true));
+      return tr;
+    }));
+  }
+
+  function renderLockers() {
+    $("#lockers-table tbody").replaceChildren(...S.lockers.map((b) => {
+      const sizes = b.sizes.map((z) => `${z.size} ${z.free}/${z.total}`).join(" · ");
+      const doors = b.doors_open.length ? b.doors_open.map((d) => `${d.compartment_id} (${fmtAge(d.open_s)})`).join(", ") : dash;
+      const tr = h("tr", { "data-id": b.id, class: "selectable" },
+        h("td", null, b.name),
+        h("td", { class: "num", "data-field": "free" }, b.free),
+        h("td", { class: "num", "data-field": "occupied" }, b.occupied),
+        h("td", { class: "num", "data-field": "out_of_service" }, b.out_of_service),
+        h("td", { class: "num", "data-field": "unknown" }, b.unknown),
+        h("td", null, sizes),
+        h("td", null, doors),
+        h("td", { "data-field": "state" }, badge(b.state.replace(/_/g, " "), bankClass(b))));
+      tr.classList.toggle("selected", S.history.kind === "bank" && S.history.id === b.id);
+      tr.addEventListener("click", () => selectHistory("bank", b.id, true));
+      return tr;
+    }));
+  }
+
+  function renderZones() {
+    $("#zones-table tbody").replaceChildren(...S.zones.map((z) => {
+      const flow = z.last_15m ? `${z.last_15m.entries} / ${z.last_15m.exits}` : dash;
+      const cams = `${z.cameras.working}/${z.cameras.configured} working${z.cameras.broken.length ? `; broken: ${z.cameras.broken.join(", ")}` : ""}`;
+      const tr = h("tr", { "data-id": z.id, class: "selectable" },
+        h("td", null, z.name),
+        h("td", { class: "num", "data-field": "occupancy" }, num(z.occupancy)),
+        h("td", { class: "num" }, num(z.capacity)),
+        h("td", { "data-field": "level" }, badge(levelWord(z), zoneClass(z))),
+        h("td", null, z.trend === "unknown" ? dash : z.trend),
+        h("td", { class: "num" }, flow),
+        h("td", null, cams));
+      tr.classList.toggle("selected", S.history.kind === "zone" && S.history.id === z.id);
+      tr.addEventListener("click", () => selectHistory("zone", z.id, true));
+      return tr;
+    }));
+  }
+
+  function renderSigns() {
+    $("#signs-table tbody").replaceChildren(...S.displays.map((d) => {
+      const tr = h("tr", { "data-id": d.display_id, class: "selectable" },
+        h("td", { title: d.display_id }, d.name || d.display_id),
+        h("td", null, h("span", { class: `led st-${d.state}`, "data-field": "text" }, d.text === "" ? " " : d.text)),
+        h("td", { "data-field": "state" }, badge(d.state, `st-${d.state}`)),
+        h("td", { "data-field": "mode" }, d.mode),
+        h("td", { class: "num" }, fmtAge(d.data_age_s)),
+        h("td", null, d.override ? `${fmtTime(d.override.until)} (${d.override.by})` : dash));
+      tr.classList.toggle("selected", S.selectedSign === d.display_id);
+      tr.addEventListener("click", () => selectSign(d.display_id, false));
+      return tr;
+    }));
+  }
+
+  function renderDevices() {
+    const table = $("#devices-table");
+    if (!atLeast("operator") || !S.devices) {
+      table.hidden = true;
+      $("#devices-table tbody").replaceChildren();
+      if (atLeast("operator")) gate("#devices-gate", "Loading device health…", true);
+      else gate("#devices-gate", apiKey() ? "This key is not an operator key: device health needs one." :
+        "Operator key needed to see device health.");
+      return;
+    }
+    gate("#devices-gate", "");
+    table.hidden = false;
+    $("#devices-table tbody").replaceChildren(...S.devices.map((d) => h("tr", { "data-id": d.id },
+      h("td", { title: d.description || "" }, d.id),
+      h("td", null, d.kind || "not configured"),
+      h("td", { "data-field": "state" }, badge(d.state, d.state), d.reason ? ` ${d.reason}` : ""),
+      h("td", null, d.last_heard_age_s === null ? "never" : `${fmtAge(d.last_heard_age_s)} ago`),
+      h("td", { class: "num" }, d.battery_pct === null || d.battery_pct === undefined ? dash : `${Math.round(d.battery_pct)} %`),
+      h("td", { class: "num" }, d.signal_dbm === null || d.signal_dbm === undefined ? dash : `${d.signal_dbm} dBm`),
+      h("td", { class: "num" }, num(d.outbox_pending)),
+      h("td", { class: "num" }, d.clock_offset_s === null || d.clock_offset_s === undefined ? dash : `${d.clock_offset_s.toFixed(2)} s`),
+      h("td", null, d.firmware || dash),
+      h("td", null, d.cameras.length ? d.cameras.map((c) =>
+        `${c.camera_id}: ${c.state}, ${c.fps.toFixed(1)} fps, ${c.dropped_frames} dropped`).join("; ") : dash))));
+    markAlerts();
+  }
+
+  function renderAlerts() {
+    const table = $("#alerts-table");
+    const pill = $("#alert-count");
+    table.hidden = true;
+    pill.hidden = true;
+    if (S.alertsMissing || hasPath(ALERTS_PATH) === false) {
+      gate("#alerts-gate", "Alerts are not available on this server.", true);
+      return;
+    }
+    if (!atLeast("operator")) {
+      gate("#alerts-gate", "Operator key needed to see alerts.");
+      return;
+    }
+    if (S.alerts === null) return; // the gate says why (set where the answer came)
+    gate("#alerts-gate", S.alerts.length ? "" : "No alerts.", !S.alerts.length);
+    const rank = { critical: 0, warning: 1, info: 2 };
+    const sorted = [...S.alerts].sort((a, b) => (rank[a.severity] ?? 3) - (rank[b.severity] ?? 3));
+    table.hidden = !sorted.length;
+    $("#alerts-table tbody").replaceChildren(...sorted.map((a) => h("tr", { "data-id": a.id },
+      h("td", null, badge(a.severity, a.severity)),
+      h("td", null, a.kind),
+      h("td", null, a.subject ? `${a.subject.type} ${a.subject.id}` : dash),
+      h("td", null, fmtTime(a.since)),
+      h("td", null, a.text))));
+    pill.hidden = false;
+    pill.textContent = `${sorted.length} alert${sorted.length === 1 ? "" : "s"}`;
+    pill.classList.toggle("quiet", !sorted.length);
+  }
+
+  function renderAudit() {
+    const table = $("#audit-table");
+    if (!atLeast("admin") || !S.audit) {
+      table.hidden = true;
+      gate("#audit-gate", "Admin key needed to see the audit log.");
+      return;
+    }
+    gate("#audit-gate", S.audit.length ? "" : "No overrides yet.", !S.audit.length);
+    table.hidden = !S.audit.length;
+    $("#audit-table tbody").replaceChildren(...S.audit.map((e) => h("tr", { "data-id": e.id },
+      h("td", null, fmtTime(e.at)), h("td", null, e.display_id), h("td", null, e.action), h("td", null, e.by),
+      h("td", null, e.mode || dash), h("td", null, e.text || dash), h("td", null, e.until ? fmtTime(e.until) : dash),
+      h("td", null, e.reason || dash))));
+  }
+
+  function render(resource) {
+    if (resource === "lots") renderLots();
+    else if (resource === "lockers") renderLockers();
+    else if (resource === "zones") renderZones();
+    else if (resource === "displays") renderSigns();
+    updatePlan();
+  }
+
+  // -- the live feed -------------------------------------------------------------------------------
+
+  function setLive(state, text) {
+    document.body.dataset.live = state;
+    $("#live-status").textContent = text;
+  }
+
+  function accept(resource, data) {
+    S[resource] = data;
+    S.receivedAt[resource] = Date.now();
+    render(resource);
+  }
+
+  function connectLive() {
+    const es = new EventSource(url("v1/live/events"));
+    S.live = es;
+    es.onopen = () => {
+      setLive("open", "live");
+      stopPolling();
+    };
+    es.onerror = () => {
+      if (es.readyState === EventSource.CLOSED) {
+        // The server refused the stream (a proxy, a restart): poll, and try the stream again later.
+        setLive("polling", "polling");
+        startPolling();
+        setTimeout(connectLive, 15000);
+      } else {
+        setLive("reconnecting", "reconnecting…");
+      }
+    };
+    for (const name of FEEDS) {
+      es.addEventListener(name, (ev) => {
+        let data;
+        try {
+          data = JSON.parse(ev.data);
+        } catch (err) {
+          return;
+        }
+        accept(name, data);
+      });
+    }
+  }
+
+  async function pollOnce() {
+    const paths = { lots: "v1/parking/lots", lockers: "v1/lockers", zones: "v1/zones", displays: "v1/displays" };
+    for (const [name, path] of Object.entries(paths)) {
+      const r = await api(path);
+      if (r.status === 200) accept(name, r.data);
+    }
+  }
+
+  function startPolling() {
+    if (S.poll === null) {
+      pollOnce();
+      S.poll = setInterval(pollOnce, 5000);
+    }
+  }
+
+  function stopPolling() {
+    if (S.poll !== null) {
+      clearInterval(S.poll);
+      S.poll = null;
+    }
+  }
+
+  // -- keys and roles -----------------------------------------------------------------------------
+
+  function setRole(role, message) {
+    S.role = role;
+    document.body.dataset.role = role;
+    const pill = $("#role");
+    pill.textContent = role;
+    pill.dataset.role = role;
+    $("#key-message").textContent = message || "";
+    $("#api-key").placeholder = apiKey() ? "a key is in use" : "none: public data only";
+  }
+
+  /** What the key in use may see: the server says (/v1/whoami), or, on a server without it, we ask around. */
+  async function applyKey() {
+    S.devices = null;
+    S.alerts = null;
+    S.audit = null;
+    if (!apiKey()) {
+      setRole("public", "");
+      renderOperator();
+      return;
+    }
+    if (hasPath("/v1/whoami") !== false) {
+      const me = await api("v1/whoami", { auth: true });
+      if (me.status === 200 && me.data && RANK[me.data.role] !== undefined) {
+        if (!me.data.key_known) {
+          setRole("public", "the server does not know this key (unknown, revoked or mistyped)");
+        } else {
+          setRole(me.data.role, me.data.name ? `key "${me.data.name}"` : "");
+        }
+        renderOperator();
+        await refreshOperator();
+        return;
+      }
+    }
+    // No /v1/whoami: operator if /v1/devices answers, admin if the audit log does too.
+    const dev = await api("v1/devices", { auth: true });
+    if (dev.status !== 200) {
+      setRole("public", dev.status === 401 || dev.status === 403 ? detailOf(dev) : `could not check the key (${detailOf(dev)})`);
+      renderOperator();
+      return;
+    }
+    S.devices = dev.data;
+    const audit = await api("v1/displays/audit?limit=50", { auth: true });
+    if (audit.status === 200) {
+      S.audit = audit.data;
+      setRole("admin", "");
+    } else {
+      setRole("operator", "");
+    }
+    renderOperator();
+    await refreshOperator();
+  }
+
+  function renderOperator() {
+    renderDevices();
+    renderAlerts();
+    renderAudit();
+    updateOverrideGate();
+    loadHistory();
+  }
+
+  async function refreshOperator() {
+    if (!atLeast("operator")) return;
+    const dev = await api("v1/devices", { auth: true });
+    if (dev.status === 401 || dev.status === 403) return applyKey(); // the key was revoked meanwhile
+    if (dev.status === 200) S.devices = dev.data;
+    renderDevices();
+    if (!S.alertsMissing && hasPath(ALERTS_PATH) !== false) {
+      const r = await api("v1/alerts", { auth: true });
+      if (r.status === 200) S.alerts = Array.isArray(r.data) ? r.data : r.data && r.data.alerts ? r.data.alerts : [];
+      else if (r.status === 404) {
+        S.alertsMissing = true;
+        S.alerts = null;
+      } else if (r.status === 401 || r.status === 403) gate("#alerts-gate", "Operator key needed to see alerts.");
+      renderAlerts();
+      markAlerts();
+    }
+    if (atLeast("admin")) {
+      const r = await api("v1/displays/audit?limit=50", { auth: true });
+      if (r.status === 200) S.audit = r.data;
+      renderAudit();
+    }
+  }
+
+  // -- history --------------------------------------------------------------------------------------
+
+  function fillHistoryChoices(plan) {
+    const sel = $("#history-of");
+    const group = (label, kind, items) => h("optgroup", { label },
+      ...items.map((it) => h("option", { value: `${kind}:${it.id}` }, it.name)));
+    sel.replaceChildren(group("Parking", "lot", plan.lots), group("Zones", "zone", plan.zones),
+      group("Pickup lockers", "bank", plan.lockers));
+    const first = plan.lots[0] ? ["lot", plan.lots[0].id] : plan.zones[0] ? ["zone", plan.zones[0].id] :
+      plan.lockers[0] ? ["bank", plan.lockers[0].id] : [null, null];
+    S.history.kind = first[0];
+    S.history.id = first[1];
+    if (first[0]) sel.value = `${first[0]}:${first[1]}`;
+  }
+
+  function selectHistory(kind, id, scroll) {
+    S.history.kind = kind;
+    S.history.id = id;
+    $("#history-of").value = `${kind}:${id}`;
+    markSelected();
+    render("lots"); render("lockers"); render("zones");
+    loadHistory();
+    if (scroll) $("#history-section").scrollIntoView({ behavior: "smooth", block: "nearest" });
+  }
+
+  const TIME_KEYS = ["start", "time", "at", "t", "from", "bucket", "interval_start", "timestamp", "ts"];
+  const SKIP_KEYS = new Set([...TIME_KEYS, "end", "to", "stop", "interval_end"]);
+
+  function rowsOf(data) {
+    if (Array.isArray(data)) return data;
+    if (!data || typeof data !== "object") return null;
+    for (const k of ["points", "series", "intervals", "buckets", "items", "rows", "values", "data"]) {
+      if (Array.isArray(data[k])) return data[k];
+    }
+    for (const v of Object.values(data)) if (Array.isArray(v) && v.length && typeof v[0] === "object") return v;
+    return null;
+  }
+
+  /** Time series from a history answer, whatever its exact shape: rows with a time and numbers (one level deep). */
+  function parseHistory(data) {
+    const rows = rowsOf(data);
+    if (!rows) return null;
+    const parsed = [];
+    const names = [];
+    for (const row of rows) {
+      if (!row || typeof row !== "object") continue;
+      const tk = TIME_KEYS.find((k) => k in row);
+      if (!tk) continue;
+      const t = typeof row[tk] === "number" ? row[tk] : Date.parse(row[tk]) / 1000;
+      if (!Number.isFinite(t)) continue;
+      const vals = {};
+      for (const [k, v] of Object.entries(row)) {
+        if (SKIP_KEYS.has(k)) continue;
+        if (typeof v === "number" || v === null) vals[k] = v;
+        else if (v && typeof v === "object" && !Array.isArray(v)) {
+          for (const [k2, v2] of Object.entries(v)) if (typeof v2 === "number" || v2 === null) vals[`${k}.${k2}`] = v2;
+        }
+      }
+      for (const k of Object.keys(vals)) if (!names.includes(k)) names.push(k);
+      parsed.push([t, vals]);
+    }
+    parsed.sort((a, b) => a[0] - b[0]);
+    const shown = names.filter((n) => parsed.some(([, v]) => typeof v[n] === "number")).slice(0, COLORS.length);
+    return { xs: parsed.map((p) => p[0]), names: shown, ys: shown.map((n) => parsed.map(([, v]) => (typeof v[n] === "number" ? v[n] : null))) };
+  }
+
+  function clearChart() {
+    if (S.history.chart) {
+      S.history.chart.destroy();
+      S.history.chart = null;
+    }
+    $("#history-chart").replaceChildren();
+  }
+
+  /** Axis labels in the site's time zone, 24-hour: times within a day, dates across days. */
+  function timeTicks(splits) {
+    const spanS = splits.length > 1 ? splits[splits.length - 1] - splits[0] : 0;
+    const opts = spanS > 2 * 86400 ? { day: "2-digit", month: "short" } : { hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
+    let lastDay = null;
+    return splits.map((ts) => {
+      const d = new Date(ts * 1000);
+      const text = d.toLocaleString("en-GB", { timeZone: S.tz, ...opts });
+      if (spanS > 2 * 86400) return text;
+      const day = d.toLocaleDateString("en-GB", { timeZone: S.tz, day: "2-digit", month: "short" });
+      const withDay = day !== lastDay ? `${text}\n${day}` : text;
+      lastDay = day;
+      return withDay;
+    });
+  }
+
+  function drawChart(series, title) {
+    clearChart();
+    const box = $("#history-chart");
+    if (!series || !series.xs.length || !series.names.length) {
+      box.append(h("p", { class: "muted", "data-empty": "1" }, `No history for ${title} in this span.`));
+      return;
+    }
+    if (typeof window.uPlot !== "function") {
+      box.append(h("p", { class: "muted" }, "The chart library did not load."));
+      return;
+    }
+    const opts = {
+      title,
+      width: Math.max(320, box.clientWidth || 800),
+      height: 280,
+      scales: { x: { time: true } },
+      tzDate: (ts) => window.uPlot.tzDate(new Date(ts * 1e3), S.tz),
+      axes: [{ values: (u, splits) => timeTicks(splits) }, {}],
+      series: [{}].concat(series.names.map((n, i) => {
+        const minmax = /(^|\.)(min|max)$/.test(n);
+        return { label: n, stroke: COLORS[i % COLORS.length], width: minmax ? 1 : 2, dash: minmax ? [4, 4] : undefined };
+      })),
+    };
+    S.history.chart = new window.uPlot(opts, [series.xs, ...series.ys], box);
+    box.dataset.points = String(series.xs.length);
+  }
+
+  async function loadHistory() {
+    const { kind, id } = S.history;
+    if (!kind) {
+      gate("#history-gate", "Nothing on this site has history.", true);
+      return;
+    }
+    const spec = HISTORY[kind];
+    if (hasPath(spec.template) === false) {
+      clearChart();
+      gate("#history-gate", `History is not available on this server (no ${spec.template.replace("{}", "{id}")}).`, true);
+      return;
+    }
+    if (!atLeast("operator")) {
+      clearChart();
+      gate("#history-gate", "Operator key needed to see history.");
+      return;
+    }
+    const [spanS, every] = SPANS[$("#history-span").value] || SPANS["24h"];
+    const to = new Date();
+    const from = new Date(to.getTime() - spanS * 1000);
+    const q = new URLSearchParams({ from: from.toISOString(), to: to.toISOString(), every });
+    const r = await api(`${spec.path(id)}?${q}`, { auth: true });
+    if (S.history.kind !== kind || S.history.id !== id) return; // another was chosen meanwhile
+    const title = $("#history-of").selectedOptions[0] ? $("#history-of").selectedOptions[0].textContent : id;
+    if (r.status === 200) {
+      gate("#history-gate", "");
+      drawChart(parseHistory(r.data), `${title}, ${$("#history-span").selectedOptions[0].textContent}`);
+    } else if (r.status === 401 || r.status === 403) {
+      clearChart();
+      gate("#history-gate", "Operator key needed to see history.");
+    } else if (r.status === 404 && hasPath(spec.template) !== true) {
+      clearChart();
+      gate("#history-gate", "History is not available on this server.", true);
+    } else {
+      clearChart();
+      gate("#history-gate", `History could not be loaded: ${detailOf(r)}`, true);
+    }
+  }
+
+  // -- signs and overrides ------------------------------------------------------------------------
+
+  function localInput(d) {
+    const p = (n) => String(n).padStart(2, "0");
+    return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
+  }
+
+  function selectSign(id, scroll) {
+    if (S.selectedSign !== id) {
+      S.selectedSign = id;
+      if (S.signFeed) S.signFeed.close();
+      S.signState = null;
+      const path = `v1/displays/${encodeURIComponent(id)}/events`;
+      $("#sign-feed-url").textContent = `/${path}`;
+      $("#sign-feed").textContent = " ";
+      $("#sign-feed-info").textContent = "connecting…";
+      const es = new EventSource(url(path));
+      es.addEventListener("state", (ev) => {
+        let st;
+        try {
+          st = JSON.parse(ev.data);
+        } catch (err) {
+          return;
+        }
+        if (st.display_id === S.selectedSign) showSignFeed(st);
+      });
+      es.onerror = () => {
+        $("#sign-feed-info").textContent = "reconnecting…";
+      };
+      S.signFeed = es;
+    }
+    const d = S.plan && S.plan.displays.find((x) => x.id === id);
+    $("#sign-name").textContent = d ? d.name || d.id : id;
+    $("#sign-detail").hidden = false;
+    if (!$("#ov-until").value) $("#ov-until").value = localInput(new Date(Date.now() + 3600 * 1000));
+    markSelected();
+    renderSigns();
+    updateOverrideGate();
+    if (scroll) $("#signs-section").scrollIntoView({ behavior: "smooth", block: "nearest" });
+  }
+
+  function showSignFeed(st) {
+    S.signState = st;
+    const led = $("#sign-feed");
+    led.textContent = st.text === "" ? " " : st.text;
+    led.className = `led st-${st.state}`;
+    led.dataset.mode = st.mode;
+    led.dataset.text = st.text;
+    led.dataset.eventId = String(st.event_id);
+    const o = st.override;
+    $("#sign-feed-info").textContent = `${st.state}, mode ${st.mode}` +
+      (o ? `, set by ${o.by} until ${fmtTime(o.until)}` : "") + ` (event ${st.event_id})`;
+  }
+
+  function updateOverrideGate() {
+    const admin = atLeast("admin");
+    $("#override-form").hidden = !admin;
+    gate("#override-gate", admin ? "" : "Admin key needed to override signs.");
+    $("#ov-text").disabled = $("#ov-mode").value !== "text";
+  }
+
+  async function setOverride(ev) {
+    ev.preventDefault();
+    const id = S.selectedSign;
+    const msg = $("#ov-message");
+    const mode = $("#ov-mode").value;
+    const untilText = $("#ov-until").value;
+    const until = new Date(untilText);
+    if (!untilText || Number.isNaN(until.getTime())) {
+      msg.textContent = "Choose until when.";
+      return;
+    }
+    const body = { mode, until: until.toISOString() };
+    if (mode === "text") {
+      const text = $("#ov-text").value;
+      if (!/^[\x20-\x7e]{1,16}$/.test(text)) {
+        msg.textContent = "Text: 1-16 printable ASCII characters.";
+        return;
+      }
+      body.text = text;
+    }
+    const reason = $("#ov-reason").value.trim();
+    if (reason) body.reason = reason;
+    msg.textContent = "setting…";
+    const r = await api(`v1/displays/${encodeURIComponent(id)}/override`, { auth: true, method: "PUT", body });
+    if (r.status === 200) msg.textContent = `Set: the sign shows "${r.data.text}" until ${fmtTime(r.data.override.until)}.`;
+    else if (r.status === 401 || r.status === 403) msg.textContent = "Admin key needed.";
+    else msg.textContent = `Not set: ${detailOf(r)}`;
+    refreshOperator();
+  }
+
+  async function clearOverride() {
+    const id = S.selectedSign;
+    const msg = $("#ov-message");
+    msg.textContent = "clearing…";
+    const r = await api(`v1/displays/${encodeURIComponent(id)}/override`, { auth: true, method: "DELETE" });
+    if (r.status === 200) msg.textContent = `Cleared: the sign shows "${r.data.text}" (${r.data.state}).`;
+    else if (r.status === 401 || r.status === 403) msg.textContent = "Admin key needed.";
+    else msg.textContent = `Not cleared: ${detailOf(r)}`;
+    refreshOperator();
+  }
+
+  // -- start ----------------------------------------------------------------------------------------
+
+  function tick() {
+    const newest = Math.max(0, ...Object.values(S.receivedAt));
+    $("#updated").textContent = newest ? `updated ${fmtAge((Date.now() - newest) / 1000)} ago` : "";
+    renderLots();
+    renderLockers();
+  }
+
+  function wire() {
+    $("#key-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const key = $("#api-key").value.trim();
+      try {
+        if (key) sessionStorage.setItem(KEY_STORE, key);
+      } catch (err) {
+        $("#key-message").textContent = "this browser keeps no session storage";
+      }
+      $("#api-key").value = "";
+      applyKey();
+    });
+    $("#key-forget").addEventListener("click", () => {
+      try {
+        sessionStorage.removeItem(KEY_STORE);
+      } catch (err) {
+        /* nothing kept */
+      }
+      $("#api-key").value = "";
+      applyKey();
+    });
+    $("#history-of").addEventListener("change", () => {
+      const [kind, ...rest] = $("#history-of").value.split(":");
+      selectHistory(kind, rest.join(":"), false);
+    });
+    $("#history-span").addEventListener("change", loadHistory);
+    $("#override-form").addEventListener("submit", setOverride);
+    $("#ov-clear").addEventListener("click", clearOverride);
+    $("#ov-mode").addEventListener("change", updateOverrideGate);
+    window.addEventListener("resize", () => {
+      const c = S.history.chart;
+      if (c) c.setSize({ width: Math.max(320, $("#history-chart").clientWidth), height: 280 });
+    });
+  }
+
+  async function start() {
+    const [site, spec] = await Promise.all([api("v1/site"), api("openapi.json")]);
+    if (spec.status === 200 && spec.data && spec.data.paths) S.paths = new Set(Object.keys(spec.data.paths).map(norm));
+    if (site.status !== 200) {
+      setLive("reconnecting", "site plan not available");
+      setTimeout(start, 5000);
+      return;
+    }
+    S.plan = site.data;
+    try {
+      new Intl.DateTimeFormat("en-GB", { timeZone: site.data.timezone });
+      S.tz = site.data.timezone;
+    } catch (err) {
+      S.tz = "UTC";
+    }
+    $("#site-name").textContent = site.data.name;
+    document.title = `${site.data.name}: district console`;
+    buildPlan(site.data);
+    fillHistoryChoices(site.data);
+    markSelected();
+    connectLive();
+    await applyKey();
+    setInterval(tick, 5000);
+    setInterval(refreshOperator, 5000);
+    setInterval(() => { if (atLeast("operator")) loadHistory(); }, 60000);
+    document.body.dataset.ready = "1";
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    wire();
+    start();
+  });
+})();

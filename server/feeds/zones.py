@@ -1,0 +1,104 @@
+"""The zone state the crowd feeds serialize (FIWARE CrowdFlowObserved).
+
+The feeds depend only on this shape, so any object with these attributes fits
+(:class:`ZoneState` is a Protocol). :func:`from_crowd` takes the live zone
+store's answer (:class:`server.models.ZoneCrowd`); :func:`zones_without_data`
+gives every configured zone as ``nodata``: a zone with no working camera says
+so, never 0 people.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol
+
+from contracts.site import SiteConfig
+from server import models
+
+CrowdLevel = Literal["low", "moderate", "high", "very_high", "nodata"]
+
+
+class ZoneState(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def coords(self) -> models.Coords | None: ...
+    #: People the zone holds comfortably (site configuration).
+    @property
+    def capacity(self) -> int | None: ...
+    #: Estimated people in the zone now (entries minus exits).
+    @property
+    def occupancy(self) -> int | None: ...
+    @property
+    def entries_15m(self) -> int | None: ...
+    @property
+    def exits_15m(self) -> int | None: ...
+    #: The window the 15-minute counts cover.
+    @property
+    def window_start(self) -> datetime | None: ...
+    @property
+    def window_end(self) -> datetime | None: ...
+    #: None: the zone has data but no capacity, so no level.
+    @property
+    def level(self) -> CrowdLevel | None: ...
+    @property
+    def trend(self) -> str | None: ...
+    @property
+    def observed_at(self) -> datetime | None: ...
+    @property
+    def fresh(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneSnapshot:
+    """A plain :class:`ZoneState` (tests, and the no-store fallback)."""
+
+    id: str
+    name: str
+    coords: models.Coords | None = None
+    capacity: int | None = None
+    occupancy: int | None = None
+    entries_15m: int | None = None
+    exits_15m: int | None = None
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    level: CrowdLevel | None = "nodata"
+    trend: str | None = None
+    observed_at: datetime | None = None
+    fresh: bool = False
+
+
+def zones_without_data(site: SiteConfig) -> list[ZoneSnapshot]:
+    """Every configured zone, with its static facts and no observation."""
+    return [
+        ZoneSnapshot(
+            id=z.id,
+            name=z.name,
+            coords=None if z.coords is None else models.Coords(lat=z.coords.lat, lng=z.coords.lng),
+            capacity=z.capacity,
+        )
+        for z in site.zones
+    ]
+
+
+def from_crowd(zone: models.ZoneCrowd) -> ZoneSnapshot:
+    """The feeds' view of one zone of the live zone store (the 15-minute window)."""
+    window = zone.last_15m
+    return ZoneSnapshot(
+        id=zone.id,
+        name=zone.name,
+        coords=zone.coords,
+        capacity=zone.capacity,
+        occupancy=zone.occupancy,
+        entries_15m=None if window is None else window.entries,
+        exits_15m=None if window is None else window.exits,
+        window_start=None if window is None else window.start,
+        window_end=None if window is None else window.end,
+        level=zone.level,
+        trend=zone.trend,
+        observed_at=zone.observed_at,
+        fresh=zone.fresh and zone.state == "ok",
+    )

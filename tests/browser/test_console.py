@@ -1,0 +1,610 @@
+"""The web console in a real browser, against the real server, broker and database.
+
+The server runs under uvicorn on the Dresden demo site with real Mosquitto
+and InfluxDB (the session fixtures); a simulated fleet publishes every bay,
+locker compartment, a footfall interval and each device's status over MQTT,
+as devices do. Headless Chromium (Debian's) loads ``/console/`` and the tests
+check what a person sees: no browser console errors, the same numbers as the
+API, a bay change on the page within 5 s, device health and history for an
+operator key and an "operator key needed" for anonymous visitors, and an
+admin override set in the page that shows on the display feed. Screenshots
+of each step are kept (``tests/browser/conftest.py``).
+
+Where the server has no lot history (``/v1/parking/lots/{id}/history``) the
+app under test gets a stand-in for it (operator key, synthetic points) so the
+chart's path is exercised. The zone history and alerts are checked as the
+server has them: a chart (or "no history in this span") and a table (or "no
+alerts") when it does, "not available on this server" when it does not. The
+fleet's bay readings are also written to InfluxDB (as the gateway would), so
+a real history endpoint has something to answer.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import threading
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+import uvicorn
+from fastapi import APIRouter, FastAPI, Query
+from paho.mqtt.enums import CallbackAPIVersion
+
+from contracts import (
+    CameraHealth,
+    DeviceStatus,
+    FootfallCount,
+    LineCount,
+    LockerCompartmentState,
+    Message,
+    ParkingBayState,
+    encode,
+    new_reading_id,
+    topics,
+    utcnow,
+)
+from contracts.configfile import load_model
+from contracts.site import SiteConfig
+from contracts.storage import to_points
+from district.demo import DEMO_SITE
+from district.services import Service, free_port
+from gateway.influx import line_protocol
+from server.app import create_app
+from server.auth import OperatorDep
+from server.keys import add_key
+from tests.browser.conftest import Browser
+from tests.conftest import wait_for
+from tests.integration.test_server import settings_for
+
+pytestmark = pytest.mark.browser
+
+SITE = load_model(DEMO_SITE, SiteConfig)
+SITE_ID = SITE.site.id
+#: The server's keys, one per role, as ``district keys add`` writes them (``ops`` is the admin).
+KEY_NAMES = {"display": "sign-1", "operator": "operator-1", "admin": "ops"}
+#: Share of each lot's bays occupied in the fleet (Centrum-Galerie nearly full, Wöhrl few left).
+OCCUPIED = {
+    "dresdenaltmarkt": 0.82,
+    "dresdenkarstadt": 0.55,
+    "dresdenwoehrlflorentinum": 0.93,
+    "dresdencitycenter": 0.35,
+    "dresdencentrumgalerie": 0.995,
+}
+#: Bays that never report (so the console shows unknown bays honestly).
+SILENT = {"dresdencitycenter": 12}
+
+
+# -- the server -----------------------------------------------------------------------------------------
+
+
+def history_stand_in() -> APIRouter:
+    """``GET /v1/parking/lots/{id}/history`` until the history endpoints land: synthetic, operator key."""
+    router = APIRouter()
+    totals = {lot.id: lot.total for lot in SITE.parking}
+
+    @router.get("/v1/parking/lots/{lot_id}/history", include_in_schema=True)
+    async def lot_history(
+        lot_id: str,
+        who: OperatorDep,
+        every: Annotated[str, Query()] = "5m",
+        start: Annotated[datetime | None, Query(alias="from")] = None,
+        end: Annotated[datetime | None, Query(alias="to")] = None,
+    ) -> dict[str, Any]:
+        total = totals.get(lot_id, 100)
+        step = {"5m": 300, "1h": 3600, "1d": 86400}.get(every, 300)
+        to = end or datetime.now(UTC)
+        frm = start or to - timedelta(days=1)
+        points = []
+        t = frm
+        while t < to:
+            hour = t.hour + t.minute / 60
+            busy = 0.15 + 0.75 * max(0.0, math.sin(math.pi * (hour - 7) / 13)) if 7 <= hour <= 20 else 0.15
+            occ = round(total * busy)
+            points.append(
+                {
+                    "start": t.isoformat(),
+                    "free": {"mean": total - occ, "min": max(0, total - occ - 9), "max": min(total, total - occ + 9)},
+                    "occupied": {"mean": occ},
+                }
+            )
+            t += timedelta(seconds=step)
+        return {"lot_id": lot_id, "every": every, "points": points}
+
+    return router
+
+
+class _Server(uvicorn.Server):
+    """uvicorn that ends the event streams as it stops (as ``district server`` does)."""
+
+    app: FastAPI
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        self.app.state.displays.close_streams()
+        self.app.state.live_feed.close_streams()
+        await super().shutdown(sockets)
+
+
+def route_paths(app: FastAPI) -> set[str]:
+    """The app's API paths (as its OpenAPI lists them), parameters written ``{}`` (names differ between branches)."""
+    paths = {re.sub(r"\{[^}]*\}", "{}", path) for path in app.openapi()["paths"]}
+    app.openapi_schema = None  # built again on request, with whatever is added meanwhile
+    return paths
+
+
+LOT_HISTORY = "/v1/parking/lots/{}/history"
+ZONE_HISTORY = "/v1/zones/{}/history"
+ALERTS = "/v1/alerts"
+
+
+@dataclass
+class Api:
+    url: str
+    client: httpx.Client
+    prefix: str
+    broker: Service
+    influx_url: str
+    db: str
+    #: Route paths of the server itself (before any stand-in), ``{}`` for parameters.
+    paths: set[str]
+    #: A key per role (display, operator, admin), from the server's key file.
+    keys: dict[str, str]
+
+    def get(self, path: str, key: str | None = None) -> Any:
+        r = self.client.get(path, headers={"X-API-Key": key} if key else {})
+        r.raise_for_status()
+        return r.json()
+
+
+@pytest.fixture(scope="module")
+def api(mosquitto: Service, influxd: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    db = f"t{uuid.uuid4().hex[:10]}"
+    influx_url = f"http://{influxd.host}:{influxd.port}"
+    q = urllib.parse.urlencode({"q": f'CREATE DATABASE "{db}"'}).encode()
+    urllib.request.urlopen(f"{influx_url}/query", data=q, timeout=10).read()
+    keyfile = tmp_path_factory.mktemp("console-keys") / "api-keys"
+    keys = {role: add_key(keyfile, name, role) for role, name in KEY_NAMES.items()}  # type: ignore[arg-type]
+    settings = settings_for(
+        DEMO_SITE,
+        prefix,
+        mosquitto.port,
+        influx_url,
+        db,
+        keys_file=keyfile,
+        state_dir=tmp_path_factory.mktemp("console-state"),
+    )
+    app = create_app(settings)
+    paths = route_paths(app)
+    if LOT_HISTORY not in paths:
+        app.include_router(history_stand_in())
+    port = free_port()
+    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
+    server.app = app
+    thread = threading.Thread(target=server.run, name="uvicorn-console", daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started or not thread.is_alive(), timeout=30, what="uvicorn to start")
+        assert server.started, "the app did not start"
+        url = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=url, timeout=10) as client:
+            wait_for(lambda: client.get("/healthz").status_code == 200, timeout=20, what="healthz ok")
+            yield Api(url, client, prefix, mosquitto, influx_url, db, paths, keys)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        assert not thread.is_alive(), "uvicorn did not stop"
+        q = urllib.parse.urlencode({"q": f'DROP DATABASE "{db}"'}).encode()
+        urllib.request.urlopen(f"{influx_url}/query", data=q, timeout=10).read()
+
+
+# -- the fleet -----------------------------------------------------------------------------------------------
+
+
+class Fleet:
+    """Publishes as the site's devices do (QoS 1), and remembers each bay's last status."""
+
+    def __init__(self, broker: Service, prefix: str) -> None:
+        self.prefix = prefix
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"console-fleet-{uuid.uuid4().hex[:8]}")
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        self.bays: dict[tuple[str, str], str] = {}
+        self.sent: list[Message] = []
+
+    def publish(self, messages: Sequence[Message], *, retain: bool = False) -> None:
+        infos = [
+            self.client.publish(
+                topics.build(self.prefix, SITE_ID, m.device_id, m.kind), encode(m), qos=1, retain=retain
+            )
+            for m in messages
+        ]
+        for info in infos:
+            info.wait_for_publish(10)
+            assert info.is_published()
+        self.sent.extend(messages)
+
+    def store(self, influx_url: str, db: str) -> None:
+        """What was published, written to InfluxDB as the gateway stores it (history for a real endpoint)."""
+        lines = [
+            line_protocol(p)
+            for m in self.sent
+            for p in to_points(m, site_id=SITE_ID, received_at=m.observed_at + timedelta(milliseconds=50))
+        ]
+        params = urllib.parse.urlencode({"db": db, "precision": "ns"})
+        req = urllib.request.Request(f"{influx_url}/write?{params}", data="\n".join(lines).encode(), method="POST")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert r.status == 204
+
+    def bay(self, lot_id: str, bay_id: str, status: str) -> ParkingBayState:
+        self.bays[(lot_id, bay_id)] = status
+        return ParkingBayState(
+            device_id=f"edge-{lot_id}",
+            observed_at=utcnow(),
+            reading_id=new_reading_id(),
+            lot_id=lot_id,
+            bay_id=bay_id,
+            status=status,  # type: ignore[arg-type]
+        )
+
+    def populate(self) -> None:
+        rnd = random.Random(20260504)
+        now = utcnow()
+        bays = []
+        for lot in SITE.parking:
+            ids = lot.bay_ids()
+            silent = SILENT.get(lot.id, 0)
+            reporting = ids[: len(ids) - silent]
+            occupied = set(rnd.sample(reporting, round(len(reporting) * OCCUPIED[lot.id])))
+            bays += [self.bay(lot.id, b, "occupied" if b in occupied else "free") for b in reporting]
+        self.publish(bays)
+        lockers = []
+        for bank in SITE.lockers:
+            for n, c in enumerate(bank.compartment_list()):
+                status = "occupied" if n % 3 else "free"
+                if n == 5:
+                    status = "out_of_service"
+                lockers.append(
+                    LockerCompartmentState(
+                        device_id=f"edge-{bank.id}",
+                        observed_at=now,
+                        reading_id=new_reading_id(),
+                        bank_id=bank.id,
+                        compartment_id=c.id,
+                        status=status,  # type: ignore[arg-type]
+                        door="open" if n == 1 else "closed",
+                    )
+                )
+        self.publish(lockers)
+        camera = SITE.cameras[0]
+        footfall = FootfallCount(
+            device_id=camera.device,
+            observed_at=now,
+            reading_id=new_reading_id(),
+            zone_id="altmarkt",
+            camera_id=camera.id,
+            interval_start=now - timedelta(seconds=60),
+            occupancy=640,
+            lines=[LineCount(line_id=ln.id, towards=40 + 7 * i, away=31 + 5 * i) for i, ln in enumerate(camera.lines)],
+        )
+        self.publish([footfall])
+        statuses = []
+        for n, device in enumerate(SITE.devices):
+            cameras = (
+                [CameraHealth(camera_id=camera.id, state="ok", fps=12.4, dropped_frames=17, last_frame_age_s=0.1)]
+                if device.kind == "camera_node"
+                else []
+            )
+            statuses.append(
+                DeviceStatus(
+                    device_id=device.id,
+                    observed_at=now,
+                    reading_id=new_reading_id(),
+                    state="degraded" if device.kind == "locker_controller" else "online",
+                    reason="battery low" if device.kind == "locker_controller" else None,
+                    uptime_s=86_400.0 + n * 3_600,
+                    battery_pct=15.0 if device.kind == "locker_controller" else 96.0,
+                    signal_dbm=-61.0 - n,
+                    firmware="1.4.2",
+                    cameras=cameras,
+                    outbox_pending=0 if n else 140,
+                )
+            )
+        self.publish(statuses)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture(scope="module")
+def fleet(api: Api) -> Iterator[Fleet]:
+    fleet = Fleet(api.broker, api.prefix)
+    try:
+        fleet.populate()
+        fleet.store(api.influx_url, api.db)
+        total = sum(lot.total - SILENT.get(lot.id, 0) for lot in SITE.parking)
+
+        def reported() -> bool:
+            lots = api.get("/v1/parking/lots")
+            return sum(lot["free"] + lot["occupied"] for lot in lots) == total
+
+        wait_for(reported, timeout=20, what="every published bay in the live state")
+        wait_for(lambda: api.get("/v1/zones/altmarkt")["state"] == "ok", what="the footfall interval")
+        wait_for(lambda: len(api.get("/v1/devices", api.keys["operator"])) >= len(SITE.devices), what="device statuses")
+        yield fleet
+    finally:
+        fleet.close()
+
+
+# -- the page ------------------------------------------------------------------------------------------------
+
+READ_PAGE = """
+const rows = (sel, fields) => [...document.querySelectorAll(sel + ' tbody tr')].map(tr => {
+  const out = {id: tr.dataset.id};
+  for (const f of fields) {
+    const c = tr.querySelector('[data-field=' + f + ']');
+    out[f] = c ? c.textContent.trim() : null;
+  }
+  return out;
+});
+return {
+  lots: rows('#lots-table', ['free', 'occupied', 'unknown', 'total', 'state']),
+  lockers: rows('#lockers-table', ['free', 'occupied', 'out_of_service', 'unknown', 'state']),
+  zones: rows('#zones-table', ['occupancy']),
+  signs: rows('#signs-table', ['text', 'state', 'mode']),
+  plan_free: Object.fromEntries([...document.querySelectorAll('#plan .mark.lot')].map(
+    g => [g.dataset.id, g.getAttribute('data-free')])),
+  live: document.body.dataset.live,
+  role: document.body.dataset.role,
+};
+"""
+
+
+#: A chart drawn, or the page saying the span holds no history (a real endpoint on a fresh database).
+CHART_OR_EMPTY = (
+    "(document.querySelector('#history-chart canvas') !== null"
+    " || document.querySelector('#history-chart [data-empty]') !== null)"
+)
+
+
+def open_console(browser: Browser, api: Api, key: str | None = None) -> None:
+    """Load the console fresh (a key, if any, as a visitor would type it) and wait until it is live."""
+    # A new tab is a new visitor: its sessionStorage starts empty (no key from an earlier test).
+    old = browser.driver.current_window_handle
+    browser.driver.switch_to.new_window("tab")
+    new = browser.driver.current_window_handle
+    browser.driver.switch_to.window(old)
+    browser.driver.close()
+    browser.driver.switch_to.window(new)
+    browser.driver.get(f"{api.url}/console/")
+    wait_page(
+        browser,
+        "document.body.dataset.ready === '1' && document.body.dataset.live === 'open'"
+        " && document.querySelectorAll('#lots-table tbody tr').length > 0",
+        what="the console to go live",
+    )
+    if key is not None:
+        from selenium.webdriver.common.by import By
+
+        field = browser.driver.find_element(By.ID, "api-key")
+        field.send_keys(key)
+        browser.driver.find_element(By.ID, "key-use").click()
+        wait_page(browser, "document.body.dataset.role !== 'public'", what="the key to be taken")
+
+
+def wait_page(browser: Browser, condition: str, timeout: float = 10.0, what: str = "") -> None:
+    wait_for(lambda: browser.js(f"return !!({condition});"), timeout=timeout, what=what or condition)
+
+
+def no_console_errors(browser: Browser) -> None:
+    severe = browser.severe()
+    assert not severe, "browser console errors:\n" + "\n".join(str(e) for e in severe)
+
+
+def page(browser: Browser) -> dict[str, Any]:
+    result: dict[str, Any] = browser.js(READ_PAGE)
+    return result
+
+
+# -- the tests -------------------------------------------------------------------------------------------------
+
+
+def test_console_is_served_from_the_package_with_a_strict_policy(api: Api) -> None:
+    r = api.client.get("/console", follow_redirects=False)
+    assert r.status_code in (307, 308) and r.headers["location"].endswith("/console/")
+    r = api.client.get("/console/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in r.headers["content-security-policy"]
+    assert "connect-src 'self'" in r.headers["content-security-policy"]
+    for asset in ("console.js", "console.css", "favicon.svg", "vendor/uPlot.iife.min.js", "vendor/uPlot.min.css"):
+        assert api.client.get(f"/console/{asset}").status_code == 200, asset
+    assert not any(p.startswith("/console") for p in api.client.get("/openapi.json").json()["paths"])
+
+
+def test_the_console_loads_without_errors_and_shows_the_apis_numbers(api: Api, fleet: Fleet, browser: Browser) -> None:
+    open_console(browser, api)
+    lots = api.get("/v1/parking/lots")
+    wait_page(browser, f"document.querySelectorAll('#lots-table tbody tr').length === {len(lots)}")
+    # Nothing is published meanwhile, so the API's answers and the page must agree exactly.
+    shown = page(browser)
+    lots = api.get("/v1/parking/lots")
+    assert [r["id"] for r in shown["lots"]] == [lot["id"] for lot in lots]
+    for row, lot in zip(shown["lots"], lots, strict=True):
+        assert row["free"] == str(lot["free"]) and row["occupied"] == str(lot["occupied"]), (row, lot)
+        assert row["unknown"] == str(lot["unknown"]) and row["total"] == str(lot["total"]), (row, lot)
+        assert row["state"] == lot["state"]
+        assert shown["plan_free"][lot["id"]] == str(lot["free"])
+    assert any(lot["unknown"] for lot in lots) and any(lot["state"] == "full" for lot in lots)
+    for row, bank in zip(shown["lockers"], api.get("/v1/lockers"), strict=True):
+        assert row["id"] == bank["id"] and row["free"] == str(bank["free"])
+        assert row["out_of_service"] == str(bank["out_of_service"])
+    for row, zone in zip(shown["zones"], api.get("/v1/zones"), strict=True):
+        assert row["id"] == zone["id"]
+        assert row["occupancy"] == (str(zone["occupancy"]) if zone["occupancy"] is not None else "–")
+    for row, sign in zip(shown["signs"], api.get("/v1/displays"), strict=True):
+        assert row["id"] == sign["display_id"] and row["text"] == (sign["text"] or "")
+        assert row["mode"] == sign["mode"] and row["state"] == sign["state"]
+    # An anonymous visitor: public data only, and the page says what a key would add.
+    assert shown["role"] == "public"
+    assert browser.js("return document.getElementById('devices-table').hidden") is True
+    gate = browser.js("return document.getElementById('devices-gate').textContent")
+    assert "Operator key needed" in gate
+    browser.screenshot("01-public")
+    no_console_errors(browser)
+
+
+def test_a_bay_change_shows_on_the_page_within_5_s(api: Api, fleet: Fleet, browser: Browser) -> None:
+    open_console(browser, api)
+    lot_id = "dresdenkarstadt"
+    bay_id = next(b for (lot, b), status in fleet.bays.items() if lot == lot_id and status == "free")
+    before = api.get(f"/v1/parking/lots/{lot_id}")["free"]
+    script = f"return document.querySelector('#lots-table tr[data-id=\"{lot_id}\"] [data-field=free]').textContent"
+    assert browser.js(script) == str(before)
+    started = time.monotonic()
+    fleet.publish([fleet.bay(lot_id, bay_id, "occupied")])
+    wait_for(lambda: browser.js(script) == str(before - 1), timeout=5, interval=0.02, what="the page to show it")
+    took = time.monotonic() - started
+    assert api.get(f"/v1/parking/lots/{lot_id}")["free"] == before - 1
+    plan = f"return document.querySelector('#plan .mark.lot[data-id=\"{lot_id}\"]').getAttribute('data-free')"
+    assert browser.js(plan) == str(before - 1)
+    assert took < 5
+    # ... and back.
+    fleet.publish([fleet.bay(lot_id, bay_id, "free")])
+    wait_for(lambda: browser.js(script) == str(before), timeout=5, interval=0.02, what="the page to show it back")
+    browser.screenshot("02-after-bay-change")
+    no_console_errors(browser)
+
+
+def test_an_operator_key_sees_devices_and_history_an_anonymous_visitor_does_not(
+    api: Api, fleet: Fleet, browser: Browser
+) -> None:
+    open_console(browser, api)
+    # Anonymous: a clear "operator key needed" for devices and history, no rows, no chart.
+    assert browser.js("return document.querySelectorAll('#devices-table tbody tr').length") == 0
+    assert "Operator key needed" in browser.js("return document.getElementById('devices-gate').textContent")
+    history_gate = "return document.getElementById('history-gate')"
+    assert "Operator key needed" in browser.js(history_gate + ".textContent")
+    assert browser.js("return document.querySelector('#history-chart canvas')") is None
+    no_console_errors(browser)
+
+    # A sign's key (role display): public data only, and the page says the key is not an operator's.
+    open_console(browser, api, api.keys["display"])
+    wait_page(browser, "document.body.dataset.role === 'display'")
+    assert "not an operator key" in browser.js("return document.getElementById('devices-gate').textContent")
+    assert browser.js("return document.querySelectorAll('#devices-table tbody tr').length") == 0
+    no_console_errors(browser)
+
+    open_console(browser, api, api.keys["operator"])
+    wait_page(browser, "document.body.dataset.role === 'operator'")
+    assert browser.js("return document.getElementById('key-message').textContent") == 'key "operator-1"'
+    wait_page(browser, f"document.querySelectorAll('#devices-table tbody tr').length === {len(SITE.devices)}")
+    assert browser.js("return document.getElementById('devices-gate').hidden") is True
+    devices = {d["id"]: d for d in api.get("/v1/devices", api.keys["operator"])}
+    rows = browser.js(
+        "return [...document.querySelectorAll('#devices-table tbody tr')].map(tr =>"
+        " [tr.dataset.id, tr.querySelector('[data-field=state] .badge').textContent])"
+    )
+    assert {i: s for i, s in rows} == {i: d["state"] for i, d in devices.items()}
+    assert "degraded" in {s for _, s in rows}
+    # Lot history: a chart with the answer's points (the stand-in's 24 h by 5 min, or the server's own).
+    wait_page(browser, CHART_OR_EMPTY, what="the history chart")
+    assert browser.js(history_gate + ".hidden") is True
+    if LOT_HISTORY not in api.paths:
+        assert int(browser.js("return document.getElementById('history-chart').dataset.points")) >= 280
+    # An operator may not override signs or read their audit log: said so, and never asked (no 403 logged).
+    assert browser.js("return document.getElementById('audit-table').hidden") is True
+    assert "Admin key needed" in browser.js("return document.getElementById('audit-gate').textContent")
+    browser.screenshot("03-operator")
+    # Zone history: a chart where the server has it, else "not available" (and nothing asked that fails).
+    browser.js(
+        "const s = document.getElementById('history-of'); s.value = 'zone:altmarkt';"
+        " s.dispatchEvent(new Event('change'));"
+    )
+    if ZONE_HISTORY in api.paths:
+        wait_page(browser, CHART_OR_EMPTY + " && document.getElementById('history-gate').hidden")
+    else:
+        wait_page(browser, "document.getElementById('history-gate').textContent.includes('not available')")
+        assert browser.js("return document.querySelector('#history-chart canvas')") is None
+    no_console_errors(browser)
+
+
+def test_an_admin_override_set_in_the_console_shows_on_the_display_feed(
+    api: Api, fleet: Fleet, browser: Browser
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    display = "vms-wilsdruffer"
+    open_console(browser, api, api.keys["admin"])
+    wait_page(browser, "document.body.dataset.role === 'admin'")
+    browser.driver.find_element(By.CSS_SELECTOR, f"#signs-table tr[data-id='{display}']").click()
+    wait_page(browser, "!document.getElementById('override-form').hidden", what="the override form")
+    wait_page(browser, "document.getElementById('sign-feed').dataset.mode === 'auto'", what="the sign's own feed")
+    Select(browser.driver.find_element(By.ID, "ov-mode")).select_by_value("text")
+    browser.driver.find_element(By.ID, "ov-text").send_keys("MARKT HEUTE")
+    browser.driver.find_element(By.ID, "ov-reason").send_keys("market day")
+    browser.driver.find_element(By.ID, "ov-set").click()
+
+    sign = wait_for(
+        lambda: (s := api.get(f"/v1/displays/{display}"))["mode"] == "text" and s, timeout=5, what="the override"
+    )
+    assert sign["text"] == "MARKT HEUTE" and sign["state"] == "text"
+    assert sign["override"]["by"] == "ops" and sign["override"]["reason"] == "market day"
+    # The page shows it from the sign's display feed, in the signs table, on the plan and in the audit log.
+    wait_page(browser, "document.getElementById('sign-feed').dataset.text === 'MARKT HEUTE'")
+    wait_page(
+        browser, f"document.querySelector('#signs-table tr[data-id=\"{display}\"] .led').textContent === 'MARKT HEUTE'"
+    )
+    wait_page(
+        browser,
+        f"document.querySelector('#plan .mark.sign[data-id=\"{display}\"] .value').textContent === 'MARKT HEUTE'",
+    )
+    wait_page(browser, "document.querySelectorAll('#audit-table tbody tr').length > 0", what="the audit log")
+    assert "market day" in browser.js("return document.querySelector('#audit-table tbody tr').textContent")
+    browser.screenshot("04-admin-override")
+
+    browser.driver.find_element(By.ID, "ov-clear").click()
+    wait_for(lambda: api.get(f"/v1/displays/{display}")["mode"] == "auto", timeout=5, what="the override cleared")
+    wait_page(browser, "document.getElementById('sign-feed').dataset.mode === 'auto'")
+    no_console_errors(browser)
+
+
+def test_alerts_as_the_server_has_them(api: Api, fleet: Fleet, browser: Browser) -> None:
+    """Alerts for a key where the server has them; otherwise the console says so and asks for nothing."""
+    open_console(browser, api)
+    if ALERTS in api.paths:
+        assert "Operator key needed" in browser.js("return document.getElementById('alerts-gate').textContent")
+        assert browser.js("return document.getElementById('alerts-table').hidden") is True
+        # The fleet's locker controller reports a 15 % battery: an alert the page lists as the API does.
+        alerts = wait_for(
+            lambda: (
+                [a for a in api.get(ALERTS, api.keys["operator"]) if a["kind"] == "battery_low"]
+                and api.get(ALERTS, api.keys["operator"])
+            ),
+            what="a battery_low alert",
+        )
+        open_console(browser, api, api.keys["operator"])
+        wait_page(browser, f"document.querySelectorAll('#alerts-table tbody tr').length === {len(alerts)}")
+        shown = browser.js("return [...document.querySelectorAll('#alerts-table tbody tr')].map(tr => tr.dataset.id)")
+        assert sorted(shown) == sorted(a["id"] for a in alerts)
+        pill = browser.js("return document.getElementById('alert-count').textContent")
+        assert pill.startswith(f"{len(alerts)} alert")
+        battery = next(a for a in alerts if a["kind"] == "battery_low")
+        row = f'#devices-table tr[data-id="{battery["subject"]["id"]}"]'
+        wait_page(browser, f"document.querySelector('{row}').classList.contains('alerted')")
+        browser.screenshot("05-alerts")
+    else:
+        wait_page(browser, "document.getElementById('alerts-gate').textContent.includes('not available')")
+        assert browser.js("return document.getElementById('alerts-table').hidden") is True
+    no_console_errors(browser)
