@@ -80,6 +80,7 @@ class Gateway:
             queue_bound=settings.queue_bound,
             confirmations=lambda: self.intake.confirmations_sent,
             connected=self.intake.is_connected,
+            writer_pid=lambda: self.writer_pid,
         )
         self._link = WriterLink(
             settings,

@@ -168,6 +168,8 @@ def test_metrics_and_late_points_of_the_writer_process_reach_the_intakes_listene
         assert m["district_gateway_batch_points_sum"] >= 41
         assert m["district_gateway_write_duration_seconds_count"] == m["district_gateway_batch_points_count"]
         assert m["district_gateway_ack_lag_seconds_count"] >= 1
+        assert m["district_gateway_writer_process_cpu_seconds_total"] > 0
+        assert m["district_gateway_writer_process_resident_memory_bytes"] > 0
         # The late reading's rollup buckets are rebuilt by the history thread of this process.
         wait_for(lambda: gw.history is not None and gw.history.backfills > 0, 20, what="a backfill of the late point")
     finally:
