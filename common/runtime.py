@@ -3,7 +3,9 @@ needs so that its children never outlive it.
 
 * :func:`stop_on_signals`: one stop event that SIGINT, SIGTERM and SIGHUP
   reach, so a service manager, Ctrl-C and a closed terminal stop a component
-  the same way. Under a supervisor it also watches the parent (below).
+  the same way. Under a supervisor it also watches the parent (below). The
+  signal handler itself only writes the signal's number to a pipe; a thread
+  logs it and sets the event (:class:`_SignalRelay`).
 * :func:`watch_parent`: a daemon thread that notices when the process that
   started this one has gone (``os.getppid()`` changes when the kernel
   reparents an orphan) and calls back. Portable (Linux and macOS), and it
@@ -20,6 +22,7 @@ needs so that its children never outlive it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -43,21 +46,62 @@ WATCH_INTERVAL_S = 0.5
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
+class _SignalRelay:
+    """Stop signals to the stop event, outside the signal handler.
+
+    Python runs a signal handler on the main thread between two bytecodes of
+    whatever it was doing. If that was inside ``Event.wait``/``Event.set``
+    (the main loops wait on the stop event) or a logging call, the thread
+    holds the event's lock or a handler's lock, and a handler that sets the
+    event or logs waits for a lock its own thread holds: the process hangs
+    and never stops. So the handler only writes the signal number to a
+    non-blocking pipe (no Python lock), and a daemon thread reads it, logs
+    and sets the event.
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._write_fd, False)
+        #: The event the latest :func:`stop_on_signals` call handed out (its handlers replaced any earlier ones).
+        self.event: threading.Event | None = None
+        threading.Thread(target=self._run, name="stop-signals", daemon=True).start()
+
+    def handler(self, signum: int, _frame: FrameType | None) -> None:
+        with contextlib.suppress(OSError):  # the pipe is full: wake-ups are pending anyway
+            os.write(self._write_fd, bytes((signum,)))
+
+    def _run(self) -> None:
+        while True:
+            data = os.read(self._read_fd, 64)
+            for signum in data:
+                log.info("received %s: stopping", signal.Signals(signum).name)
+            event = self.event
+            if event is not None:
+                event.set()
+
+
+_relay: _SignalRelay | None = None
+
+
 def stop_on_signals(stop: threading.Event | None = None, *, watch: bool = True) -> threading.Event:
     """Install SIGINT/SIGTERM/SIGHUP handlers that set (and return) ``stop``. Main thread only.
 
-    With ``watch`` (the default) and :data:`SUPERVISOR_ENV` set, also start
+    The event is set (and the signal logged) by a thread a moment after the
+    handler ran, never by the handler (see :class:`_SignalRelay`). With
+    ``watch`` (the default) and :data:`SUPERVISOR_ENV` set, also start
     :func:`watch_parent` so the event is set when the supervisor has gone.
     Raises ValueError when called from another thread than the main one.
     """
+    global _relay
+    if threading.current_thread() is not threading.main_thread():
+        raise ValueError("stop_on_signals() must be called from the main thread")
     event = stop or threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s: stopping", signal.Signals(signum).name)
-        event.set()
-
+    if _relay is None or _relay.pid != os.getpid():  # a forked child has the pipe but not the thread
+        _relay = _SignalRelay()
+    _relay.event = event
     for sig in STOP_SIGNALS:
-        signal.signal(sig, on_signal)
+        signal.signal(sig, _relay.handler)
     if watch:
         watch_parent(event.set)
     return event

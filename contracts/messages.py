@@ -93,6 +93,12 @@ _RFC3339 = re.compile(
 )
 
 
+#: The form almost every device sends: UTC ('Z'), seconds 00-59, at most 6 fraction digits. These
+#: are parsed by ``datetime.fromisoformat`` (0.1 µs, against 2.3 µs for :func:`_parse_rfc3339`);
+#: anything else, and anything ``fromisoformat`` refuses (a 30th of February), takes the full parser.
+_RFC3339_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:[0-5]\d(?:\.\d{1,6})?Z", re.ASCII)
+
+
 def _bad_timestamp(value: object, why: str) -> PydanticCustomError:
     shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
     return PydanticCustomError(
@@ -135,6 +141,14 @@ def parse_timestamp(value: object) -> datetime:
     Errors: raises ``PydanticCustomError`` of type ``rfc3339_timestamp``, which
     :func:`decode` counts as ``bad_timestamp``.
     """
+    if type(value) is str and _RFC3339_UTC.fullmatch(value):
+        try:
+            fast = datetime.fromisoformat(value)  # aware, UTC: the pattern ends in 'Z'
+        except ValueError:
+            pass  # no such date or time: the full parser says why
+        else:
+            if STORE_TIME_MIN <= fast <= STORE_TIME_MAX:
+                return fast
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise _bad_timestamp(value, "no UTC offset (naive)")
@@ -382,6 +396,10 @@ class TimePolicy(BaseModel):
     max_age_s: float = 14 * 24 * 3600.0
 
 
+_DEFAULT_POLICY = TimePolicy()
+_DEFAULT_LIMITS = (timedelta(seconds=_DEFAULT_POLICY.max_future_s), timedelta(seconds=_DEFAULT_POLICY.max_age_s))
+
+
 def decode(payload: bytes, *, now: datetime | None = None, policy: TimePolicy | None = None) -> Message:
     """Parse and validate one payload; raise :class:`MessageRejected`.
 
@@ -436,16 +454,23 @@ def check_time(
 
     ``past=False`` checks only the future bound (a last will's time is old by design).
     """
-    policy = policy or TimePolicy()
+    future, age = _limits(policy)
     now = now or utcnow()
-    if observed_at > now + timedelta(seconds=policy.max_future_s):
+    if observed_at > now + future:
         raise MessageRejected(
             "future_timestamp", f"observed_at {observed_at.isoformat()} is ahead of {now.isoformat()}"
         )
-    if past and observed_at < now - timedelta(seconds=policy.max_age_s):
+    if past and observed_at < now - age:
         raise MessageRejected(
-            "stale_timestamp", f"observed_at {observed_at.isoformat()} is older than {policy.max_age_s:.0f} s"
+            "stale_timestamp", f"observed_at {observed_at.isoformat()} is older than {age.total_seconds():.0f} s"
         )
+
+
+def _limits(policy: TimePolicy | None) -> tuple[timedelta, timedelta]:
+    """(max future, max age) of ``policy``; the default policy's are computed once."""
+    if policy is None:
+        return _DEFAULT_LIMITS
+    return timedelta(seconds=policy.max_future_s), timedelta(seconds=policy.max_age_s)
 
 
 def encode(message: _Message) -> bytes:

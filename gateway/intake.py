@@ -7,13 +7,19 @@ a message is acknowledged by :meth:`MqttIntake.ack`, which the writer calls
 once InfluxDB has the message (or once a rejected one is in the dead-letter
 file), in receive order.
 
-``on_message`` stays short (validate, enqueue) so paho's network thread keeps
-up with keepalives. The queue is bounded: when full, the network thread waits
-(TCP back-pressure on the broker) instead of buffering without limit.
+``on_message`` stays short: it hands the message on raw (topic, payload,
+retain flag, receive time) to the :class:`gateway.handoff.Inbox`, which
+passes it in batches to the writer side (:mod:`gateway.processor`: validation,
+batching, InfluxDB, dead letters), by default in a process of its own, so
+paho's network loop has this process's interpreter lock to itself. The inbox
+is bounded: when full, the network thread waits (TCP back-pressure on the
+broker) instead of buffering without limit. The writer side reports what it
+has stored; :class:`gateway.handoff.WriterLink` then acknowledges it here
+(:meth:`MqttIntake.ack_raw`), in receive order.
 
 Acknowledgement ids (``mid``) belong to one connection: after a reconnect the
 broker resends every unacknowledged message, possibly reusing ids for new
-messages once old ones are acknowledged. So each item carries the connection
+messages once old ones are acknowledged. So each message is kept with the connection
 generation it arrived on, and acks for an older generation are not sent: the
 message is written anyway (idempotent) and acknowledged when its redelivered
 copy comes through.
@@ -24,7 +30,7 @@ not silently unmatched; with ``share_group`` set (worker processes,
 :mod:`gateway.workers`), as one member of ``$share/{group}/{prefix}/#``: the
 broker gives each message to one member. Control traffic (``…/stored`` confirmations) and a
 cleared retained status (empty payload on a status topic) are acknowledged
-in their place and counted as :class:`~gateway.pipeline.Ignored`.
+in their place and counted as :class:`~gateway.pipeline.Ignored` (by the writer side).
 
 End-to-end confirmation (:mod:`contracts.confirm`): every acknowledged reading
 that carries ``epoch``/``seq`` (stored, or dead-lettered: re-sending cannot
@@ -43,14 +49,10 @@ error (:attr:`MqttIntake.fatal`): the gateway exits with status 3.
 
 from __future__ import annotations
 
-import json
 import logging
-import queue
-import re
 import threading
 import time
-from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -61,10 +63,10 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 import contracts
 from common.clash import ClashDetector
-from contracts import DeviceStatus, MessageRejected, confirm, new_reading_id, topics, utcnow
-from contracts.messages import ID_PATTERN
+from contracts import DeviceStatus, confirm, new_reading_id, topics, utcnow
 from contracts.site import SiteConfig
-from gateway.pipeline import Accepted, Ignored, Item, QueueEntry, RateLimitedLog, Rejected, Stats
+from gateway.pipeline import Item, RateLimitedLog, Stats
+from gateway.processor import NON_UTF8_TOPIC, confirm_key, valid_id
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -72,11 +74,27 @@ log = logging.getLogger(__name__)
 FIRMWARE = "district-gateway 0.1.0"
 
 
+class Handoff(Protocol):
+    """Where ``on_message`` puts each message, raw (:class:`gateway.handoff.Inbox`)."""
+
+    def put_raw(
+        self, gen: int, mid: int, qos: int, topic: str | None, payload: bytes, retain: bool, received_ns: int
+    ) -> bool: ...
+
+    def qsize(self) -> int: ...
+
+
 class MqttIntake:
+    """paho's client: connection, subscription, raw hand-off, acknowledgements, confirmations, status.
+
+    ``q``: where received messages go (raw); ``stats``: counts the
+    acknowledgements that could not be sent (``stale_acks``).
+    """
+
     def __init__(
         self,
         settings: GatewaySettings,
-        q: queue.Queue[QueueEntry],
+        q: Handoff,
         stats: Stats,
         *,
         site: SiteConfig | None = None,
@@ -110,7 +128,7 @@ class MqttIntake:
         self._confirm_thread: threading.Thread | None = None
         self.confirmations_sent = 0
         self.status_topic: str | None = None
-        if _valid_id(settings.mqtt_client_id):
+        if valid_id(settings.mqtt_client_id):
             self.status_topic = topics.status_topic(self._prefix, self._site_id, settings.mqtt_client_id)
         else:
             log.warning("client id %r is not a valid device id: no status topic", settings.mqtt_client_id)
@@ -193,35 +211,36 @@ class MqttIntake:
     # -- acknowledgements (writer thread) ------------------------------------------
 
     def ack(self, item: Item) -> None:
+        """Acknowledge a handled item (its ``mid``, ``qos`` and ``gen`` are the MQTT ones) and note it to confirm."""
         if self._settings.confirm:
-            self._note_handled(item)
-        if item.qos == 0:
+            key = confirm_key(item)
+            if key is not None:
+                site_id, device_id, epoch, seq = key
+                self.note_confirmations({(site_id, device_id, epoch): [seq]})
+        self.ack_raw(item.gen, item.mid, item.qos)
+
+    def ack_raw(self, gen: int, mid: int, qos: int) -> None:
+        """Acknowledge message ``mid`` if it came on the current connection (generation ``gen``)."""
+        if qos == 0:
             return
         with self._lock:
-            if item.gen != self._gen or not self._connected.is_set():
+            if gen != self._gen or not self._connected.is_set():
                 self._stats.add(stale_acks=1)
                 return
-            rc = self._client.ack(item.mid, item.qos)
+            rc = self._client.ack(mid, qos)
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            self._ratelog(logging.WARNING, "ack", "ack of mid %d failed: %s", item.mid, mqtt.error_string(rc))
+            self._ratelog(logging.WARNING, "ack", "ack of mid %d failed: %s", mid, mqtt.error_string(rc))
 
     # -- end-to-end confirmations -------------------------------------------------------
 
-    def _note_handled(self, item: Item) -> None:
-        """Remember a stored (or dead-lettered) reading for the next confirmation."""
-        if isinstance(item, Accepted):
-            m = item.message
-            if m.epoch is None or m.seq is None:
-                return
-            key = (item.site_id, m.device_id, m.epoch)
-            seq = m.seq
-        elif isinstance(item, Rejected) and item.confirm is not None:
-            site_id, device_id, epoch, seq = item.confirm
-            key = (site_id, device_id, epoch)
-        else:
+    def note_confirmations(self, seqs: dict[tuple[str, str, str], list[int]]) -> None:
+        """Remember stored (or dead-lettered) readings, seqs by (site, device, epoch), for the next confirmation."""
+        if not self._settings.confirm:
             return
         with self._confirm_lock:
-            self._to_confirm.setdefault(key, []).append(seq)
+            pending = self._to_confirm
+            for key, more in seqs.items():
+                pending.setdefault(key, []).extend(more)
 
     def _confirm_loop(self) -> None:
         while not self._closing:
@@ -375,55 +394,14 @@ class MqttIntake:
         try:
             if self._closing:
                 return  # not acknowledged: redelivered to the next session
-            gen = self._gen
-            payload = bytes(msg.payload)
-            received_at = utcnow()
             try:
-                topic = msg.topic
+                topic: str | None = msg.topic
             except UnicodeDecodeError:
-                topic = NON_UTF8_TOPIC  # paho exposes the raw bytes only through a private attribute
-                item: Item = Rejected(
-                    msg.mid, msg.qos, gen, topic, payload, "bad_topic", "topic is not UTF-8", received_at
-                )
-            else:
-                item = self._classify(msg, topic, payload, gen, received_at)
-            if isinstance(item, Ignored):
-                self._stats.count_ignored(item.reason)
-            else:
-                self._stats.count_received(item.reason if isinstance(item, Rejected) else None)
-            self._put(item)
+                topic = None  # paho exposes the raw bytes only through a private attribute
+            payload = bytes(msg.payload)  # bytes already (no copy); the type says it may be a bytearray
+            self._q.put_raw(self._gen, msg.mid, msg.qos, topic, payload, bool(msg.retain), time.time_ns())
         except Exception:
             log.exception("on_message failed for a message on %s", _topic_of(msg))
-
-    def _classify(self, msg: mqtt.MQTTMessage, topic: str, payload: bytes, gen: int, received_at: datetime) -> Item:
-        if topics.is_control(topic, self._prefix):
-            return Ignored(msg.mid, msg.qos, gen, topic, "control", received_at)
-        if not payload and topic.endswith("/status"):
-            # A retained status cleared by its owner (or an operator): nothing to store.
-            return Ignored(msg.mid, msg.qos, gen, topic, "status_cleared", received_at)
-        try:
-            where, message = contracts.receive(topic, payload, prefix=self._prefix, site=self._site)
-        except MessageRejected as exc:
-            return Rejected(
-                msg.mid, msg.qos, gen, topic, payload, exc.reason, exc.detail, received_at, _confirmable(topic, payload)
-            )
-        return Accepted(msg.mid, msg.qos, gen, topic, where.site_id, message, received_at, bool(msg.retain))
-
-    def _put(self, item: Item) -> None:
-        while True:
-            try:
-                self._q.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                if self._closing:
-                    return
-                self._ratelog(
-                    logging.WARNING, "queue_full", "intake queue full (%d): waiting for InfluxDB", self._q.maxsize
-                )
-
-
-#: The dead-letter topic of a message whose topic is not UTF-8 (MQTT 3.1.1 §1.5.3 requires UTF-8).
-NON_UTF8_TOPIC = "<topic is not UTF-8>"
 
 
 def _topic_of(msg: mqtt.MQTTMessage) -> str:
@@ -431,27 +409,3 @@ def _topic_of(msg: mqtt.MQTTMessage) -> str:
         return str(msg.topic)[:200]
     except UnicodeDecodeError:
         return NON_UTF8_TOPIC
-
-
-def _valid_id(value: str) -> bool:
-    return re.match(ID_PATTERN, value) is not None
-
-
-def _confirmable(topic: str, payload: bytes) -> tuple[str, str, str, int] | None:
-    """(site, device, epoch, seq) of a rejected reading, if the topic and payload still name them."""
-    try:
-        parts = topic.split("/")
-        site_id, device_id = parts[-3], parts[-2]
-        data = json.loads(payload) if len(payload) <= contracts.MAX_PAYLOAD_BYTES else None
-    except (IndexError, ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    epoch, seq = data.get("epoch"), data.get("seq")
-    if not (isinstance(epoch, str) and isinstance(seq, int) and not isinstance(seq, bool)):
-        return None
-    if not (_valid_id(site_id) and _valid_id(device_id) and _valid_id(epoch) and 0 <= seq <= confirm.MAX_SEQ):
-        return None
-    if data.get("device_id") != device_id:
-        return None  # never confirm on behalf of a device the payload does not name
-    return site_id, device_id, epoch, seq

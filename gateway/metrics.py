@@ -1,12 +1,21 @@
 """The gateway's Prometheus metrics (docs/metrics.md), on a small HTTP listener of their own.
 
-The counters the gateway already keeps (:class:`gateway.pipeline.Stats`:
-received, accepted, rejected by reason, written points, retries, acks...) are
-read when Prometheus scrapes (:class:`GatewayCollector`), so the MQTT thread
-pays nothing for them. Three histograms are observed once per written batch
-by the writer thread: its size in points, how long the store took to take it,
-and the ack lag (from receiving its oldest message to acknowledging the batch
-to the broker).
+The registry and the listener live in the intake process (the one that
+runs paho's loop and acknowledges to the broker). The counters the gateway
+already keeps (:class:`gateway.pipeline.Stats`: received, accepted, rejected
+by reason, written points, retries, acks...) are counted by the writer
+process, which sends a snapshot with each report (``gateway.handoff``, at
+least every 0.25 s while something changes, summed over writer restarts);
+they are read from the latest one when Prometheus scrapes
+(:class:`GatewayCollector`), so neither process pays per message for them.
+Three histograms are observed once per written batch: its size in points,
+how long the store took to take it, and the ack lag (from receiving its
+oldest message to acknowledging the batch to the broker). The writer process
+times the write and sends each batch's figures with the report that hands
+its messages back; the intake observes them when it has sent the acks, so
+the lag includes the hand-back. The writer process's CPU and memory are the
+``district_gateway_writer_process_*`` series beside this process's
+``process_*``.
 
 ``metrics_port`` (``DISTRICT_GATEWAY_METRICS_PORT``) starts the listener on
 ``metrics_host`` (default loopback); unset, there is none (the registry still
@@ -39,7 +48,8 @@ ACK_LAG_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30
 
 
 class GatewayMetrics:
-    """One gateway's registry. ``stats``/``queue_bound``/``confirmations``/``connected`` are read on scrape."""
+    """One gateway's registry. ``stats``/``queue_bound``/``confirmations``/``connected``/``writer_pid`` are read
+    on scrape (``writer_pid``: the writer process, None while there is none or it is a thread)."""
 
     def __init__(
         self,
@@ -50,6 +60,7 @@ class GatewayMetrics:
         queue_bound: int,
         confirmations: Callable[[], int],
         connected: Callable[[], bool],
+        writer_pid: Callable[[], int | None] = lambda: None,
     ) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
@@ -73,12 +84,13 @@ class GatewayMetrics:
         )
         self.registry.register(GatewayCollector(client_id, site_id, stats, queue_bound, confirmations, connected))
         ProcessCollector(registry=self.registry)
+        self.registry.register(WriterProcessCollector(writer_pid))
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self.port: int | None = None
 
     def observe_batch(self, points: int, write_s: float | None, ack_lag_s: float) -> None:
-        """One committed batch (writer thread): ``write_s`` None when nothing was written (rejects only)."""
+        """One committed batch: ``write_s`` None when nothing was written (rejects only)."""
         if write_s is not None:
             self.batch_points.observe(points)
             self.write_seconds.observe(write_s)
@@ -99,6 +111,23 @@ class GatewayMetrics:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
+
+
+class WriterProcessCollector(Collector):
+    """The writer process's ``process_*`` series, as ``district_gateway_writer_process_*``; none without one."""
+
+    def __init__(self, pid: Callable[[], int | None]) -> None:
+        self._pid = pid
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # unchecked: present only while a writer process runs
+
+    def collect(self) -> Iterable[Metric]:
+        pid = self._pid()
+        if pid is None:
+            return []
+        # A collector per scrape (it reads /proc/stat once): the pid changes when the writer is restarted.
+        return ProcessCollector(namespace="district_gateway_writer", pid=lambda: pid, registry=None).collect()
 
 
 class GatewayCollector(Collector):

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from common import retry
 from contracts import Message, utcnow
@@ -102,6 +102,16 @@ STOP = _Stop()
 QueueEntry = Accepted | Rejected | Ignored | _Stop
 
 
+class EntrySource(Protocol):
+    """Where the batch writer takes items from: a :class:`queue.Queue`, or ``gateway.processor.BulkQueue``."""
+
+    def get(self, *, timeout: float | None = None) -> QueueEntry:
+        """The next entry; raise :class:`queue.Empty` after ``timeout`` seconds without one."""
+        ...
+
+    def qsize(self) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayStats:
     received: int
@@ -157,6 +167,14 @@ class Stats:
                 self.accepted += 1
             else:
                 self.rejected[rejected_reason] += 1
+
+    def count_batch(self, received: int, rejected: Counter[str], ignored: Counter[str]) -> None:
+        """``received`` messages (readings or not), of which ``rejected`` by reason, and ``ignored`` ones."""
+        with self._lock:
+            self.received += received
+            self.accepted += received - rejected.total()
+            self.rejected.update(rejected)
+            self.ignored.update(ignored)
 
     def count_ignored(self, reason: str) -> None:
         with self._lock:
@@ -302,7 +320,7 @@ class BatchWriter:
 
     def __init__(
         self,
-        q: queue.Queue[QueueEntry],
+        q: EntrySource,
         sink: Sink,
         ack: Callable[[Item], None],
         stats: Stats,
@@ -315,6 +333,7 @@ class BatchWriter:
         stats_points: Callable[[GatewayStats], list[StoredPoint]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         observe: Callable[[int, float | None, float], None] | None = None,
+        on_committed: Callable[[], None] | None = None,
     ) -> None:
         self._q = q
         self._sink = sink
@@ -326,6 +345,7 @@ class BatchWriter:
         self._backoff = backoff
         self._stats_interval = stats_interval_s
         self._stats_points = stats_points
+        self._on_committed = on_committed
         self._clock = clock
         #: Per committed batch: points, seconds the write took (None: nothing written), ack lag in seconds.
         self._observe = observe
@@ -436,6 +456,8 @@ class BatchWriter:
                 self._observe(batch.points, self._write_s if batch.entries else None, lag)
             except Exception:
                 log.exception("batch metrics failed")
+        if self._on_committed is not None:
+            self._on_committed()
 
     def _write_with_retries(self, batch: _Batch) -> SinkResult | None:
         """Write the batch until the sink takes it; None if told to give up (nothing acknowledged).

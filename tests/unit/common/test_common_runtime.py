@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import subprocess
 import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 
@@ -12,6 +15,7 @@ import pytest
 
 from common import runtime
 from common.runtime import SUPERVISOR_ENV, stop_on_signals, supervised, supervisor_pid, watch_parent
+from tests.conftest import REPO
 
 
 class FakeParent:
@@ -93,13 +97,42 @@ def restore_handlers() -> Iterator[None]:
 
 @pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM, signal.SIGINT])
 def test_each_stop_signal_sets_the_event(
-    sig: signal.Signals, restore_handlers: None, monkeypatch: pytest.MonkeyPatch
+    sig: signal.Signals, restore_handlers: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.delenv(SUPERVISOR_ENV, raising=False)
+    caplog.set_level(logging.INFO, logger=runtime.__name__)
     stop = stop_on_signals()
     assert not stop.is_set()
     signal.raise_signal(sig)
-    assert stop.is_set(), f"{sig.name} did not set the stop event"
+    # Set by the relay thread a moment after the handler ran, not by the handler.
+    assert stop.wait(5), f"{sig.name} did not set the stop event"
+    assert f"received {sig.name}: stopping" in caplog.text
+
+
+def test_a_signal_while_the_main_thread_holds_the_events_lock_still_stops() -> None:
+    # The main loops wait on the stop event; a signal that lands while the main thread is inside
+    # Event.wait/set holds the event's (non-reentrant) lock. A handler that sets the event itself
+    # then waits for its own thread forever: the process never stops. In a child, so a hang fails.
+    script = textwrap.dedent(
+        """
+        import signal
+        from common.runtime import stop_on_signals
+
+        stop = stop_on_signals(watch=False)
+        with stop._cond:  # what Event.wait/set hold
+            signal.raise_signal(signal.SIGTERM)
+            for _ in range(1000):  # the Python handler runs here, between bytecodes
+                pass
+        print("stopped" if stop.wait(5) else "not stopped", flush=True)
+        """
+    )
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=15, check=False, cwd=REPO
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the process hung in its signal handler (it set the event while its own thread held the lock)")
+    assert result.stdout.strip() == "stopped", result.stdout + result.stderr
 
 
 def test_stop_on_signals_watches_the_supervisor(restore_handlers: None, monkeypatch: pytest.MonkeyPatch) -> None:
