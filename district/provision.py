@@ -482,6 +482,34 @@ def provision(
     return result
 
 
+def load_provisioned(out: Path) -> Provisioned:
+    """What an earlier run wrote to ``out`` (its ``provision.json``): every identity not revoked.
+
+    Raises :class:`ProvisionError` if ``out`` holds no provisioning.
+    """
+    out = out.resolve()
+    try:
+        manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ProvisionError(f"{out} holds no provisioning ({MANIFEST}: {exc})") from None
+    certs = bool(manifest.get("client_certs", True))
+    identities = {
+        name: Identity(name, entry["role"], out / "identities" / name, certs)
+        for name, entry in manifest["identities"].items()
+        if entry.get("revoked_at") is None
+    }
+    return Provisioned(
+        out=out,
+        site_id=manifest["site"],
+        prefix=manifest["prefix"],
+        broker_hosts=list(manifest["broker_hosts"]),
+        broker_port=int(manifest["broker_port"]),
+        client_certs=certs,
+        broker=BrokerFiles(out / "broker"),
+        identities=identities,
+    )
+
+
 def reload_broker(pid: int) -> None:
     """Ask Mosquitto (process ``pid``) to re-read its password and ACL files: SIGHUP, not a restart."""
     os.kill(pid, signal.SIGHUP)

@@ -20,9 +20,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from contracts import (
     DeviceStatus,
@@ -47,7 +45,7 @@ from contracts.storage import (
 from district.services import Service, start_influxd
 from gateway.service import Gateway
 from gateway.settings import GatewaySettings
-from tests.conftest import REPO, Influx, wait_for
+from tests.conftest import REPO, Influx, mqtt_access, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +57,7 @@ class Publisher:
     """A plain QoS 1 publisher (what an edge device does)."""
 
     def __init__(self, svc: Service) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
+        self.client = mqtt_access(svc).client(f"pub-{uuid.uuid4().hex[:8]}")
         self.client.max_queued_messages_set(0)
         self.client.max_inflight_messages_set(1000)
         self.client.connect(svc.host, svc.port)
@@ -90,8 +88,7 @@ def gateway_settings(
     mosquitto: Service, influx: Influx, prefix: str, tmp_path: Path, **over: object
 ) -> GatewaySettings:
     values: dict[str, object] = {
-        "mqtt_host": mosquitto.host,
-        "mqtt_port": mosquitto.port,
+        **mqtt_access(mosquitto).settings(),
         "mqtt_client_id": f"gw-{prefix}",
         "topic_prefix": prefix,
         "influx_url": influx.url,
@@ -367,7 +364,7 @@ def test_gateway_sigkill_mid_stream_loses_nothing(
     stream = _bay_stream(prefix, n)
     status_topic = topics.status_topic(prefix, "district", settings.mqtt_client_id)
     statuses: list[bytes] = []
-    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"watch-{prefix}")
+    watcher = mqtt_access(mosquitto).client(f"watch-{prefix}")
     watcher.on_message = lambda c, u, m: statuses.append(m.payload)
     watcher.connect(mosquitto.host, mosquitto.port)
     watcher.subscribe(status_topic, qos=1)
