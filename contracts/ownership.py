@@ -22,7 +22,8 @@ kind: bays as soon as any device lists ``lots`` or ``levels``, compartments as
 soon as any lists ``lockers``, footfall as soon as the site has ``cameras``.
 Within an enforced kind an entity that nobody owns is rejected too (``district
 check-config`` reports such a lot or bank). A site that declares none of it
-(an old file, a test site) is not checked: the gateway logs that once at start.
+(an old file, a test site) is not checked, and says so once, as a warning,
+when its first reading is validated (``SiteConfig.ownership``).
 
 Status messages are about the device itself (its topic is its identity) and
 are never checked here.

@@ -14,6 +14,7 @@ but log a warning (:mod:`contracts.configfile`, "findings"). A lot's
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -25,6 +26,8 @@ from contracts.messages import MAX_WIRE_INT, Ident
 
 if TYPE_CHECKING:
     from contracts.ownership import Ownership
+
+log = logging.getLogger(__name__)
 
 
 class CoordsConfig(StrictModel):
@@ -452,7 +455,9 @@ class SiteConfig(StrictModel):
 
     def _ownership_findings(self) -> list[Finding]:
         """Lots and banks nobody owns where the site declares ownership: their readings would all be refused."""
-        own = self.ownership
+        from contracts.ownership import Ownership
+
+        own = Ownership.of(self)  # not the cached property: that one warns about what is unchecked
         findings: list[Finding] = []
         if own.bays is not None:
             for i, lot in enumerate(self.parking):
@@ -584,10 +589,29 @@ class SiteConfig(StrictModel):
 
     @cached_property
     def ownership(self) -> Ownership:
-        """Which device may report on which bay, compartment and camera (:mod:`contracts.ownership`)."""
+        """Which device may report on which bay, compartment and camera (:mod:`contracts.ownership`).
+
+        Built on first use (the first reading a gateway or server validates); a kind of entity the site
+        has but declares no owner for is logged once then, as a warning: any device may report on it.
+        """
         from contracts.ownership import Ownership
 
-        return Ownership.of(self)
+        own = Ownership.of(self)
+        unchecked = [
+            what
+            for what, present, table in (
+                ("parking bays (devices[].lots, levels)", self.parking, own.bays),
+                ("locker compartments (devices[].lockers)", self.lockers, own.banks),
+            )
+            if present and table is None
+        ]
+        if unchecked:
+            log.warning(
+                "site %s declares no owner for its %s: any device may report on them (docs/security.md)",
+                self.site.id,
+                " or ".join(unchecked),
+            )
+        return own
 
     @cached_property
     def lines_by_zone(self) -> dict[str, list[tuple[str, str]]]:

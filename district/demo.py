@@ -47,7 +47,7 @@ from common.retry import Backoff
 from common.runtime import stop_on_signals, supervised
 from contracts.configfile import load_model
 from contracts.site import Camera, SiteConfig
-from district.provision import GATEWAY, SERVER, Provisioned, load_provisioned, provision
+from district.provision import GATEWAY, SERVER, Identity, Provisioned, ProvisionError, provision
 from district.services import (
     BrokerAccess,
     Service,
@@ -188,6 +188,8 @@ class Demo:
         self.sign: str | None = None
         #: The broker identities (``district provision`` into ``workdir/pki``, or ``--pki``); None: plain MQTT.
         self.pki: Provisioned | None = None
+        #: ``--pki``: where the identities provisioned for an external broker are (``DIR/identities``).
+        self.pki_dir: Path | None = None
         #: Our own broker (None with ``--mqtt``).
         self.broker: Service | None = None
         self.mqtt_host, self.mqtt_port = "127.0.0.1", 8883
@@ -200,7 +202,7 @@ class Demo:
             self._check_api_port()
             self._start_all()
             self._supervise()
-        except (ServiceError, RuntimeError) as exc:
+        except (ServiceError, RuntimeError, ProvisionError) as exc:
             log.error("%s", exc)
             return 1
         finally:
@@ -229,9 +231,12 @@ class Demo:
 
     def _access(self, identity: str) -> BrokerAccess:
         """How ``identity`` (a device id, or the gateway's, server's) reaches the broker."""
-        if self.pki is None:
+        if self.pki_dir is not None:  # --pki: identities provisioned elsewhere (docker-compose)
+            ident = Identity.at(self.pki_dir / identity)
+        elif self.pki is None:
             return BrokerAccess(self.mqtt_host, self.mqtt_port)
-        ident = self.pki.identity(identity)
+        else:
+            ident = self.pki.identity(identity)
         return BrokerAccess(self.mqtt_host, self.mqtt_port, ident.name, ident.password_file, ident.ca_file,
                             ident.cert_file, ident.key_file)  # fmt: skip
 
@@ -258,7 +263,7 @@ class Demo:
             host, _, port = args.mqtt.partition(":")
             self.mqtt_host, self.mqtt_port = host, int(port or 8883)
             if args.pki:
-                self.pki = load_provisioned(Path(args.pki))
+                self.pki_dir = Path(args.pki) / "identities"
             else:
                 log.warning("--mqtt without --pki: connecting to %s without TLS or credentials", args.mqtt)
         else:

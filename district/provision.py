@@ -110,6 +110,18 @@ class Identity:
         """The identity's password (read from its 0600 file)."""
         return self.password_file.read_text(encoding="utf-8").strip()
 
+    @classmethod
+    def at(cls, folder: Path) -> Identity:
+        """The identity installed in ``folder`` (``identities/NAME/`` as provisioned, or copied to its host).
+
+        Raises :class:`ProvisionError` if it holds no password file (never issued, or revoked).
+        """
+        name = folder.name
+        if not (folder / "password").is_file():
+            raise ProvisionError(f"{folder} holds no identity (no password file: never issued, or revoked)")
+        role: Role = {GATEWAY: "gateway", SERVER: "server", ADMIN: "admin"}.get(name, "device")  # type: ignore[assignment]
+        return cls(name, role, folder, (folder / "client.crt").is_file())
+
 
 @dataclass(frozen=True)
 class BrokerFiles:
@@ -166,11 +178,10 @@ class Provisioned:
         found = self.identities.get(name)
         if found is not None:
             return found
-        folder = self.out / "identities" / name
-        if not (folder / "password").is_file():
-            raise KeyError(name)
-        role: Role = {GATEWAY: "gateway", SERVER: "server", ADMIN: "admin"}.get(name, "device")  # type: ignore[assignment]
-        return Identity(name, role, folder, self.client_certs)
+        try:
+            return Identity.at(self.out / "identities" / name)
+        except ProvisionError:
+            raise KeyError(name) from None
 
 
 def acl_text(prefix: str, site_id: str, admin_topics: Sequence[str] | None = None) -> str:
@@ -321,6 +332,7 @@ def provision(
     client_certs: bool = True,
     install_dir: Path | None = DEFAULT_INSTALL_DIR,
     broker_dir: Path | None = DEFAULT_BROKER_DIR,
+    broker_out: Path | None = None,
     rotate: Iterable[str] = (),
     revoke: Iterable[str] = (),
     admin_topics: Sequence[str] | None = None,
@@ -333,7 +345,9 @@ def provision(
 
     ``install_dir`` / ``broker_dir``: where the identity directories and the
     broker's files will be on their hosts (the paths written into configs);
-    None: where they are in ``out``. ``admin_topics``: what the admin may read
+    None: where they are in ``out``. ``broker_out``: write the broker's files
+    there instead of ``out/broker`` (a directory the broker may see without
+    seeing the CA key or the identities). ``admin_topics``: what the admin may read
     and write (default ``{prefix}/#``). ``extra_devices``: device identities to
     issue beyond the site's ``devices:`` (the demo's, for a site that lists none). ``owner``/``broker_owner``: chown the
     identity / broker files (running as root for a container's user).
@@ -375,7 +389,7 @@ def provision(
         broker_hosts=list(broker_hosts),
         broker_port=broker_port,
         client_certs=client_certs,
-        broker=BrokerFiles(out / "broker"),
+        broker=BrokerFiles(broker_out.resolve() if broker_out is not None else out / "broker"),
         identities={},
     )
 
@@ -391,7 +405,7 @@ def provision(
         pki.write_file(ca_cert, pki.cert_pem(ca.cert), 0o644)
 
     broker = result.broker
-    broker.dir.mkdir(exist_ok=True)
+    broker.dir.mkdir(parents=True, exist_ok=True)
     pki.write_file(broker.ca_file, pki.cert_pem(ca.cert), 0o644)
     reissue = not broker.cert_file.exists() or not broker.key_file.exists()
     if not reissue:
@@ -476,6 +490,7 @@ def provision(
         broker_hosts=list(broker_hosts),
         broker_port=broker_port,
         client_certs=client_certs,
+        broker_out=str(broker.dir),
         updated_at=_now_text(now),
     )
     pki.write_file(manifest_path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(), 0o600)
@@ -505,7 +520,7 @@ def load_provisioned(out: Path) -> Provisioned:
         broker_hosts=list(manifest["broker_hosts"]),
         broker_port=int(manifest["broker_port"]),
         client_certs=certs,
-        broker=BrokerFiles(out / "broker"),
+        broker=BrokerFiles(Path(manifest.get("broker_out") or out / "broker")),
         identities=identities,
     )
 
@@ -552,6 +567,12 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_BROKER_DIR,
         help="where broker/ is installed on the broker's host (paths in listener.conf; default %(default)s)",
     )
+    parser.add_argument(
+        "--broker-out",
+        type=Path,
+        metavar="DIR",
+        help="write the broker's files here instead of OUT/broker (keep using the same DIR on every run)",
+    )
     parser.add_argument("--rotate", action="append", default=[], metavar="ID", help="issue a new password/cert")
     parser.add_argument("--revoke", action="append", default=[], metavar="ID", help="remove an identity")
     reload_group = parser.add_mutually_exclusive_group()
@@ -577,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
             client_certs=not args.no_client_certs,
             install_dir=args.install_dir,
             broker_dir=args.broker_dir,
+            broker_out=args.broker_out,
             rotate=args.rotate,
             revoke=args.revoke,
             owner=args.owner,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+import yaml
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -33,10 +34,18 @@ def test_docker_compose_file_is_valid() -> None:
     assert cmd is not None
     out = subprocess.run([*cmd, "-f", str(REPO / "docker-compose.yml"), "config"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    for service in ("mosquitto:", "influxdb:", "gateway:", "server:", "edge-sim:"):
+    for service in ("provision:", "mosquitto:", "influxdb:", "gateway:", "server:", "edge-sim:"):
         assert service in out.stdout
-    # The broker must get the persistence config this repo ships.
+    # The broker must get the persistence and TLS config this repo ships, and publish only its TLS port.
     assert "deploy/mosquitto.conf" in out.stdout
+    config = yaml.safe_load(out.stdout)
+    ports = [str(p) for svc in config["services"].values() for p in svc.get("ports", [])]
+    assert not any("1883" in p for p in ports) and any("8883" in p for p in ports), ports
+    for name in ("gateway", "server"):
+        env = config["services"][name]["environment"]
+        prefix = f"DISTRICT_{name.upper()}_"
+        assert env[f"{prefix}MQTT_PORT"] == "8883" and env[f"{prefix}MQTT_PASSWORD_FILE"].startswith("/pki/")
+        assert f"{prefix}MQTT_PASSWORD" not in env  # a password file, never the password itself
 
 
 DEPLOY_CONF = REPO / "deploy" / "mosquitto.conf"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import pytest
@@ -103,10 +104,17 @@ def test_compartments_and_cameras_have_owners_too() -> None:
     assert _reason(site, footfall("cam-node", "cam-1", zone="z2")) == NOT_OWNER
 
 
-def test_a_site_that_declares_no_ownership_is_not_checked() -> None:
+def test_a_site_that_declares_no_ownership_is_not_checked_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
     site = _site(SITE.split("cameras:")[0])
-    assert site.ownership.enforced == ()
-    assert _reason(site, _bay("anyone", "lot-b", "b1")) is None
+    with caplog.at_level(logging.WARNING, logger="contracts.site"):
+        assert site.ownership.enforced == ()
+        assert _reason(site, _bay("anyone", "lot-b", "b1")) is None
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "declares no owner for its parking bays" in warned[0] and "locker" in warned[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="contracts.site"):
+        assert _site().ownership.enforced == ("bays", "compartments", "footfall")
+    assert caplog.records == []
 
 
 def test_ownership_is_enforced_per_kind_once_declared() -> None:
