@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import ssl
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -405,3 +408,41 @@ def test_a_device_taking_another_devices_client_id_gets_none_of_its_messages(
         assert thief.messages == []
     finally:
         thief.close()
+
+
+def test_the_fleet_connects_to_an_external_broker_with_the_identities_provisioned_for_it(
+    tmp_path: Path, clients: Callable[..., Client]
+) -> None:
+    """``district demo --fleet-only --mqtt HOST:PORT --pki DIR`` (docker-compose's edge-sim): every edge
+    agent uses its own device identity, so the broker lets each publish only as itself."""
+    need(find_binary("mosquitto") is not None, "mosquitto is not installed")
+    pki_out = tmp_path / "pki"
+    provisioned = provision_test_broker(pki_out, admin_topics=None)  # prefix "district", as the fleet uses
+    broker = start_mosquitto(tmp_path / "broker", pki=provisioned)
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        watcher = clients(broker_access(broker, ADMIN))
+        watcher.subscribe("district/#")
+        argv = [sys.executable, "-m", "district.cli", "demo", "--fleet-only", "--mqtt", f"127.0.0.1:{broker.port}",
+                "--pki", str(pki_out), "--workdir", str(tmp_path / "demo"), "--footage", str(tmp_path / "none"),
+                "--speed", "0"]  # fmt: skip
+        with open(tmp_path / "demo.log", "wb") as out:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+
+        def devices_heard() -> set[str]:
+            return {t.split("/")[3] for t, _ in watcher.messages if t.endswith("/parking_bay") or t.endswith("/locker")}
+
+        lots = {f"edge-{lot.id}" for lot in load_model(DEMO_SITE, SiteConfig).parking}
+        wait_for(lambda: lots | {"edge-lockers-altmarkt"} <= devices_heard(), 60, what="every edge's readings")
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        broker.stop()
+    assert proc.returncode == 0, (tmp_path / "demo.log").read_text()[-3000:]
+    log = (tmp_path / "demo.log").read_text()
+    assert "without TLS" not in log
