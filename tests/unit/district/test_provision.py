@@ -208,6 +208,15 @@ def test_the_acl_is_least_privilege() -> None:
     assert sections[ADMIN] == ["topic readwrite district/#"]
 
 
+def test_passwords_only_without_client_certificates(tmp_path: Path) -> None:
+    result = provision(SITE, tmp_path / "pki", client_certs=False)
+    ident = result.identity("edge-dresdenaltmarkt")
+    assert ident.cert_file is None and not (ident.dir / "client.crt").exists()
+    assert "require_certificate false" in result.broker.listener_conf.read_text()
+    config = load_model(ident.dir / "edge.yaml", DeviceConfig)
+    assert config.mqtt.tls is not None and config.mqtt.tls.cert_file is None  # still TLS, still verifying
+
+
 def test_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "pki"
     assert main(["--site", str(DEMO_SITE), "--out", str(out), "--broker-host", "broker.example"]) == 0
