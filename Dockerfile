@@ -11,7 +11,8 @@ COPY gateway ./gateway
 COPY server ./server
 COPY firmware_sim ./firmware_sim
 COPY district ./district
-RUN pip install . && useradd --system --home /var/lib/district --create-home district
+# A fixed uid: `district provision --owner 10001` (docker-compose.yml) gives this user its identities.
+RUN pip install . && useradd --system --uid 10001 --home /var/lib/district --create-home district
 USER district
 WORKDIR /var/lib/district
 ENTRYPOINT ["district"]

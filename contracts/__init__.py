@@ -61,7 +61,9 @@ def receive(
     """Validate one received MQTT message: topic, payload, and their agreement.
 
     With a site configuration, readings about lots, bays, banks or
-    compartments the site does not have are rejected too. Raises
+    compartments the site does not have are rejected too (``unknown_entity``),
+    and so are readings about an entity the publishing device does not own
+    (``not_owner``, :mod:`contracts.ownership`). Raises
     :class:`MessageRejected` (never anything else) with a countable reason.
     """
     try:
@@ -77,6 +79,7 @@ def receive(
         if where.site_id != site.site.id:
             raise MessageRejected("unknown_site", f"site {where.site_id!r} is not {site.site.id!r}")
         _check_entities(message, site)
+        site.ownership.check(message)
     return where, message
 
 

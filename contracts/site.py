@@ -14,14 +14,20 @@ but log a warning (:mod:`contracts.configfile`, "findings"). A lot's
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from functools import cached_property
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from contracts.configfile import Finding, StrictModel
 from contracts.messages import MAX_WIRE_INT, Ident
+
+if TYPE_CHECKING:
+    from contracts.ownership import Ownership
+
+log = logging.getLogger(__name__)
 
 
 class CoordsConfig(StrictModel):
@@ -281,9 +287,21 @@ class Display(StrictModel):
 
 
 class Device(StrictModel):
+    """A device expected on site, and what it reports on (its ownership, :mod:`contracts.ownership`).
+
+    ``lots``, ``levels`` and ``lockers`` name the parking lots (every bay),
+    lot levels (their bays) and locker banks (every compartment) whose readings
+    this device, and only a device that lists them, may send; a camera's
+    ``device`` does the same for footfall. ``district provision`` issues each
+    device its broker identity (``docs/security.md``).
+    """
+
     id: Ident
     kind: Literal["bay_controller", "locker_controller", "camera_node", "gateway"]
     description: str | None = None
+    lots: list[Ident] = Field(default_factory=list)
+    levels: list[LevelRef] = Field(default_factory=list)
+    lockers: list[Ident] = Field(default_factory=list)
     #: Status heartbeats are expected at least this often.
     heartbeat_s: Annotated[float, Field(gt=0)] = 60.0
     #: A device not heard from for this many heartbeats is ``silent``, not ``online``
@@ -372,6 +390,20 @@ class SiteConfig(StrictModel):
             for line in cam.lines:
                 if line.zone not in zones:
                     problems.append(f"camera {cam.id} line {line.id}: unknown zone {line.zone!r}")
+        banks = {b.id for b in self.lockers}
+        for dev in self.devices:
+            for lot_id in dev.lots:
+                if lot_id not in lots:
+                    problems.append(f"device {dev.id}: unknown parking lot {lot_id!r}")
+            for ref in dev.levels:
+                ref_lot = next((p for p in self.parking if p.id == ref.lot), None)
+                if ref_lot is None:
+                    problems.append(f"device {dev.id}: unknown parking lot {ref.lot!r} (levels)")
+                elif ref_lot.level(ref.level) is None:
+                    problems.append(f"device {dev.id}: parking lot {ref.lot} has no level {ref.level!r}")
+            for bank_id in dev.lockers:
+                if bank_id not in banks:
+                    problems.append(f"device {dev.id}: unknown locker bank {bank_id!r}")
         for disp in self.displays:
             for lot_id in disp.lots:
                 if lot_id not in lots:
@@ -418,6 +450,37 @@ class SiteConfig(StrictModel):
                     )
                 )
         findings += self._display_findings()
+        findings += self._ownership_findings()
+        return findings
+
+    def _ownership_findings(self) -> list[Finding]:
+        """Lots and banks nobody owns where the site declares ownership: their readings would all be refused."""
+        from contracts.ownership import Ownership
+
+        own = Ownership.of(self)  # not the cached property: that one warns about what is unchecked
+        findings: list[Finding] = []
+        if own.bays is not None:
+            for i, lot in enumerate(self.parking):
+                orphans = [b for b in lot.bay_ids() if not own.bays.get((lot.id, b))]
+                if orphans:
+                    findings.append(
+                        (
+                            ("parking", i),
+                            f"parking lot {lot.id}: no device owns {len(orphans)} of its bays (e.g. {orphans[0]}); "
+                            "list the lot (devices[].lots) or its levels (devices[].levels) on the device that "
+                            "reads them, or their readings are refused as not_owner",
+                        )
+                    )
+        if own.banks is not None:
+            for i, bank in enumerate(self.lockers):
+                if not own.banks.get(bank.id):
+                    findings.append(
+                        (
+                            ("lockers", i),
+                            f"locker bank {bank.id}: no device owns it; list it on its controller "
+                            "(devices[].lockers), or its readings are refused as not_owner",
+                        )
+                    )
         return findings
 
     def display_capacity(self, display: Display) -> int:
@@ -523,6 +586,32 @@ class SiteConfig(StrictModel):
 
     def display(self, display_id: str) -> Display | None:
         return next((d for d in self.displays if d.id == display_id), None)
+
+    @cached_property
+    def ownership(self) -> Ownership:
+        """Which device may report on which bay, compartment and camera (:mod:`contracts.ownership`).
+
+        Built on first use (the first reading a gateway or server validates); a kind of entity the site
+        has but declares no owner for is logged once then, as a warning: any device may report on it.
+        """
+        from contracts.ownership import Ownership
+
+        own = Ownership.of(self)
+        unchecked = [
+            what
+            for what, present, table in (
+                ("parking bays (devices[].lots, levels)", self.parking, own.bays),
+                ("locker compartments (devices[].lockers)", self.lockers, own.banks),
+            )
+            if present and table is None
+        ]
+        if unchecked:
+            log.warning(
+                "site %s declares no owner for its %s: any device may report on them (docs/security.md)",
+                self.site.id,
+                " or ".join(unchecked),
+            )
+        return own
 
     @cached_property
     def lines_by_zone(self) -> dict[str, list[tuple[str, str]]]:

@@ -16,8 +16,10 @@ the lot would show full with every bay free; 1 (the default) is always allowed.
 Given a site file together with device files (``district check-config
 site.yaml edge-*.yaml``), each device is also checked against the site whose
 id is its ``site_id``: the device is one the site lists (when it lists
-devices), and each of its cameras is in the site, on this device, with every
-counting line leading into the zone the site says.
+devices), each of its cameras is in the site, on this device, with every
+counting line leading into the zone the site says, and the site gives it the
+bays and compartments its sensors read (``devices[].lots``, ``levels``,
+``lockers``; otherwise the gateway refuses their readings as ``not_owner``).
 """
 
 from __future__ import annotations
@@ -101,6 +103,28 @@ def against_site(device: DeviceConfig, sites: list[SiteConfig]) -> list[str]:
             found = [f"camera {camera.id}: cannot read its counting lines: {exc}"]
         problems += [f"cameras[{i}]: {p}" for p in found]
     problems += _refresh_problems(device, site)
+    problems += _ownership_problems(device, site)
+    return problems
+
+
+def _ownership_problems(device: DeviceConfig, site: SiteConfig) -> list[str]:
+    """Sensors reading bays or compartments the site gives to another device (their readings would be
+    refused as ``not_owner``, :mod:`contracts.ownership`)."""
+    own = site.ownership
+    problems: list[str] = []
+    for i, sensor in enumerate(device.sensors):
+        lot, bank = getattr(sensor, "lot_id", None), getattr(sensor, "bank_id", None)
+        if lot is not None and own.bays is not None:
+            strays = [b for b in sensor.point_ids() if device.device.id not in own.bays.get((lot, b), frozenset())]
+            if strays:
+                problems.append(
+                    f"sensors[{i}]: the site does not give device {device.device.id} {len(strays)} of these bays of "
+                    f"lot {lot} (e.g. {strays[0]}): list the lot or level on the device (devices[].lots, levels)"
+                )
+        if bank is not None and own.banks is not None and device.device.id not in own.banks.get(bank, frozenset()):
+            problems.append(
+                f"sensors[{i}]: the site does not give device {device.device.id} locker bank {bank} (devices[].lockers)"
+            )
     return problems
 
 

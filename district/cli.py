@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("server.keys", "manage the guidance API's keys: add, list, rotate, revoke"),
     "demo": ("district.demo", "run the whole pipeline on this machine"),
     "check-config": ("district.check_config", "validate a site or device configuration file"),
+    "provision": ("district.provision", "issue the site's devices their broker identities (TLS, passwords, ACL)"),
     "count": ("edge.camera.count_cli", "count line crossings in a video file"),
 }
 

@@ -4,6 +4,10 @@ Broker and database are started as child processes from the system packages;
 then the simulated fleet, one edge agent per simulated field bus, the gateway
 and the API, each as its own process, exactly as they would run on site (the
 edge agents reading serial devices, everything else talking MQTT and HTTP).
+The broker is secured as on site, provisioned automatically
+(:mod:`district.provision` into ``WORKDIR/pki``): TLS on its one loopback
+listener, a password and client certificate per device, gateway and server,
+and the least-privilege ACL (``docs/security.md``).
 Children run in their own sessions so Ctrl-C reaches only this supervisor,
 which stops them in reverse order; SIGTERM and SIGHUP (a closed terminal) stop
 it the same way. No child outlives the supervisor: if it is killed, the kernel
@@ -15,7 +19,8 @@ A demo started beside a stale one fails at once, naming the process that
 holds the API port.
 
 ``--fleet-only`` runs just the simulator and edge agents against an external
-broker (docker-compose's simulated edge site).
+broker (docker-compose's simulated edge site; ``--pki`` names the provisioned
+identities it connects with).
 """
 
 from __future__ import annotations
@@ -42,7 +47,9 @@ from common.retry import Backoff
 from common.runtime import stop_on_signals, supervised
 from contracts.configfile import load_model
 from contracts.site import Camera, SiteConfig
+from district.provision import GATEWAY, SERVER, Identity, Provisioned, ProvisionError, provision
 from district.services import (
+    BrokerAccess,
     Service,
     ServiceError,
     free_port,
@@ -117,18 +124,18 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def _device(device_id: str, site_id: str, mqtt_host: str, mqtt_port: int, outbox: Path) -> dict[str, Any]:
-    """What every demo edge device's configuration has in common."""
+def _device(device_id: str, site_id: str, access: BrokerAccess, outbox: Path) -> dict[str, Any]:
+    """What every demo edge device's configuration has in common (``access``: its broker identity)."""
     return {
         "device": {"id": device_id, "site_id": site_id, "firmware": "demo"},
-        "mqtt": {"host": mqtt_host, "port": mqtt_port},
+        "mqtt": access.edge_mqtt(),
         "outbox": {"path": str(outbox)},
         "status_interval_s": 15,
     }
 
 
 def edge_config(
-    bus: dict[str, Any], *, device_id: str, site_id: str, mqtt_host: str, mqtt_port: int, outbox: Path
+    bus: dict[str, Any], *, device_id: str, site_id: str, access: BrokerAccess, outbox: Path
 ) -> dict[str, Any]:
     """An edge device configuration for one simulated bus (same shape as deploy/edge.example.yaml)."""
     sensor: dict[str, Any] = {"port": bus["path"], "unit": 1, "poll_interval_s": 0.5, "refresh_interval_s": 60}
@@ -136,18 +143,18 @@ def edge_config(
         sensor.update(type="modbus_bay_controller", lot_id=bus["name"], bays=bus["points"])
     else:
         sensor.update(type="modbus_locker_controller", bank_id=bus["name"], compartments=bus["points"])
-    return {**_device(device_id, site_id, mqtt_host, mqtt_port, outbox), "sensors": [sensor]}
+    return {**_device(device_id, site_id, access, outbox), "sensors": [sensor]}
 
 
 def camera_edge_config(
-    footage: Path, camera: Camera, *, site_id: str, mqtt_host: str, mqtt_port: int, outbox: Path
+    footage: Path, camera: Camera, *, site_id: str, access: BrokerAccess, outbox: Path
 ) -> dict[str, Any]:
     """A camera node replaying recorded footage in real time, looping, as if live."""
     video = next(iter(sorted(footage.glob("*.mp4"))))
     zone = camera.lines[0].zone
     lines = json.loads((footage / "lines.json").read_text())["lines"]
     return {
-        **_device(camera.device, site_id, mqtt_host, mqtt_port, outbox),
+        **_device(camera.device, site_id, access, outbox),
         "cameras": [
             {
                 "id": camera.id,
@@ -179,6 +186,13 @@ class Demo:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         #: The sign shown on the simulated LED count display (the first display of free spaces).
         self.sign: str | None = None
+        #: The broker identities (``district provision`` into ``workdir/pki``, or ``--pki``); None: plain MQTT.
+        self.pki: Provisioned | None = None
+        #: ``--pki``: where the identities provisioned for an external broker are (``DIR/identities``).
+        self.pki_dir: Path | None = None
+        #: Our own broker (None with ``--mqtt``).
+        self.broker: Service | None = None
+        self.mqtt_host, self.mqtt_port = "127.0.0.1", 8883
 
     # -- start ---------------------------------------------------------------
     def run(self) -> int:
@@ -188,7 +202,7 @@ class Demo:
             self._check_api_port()
             self._start_all()
             self._supervise()
-        except (ServiceError, RuntimeError) as exc:
+        except (ServiceError, RuntimeError, ProvisionError) as exc:
             log.error("%s", exc)
             return 1
         finally:
@@ -215,17 +229,51 @@ class Demo:
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         self._child(device_id, _district("edge", "--config", str(path)))
 
+    def _access(self, identity: str) -> BrokerAccess:
+        """How ``identity`` (a device id, or the gateway's, server's) reaches the broker."""
+        if self.pki_dir is not None:  # --pki: identities provisioned elsewhere (docker-compose)
+            ident = Identity.at(self.pki_dir / identity)
+        elif self.pki is None:
+            return BrokerAccess(self.mqtt_host, self.mqtt_port)
+        else:
+            ident = self.pki.identity(identity)
+        return BrokerAccess(self.mqtt_host, self.mqtt_port, ident.name, ident.password_file, ident.ca_file,
+                            ident.cert_file, ident.key_file)  # fmt: skip
+
+    def _provision(self, devices: list[str]) -> None:
+        """Issue identities (our broker, automatically): the site's devices and ``devices``; a re-run only adds."""
+        before = set(self.pki.identities) if self.pki is not None else set()
+        self.pki = provision(
+            self.site,
+            self.workdir / "pki",
+            broker_hosts=["127.0.0.1", "localhost"],
+            install_dir=None,
+            broker_dir=None,
+            extra_devices=devices,
+        )
+        added = sorted(set(self.pki.identities) - before)
+        if before and added and self.broker is not None:
+            self.broker.reload()  # new identities: a reload, not a restart
+            log.info("provisioned %s; broker reloaded", ", ".join(added))
+
     def _start_all(self) -> None:
         args = self.args
         site_id = self.site.site.id
         if args.mqtt:
             host, _, port = args.mqtt.partition(":")
-            mqtt_host, mqtt_port = host, int(port or 1883)
+            self.mqtt_host, self.mqtt_port = host, int(port or 8883)
+            if args.pki:
+                self.pki_dir = Path(args.pki) / "identities"
+            else:
+                log.warning("--mqtt without --pki: connecting to %s without TLS or credentials", args.mqtt)
         else:
-            broker = start_mosquitto(self.workdir / "mosquitto")
+            # Provisioned automatically: TLS, a password and certificate per identity, the ACL (docs/security.md).
+            self._provision([])
+            broker = start_mosquitto(self.workdir / "mosquitto", pki=self.pki)
+            self.broker = broker
             self.services.append(broker)
-            mqtt_host, mqtt_port = broker.host, broker.port
-            log.info("mosquitto   pid %d  mqtt://%s:%d", broker.pid, mqtt_host, mqtt_port)
+            self.mqtt_host, self.mqtt_port = broker.host, broker.port
+            log.info("mosquitto   pid %d  mqtts://%s:%d (TLS, passwords, ACL)", broker.pid, broker.host, broker.port)
         influx_url = args.influx
         if not args.fleet_only and not influx_url:
             db = start_influxd(self.workdir / "influxdb")
@@ -249,26 +297,28 @@ class Demo:
         buses = listing["buses"]
         sign_ports = {d["name"]: d["path"] for d in listing.get("displays", [])}
 
-        for bus in buses:
-            device_id = f"edge-{bus['name']}"[:64]
+        bus_devices = [f"edge-{bus['name']}"[:64] for bus in buses]
+        if self.broker is not None and any(d not in self.pki.identities for d in bus_devices):  # type: ignore[union-attr]
+            self._provision(bus_devices)  # a site that does not list its buses' devices
+        for bus, device_id in zip(buses, bus_devices, strict=True):
             cfg = edge_config(
                 bus,
                 device_id=device_id,
                 site_id=site_id,
-                mqtt_host=mqtt_host,
-                mqtt_port=mqtt_port,
+                access=self._access(device_id),
                 outbox=self.workdir / "edge" / f"{device_id}.outbox.sqlite",
             )
             self._start_edge(device_id, cfg)
 
         if self.site.cameras and args.footage and (Path(args.footage) / "lines.json").exists():
             camera = self.site.cameras[0]
+            if self.broker is not None and camera.device not in self.pki.identities:  # type: ignore[union-attr]
+                self._provision([*bus_devices, camera.device])
             cfg = camera_edge_config(
                 Path(args.footage),
                 camera,
                 site_id=site_id,
-                mqtt_host=mqtt_host,
-                mqtt_port=mqtt_port,
+                access=self._access(camera.device),
                 outbox=self.workdir / "edge" / f"{camera.device}.outbox.sqlite",
             )
             self._start_edge(camera.device, cfg)
@@ -276,21 +326,17 @@ class Demo:
             log.info("no footage at %s: running without a camera (--footage DIR)", args.footage)
 
         if args.fleet_only:
-            log.info("fleet running: %d edge agents publishing to mqtt://%s:%d", len(buses), mqtt_host, mqtt_port)
+            log.info("fleet running: %d edge agents publishing to %s:%d", len(buses), self.mqtt_host, self.mqtt_port)
             return
 
-        common = {
-            "MQTT_HOST": mqtt_host,
-            "MQTT_PORT": str(mqtt_port),
-            "INFLUX_URL": str(influx_url),
-            "INFLUX_DB": "district",
-        }
+        common = {"INFLUX_URL": str(influx_url), "INFLUX_DB": "district"}
         metrics_port = free_port()
         self.gateway_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
         self._child(
             "gateway",
             _district("gateway", "--site", str(args.site)),
             {f"DISTRICT_GATEWAY_{k}": v for k, v in common.items()}
+            | self._access(GATEWAY).env("gateway")
             | {
                 "DISTRICT_GATEWAY_DEAD_LETTER_PATH": str(self.workdir / "dead-letters.jsonl"),
                 "DISTRICT_GATEWAY_METRICS_PORT": str(metrics_port),
@@ -301,6 +347,7 @@ class Demo:
             "server",
             _district("server", "--site", str(args.site), "--host", args.host, "--port", str(port)),
             {f"DISTRICT_SERVER_{k}": v for k, v in common.items()}
+            | self._access(SERVER).env("server")
             | {"DISTRICT_SERVER_STATE_DIR": str(self.workdir / "server-state")},
         )
         self.api = f"http://{args.host}:{port}"
@@ -419,7 +466,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", help="keep logs and data here (default: a temp dir removed on exit)")
     parser.add_argument("--keep", action="store_true", help="keep the temp workdir on exit")
     parser.add_argument("--fleet-only", action="store_true", help="only the simulator and edge agents")
-    parser.add_argument("--mqtt", help="use this broker (HOST:PORT) instead of starting one")
+    parser.add_argument("--mqtt", help="use this broker (HOST:PORT, default port 8883) instead of starting one")
+    parser.add_argument(
+        "--pki",
+        help="with --mqtt: the `district provision --out` directory whose identities the edge agents use",
+    )
     parser.add_argument("--influx", help="use this InfluxDB (URL) instead of starting one")
     parser.add_argument("--summary-s", type=float, default=5.0, help="print free counts this often")
     parser.add_argument("--log-level", default="INFO")

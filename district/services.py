@@ -14,6 +14,7 @@ leaves no broker or database behind holding ports.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -25,10 +26,17 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
+import paho.mqtt.client as mqtt
 import psutil
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from common.mqtt_security import MqttSecurity
 from common.runtime import die_with_parent
+
+if TYPE_CHECKING:
+    from district.provision import Provisioned
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +72,17 @@ class Service:
     workdir: Path
     log_path: Path
     extra: dict[str, int] = field(default_factory=dict)
+    #: A broker started with provisioned files (TLS, passwords, ACL): whose; None: plain and anonymous.
+    pki: Provisioned | None = None
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads its password and ACL files (and drops clients no longer in them)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -124,20 +139,46 @@ AUTOSAVE_CHANGES = 100
 
 
 def mosquitto_conf(
-    port: int, data_dir: Path, host: str = "127.0.0.1", autosave_changes: int | None = AUTOSAVE_CHANGES
+    port: int,
+    data_dir: Path,
+    host: str = "127.0.0.1",
+    autosave_changes: int | None = AUTOSAVE_CHANGES,
+    pki: Provisioned | None = None,
 ) -> str:
-    """The demo/test broker config; ``deploy/mosquitto.conf`` is the production twin."""
+    """The demo/test broker config; ``deploy/mosquitto.conf`` is the production twin.
+
+    With ``pki`` (a :func:`district.provision.provision` result): one TLS
+    listener with its broker certificate, its password and ACL files, no
+    anonymous clients, and client certificates required when it issued them.
+    Without: a plain anonymous listener, for benchmarks of the broker itself;
+    ``host`` is loopback either way.
+    """
     # Started as root, Mosquitto drops to user 'mosquitto', which cannot reach
     # a private temp dir: it then logs 'Permission denied' and acknowledges
     # messages it never saves. This child binds loopback only, so keep root.
     run_as = ["user root"] if os.geteuid() == 0 else []
     # Save the in-memory database after every N changes instead of every 30 min.
     autosave = [] if autosave_changes is None else ["autosave_on_changes true", f"autosave_interval {autosave_changes}"]
+    if pki is None:
+        listener = [f"listener {port} {host}", "allow_anonymous true"]
+    else:
+        b = pki.broker
+        listener = [
+            "per_listener_settings false",
+            "allow_anonymous false",
+            f"password_file {b.passwd_file}",
+            f"acl_file {b.acl_file}",
+            f"listener {port} {host}",
+            f"cafile {b.ca_file}",
+            f"certfile {b.cert_file}",
+            f"keyfile {b.key_file}",
+            f"require_certificate {'true' if pki.client_certs else 'false'}",
+            "tls_version tlsv1.2",
+        ]
     return "\n".join(
         [
             *run_as,
-            f"listener {port} {host}",
-            "allow_anonymous true",
+            *listener,
             "persistence true",
             f"persistence_location {data_dir}/",
             *autosave,
@@ -156,8 +197,14 @@ def mosquitto_conf(
 
 
 def start_mosquitto(
-    workdir: Path, port: int | None = None, timeout: float = 15.0, autosave_changes: int | None = AUTOSAVE_CHANGES
+    workdir: Path,
+    port: int | None = None,
+    timeout: float = 15.0,
+    autosave_changes: int | None = AUTOSAVE_CHANGES,
+    pki: Provisioned | None = None,
 ) -> Service:
+    """Mosquitto on loopback (``port`` or a free one), config and data in ``workdir``, ready when it accepts
+    TCP. ``pki``: TLS and authentication with the provisioned files (:func:`mosquitto_conf`)."""
     binary = find_binary("mosquitto")
     if binary is None:
         raise ServiceError("mosquitto not found: apt-get install mosquitto")
@@ -166,7 +213,7 @@ def start_mosquitto(
     data.mkdir(exist_ok=True)
     port = port or free_port()
     conf = workdir / "mosquitto.conf"
-    conf.write_text(mosquitto_conf(port, data, autosave_changes=autosave_changes))
+    conf.write_text(mosquitto_conf(port, data, autosave_changes=autosave_changes, pki=pki))
     log_path = workdir / "mosquitto.log"
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
@@ -176,10 +223,113 @@ def start_mosquitto(
             start_new_session=True,
             preexec_fn=die_with_parent(),  # prctl only: see die_with_parent
         )
-    svc = Service("mosquitto", proc, "127.0.0.1", port, workdir, log_path)
+    svc = Service("mosquitto", proc, "127.0.0.1", port, workdir, log_path, pki=pki)
     _wait(lambda: _port_open(svc.host, port), svc, timeout)
-    log.info("mosquitto pid %d on %s:%d", svc.pid, svc.host, port)
+    log.info("mosquitto pid %d on %s:%d%s", svc.pid, svc.host, port, " (TLS, passwords, ACL)" if pki else "")
     return svc
+
+
+@dataclass(frozen=True)
+class BrokerAccess:
+    """How one identity reaches a broker: where, and with what (one place for demo, tests and benches).
+
+    Built by :func:`broker_access`. The same credentials in each shape a
+    component takes them: :meth:`settings` (gateway or server settings
+    keywords), :meth:`env` (``DISTRICT_GATEWAY_*``/``DISTRICT_SERVER_*``),
+    :meth:`edge_mqtt` (an edge configuration's ``mqtt:`` section), and
+    :meth:`client` (a paho client for tools and tests). Passwords travel as a
+    file path, never as a value on a command line.
+    """
+
+    host: str
+    port: int
+    username: str | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.ca_file is not None
+
+    def to_json(self) -> str:
+        """For a child process (:meth:`from_json`): host, port, username and file paths; no secret in it."""
+        return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in vars(self).items()})
+
+    @classmethod
+    def from_json(cls, text: str) -> BrokerAccess:
+        data: dict[str, Any] = json.loads(text)
+
+        def path(key: str) -> Path | None:
+            value = data.get(key)
+            return None if value is None else Path(value)
+
+        return cls(str(data["host"]), int(data["port"]), data.get("username"), path("password_file"),
+                   path("ca_file"), path("cert_file"), path("key_file"))  # fmt: skip
+
+    def security(self) -> MqttSecurity:
+        """The credentials and TLS context (reads the password file)."""
+        return MqttSecurity.build(
+            username=self.username,
+            password_file=self.password_file,
+            ca_file=self.ca_file,
+            cert_file=self.cert_file,
+            key_file=self.key_file,
+        )
+
+    def settings(self) -> dict[str, Any]:
+        """``mqtt_*`` keywords for the gateway's or the server's settings class."""
+        values = {
+            "mqtt_host": self.host,
+            "mqtt_port": self.port,
+            "mqtt_username": self.username,
+            "mqtt_password_file": self.password_file,
+            "mqtt_ca_file": self.ca_file,
+            "mqtt_cert_file": self.cert_file,
+            "mqtt_key_file": self.key_file,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+    def env(self, component: Literal["gateway", "server"] | None = None) -> dict[str, str]:
+        """The same as environment variables of ``district gateway`` or ``district server``
+        (``DISTRICT_GATEWAY_MQTT_HOST``, ...); no component: without the prefix (``MQTT_HOST``, ...)."""
+        head = f"DISTRICT_{component.upper()}_" if component else ""
+        return {f"{head}{k.upper()}": str(v) for k, v in self.settings().items()}
+
+    def edge_mqtt(self, **extra: Any) -> dict[str, Any]:
+        """An edge configuration's ``mqtt:`` section (``extra``: more keys, e.g. ``topic_prefix``)."""
+        section: dict[str, Any] = {"host": self.host, "port": self.port}
+        if self.username is not None:
+            section["username"] = self.username
+        if self.password_file is not None:
+            section["password_file"] = str(self.password_file)
+        if self.ca_file is not None:
+            tls = {"ca_file": str(self.ca_file)}
+            if self.cert_file is not None and self.key_file is not None:
+                tls |= {"cert_file": str(self.cert_file), "key_file": str(self.key_file)}
+            section["tls"] = tls
+        return section | extra
+
+    def client(self, client_id: str = "", protocol: MQTTProtocolVersion = mqtt.MQTTv311, **kwargs: Any) -> mqtt.Client:
+        """A paho 2.x client (callback API 2) with this identity's TLS and credentials, not yet connected."""
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, **kwargs)
+        self.security().apply(client)
+        return client
+
+
+def broker_access(broker: Service, identity: str | None = None, host: str | None = None) -> BrokerAccess:
+    """How ``identity`` (default: the admin, who may read and write everything the ACL lets it) reaches
+    ``broker``. A broker started without provisioned files: anonymous, plain. ``host``: the name to
+    connect by (default the service's address; the broker certificate must name it)."""
+    host = host or broker.host
+    if broker.pki is None:
+        return BrokerAccess(host, broker.port)
+    from district.provision import ADMIN
+
+    ident = broker.pki.identity(identity or ADMIN)
+    return BrokerAccess(host, broker.port, ident.name, ident.password_file, ident.ca_file, ident.cert_file,
+                        ident.key_file)  # fmt: skip
 
 
 def influxd_conf(http_port: int, rpc_port: int, root: Path, host: str = "127.0.0.1") -> str:

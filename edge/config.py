@@ -4,8 +4,11 @@ Loaded with :func:`contracts.configfile.load_model`, so every error carries its
 file, line and column (``district check-config edge.yaml``). Unknown keys are
 rejected: a typo must not silently fall back to a default.
 
-The process-level knobs that are not part of a device's identity (which file
-to load, log level, a broker password kept out of the file) live in
+A file that holds a secret (``mqtt.password`` written into it) is refused if
+other users may read it; better, ``mqtt.password_file`` names a ``0600`` file
+(what ``district provision`` writes). The process-level knobs that are not
+part of a device's identity (which file to load, log level, a broker password
+kept out of the file) live in
 :class:`EdgeSettings`, built in :func:`edge.main.main` from the command line
 and ``DISTRICT_EDGE_*`` environment variables.
 
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.mqtt_security import MqttSecurity
 from contracts import topics
 from contracts.configfile import StrictModel
 from contracts.messages import Ident
@@ -41,12 +45,37 @@ class DeviceInfo(StrictModel):
     firmware: Annotated[str, Field(max_length=64)] | None = None
 
 
+class MqttTlsConfig(StrictModel):
+    """TLS to the broker (``docs/security.md``): the agent verifies the broker's certificate against
+    ``ca_file`` and its hostname against ``mqtt.host``, and refuses the broker if either fails."""
+
+    #: PEM file of the CA that signed the broker's certificate (the site CA from ``district provision``).
+    ca_file: Path
+    #: This device's certificate (PEM), when the broker requires client certificates.
+    cert_file: Path | None = None
+    #: Its private key (PEM); refused if other users may read it (``chmod 600``).
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> MqttTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
 class MqttConfig(StrictModel):
     host: str = "localhost"
     port: Annotated[int, Field(gt=0, lt=65536)] = 1883
+    #: The device's broker identity: its device id (the broker's ACL lets a
+    #: username publish only under its own id, docs/security.md).
     username: str | None = None
-    #: Better kept out of the file: DISTRICT_EDGE_MQTT_PASSWORD overrides it.
+    #: Better kept out of the file: ``password_file``, or DISTRICT_EDGE_MQTT_PASSWORD, which
+    #: overrides both. A file holding it is refused if other users may read it.
     password: SecretStr | None = None
+    #: A file whose first line is the password (``district provision`` writes one per device, mode 0600).
+    password_file: Path | None = None
+    #: TLS settings; None: plain MQTT (only for a broker on this machine's loopback).
+    tls: MqttTlsConfig | None = None
     topic_prefix: str = topics.DEFAULT_PREFIX
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
     #: Stable client id for the persistent session; default ``edge-{site_id}-{device_id}``.
@@ -76,6 +105,31 @@ class MqttConfig(StrictModel):
             return topics.check_prefix(value)
         except topics.TopicError as exc:
             raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> MqttConfig:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set password or password_file, not both")
+        return self
+
+    def security(self, password: str | None = None) -> MqttSecurity:
+        """Credentials and TLS for the client (``password``: an override from the environment).
+
+        Reads ``password_file``; raises :class:`common.mqtt_security.SecretFileError` for a password
+        or key file other users may read, :class:`ValueError` for a missing CA or certificate file.
+        """
+        tls = self.tls
+        if password is None and self.password is not None:
+            password = self.password.get_secret_value()
+        return MqttSecurity.build(
+            username=self.username,
+            password=password,
+            password_file=self.password_file,
+            tls=tls is not None,
+            ca_file=tls.ca_file if tls else None,
+            cert_file=tls.cert_file if tls else None,
+            key_file=tls.key_file if tls else None,
+        )
 
 
 class OutboxConfig(StrictModel):

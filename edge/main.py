@@ -4,7 +4,8 @@ Under ``district demo`` it also stops when the demo has gone, and its camera
 processes stop when it has gone (:mod:`common.runtime`).
 
 Exit status: 0 after a clean stop, 2 for a configuration that does not load
-(each error printed with file, line and column), 1 if the agent cannot start
+(each error printed with file, line and column) or whose secrets other users
+may read (a password in the file, a password or key file: ``chmod 600``), 1 if the agent cannot start
 (e.g. the outbox file cannot be opened).
 """
 
@@ -15,6 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
+from common.mqtt_security import check_private
 from common.runtime import stop_on_signals
 from contracts.configfile import ConfigError, load_model
 from edge.agent import EdgeAgent
@@ -49,8 +51,15 @@ def main(argv: list[str] | None = None) -> int:
             print(line, file=sys.stderr)
         return 2
 
-    stop = stop_on_signals()
     password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
+    try:
+        if config.mqtt.password is not None:
+            check_private(settings.config, "device configuration (it holds mqtt.password)")
+        config.mqtt.security(password)  # reads the password file, checks the key's mode and the CA file
+    except ValueError as exc:
+        print(f"district edge: {exc}", file=sys.stderr)
+        return 2
+    stop = stop_on_signals()
     agent = EdgeAgent(config, mqtt_password=password, stop=stop)
     try:
         agent.start()

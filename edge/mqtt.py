@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -131,7 +132,8 @@ class MqttPublisher:
         self.health = health
         self._stop = stop
         m = config.mqtt
-        self._password = password if password is not None else (m.password.get_secret_value() if m.password else None)
+        #: Credentials and TLS (common.mqtt_security); raises SecretFileError for a secret file others may read.
+        self.security = m.security(password)
         self._started = started if started is not None else time.monotonic()
         self.status_topic = topics.status_topic(m.topic_prefix, config.device.site_id, config.device.id)
         self.stored_topic = topics.stored_topic(m.topic_prefix, config.device.site_id, config.device.id)
@@ -148,6 +150,10 @@ class MqttPublisher:
             "resends": 0,
             "bad_confirmations": 0,
             "taken_over": 0,
+            #: Connections refused because the broker's certificate did not verify (CA or hostname).
+            "tls_refused": 0,
+            #: Publishes the broker refused (PUBACK reason >= 0x80, e.g. 0x87 not authorised by its ACL).
+            "refused": 0,
         }
         self._thread: threading.Thread | None = None
         # per-connection state, only touched by the MQTT thread
@@ -158,6 +164,8 @@ class MqttPublisher:
         self._status_mids: set[int] = set()
         self._lost = False
         self._lost_reason: int | None = None
+        #: The broker refused a publish on this connection (see _on_publish).
+        self._refused = False
         self.clash = ClashDetector(config.client_id)
         #: Published and PUBACKed, waiting for the gateway: outbox id -> when published (monotonic).
         self._awaiting: dict[int, float] = {}
@@ -214,8 +222,7 @@ class MqttPublisher:
     def _new_client(self) -> mqtt.Client:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.config.client_id, protocol=mqtt.MQTTv5)
         client.max_inflight_messages_set(self.config.mqtt.max_inflight + 10)
-        if self.config.mqtt.username:
-            client.username_pw_set(self.config.mqtt.username, self._password)
+        self.security.apply(client)
         will = self._status("offline", "connection_lost")
         client.will_set(self.status_topic, encode(will), qos=1, retain=True)
         client.on_connect = self._guard(self._on_connect)
@@ -235,12 +242,20 @@ class MqttPublisher:
         self._cursor = 0
         self._lost = False
         self._lost_reason = None
+        self._refused = False
         client = self._new_client()
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = m.session_expiry_s
         try:
             try:
                 client.connect(m.host, m.port, keepalive=m.keepalive_s, clean_start=False, properties=props)
+            except ssl.SSLCertVerificationError as exc:
+                # Not our broker, or not the name we were given: never send it a reading or a password.
+                self.stats["connect_failures"] += 1
+                self.stats["tls_refused"] += 1
+                log.error("mqtt: refusing %s:%d: its certificate does not verify: %s", m.host, m.port,
+                          exc.verify_message or exc)  # fmt: skip
+                return False
             except (OSError, ValueError) as exc:
                 self.stats["connect_failures"] += 1
                 log.warning("mqtt: cannot connect to %s:%d: %s", m.host, m.port, exc)
@@ -264,7 +279,7 @@ class MqttPublisher:
                 "mqtt: connected to %s:%d as %s; %d pending", m.host, m.port, self.config.client_id, self.outbox.pending
             )
             self._serve(client)
-            return True
+            return not self._refused  # refused publishes: back off as after a failed connect
         finally:
             self.connected.clear()
             self._flush_acks()
@@ -283,6 +298,8 @@ class MqttPublisher:
         while not self._stop.is_set():
             if client.loop(0.05) != MQTTErrorCode.MQTT_ERR_SUCCESS or self._lost:
                 log.warning("mqtt: connection lost; %d reading(s) pending", self.outbox.pending)
+                return
+            if self._refused:
                 return
             self._flush_acks()
             now = time.monotonic()
@@ -425,6 +442,22 @@ class MqttPublisher:
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any) -> None:
         inflight = self._inflight.pop(mid, None)
+        if isinstance(reason, ReasonCode) and reason.is_failure:
+            # The broker took the packet but not the message (its ACL says this identity may not publish
+            # there): the reading stays in the outbox, and this connection ends so the reconnect backoff
+            # paces the retries instead of a tight loop of refusals.
+            self._status_mids.discard(mid)
+            self.stats["refused"] += 1
+            if not self._refused:
+                log.error(
+                    "mqtt: the broker refused a publish (%s): may user %r publish as device %r? (docs/security.md);"
+                    " readings stay in the outbox",
+                    reason,
+                    self.config.mqtt.username,
+                    self.config.device.id,
+                )
+            self._refused = True
+            return
         if inflight is None:
             self._status_mids.discard(mid)
             return

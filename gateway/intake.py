@@ -63,6 +63,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 import contracts
 from common.clash import ClashDetector
+from common.mqtt_security import MqttSecurity
 from contracts import DeviceStatus, confirm, new_reading_id, topics, utcnow
 from contracts.site import SiteConfig
 from gateway.pipeline import Item, RateLimitedLog, Stats
@@ -139,9 +140,9 @@ class MqttIntake:
             protocol=mqtt.MQTTv5,
             manual_ack=True,
         )
-        if settings.mqtt_username is not None:
-            password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
-            client.username_pw_set(settings.mqtt_username, password)
+        #: Credentials and TLS (common.mqtt_security); raises SecretFileError for a password file others may read.
+        self.security = MqttSecurity.from_settings(settings)
+        self.security.apply(client)
         client.reconnect_delay_set(settings.mqtt_reconnect_min_s, settings.mqtt_reconnect_max_s)
         if self.status_topic is not None:
             will = self._status("offline", reason="connection lost")
@@ -159,10 +160,11 @@ class MqttIntake:
         props.SessionExpiryInterval = self._settings.mqtt_session_expiry_s
         props.ReceiveMaximum = self._settings.receive_maximum
         log.info(
-            "connecting to mqtt://%s:%d as %r (persistent session), subscribing %s",
+            "connecting to mqtt://%s:%d as %r (%s; persistent session), subscribing %s",
             self._settings.mqtt_host,
             self._settings.mqtt_port,
             self._settings.mqtt_client_id,
+            self.security.describe(),
             self._filter,
         )
         self._client.connect_async(

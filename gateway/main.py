@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from common.mqtt_security import MqttSecurity
 from common.runtime import stop_on_signals
 from contracts.configfile import ConfigError, load_model
 from contracts.site import SiteConfig
@@ -72,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         for err in exc.errors(include_url=False):
             where = ".".join(str(p) for p in err["loc"])
             print(f"district gateway: setting {where}: {err['msg']}", file=sys.stderr)
+        return 2
+    try:
+        MqttSecurity.from_settings(settings)  # a password or key file others may read stops us here, once
+    except ValueError as exc:
+        print(f"district gateway: {exc}", file=sys.stderr)
         return 2
     if settings.workers > 1:
         # N worker processes on one shared subscription (gateway.workers); a bad site file fails here, once.

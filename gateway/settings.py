@@ -12,11 +12,17 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.mqtt_security import MqttClientFields
 from contracts import topics
 
 
-class GatewaySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DISTRICT_GATEWAY_", extra="forbid", frozen=True)
+class GatewaySettings(BaseSettings, MqttClientFields):
+    """Broker credentials and TLS (``mqtt_username``, ``mqtt_password_file``, ``mqtt_ca_file``, ...) come
+    from :class:`common.mqtt_security.MqttClientFields`, shared with the server."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DISTRICT_GATEWAY_", extra="forbid", frozen=True, hide_input_in_errors=True
+    )
 
     # --- MQTT -------------------------------------------------------------
     mqtt_host: str = "127.0.0.1"
@@ -24,8 +30,6 @@ class GatewaySettings(BaseSettings):
     #: Stable on purpose: the broker keeps the gateway's session (its
     #: subscription and every unacknowledged message) under this id.
     mqtt_client_id: Annotated[str, Field(min_length=1, max_length=64)] = "district-gateway"
-    mqtt_username: str | None = None
-    mqtt_password: SecretStr | None = None
     mqtt_keepalive_s: Annotated[int, Field(ge=5, le=65535)] = 30
     #: How long the broker keeps the session while the gateway is away.
     mqtt_session_expiry_s: Annotated[int, Field(ge=60)] = 7 * 24 * 3600

@@ -23,6 +23,7 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
+from common.mqtt_security import MqttSecurity
 from common.runtime import watch_parent
 from contracts.configfile import ConfigError
 from server.app import create_app
@@ -75,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = ServerSettings(**overrides)
     except ValidationError as exc:
         print(f"district server: bad settings:\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        MqttSecurity.from_settings(settings)  # a password or key file others may read stops us here
+    except ValueError as exc:
+        print(f"district server: {exc}", file=sys.stderr)
         return 2
     try:
         app = create_app(settings)

@@ -15,11 +15,15 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from common.mqtt_security import MqttClientFields, SecretFileError, check_private
 from contracts.configfile import ConfigError
 from server.keys import Role
 
 
-class ServerSettings(BaseSettings):
+class ServerSettings(BaseSettings, MqttClientFields):
+    """Broker credentials and TLS (``mqtt_username``, ``mqtt_password_file``, ``mqtt_ca_file``, ...) come
+    from :class:`common.mqtt_security.MqttClientFields`, shared with the gateway."""
+
     model_config = SettingsConfigDict(
         env_prefix="DISTRICT_SERVER_", extra="forbid", frozen=True, hide_input_in_errors=True
     )
@@ -31,8 +35,6 @@ class ServerSettings(BaseSettings):
 
     mqtt_host: str = "127.0.0.1"
     mqtt_port: Annotated[int, Field(gt=0, le=65535)] = 1883
-    mqtt_username: str | None = None
-    mqtt_password: SecretStr | None = None
     #: Default: ``district-server-<random>``, so two replicas never kick each other off.
     mqtt_client_id: str | None = None
     mqtt_keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
@@ -105,6 +107,10 @@ class ServerSettings(BaseSettings):
         keys = {name: key.get_secret_value() for name, key in self.api_keys.items()}
         if self.api_keys_file is not None:
             path = self.api_keys_file
+            try:
+                check_private(path, "admin API key file")
+            except SecretFileError as exc:
+                raise ConfigError(path, [str(exc)]) from None
             try:
                 keys.update(parse_api_keys(path.read_text(encoding="utf-8")))
             except OSError as exc:

@@ -36,6 +36,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 import contracts
+from common.mqtt_security import MqttSecurity
 from contracts import MessageRejected, topics
 from server import models
 from server.live import LiveState
@@ -77,9 +78,8 @@ class LiveStream:
             client_id=self.client_id,
             protocol=mqtt.MQTTv5,
         )
-        if self.settings.mqtt_username:
-            password = self.settings.mqtt_password.get_secret_value() if self.settings.mqtt_password else None
-            client.username_pw_set(self.settings.mqtt_username, password)
+        security = MqttSecurity.from_settings(self.settings)  # credentials and TLS (common.mqtt_security)
+        security.apply(client)
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -88,10 +88,11 @@ class LiveStream:
         client.on_subscribe = self._on_subscribe
         self._client = client
         log.info(
-            "connecting to MQTT %s:%d as %s (prefix %r, site %r)",
+            "connecting to MQTT %s:%d as %s (%s; prefix %r, site %r)",
             self.settings.mqtt_host,
             self.settings.mqtt_port,
             self.client_id,
+            security.describe(),
             self.prefix,
             self.site_id,
         )

@@ -1,5 +1,12 @@
 """Shared fixtures: real Mosquitto and InfluxDB, started once per session.
 
+The broker runs as in production: TLS only, a password and a client
+certificate for every client, and the ACL, all from ``district provision``
+(``broker_pki``). Every client a test makes gets its credentials from one
+helper, :func:`mqtt_access` (the admin identity by default, which the test
+broker's ACL lets read and write every prefix); ``tests/integration/test_security.py``
+checks the least-privilege identities on brokers of its own.
+
 Each test gets its own topic prefix and its own database, so tests never see
 each other's messages. A missing service skips locally with a reason, and
 fails in CI (CI=true), where skipping would hide a broken setup.
@@ -25,7 +32,19 @@ from typing import Any
 
 import pytest
 
-from district.services import Service, ServiceError, find_binary, start_influxd, start_mosquitto
+from contracts.configfile import load_model
+from contracts.site import SiteConfig
+from district.demo import DEMO_SITE
+from district.provision import ADMIN, Provisioned, provision
+from district.services import (
+    BrokerAccess,
+    Service,
+    ServiceError,
+    broker_access,
+    find_binary,
+    start_influxd,
+    start_mosquitto,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DISTRICT_SHARED", REPO.parent / "shared"))
@@ -111,15 +130,45 @@ def shared_dir() -> Path:
     return SHARED
 
 
+def provision_test_broker(out: Path, **kw: Any) -> Provisioned:
+    """The demo site's identities, a broker certificate for loopback, and an admin that may use every
+    topic (tests each take their own prefix). ``kw`` goes to :func:`district.provision.provision`."""
+    site = load_model(DEMO_SITE, SiteConfig)
+    options: dict[str, Any] = {
+        "broker_hosts": ["127.0.0.1", "localhost"],
+        "install_dir": None,
+        "broker_dir": None,
+        "admin_topics": ["#"],
+    }
+    return provision(site, out, **(options | kw))
+
+
 @pytest.fixture(scope="session")
-def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def broker_pki(tmp_path_factory: pytest.TempPathFactory) -> Provisioned:
+    """The session broker's provisioned files (site CA, broker certificate, passwords, ACL, identities)."""
+    return provision_test_broker(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory, broker_pki: Provisioned) -> Iterator[Service]:
+    """The session broker: TLS, passwords, client certificates and the ACL, on a free loopback port."""
     need(find_binary("mosquitto") is not None, "mosquitto is not installed (apt-get install mosquitto)")
     try:
-        svc = start_mosquitto(tmp_path_factory.mktemp("mosquitto"))
+        svc = start_mosquitto(tmp_path_factory.mktemp("mosquitto"), pki=broker_pki)
     except ServiceError as exc:
         pytest.fail(str(exc))
     yield svc
     svc.stop()
+
+
+def mqtt_access(broker: Service, identity: str = ADMIN, host: str | None = None) -> BrokerAccess:
+    """How a test's client reaches ``broker`` as ``identity``: the one place tests get broker credentials.
+
+    ``.client(id)`` gives a ready paho client, ``.settings()`` gateway/server
+    settings keywords, ``.env("gateway")`` their environment, ``.edge_mqtt()``
+    an edge configuration's ``mqtt:`` section.
+    """
+    return broker_access(broker, identity, host)
 
 
 @pytest.fixture(scope="session")

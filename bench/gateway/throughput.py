@@ -64,14 +64,15 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from contracts import ParkingBayState, confirm, encode, new_reading_id, topics, utcnow
+from contracts.site import SiteConfig, SiteInfo
 from contracts.storage import M_PARKING_BAY
 from district import services
-from district.services import die_with_parent
+from district.provision import provision
+from district.services import BrokerAccess, broker_access, die_with_parent
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[2]
@@ -111,12 +112,12 @@ def build_messages(n: int, devices: int) -> list[tuple[str, bytes]]:
     return out
 
 
-def publisher(host: str, port: int, prefix: str, path: str) -> int:
+def publisher(access: BrokerAccess, prefix: str, path: str) -> int:
     msgs = [line.split(b"\t", 1) for line in Path(path).read_bytes().splitlines()]
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}")
+    client = access.client(f"bench-pub-{os.getpid()}")
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
-    client.connect(host, port)
+    client.connect(access.host, access.port)
     client.loop_start()
     built = [(topics.build(prefix, SITE, dev.decode(), "parking_bay"), payload) for dev, payload in msgs]
     start = time.monotonic()
@@ -130,7 +131,7 @@ def publisher(host: str, port: int, prefix: str, path: str) -> int:
     return 0
 
 
-def bare(host: str, port: int, prefix: str, client_id: str, n: int, setup_only: bool) -> int:
+def bare(access: BrokerAccess, prefix: str, client_id: str, n: int, setup_only: bool) -> int:
     """The reference: ack right in on_message, count distinct payloads until n."""
     seen: set[bytes] = set()
     total = 0
@@ -154,14 +155,14 @@ def bare(host: str, port: int, prefix: str, client_id: str, n: int, setup_only: 
             done.set()
             _say(ev="done", t=time.monotonic(), distinct=len(seen), total=total)
 
-    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True)
+    sub = access.client(client_id, protocol=mqtt.MQTTv5, manual_ack=True)
     sub.on_connect = on_connect
     sub.on_subscribe = on_subscribe
     sub.on_message = on_message
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.ReceiveMaximum = RECEIVE_MAXIMUM
     props.SessionExpiryInterval = SESSION_EXPIRY_S
-    sub.connect(host, port, clean_start=False, properties=props)
+    sub.connect(access.host, access.port, clean_start=False, properties=props)
     sub.loop_start()
     if setup_only:
         subscribed.wait(30)
@@ -232,13 +233,13 @@ class Proc:
 class StatusWatch:
     """When the gateway (or each of its workers, ``{client_id}-w{i}``) says ``online`` (monotonic)."""
 
-    def __init__(self, host: str, port: int, prefix: str, client_id: str) -> None:
+    def __init__(self, access: BrokerAccess, prefix: str, client_id: str) -> None:
         self.online: list[tuple[float, str]] = []
         self._cond = threading.Condition()
         self._ids = (client_id, f"{client_id}-w")
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-watch-{time.monotonic_ns()}")
+        self.client = access.client(f"bench-watch-{time.monotonic_ns()}")
         self.client.on_message = self._on_message
-        self.client.connect(host, port)
+        self.client.connect(access.host, access.port)
         self.client.subscribe(topics.status_topic(prefix, SITE, "x").replace("/x/", "/+/"), 1)
         self.client.subscribe(topics.stored_topic(prefix, SITE, "x").replace("/x/", "/+/"), 1)
         #: (device, seq) the gateway confirmed as stored, and when the count last grew.
@@ -412,6 +413,7 @@ def distinct(url: str, db: str) -> int:
 class Trial:
     who: str  # bare | gateway
     scenario: str  # live | backlog
+    #: plain: the anonymous loopback broker; tls: the provisioned one (TLS, passwords, client certificates, ACL).
     seconds: float
     rate: float
     distinct: int
@@ -422,6 +424,7 @@ class Trial:
     broker_cpu_s: float = 0.0
     #: Gateway: seconds from the same start to its last confirmation (0: not measured).
     confirmed_s: float = 0.0
+    transport: str = "plain"
 
 
 def descendants(pid: int) -> list[int]:
@@ -452,10 +455,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, work: Path, mq: services.Service, ix: services.Service) -> None:
+    def __init__(
+        self, args: argparse.Namespace, work: Path, brokers: dict[str, services.Service], ix: services.Service
+    ) -> None:
         self.args = args
         self.work = work
-        self.mq = mq
+        #: One broker per transport: ``plain`` (anonymous) and/or ``tls`` (provisioned: TLS, passwords, ACL).
+        self.brokers = brokers
+        self.transport = next(iter(brokers))
         self.ix = ix
         self.url = f"http://{ix.host}:{ix.port}"
         #: The gateway writes through it (``--done stored``: when InfluxDB took all N).
@@ -473,6 +480,17 @@ class Bench:
         #: Intake processes of the gateway (``workers`` setting), each with its own status.
         self.members = int(self.env_over.get("DISTRICT_GATEWAY_WORKERS", "1"))
 
+    @property
+    def mq(self) -> services.Service:
+        """The broker of the current transport."""
+        return self.brokers[self.transport]
+
+    @property
+    def access(self) -> BrokerAccess:
+        """How every party reaches it: anonymous, or with the admin's TLS identity (every trial has its own
+        prefix; the broker still checks every publish and delivery against the ACL)."""
+        return broker_access(self.mq)
+
     def _fresh(self, who: str, scenario: str) -> tuple[str, str, Path]:
         self.trial += 1
         tag = f"{who[0]}{scenario[0]}{self.trial}"
@@ -486,19 +504,18 @@ class Bench:
         return self.broker_cpu + cpu_seconds(self.ix.pid)
 
     def pub(self, prefix: str, tdir: Path) -> Proc:
-        argv = [sys.executable, str(HERE), "_pub", self.mq.host, str(self.mq.port), prefix, str(self.msg_file)]
+        argv = [sys.executable, str(HERE), "_pub", self.access.to_json(), prefix, str(self.msg_file)]
         return Proc(argv, tdir / "pub.log")
 
     def bare_proc(self, prefix: str, cid: str, tdir: Path, setup: bool) -> Proc:
-        argv = [sys.executable, str(HERE), "_bare", self.mq.host, str(self.mq.port), prefix, cid, str(self.n)]
+        argv = [sys.executable, str(HERE), "_bare", self.access.to_json(), prefix, cid, str(self.n)]
         return Proc(argv + (["--setup"] if setup else []), tdir / "bare.log")
 
     def gateway_proc(self, prefix: str, cid: str, db: str, tdir: Path) -> Proc:
         env = dict(os.environ)
         env.update(
             {
-                "DISTRICT_GATEWAY_MQTT_HOST": self.mq.host,
-                "DISTRICT_GATEWAY_MQTT_PORT": str(self.mq.port),
+                **self.access.env("gateway"),
                 "DISTRICT_GATEWAY_MQTT_CLIENT_ID": cid,
                 "DISTRICT_GATEWAY_TOPIC_PREFIX": prefix,
                 "DISTRICT_GATEWAY_INFLUX_URL": self.proxy.url,
@@ -587,7 +604,8 @@ class Bench:
         if done["distinct"] != self.n:
             raise AssertionError(f"bare {scenario}: {done['distinct']} distinct of {self.n}")
         extra = done["total"] - done["distinct"]
-        return Trial("bare", scenario, secs, self.n / secs, done["distinct"], extra, cpu, self.svc_cpu, self.svc_broker)
+        return Trial("bare", scenario, secs, self.n / secs, done["distinct"], extra, cpu, self.svc_cpu, self.svc_broker,
+                     transport=self.transport)  # fmt: skip
 
     # -- gateway -----------------------------------------------------------------------------
 
@@ -601,7 +619,7 @@ class Bench:
     def gw_live(self) -> Trial:
         prefix, cid, tdir = self._fresh("gateway", "live")
         db = f"bench_{cid.replace('-', '_')}"
-        watch = StatusWatch(self.mq.host, self.mq.port, prefix, cid)
+        watch = StatusWatch(self.access, prefix, cid)
         self.proxy.expect(db, self.n)
         gw = self.gateway_proc(prefix, cid, db, tdir)
         prof = None
@@ -631,7 +649,7 @@ class Bench:
     def gw_backlog(self) -> Trial:
         prefix, cid, tdir = self._fresh("gateway", "backlog")
         db = f"bench_{cid.replace('-', '_')}"
-        watch = StatusWatch(self.mq.host, self.mq.port, prefix, cid)
+        watch = StatusWatch(self.access, prefix, cid)
         prof = None
         try:
             setup = self.gateway_proc(prefix, cid, db, tdir)
@@ -680,11 +698,51 @@ class Bench:
             raise AssertionError(f"gateway {scenario}: InfluxDB holds {final} distinct readings of {self.n}")
         extra = final - self.n
         return Trial(
-            "gateway", scenario, secs, self.n / secs, final, extra, cpu, self.svc_cpu, self.svc_broker, confirmed_s
+            "gateway",
+            scenario,
+            secs,
+            self.n / secs,
+            final,
+            extra,
+            cpu,
+            self.svc_cpu,
+            self.svc_broker,
+            confirmed_s,
+            self.transport,
         )
 
 
-def report(trials: list[Trial], n: int) -> str:
+def report(all_trials: list[Trial], n: int) -> str:
+    out = []
+    for transport in sorted({t.transport for t in all_trials}, key=lambda x: x != "plain"):
+        trials = [t for t in all_trials if t.transport == transport]
+        out += [f"## broker: {transport}", "", *_consumers(trials, n), ""]
+    if len({t.transport for t in all_trials}) > 1:
+        out += ["## the cost of TLS: the provisioned broker (TLS, passwords, client certificates, ACL) vs the plain",
+                "", *_tls_cost(all_trials), ""]  # fmt: skip
+    out.append("trials: " + "; ".join(f"{t.who} {t.transport} {t.scenario} {t.rate:,.0f}" for t in all_trials))
+    return "\n".join(out)
+
+
+def _tls_cost(trials: list[Trial]) -> list[str]:
+    """Per consumer and scenario: median rate and CPU over TLS against plain, from the same run."""
+    out = ["| scenario | consumer | plain | TLS | TLS/plain (rate) | CPU TLS/plain |", "|---|---|---|---|---|---|"]
+    for scenario in ("live", "backlog"):
+        for who in sorted({t.who for t in trials}):
+            plain = [t for t in trials if (t.who, t.scenario, t.transport) == (who, scenario, "plain")]
+            tls = [t for t in trials if (t.who, t.scenario, t.transport) == (who, scenario, "tls")]
+            if not plain or not tls:
+                continue
+            pr, tr = statistics.median(t.rate for t in plain), statistics.median(t.rate for t in tls)
+            pc, tc = statistics.median(t.cpu_s for t in plain), statistics.median(t.cpu_s for t in tls)
+            out.append(
+                f"| {scenario} | {who} | {pr:,.0f} msg/s (CPU {pc:.1f} s) | {tr:,.0f} msg/s (CPU {tc:.1f} s) "
+                f"| **{tr / pr:.2f}** | {tc / pc if pc else 0:.2f} |"
+            )
+    return out
+
+
+def _consumers(trials: list[Trial], n: int) -> list[str]:
     rounds = max(sum(1 for t in trials if t.who == "bare" and t.scenario == sc) for sc in ("live", "backlog"))
     out = [f"N={n}; medians over {rounds} rounds; CPU: the consumer's processes, user+sys", ""]
     out.append("| scenario | bare paho, manual ack | gateway | gateway/bare |")
@@ -708,9 +766,7 @@ def report(trials: list[Trial], n: int) -> str:
                 cr = statistics.median(confirmed)
                 ratio = f"{cr / br:.2f}" if br else "-"
                 out.append(f"| {scenario} | (same) | {who} to its last confirmation: {cr:,.0f} msg/s | {ratio} |")
-    out.append("")
-    out.append("trials: " + "; ".join(f"{t.who} {t.scenario} {t.rate:,.0f}" for t in trials))
-    return "\n".join(out)
+    return out
 
 
 #: Where a sample's time goes: the first of these frames found in its stack. Since the hand-off
@@ -775,10 +831,10 @@ def summarize_profile(path: Path, top: int = 20) -> str:
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "_pub":
-        return publisher(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5])
+        return publisher(BrokerAccess.from_json(sys.argv[2]), sys.argv[3], sys.argv[4])
     if len(sys.argv) > 1 and sys.argv[1] == "_bare":
         a = sys.argv
-        return bare(a[2], int(a[3]), a[4], a[5], int(a[6]), setup_only="--setup" in a)
+        return bare(BrokerAccess.from_json(a[2]), a[3], a[4], int(a[5]), setup_only="--setup" in a)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-n", type=int, default=20_000)
     p.add_argument("--devices", type=int, default=4, help="devices the N readings come from")
@@ -801,6 +857,13 @@ def main() -> int:
         default=services.AUTOSAVE_CHANGES,
         help="broker saves after this many changes (0: never; default: the project's setting)",
     )
+    p.add_argument(
+        "--transport",
+        default="plain",
+        type=lambda v: v.split(","),
+        help="plain (anonymous loopback broker), tls (a broker from `district provision`: TLS, passwords, client "
+        "certificates, ACL), or plain,tls: both in the same run, each trial on both, with the TLS/plain ratio",
+    )
     p.add_argument("--env", action="append", default=[], metavar="K=V", help="gateway environment override")
     p.add_argument("--profile", action="store_true", help="py-spy the gateway (raw stacks; summary printed)")
     p.add_argument("--keep", type=Path, help="copy the work dir (logs, profiles) here")
@@ -811,23 +874,34 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         autosave = args.autosave if args.autosave > 0 else None
-        mq = services.start_mosquitto(work / "mq", autosave_changes=autosave)
+        brokers: dict[str, services.Service] = {}
+        for transport in args.transport:
+            pki = None
+            if transport == "tls":
+                site = SiteConfig(site=SiteInfo(id=SITE, name="bench"))
+                pki = provision(site, work / "pki", broker_hosts=["127.0.0.1"], install_dir=None, broker_dir=None,
+                                admin_topics=["#"])  # fmt: skip
+            elif transport != "plain":
+                p.error(f"--transport: {transport!r} is not plain or tls")
+            brokers[transport] = services.start_mosquitto(work / f"mq-{transport}", autosave_changes=autosave, pki=pki)
         ix = services.start_influxd(work / "ix")
         try:
-            bench = Bench(args, work, mq, ix)
+            bench = Bench(args, work, brokers, ix)
             for r in range(args.rounds):
                 for scenario in args.scenarios.split(","):
                     runs = {"bare": bench.bare_live if scenario == "live" else bench.bare_backlog}
                     for w in args.workers:
                         runs[f"gateway w{w}"] = functools.partial(bench.gateway, scenario, w)
-                    order = list(runs)
-                    shift = r % len(order)  # alternate who goes first
-                    for who in order[shift:] + order[:shift]:
+                    order = [(who, tr) for who in runs for tr in args.transport]
+                    shift = r % len(order)  # alternate who (and which transport) goes first
+                    for who, transport in order[shift:] + order[:shift]:
                         if args.only and not who.startswith(args.only):
                             continue
+                        bench.transport = transport
                         t = runs[who]()
                         trials.append(t)
-                        print(f"round {r + 1} {scenario:7s} {who:11s} {t.seconds:6.2f} s {t.rate:8,.0f} msg/s "
+                        print(f"round {r + 1} {scenario:7s} {who:11s} {transport:5s} {t.seconds:6.2f} s "
+                              f"{t.rate:8,.0f} msg/s "
                               f"distinct {t.distinct} extra {t.extra} cpu {t.cpu_s:.1f} s "
                               f"broker {t.broker_cpu_s:.1f} s "
                               f"influxd {t.services_cpu_s - t.broker_cpu_s:.1f} s"
@@ -843,7 +917,8 @@ def main() -> int:
         finally:
             if "bench" in locals():
                 bench.proxy.close()
-            mq.stop()
+            for mq in brokers.values():
+                mq.stop()
             ix.stop()
             if args.keep:
                 subprocess.run(["cp", "-r", str(work), str(args.keep)], check=False)

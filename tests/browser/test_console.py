@@ -35,11 +35,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import httpx
-import paho.mqtt.client as mqtt
 import pytest
 import uvicorn
 from fastapi import APIRouter, FastAPI, Query
-from paho.mqtt.enums import CallbackAPIVersion
 
 from contracts import (
     CameraHealth,
@@ -64,7 +62,7 @@ from server.app import create_app
 from server.auth import OperatorDep
 from server.keys import add_key
 from tests.browser.conftest import Browser
-from tests.conftest import wait_for
+from tests.conftest import mqtt_access, wait_for
 from tests.integration.test_server import settings_for
 
 pytestmark = pytest.mark.browser
@@ -178,7 +176,7 @@ def api(mosquitto: Service, influxd: Service, tmp_path_factory: pytest.TempPathF
     settings = settings_for(
         DEMO_SITE,
         prefix,
-        mosquitto.port,
+        mosquitto,
         influx_url,
         db,
         keys_file=keyfile,
@@ -216,7 +214,7 @@ class Fleet:
 
     def __init__(self, broker: Service, prefix: str) -> None:
         self.prefix = prefix
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"console-fleet-{uuid.uuid4().hex[:8]}")
+        self.client = mqtt_access(broker).client(f"console-fleet-{uuid.uuid4().hex[:8]}")
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
         self.bays: dict[tuple[str, str], str] = {}

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from common.runtime import stop_on_signals
 from contracts.messages import ParkingBayState
+from district.services import BrokerAccess
 from edge.agent import EdgeAgent
 from edge.config import DeviceConfig
 
@@ -104,8 +105,7 @@ def write_status(path: Path, status: dict[str, object]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--access", required=True, help="the broker and credential files (BrokerAccess JSON; no secret)")
     p.add_argument("--prefix", required=True)
     p.add_argument("--site-id", required=True)
     p.add_argument("--device-id", required=True)
@@ -128,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         {
             "device": {"id": args.device_id, "site_id": args.site_id},
             "mqtt": {
-                "host": args.host,
-                "port": args.port,
+                **BrokerAccess.from_json(args.access).edge_mqtt(),
                 "topic_prefix": args.prefix,
                 "reconnect_min_s": 0.2,
                 "reconnect_max_s": 2.0,

@@ -40,11 +40,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
-from district.services import Service, start_influxd, start_mosquitto
-from tests.conftest import wait_for
+from district.provision import Provisioned
+from district.services import BrokerAccess, Service, broker_access, start_influxd, start_mosquitto
+from tests.conftest import provision_test_broker, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +248,7 @@ class Edge:
         args = [
             PYTHON,
             str(DRIVER),
-            *("--port", str(c.broker_port), "--prefix", c.prefix, "--site-id", SITE_ID),
+            *("--access", c.access().to_json(), "--prefix", c.prefix, "--site-id", SITE_ID),
             *("--device-id", self.device_id, "--lot", LOT, "--bays", str(BAYS)),
             *("--outbox", str(self.outbox), "--ledger", str(self.ledger), "--status", str(self.status_path)),
             *("--count", str(self.count), "--rate", str(self.rate), "--batch", str(self.batch)),
@@ -326,6 +324,7 @@ class Cluster:
         # Readings lie in the past (the gateway takes up to 14 days), 1 ms apart.
         self.t0_us = int((time.time() - 3600) * 1e6)
         self.broker: Service | None = None
+        self.pki: Provisioned | None = None
         self.influxd: Service | None = None
         self.broker_port = 0
         self.influx_port = 0
@@ -336,8 +335,15 @@ class Cluster:
         self.site_path.write_text(site_yaml([FUZZ_DEVICE]))
 
     # -- services
+    def access(self) -> BrokerAccess:
+        """How the scenario's clients reach the broker: TLS and the admin's credentials, as every test client."""
+        assert self.broker is not None
+        return broker_access(self.broker)
+
     def start_services(self) -> None:
-        self.broker = start_mosquitto(self.workdir / "mosquitto", port=self.broker_port or None)
+        # The broker runs as every test broker does: TLS, passwords, ACL (district provision).
+        self.pki = provision_test_broker(self.workdir / "pki")
+        self.broker = start_mosquitto(self.workdir / "mosquitto", port=self.broker_port or None, pki=self.pki)
         self.broker_port = self.broker.port
         self.influxd = start_influxd(self.workdir / "influxd", port=self.influx_port or None)
         self.influx_port = self.influxd.port
@@ -351,7 +357,7 @@ class Cluster:
         self.broker.kill()
 
     def restart_broker(self) -> None:
-        self.broker = start_mosquitto(self.workdir / "mosquitto", port=self.broker_port)
+        self.broker = start_mosquitto(self.workdir / "mosquitto", port=self.broker_port, pki=self.pki)
 
     def kill_influxd(self) -> None:
         assert self.influxd is not None
@@ -375,8 +381,7 @@ class Cluster:
 
     def start_gateway(self, wait_subscribed: bool = True) -> None:
         env = {
-            "DISTRICT_GATEWAY_MQTT_HOST": "127.0.0.1",
-            "DISTRICT_GATEWAY_MQTT_PORT": str(self.broker_port),
+            **self.access().env("gateway"),
             "DISTRICT_GATEWAY_MQTT_CLIENT_ID": GATEWAY_ID,
             "DISTRICT_GATEWAY_MQTT_RECONNECT_MAX_S": "2",
             "DISTRICT_GATEWAY_TOPIC_PREFIX": self.prefix,
@@ -808,11 +813,11 @@ def _iso(dt: datetime) -> str:
     return dt.isoformat().replace("+00:00", "Z")
 
 
-def publish_all(port: int, items: list[tuple[str, bytes]], timeout: float = 120) -> None:
+def publish_all(access: BrokerAccess, items: list[tuple[str, bytes]], timeout: float = 120) -> None:
     """A raw paho client (not an edge): QoS 1, every PUBACK awaited."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fuzz-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv311)
+    client = access.client(f"fuzz-{uuid.uuid4().hex[:8]}")
     client.max_inflight_messages_set(100)
-    client.connect("127.0.0.1", port)
+    client.connect(access.host, access.port)
     client.loop_start()
     try:
         infos = [client.publish(t, p, qos=1) for t, p in items]
@@ -861,7 +866,7 @@ def run_fuzz(
             items.append((h.topic, h.payload))
             if i % 4 == 3:
                 items.append(fuzz.valid())
-        publish_all(c.broker_port, items, timeout)
+        publish_all(c.access(), items, timeout)
         delivered = sum(1 for h in hostile if h.delivered)
 
         # The gateway's own stats point (written every second) must come to count every delivered one.

@@ -15,9 +15,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 
-from district.services import find_binary, free_port
+from district.provision import ADMIN, load_provisioned
+from district.services import BrokerAccess, find_binary, free_port
 from tests.conftest import SHARED, need
 
 pytestmark = pytest.mark.e2e
@@ -42,6 +44,45 @@ def _pids_under(workdir: Path) -> list[int]:
             except OSError:
                 pass
     return found
+
+
+def _demo_broker_is_secured(workdir: Path) -> None:
+    """The demo provisioned itself (issue 12): its one listener is TLS on loopback with passwords, client
+    certificates and the ACL; a client without credentials is refused; no password is on any child's
+    command line or in any log, though every component got in with its own."""
+    conf = (workdir / "mosquitto" / "mosquitto.conf").read_text()
+    assert "allow_anonymous false" in conf and "require_certificate true" in conf
+    listeners = re.findall(r"^listener (\d+) (\S+)$", conf, re.M)
+    assert len(listeners) == 1 and listeners[0][1] == "127.0.0.1", listeners
+    pki = load_provisioned(workdir / "pki")
+    assert {"district-gateway", "district-server", "edge-dresdenaltmarkt", "edge-lockers-altmarkt"} <= set(
+        pki.identities
+    )
+    port = int(listeners[0][0])
+    admin = pki.identity(ADMIN)
+    refused: list[str] = []
+    anonymous = BrokerAccess("127.0.0.1", port, None, None, admin.ca_file, admin.cert_file, admin.key_file)
+    client = anonymous.client("demo-test-anonymous", protocol=mqtt.MQTTv5)
+    client.on_connect = lambda c, u, f, rc, p: refused.append(str(rc))
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    deadline = time.monotonic() + 5
+    while not refused and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.loop_stop()
+    assert refused == ["Not authorized"]
+    passwords = [ident.password() for ident in pki.identities.values()]
+    for pid in _pids_under(workdir):
+        try:
+            argv = (Path("/proc") / str(pid) / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        assert not any(p in argv for p in passwords), f"a password on the command line of pid {pid}"
+    for log in (workdir / "logs").glob("*.log"):
+        text = log.read_text(errors="replace")
+        assert not any(p in text for p in passwords), f"a password in {log.name}"
+    gateway_log = (workdir / "logs" / "gateway.log").read_text()
+    assert "TLS (CA" in gateway_log and "user district-gateway" in gateway_log
 
 
 def test_demo_serves_changing_counts_and_stops_cleanly(tmp_path: Path) -> None:
@@ -143,6 +184,8 @@ def test_demo_serves_changing_counts_and_stops_cleanly(tmp_path: Path) -> None:
                 break
             assert time.monotonic() < deadline, f"the sign never showed the API's number: {shown_by_api} {faces}"
             time.sleep(0.5)
+
+        _demo_broker_is_secured(workdir)
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         try:

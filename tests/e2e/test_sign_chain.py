@@ -62,7 +62,7 @@ from contracts.site import SiteConfig
 from district.demo import edge_config
 from district.services import Service, free_port
 from firmware_sim.fleet import Fleet
-from tests.conftest import Influx, wait_for
+from tests.conftest import Influx, mqtt_access, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -264,8 +264,7 @@ def chain(tmp_path: Path, mosquitto: Service, influx_db: Influx, prefix: str) ->
             bus,
             device_id="edge-lot1",
             site_id=SITE_ID,
-            mqtt_host=mosquitto.host,
-            mqtt_port=mosquitto.port,
+            access=mqtt_access(mosquitto),
             outbox=tmp_path / "outbox.sqlite",
         )
         cfg["mqtt"]["topic_prefix"] = prefix
@@ -276,8 +275,7 @@ def chain(tmp_path: Path, mosquitto: Service, influx_db: Influx, prefix: str) ->
         port = free_port()
         api = f"http://127.0.0.1:{port}"
         common = {
-            "MQTT_HOST": mosquitto.host,
-            "MQTT_PORT": str(mosquitto.port),
+            **mqtt_access(mosquitto).env(),
             "TOPIC_PREFIX": prefix,
             "INFLUX_URL": influx_db.url,
             "INFLUX_DB": influx_db.db,

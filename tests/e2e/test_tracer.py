@@ -19,17 +19,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
 
 from contracts import ParkingBayState, encode, new_reading_id, topics, utcnow
 from contracts.site import SiteConfig
 from district.demo import edge_config
 from district.services import Service, free_port
 from firmware_sim.fleet import Fleet
-from tests.conftest import Influx, wait_for
+from tests.conftest import Influx, mqtt_access, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -91,8 +89,7 @@ def pipeline(tmp_path: Path, mosquitto: Service, influx_db: Influx, prefix: str)
         bus,
         device_id="edge-lot-t",
         site_id="tracer",
-        mqtt_host=mosquitto.host,
-        mqtt_port=mosquitto.port,
+        access=mqtt_access(mosquitto),
         outbox=tmp_path / "outbox.sqlite",
     )
     cfg["mqtt"]["topic_prefix"] = prefix
@@ -100,8 +97,7 @@ def pipeline(tmp_path: Path, mosquitto: Service, influx_db: Influx, prefix: str)
     (tmp_path / "edge.yaml").write_text(yaml.safe_dump(cfg))
     port = free_port()
     common = {
-        "MQTT_HOST": mosquitto.host,
-        "MQTT_PORT": str(mosquitto.port),
+        **mqtt_access(mosquitto).env(),
         "TOPIC_PREFIX": prefix,
         "INFLUX_URL": influx_db.url,
         "INFLUX_DB": influx_db.db,
@@ -219,7 +215,7 @@ def test_bad_messages_are_rejected_and_the_next_valid_one_is_stored(pipeline: di
         encode(good.model_copy(update={"observed_at": utcnow().replace(year=2099)})),
         encode(good.model_copy(update={"bay_id": "T999"})),
     ]
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"intruder-{prefix}")
+    client = mqtt_access(mosquitto).client(f"intruder-{prefix}")
     client.connect(mosquitto.host, mosquitto.port)
     client.loop_start()
     try:

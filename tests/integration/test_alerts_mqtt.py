@@ -9,11 +9,10 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from contracts import DeviceStatus, encode, new_reading_id, topics, utcnow
 from district.services import Service
-from tests.conftest import Influx, wait_for
+from tests.conftest import Influx, mqtt_access, wait_for
 from tests.integration.test_server import health, publisher, serve, settings_for
 
 pytestmark = pytest.mark.integration
@@ -31,7 +30,7 @@ class Watcher:
     def __init__(self, broker: Service, prefix: str) -> None:
         self.last: dict[str, bytes] = {}
         self._lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"alerts-{uuid.uuid4().hex[:8]}")
+        self.client = mqtt_access(broker).client(f"alerts-{uuid.uuid4().hex[:8]}")
         self.client.on_message = self._on_message
         self.client.connect(broker.host, broker.port)
         self.client.subscribe(f"{prefix}/v1/itest/alerts/#", qos=1)
@@ -55,7 +54,7 @@ def test_an_alert_is_published_retained_and_cleared(
 ) -> None:
     site = tmp_path / "site.yaml"
     site.write_text(SITE_YAML)
-    settings = settings_for(site, prefix, mosquitto.port, influx_db.url, influx_db.db, api_keys="ops:op-key-1")
+    settings = settings_for(site, prefix, mosquitto, influx_db.url, influx_db.db, api_keys="ops:op-key-1")
     topic = f"{prefix}/v1/itest/alerts/battery_low/device/dev1"
     watcher = Watcher(mosquitto, prefix)
     try:

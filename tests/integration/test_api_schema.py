@@ -71,7 +71,7 @@ def test_every_answer_conforms_to_the_api_schema(
     mosquitto: Service, influx_db: Influx, prefix: str, tmp_path: Path
 ) -> None:
     settings = settings_for(
-        DEMO_SITE, prefix, mosquitto.port, influx_db.url, influx_db.db,
+        DEMO_SITE, prefix, mosquitto, influx_db.url, influx_db.db,
         api_keys=f"schemathesis:{ADMIN_KEY}", state_dir=tmp_path / "state",
     )  # fmt: skip
     with serve(settings) as client:

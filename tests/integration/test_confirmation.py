@@ -18,12 +18,13 @@ import pytest
 
 from contracts import ParkingBayState, confirm, new_reading_id, topics, utcnow
 from contracts.storage import M_PARKING_BAY
+from district.provision import Provisioned
 from district.services import Service, free_port, start_mosquitto
 from edge.agent import EdgeAgent
 from edge.config import DeviceConfig
 from gateway.service import Gateway
 from gateway.settings import GatewaySettings
-from tests.conftest import Influx, wait_for
+from tests.conftest import Influx, mqtt_access, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -31,13 +32,12 @@ SITE = "district"
 DEVICE = "bays-e2e"
 
 
-def _edge(tmp_path: Path, prefix: str, port: int, **mqtt: Any) -> EdgeAgent:
+def _edge(tmp_path: Path, prefix: str, broker: Service, **mqtt: Any) -> EdgeAgent:
     cfg = DeviceConfig.model_validate(
         {
             "device": {"id": DEVICE, "site_id": SITE},
             "mqtt": {
-                "host": "127.0.0.1",
-                "port": port,
+                **mqtt_access(broker).edge_mqtt(),
                 "topic_prefix": prefix,
                 "reconnect_min_s": 0.1,
                 "reconnect_max_s": 0.5,
@@ -52,11 +52,10 @@ def _edge(tmp_path: Path, prefix: str, port: int, **mqtt: Any) -> EdgeAgent:
     return EdgeAgent(cfg)
 
 
-def _gateway(prefix: str, port: int, influx: Influx, tmp_path: Path) -> Gateway:
+def _gateway(prefix: str, broker: Service, influx: Influx, tmp_path: Path) -> Gateway:
     settings = GatewaySettings.model_validate(
         {
-            "mqtt_host": "127.0.0.1",
-            "mqtt_port": port,
+            **mqtt_access(broker).settings(),
             "mqtt_client_id": f"gw-{prefix}",
             "topic_prefix": prefix,
             "influx_url": influx.url,
@@ -89,9 +88,9 @@ def _stored_ids(influx: Influx) -> list[str]:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Service]:
-    """A broker of this test's own, so it can be killed."""
-    svc = start_mosquitto(tmp_path / "broker", port=free_port())
+def broker(tmp_path: Path, broker_pki: Provisioned) -> Iterator[Service]:
+    """A broker of this test's own, so it can be killed (TLS and passwords, as every test broker)."""
+    svc = start_mosquitto(tmp_path / "broker", port=free_port(), pki=broker_pki)
     yield svc
     svc.stop()
 
@@ -101,7 +100,7 @@ def test_outbox_keeps_broker_acked_readings_until_the_gateway_stored_them(
 ) -> None:
     # The gateway's session will be new, so the 300 are not queued for it: the
     # edge re-sends them after confirm_timeout_s.
-    agent = _edge(tmp_path, prefix, broker.port, confirm_timeout_s=2.0)
+    agent = _edge(tmp_path, prefix, broker, confirm_timeout_s=2.0)
     agent.start()
     gw: Gateway | None = None
     try:
@@ -114,7 +113,7 @@ def test_outbox_keeps_broker_acked_readings_until_the_gateway_stored_them(
         assert agent.outbox.pending == 300
         assert agent.publisher.stats["confirmed"] == 0
 
-        gw = _gateway(prefix, broker.port, influx_db, tmp_path)
+        gw = _gateway(prefix, broker, influx_db, tmp_path)
         gw.start()
         assert gw.wait_ready(15)
         wait_for(lambda: agent.outbox.pending == 0, 30, what="outbox drained by confirmations")  # type: ignore[union-attr]
@@ -130,20 +129,20 @@ def test_outbox_keeps_broker_acked_readings_until_the_gateway_stored_them(
 
 @pytest.mark.parametrize("autosave", [100, None], ids=["autosave-100", "no-autosave"])
 def test_broker_sigkill_with_a_backlog_loses_nothing(
-    tmp_path: Path, influx_db: Influx, prefix: str, autosave: int | None
+    tmp_path: Path, influx_db: Influx, prefix: str, autosave: int | None, broker_pki: Provisioned
 ) -> None:
     """The broker acknowledges before it saves; killed, it forgets what it acknowledged
     since its last save (with no autosave: the whole backlog and every session).
     Unconfirmed readings are re-sent, so every reading is stored exactly once."""
     port = free_port()
-    broker = start_mosquitto(tmp_path / "broker", port=port, autosave_changes=autosave)
-    gw = _gateway(prefix, port, influx_db, tmp_path)
+    broker = start_mosquitto(tmp_path / "broker", port=port, autosave_changes=autosave, pki=broker_pki)
+    gw = _gateway(prefix, broker, influx_db, tmp_path)
     gw.start()
     assert gw.wait_ready(15)
     gw.stop()  # its persistent session now queues for it
-    agent = _edge(tmp_path, prefix, port, confirm_timeout_s=3.0)
+    agent = _edge(tmp_path, prefix, broker, confirm_timeout_s=3.0)
     agent.start()
-    gw = _gateway(prefix, port, influx_db, tmp_path)
+    gw = _gateway(prefix, broker, influx_db, tmp_path)
     try:
         sent = _readings(2_000)
         agent.emit(sent)
@@ -151,7 +150,7 @@ def test_broker_sigkill_with_a_backlog_loses_nothing(
         wait_for(lambda: agent.publisher.stats["broker_acked"] >= 2_000, 30, what="2,000 PUBACKs")  # type: ignore[union-attr]
         broker.proc.send_signal(signal.SIGKILL)
         broker.proc.wait(10)
-        broker = start_mosquitto(tmp_path / "broker", port=port, autosave_changes=autosave)
+        broker = start_mosquitto(tmp_path / "broker", port=port, autosave_changes=autosave, pki=broker_pki)
         gw.start()
         wait_for(lambda: agent.outbox.pending == 0, 60, what="outbox drained by confirmations")  # type: ignore[union-attr]
         ids = _stored_ids(influx_db)
@@ -170,16 +169,13 @@ def test_gateway_confirms_dead_lettered_readings_and_ignores_its_own_confirmatio
     tmp_path: Path, broker: Service, influx_db: Influx, prefix: str
 ) -> None:
     """A reading the gateway rejects will never be stored: it is confirmed so the edge stops re-sending."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
     got: list[bytes] = []
-    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"watch-{prefix}")
+    sub = mqtt_access(broker).client(f"watch-{prefix}")
     sub.on_message = lambda c, u, m: got.append(bytes(m.payload))
-    sub.connect("127.0.0.1", broker.port)
+    sub.connect(broker.host, broker.port)
     sub.subscribe(topics.stored_topic(prefix, SITE, DEVICE), qos=1)
     sub.loop_start()
-    gw = _gateway(prefix, broker.port, influx_db, tmp_path)
+    gw = _gateway(prefix, broker, influx_db, tmp_path)
     gw.start()
     try:
         assert gw.wait_ready(15)

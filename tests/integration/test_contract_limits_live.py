@@ -33,7 +33,7 @@ def test_non_finite_numbers_and_rfc3339_forms_at_the_gateway(
 ) -> None:
     now = utcnow().replace(microsecond=0) - timedelta(seconds=5)
     status_topic = topic_of(prefix, "cam-1", "status")
-    bay_topic = topic_of(prefix, "bays-1", "parking_bay")
+    bay_topic = topic_of(prefix, "edge-dresdenaltmarkt", "parking_bay")
 
     def status(**numbers: str) -> bytes:
         base = {"kind": "status", "device_id": "cam-1", "observed_at": now.isoformat(), "reading_id": new_reading_id()}
@@ -117,7 +117,7 @@ def test_lot_state_agrees_with_the_free_count(
 ) -> None:
     site_file = tmp_path / "site.yaml"
     site_file.write_text(SITE_12)
-    settings = settings_for(site_file, prefix, mosquitto.port, influx_db.url, influx_db.db)
+    settings = settings_for(site_file, prefix, mosquitto, influx_db.url, influx_db.db)
     topic = topics.build(prefix, "itest", "dev1", "parking_bay")
     with serve(settings) as client:
         pub = Publisher(mosquitto)

@@ -31,7 +31,7 @@ def test_silent_and_long_retained_devices_are_not_online(
     old = DeviceStatus(
         device_id="dev9", observed_at=utcnow() - timedelta(days=13), reading_id=new_reading_id(), state="online"
     )
-    settings = settings_for(site, prefix, mosquitto.port, influx_db.url, influx_db.db, api_keys="ops:op-key-1")
+    settings = settings_for(site, prefix, mosquitto, influx_db.url, influx_db.db, api_keys="ops:op-key-1")
     with publisher(mosquitto) as pub:
         pub.publish(topics.status_topic(prefix, "itest", "dev9"), encode(old), retain=True)
         with serve(settings) as client:

@@ -37,7 +37,7 @@ from server.app import create_app
 from server.displays import DisplayEngine
 from server.live import BayReading, LiveState
 from server.settings import ServerSettings
-from tests.conftest import Influx, wait_for
+from tests.conftest import Influx, mqtt_access, wait_for
 from tests.integration.test_server import publisher
 
 pytestmark = pytest.mark.integration
@@ -285,8 +285,7 @@ def test_a_sign_falls_back_when_its_controller_stops_and_recovers(
     port = free_port()
     env = {
         **os.environ,
-        "DISTRICT_SERVER_MQTT_HOST": mosquitto.host,
-        "DISTRICT_SERVER_MQTT_PORT": str(mosquitto.port),
+        **mqtt_access(mosquitto).env("server"),
         "DISTRICT_SERVER_TOPIC_PREFIX": prefix,
         "DISTRICT_SERVER_INFLUX_URL": influx_db.url,
         "DISTRICT_SERVER_INFLUX_DB": influx_db.db,

@@ -26,14 +26,14 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
 
 from contracts import receive, topics
 from contracts.messages import DeviceStatus, LockerCompartmentState, Message, ParkingBayState
+from district.provision import Provisioned
 from district.services import Service, free_port, start_mosquitto
 from edge.agent import EdgeAgent
 from edge.config import DeviceConfig
-from tests.conftest import wait_for
+from tests.conftest import mqtt_access, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -178,11 +178,7 @@ class Collector:
         self.prefix = prefix
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"collector-{prefix}",
-            clean_session=False,
-        )
+        self.client = mqtt_access(broker).client(client_id or f"collector-{prefix}", clean_session=False)
         self.client.reconnect_delay_set(0.1, 1)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
@@ -223,7 +219,7 @@ class Collector:
 def _device_config(
     tmp_path: Path,
     prefix: str,
-    port: int,
+    broker: Service,
     bus_path: Path,
     *,
     refresh_s: float = 30,
@@ -235,7 +231,7 @@ def _device_config(
     common = {"port": str(bus_path), "poll_interval_s": 0.1, "refresh_interval_s": refresh_s, "timeout_s": 0.3}
     return {
         "device": {"id": DEVICE, "site_id": SITE, "firmware": "test-1"},
-        "mqtt": {"host": "127.0.0.1", "port": port, "topic_prefix": prefix, "reconnect_min_s": 0.1,
+        "mqtt": {**mqtt_access(broker).edge_mqtt(), "topic_prefix": prefix, "reconnect_min_s": 0.1,
                  "reconnect_max_s": 0.5, "keepalive_s": 5, "delivery": delivery},
         "outbox": {"path": str(tmp_path / outbox), "max_messages": 10_000},
         "status_interval_s": 0.5,
@@ -263,7 +259,7 @@ def test_readings_change_only_then_refresh_then_clean_stop(
     bus.regs[1][229] = 77  # garbage on the last bay
     bus.regs[2][100:104] = [0b0011, 0b1000, 0b0100, 0]
     collector = Collector(mosquitto, prefix)
-    cfg = DeviceConfig.model_validate(_device_config(tmp_path, prefix, mosquitto.port, bus.path, refresh_s=4))
+    cfg = DeviceConfig.model_validate(_device_config(tmp_path, prefix, mosquitto, bus.path, refresh_s=4))
     agent = EdgeAgent(cfg)
     try:
         agent.start()
@@ -337,7 +333,7 @@ def test_bus_unplugged_degrades_with_reason_and_recovers(
     tmp_path: Path, bus: PtyBus, mosquitto: Service, prefix: str
 ) -> None:
     collector = Collector(mosquitto, prefix)
-    cfg = DeviceConfig.model_validate(_device_config(tmp_path, prefix, mosquitto.port, bus.path))
+    cfg = DeviceConfig.model_validate(_device_config(tmp_path, prefix, mosquitto, bus.path))
     with EdgeAgent(cfg) as agent:
         wait_for(lambda: len(collector.bays()) >= 130, 15, what="first read")
         wait_for(lambda: (s := _status_now(collector)) and s.state == "online", 5, what="online")
@@ -359,7 +355,7 @@ def test_bus_unplugged_degrades_with_reason_and_recovers(
 def test_sigkill_leaves_the_retained_last_will(tmp_path: Path, bus: PtyBus, mosquitto: Service, prefix: str) -> None:
     collector = Collector(mosquitto, prefix)
     config = tmp_path / "edge.yaml"
-    config.write_text(yaml.safe_dump(_device_config(tmp_path, prefix, mosquitto.port, bus.path)))
+    config.write_text(yaml.safe_dump(_device_config(tmp_path, prefix, mosquitto, bus.path)))
     district = Path(sys.executable).parent / "district"
     log = (tmp_path / "edge.log").open("wb")
     proc = subprocess.Popen([str(district), "edge", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
@@ -381,7 +377,7 @@ def test_sigkill_leaves_the_retained_last_will(tmp_path: Path, bus: PtyBus, mosq
 def test_sigterm_stops_cleanly(tmp_path: Path, bus: PtyBus, mosquitto: Service, prefix: str) -> None:
     collector = Collector(mosquitto, prefix)
     config = tmp_path / "edge.yaml"
-    config.write_text(yaml.safe_dump(_device_config(tmp_path, prefix, mosquitto.port, bus.path)))
+    config.write_text(yaml.safe_dump(_device_config(tmp_path, prefix, mosquitto, bus.path)))
     district = Path(sys.executable).parent / "district"
     proc = subprocess.Popen([str(district), "edge", "--config", str(config)], stderr=subprocess.PIPE)
     try:
@@ -407,14 +403,14 @@ def _outbox_rows(path: Path) -> list[tuple[str, bytes]]:
         db.close()
 
 
-def test_broker_outage_store_and_forward(tmp_path: Path, bus: PtyBus, prefix: str) -> None:
+def test_broker_outage_store_and_forward(tmp_path: Path, bus: PtyBus, prefix: str, broker_pki: Provisioned) -> None:
     port = free_port()
-    broker = start_mosquitto(tmp_path / "broker", port=port)
+    broker = start_mosquitto(tmp_path / "broker", port=port, pki=broker_pki)
     collector: Collector | None = None
     agent: EdgeAgent | None = None
     try:
         collector = Collector(broker, prefix)
-        cfg = DeviceConfig.model_validate(_device_config(tmp_path, prefix, port, bus.path, refresh_s=600))
+        cfg = DeviceConfig.model_validate(_device_config(tmp_path, prefix, broker, bus.path, refresh_s=600))
         agent = EdgeAgent(cfg)
         agent.start()
         assert agent.outbox is not None and agent.publisher is not None
@@ -430,7 +426,7 @@ def test_broker_outage_store_and_forward(tmp_path: Path, bus: PtyBus, prefix: st
         stored = _outbox_rows(cfg.outbox.path)
         assert len(stored) == 10
 
-        broker = start_mosquitto(tmp_path / "broker", port=port)
+        broker = start_mosquitto(tmp_path / "broker", port=port, pki=broker_pki)
         wait_for(lambda: agent.outbox.pending == 0, 20, what="outbox drained after the outage")  # type: ignore[union-attr]
         got = {p for _, p, _ in collector.messages}
         wait_for(lambda: all(p in {q for _, q, _ in collector.messages} for _, p in stored), 10,  # type: ignore[union-attr]
@@ -451,7 +447,8 @@ def test_broker_outage_store_and_forward(tmp_path: Path, bus: PtyBus, prefix: st
 
 def test_restart_republishes_the_pending_outbox(tmp_path: Path, bus: PtyBus, mosquitto: Service, prefix: str) -> None:
     dead_port = free_port()  # nothing listens here: the agent cannot publish
-    cfg = DeviceConfig.model_validate(_device_config(tmp_path, prefix, dead_port, bus.path))
+    cfg = DeviceConfig.model_validate(_device_config(tmp_path, prefix, mosquitto, bus.path))
+    cfg = cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(update={"port": dead_port})})
     agent = EdgeAgent(cfg)
     agent.start()
     try:

@@ -14,7 +14,6 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from contracts import receive
 from contracts.messages import DeviceStatus, FootfallCount
@@ -23,7 +22,7 @@ from edge.agent import EdgeAgent
 from edge.camera.count_cli import count_video
 from edge.camera.lines import load_lines
 from edge.config import DeviceConfig
-from tests.conftest import need, wait_for
+from tests.conftest import mqtt_access, need, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +34,7 @@ class Collector:
     def __init__(self, broker: Service, prefix: str) -> None:
         self.payloads: list[tuple[str, bytes]] = []
         self._lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"collector-{prefix}")
+        self.client = mqtt_access(broker).client(f"collector-{prefix}")
         done = threading.Event()
         self.client.on_subscribe = lambda *a: done.set()
         self.client.on_message = self._on_message
@@ -77,7 +76,7 @@ def test_camera_counts_reach_mqtt_and_nothing_image_like_does(
     config = DeviceConfig.model_validate(
         {
             "device": {"id": DEVICE, "site_id": SITE},
-            "mqtt": {"host": mosquitto.host, "port": mosquitto.port, "topic_prefix": prefix},
+            "mqtt": mqtt_access(mosquitto).edge_mqtt(topic_prefix=prefix),
             "outbox": {"path": str(tmp_path / "outbox.sqlite")},
             "status_interval_s": 0.5,
             "cameras": [

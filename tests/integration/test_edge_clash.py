@@ -19,12 +19,12 @@ def test_cloned_edge_agents_back_off_and_every_reading_is_stored(
     tmp_path: Path, mosquitto: Service, influx_db: Influx, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="edge")
-    gw = _gateway(prefix, mosquitto.port, influx_db, tmp_path)
+    gw = _gateway(prefix, mosquitto, influx_db, tmp_path)
     gw.start()
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    a = _edge(tmp_path / "a", prefix, mosquitto.port)
-    b = _edge(tmp_path / "b", prefix, mosquitto.port)
+    a = _edge(tmp_path / "a", prefix, mosquitto)
+    b = _edge(tmp_path / "b", prefix, mosquitto)
     try:
         assert gw.wait_ready(15)
         a.start()

@@ -24,7 +24,7 @@ from contracts import DeviceStatus, encode, new_reading_id, topics, utcnow
 from contracts.storage import M_DEVICE_STATUS, M_PARKING_BAY
 from district.services import Service
 from gateway.service import Gateway
-from tests.conftest import Influx, wait_for
+from tests.conftest import Influx, mqtt_access, wait_for
 from tests.integration.test_gateway import gateway_settings
 from tests.integration.test_server import (
     SITE_ID,
@@ -62,13 +62,12 @@ def gateway(mosquitto: Service, influx_db: Influx, prefix: str, tmp_path: Path) 
 
 # A device that holds its connection open until SIGKILLed: the broker then publishes its will.
 _DEVICE = """
-import json, sys, time
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-port, topic, will, online = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="dev-" + topic.replace("/", "-"), protocol=mqtt.MQTTv311)
+import sys, time
+from district.services import BrokerAccess
+access, topic, will, online = BrokerAccess.from_json(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+c = access.client("dev-" + topic.replace("/", "-"))
 c.will_set(topic, will, qos=1, retain=True)
-c.connect("127.0.0.1", port, keepalive=5)
+c.connect(access.host, access.port, keepalive=5)
 c.loop_start()
 c.publish(topic, online, qos=1, retain=True).wait_for_publish(5)
 print("up", flush=True)
@@ -94,9 +93,17 @@ def test_last_will_of_a_long_lived_connection_marks_the_device_offline(
         reason="connection_lost",
     )  # fmt: skip
     online = DeviceStatus(device_id="dev1", observed_at=utcnow(), reading_id=new_reading_id(), state="online")
-    with serve(settings_for(site_file, prefix, mosquitto.port, influx_db.url, influx_db.db)) as client:
+    with serve(settings_for(site_file, prefix, mosquitto, influx_db.url, influx_db.db)) as client:
         dev = subprocess.Popen(
-            [sys.executable, "-c", _DEVICE, str(mosquitto.port), topic, encode(will).decode(), encode(online).decode()],
+            [
+                sys.executable,
+                "-c",
+                _DEVICE,
+                mqtt_access(mosquitto).to_json(),
+                topic,
+                encode(will).decode(),
+                encode(online).decode(),
+            ],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -131,7 +138,7 @@ def test_a_cleared_retained_status_removes_the_device(
     """An empty retained payload is how MQTT deletes a retained message: not garbage, not a rejection."""
     topic = topics.status_topic(prefix, SITE_ID, "gone-1")
     status = DeviceStatus(device_id="gone-1", observed_at=utcnow(), reading_id=new_reading_id(), state="online")
-    with serve(settings_for(site_file, prefix, mosquitto.port, influx_db.url, influx_db.db)) as client:
+    with serve(settings_for(site_file, prefix, mosquitto, influx_db.url, influx_db.db)) as client:
         with publisher(mosquitto) as pub:
             pub.publish(topic, encode(status), retain=True)
             wait_for(lambda: health(client)[1]["devices"]["seen"] >= 2, 10, what="the device seen")  # and the gateway
@@ -147,7 +154,7 @@ def test_a_device_whose_clock_lags_is_heard_and_its_offset_reported(
     mosquitto: Service, influx_db: Influx, prefix: str, site_file: Path
 ) -> None:
     """Bugcase 06: three readings 2 s apart, each stamped 11 minutes ago (stale_after_s is 600)."""
-    with serve(settings_for(site_file, prefix, mosquitto.port, influx_db.url, influx_db.db)) as client:
+    with serve(settings_for(site_file, prefix, mosquitto, influx_db.url, influx_db.db)) as client:
         with publisher(mosquitto) as pub:
             for _ in range(3):
                 pub.publish(bay_topic(prefix), encode(bay("a", "occupied", at=utcnow() - timedelta(minutes=11))))
@@ -164,7 +171,7 @@ def test_same_second_readings_keep_both_and_the_later_wins(
 ) -> None:
     """Bugcase 08, both forms: a whole-second clock without seq (third-party), and with seq (ours)."""
     t = utcnow().replace(microsecond=0)
-    with serve(settings_for(site_file, prefix, mosquitto.port, influx_db.url, influx_db.db)) as client:
+    with serve(settings_for(site_file, prefix, mosquitto, influx_db.url, influx_db.db)) as client:
         with publisher(mosquitto) as pub:
             for bay_id, extra in (("a", {}), ("b", {"epoch": "e1", "seq": 999})):
                 first = bay(bay_id, "free", at=t).model_copy(update={"reading_id": "f" * 32, **extra})
@@ -246,7 +253,7 @@ def test_changes_during_a_link_blip_are_applied_after_reconnect(
     queues for the server; without one (expired, a broker restart) the catch-up from history covers it."""
     proxy = CutProxy(mosquitto.port)
     settings = settings_for(
-        site_file, prefix, proxy.port, influx_db.url, influx_db.db, mqtt_session_expiry_s=session_expiry_s
+        site_file, prefix, mosquitto, influx_db.url, influx_db.db, proxy.port, mqtt_session_expiry_s=session_expiry_s
     )
     try:
         with serve(settings) as client, publisher(mosquitto) as pub:

@@ -20,9 +20,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from contracts import (
     DeviceStatus,
@@ -47,7 +45,7 @@ from contracts.storage import (
 from district.services import Service, start_influxd
 from gateway.service import Gateway
 from gateway.settings import GatewaySettings
-from tests.conftest import REPO, Influx, wait_for
+from tests.conftest import REPO, Influx, mqtt_access, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +57,7 @@ class Publisher:
     """A plain QoS 1 publisher (what an edge device does)."""
 
     def __init__(self, svc: Service) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
+        self.client = mqtt_access(svc).client(f"pub-{uuid.uuid4().hex[:8]}")
         self.client.max_queued_messages_set(0)
         self.client.max_inflight_messages_set(1000)
         self.client.connect(svc.host, svc.port)
@@ -90,8 +88,7 @@ def gateway_settings(
     mosquitto: Service, influx: Influx, prefix: str, tmp_path: Path, **over: object
 ) -> GatewaySettings:
     values: dict[str, object] = {
-        "mqtt_host": mosquitto.host,
-        "mqtt_port": mosquitto.port,
+        **mqtt_access(mosquitto).settings(),
         "mqtt_client_id": f"gw-{prefix}",
         "topic_prefix": prefix,
         "influx_url": influx.url,
@@ -127,7 +124,7 @@ def run_gateway(caplog: pytest.LogCaptureFixture) -> Iterator[Callable[[GatewayS
 
 
 def bay(
-    device: str = "bays-1", lot: str = "dresdenaltmarkt", bay_id: str = "AM-001", **over: object
+    device: str = "edge-dresdenaltmarkt", lot: str = "dresdenaltmarkt", bay_id: str = "AM-001", **over: object
 ) -> ParkingBayState:
     fields: dict[str, object] = {
         "device_id": device,
@@ -185,8 +182,8 @@ def test_every_kind_is_stored_with_tags_fields_and_ns_time(
     )
     publisher.send_many(
         [
-            (topic_of(prefix, "bays-1", "parking_bay"), encode(first)),
-            (topic_of(prefix, "bays-1", "parking_bay"), encode(second)),
+            (topic_of(prefix, "edge-dresdenaltmarkt", "parking_bay"), encode(first)),
+            (topic_of(prefix, "edge-dresdenaltmarkt", "parking_bay"), encode(second)),
             (topic_of(prefix, "lockers-1", "locker"), encode(locker)),
             (topic_of(prefix, "cam-1", "footfall"), encode(footfall)),
             (topic_of(prefix, "cam-1", "status"), encode(status)),
@@ -203,7 +200,7 @@ def test_every_kind_is_stored_with_tags_fields_and_ns_time(
         (point_ns(second), "free", 0, second.reading_id),
     ]
     assert {(r["site"], r["device"], r["lot"], r["bay"]) for r in rows} == {
-        (SITE, "bays-1", "dresdenaltmarkt", "AM-001")
+        (SITE, "edge-dresdenaltmarkt", "dresdenaltmarkt", "AM-001")
     }
     assert all(r["received_ns"] >= t0_ns for r in rows)
 
@@ -250,7 +247,7 @@ def test_bad_messages_are_rejected_counted_and_neighbours_stored(
     mosquitto: Service, influx_db: Influx, prefix: str, tmp_path: Path, publisher: Publisher, run_gateway: Callable
 ) -> None:
     gw = run_gateway(gateway_settings(mosquitto, influx_db, prefix, tmp_path, site_config=DRESDEN))
-    good_topic = topic_of(prefix, "bays-1", "parking_bay")
+    good_topic = topic_of(prefix, "edge-dresdenaltmarkt", "parking_bay")
 
     def field_edit(**edits: object) -> bytes:
         data = json.loads(encode(bay()))
@@ -269,11 +266,13 @@ def test_bad_messages_are_rejected_counted_and_neighbours_stored(
         ("stale_timestamp", good_topic, field_edit(observed_at="1970-01-01T00:00:01Z")),
         ("too_large", good_topic, os.urandom(1 << 20)),
         ("not_json", good_topic, b"\xff\xfe\x00\x81 not utf-8 \xc3\x28"),
-        ("kind_mismatch", topic_of(prefix, "bays-1", "locker"), encode(bay())),
+        ("kind_mismatch", topic_of(prefix, "edge-dresdenaltmarkt", "locker"), encode(bay())),
         ("device_mismatch", topic_of(prefix, "bays-2", "parking_bay"), encode(bay())),
         ("unknown_entity", good_topic, encode(bay(bay_id="AM-999"))),
         ("unknown_entity", good_topic, encode(bay(lot="nowhere"))),
-        ("unknown_site", topic_of(prefix, "bays-1", "parking_bay", site="leipzig"), encode(bay())),
+        ("unknown_site", topic_of(prefix, "edge-dresdenaltmarkt", "parking_bay", site="leipzig"), encode(bay())),
+        # A real device of the site, on its own topic, about a lot the site gives another device.
+        ("not_owner", topic_of(prefix, "edge-dresdenkarstadt", "parking_bay"), encode(bay("edge-dresdenkarstadt"))),
         ("bad_topic", f"{prefix}/v1/{SITE}/bays-1/toaster", encode(bay())),
     ]
     goods = [bay(bay_id=f"AM-{n + 1:03d}") for n in range(len(cases))]
@@ -303,7 +302,7 @@ def test_bad_messages_are_rejected_counted_and_neighbours_stored(
 # -- 3. loses nothing ---------------------------------------------------------------------------
 
 
-def _bay_stream(prefix: str, n: int, device: str = "bays-1") -> list[tuple[str, bytes, str]]:
+def _bay_stream(prefix: str, n: int, device: str = "edge-dresdenaltmarkt") -> list[tuple[str, bytes, str]]:
     """n readings over 100 bays, each a distinct reading (topic, payload, reading_id)."""
     t0 = utcnow() - timedelta(minutes=10)
     out = []
@@ -365,7 +364,7 @@ def test_gateway_sigkill_mid_stream_loses_nothing(
     stream = _bay_stream(prefix, n)
     status_topic = topics.status_topic(prefix, "district", settings.mqtt_client_id)
     statuses: list[bytes] = []
-    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"watch-{prefix}")
+    watcher = mqtt_access(mosquitto).client(f"watch-{prefix}")
     watcher.on_message = lambda c, u, m: statuses.append(m.payload)
     watcher.connect(mosquitto.host, mosquitto.port)
     watcher.subscribe(status_topic, qos=1)

@@ -21,7 +21,7 @@ from contracts import encode
 from district.services import Service
 from gateway.service import Gateway
 from gateway.settings import GatewaySettings
-from tests.conftest import Influx, wait_for
+from tests.conftest import Influx, mqtt_access, wait_for
 from tests.integration.test_gateway import Publisher, bay, gateway_settings, topic_of
 
 pytestmark = pytest.mark.integration
@@ -61,7 +61,7 @@ def test_two_gateways_with_one_client_id_stop_kicking_each_other_off(
         # Whoever holds the session stores what arrives.
         assert a.intake.is_connected() or b.intake.is_connected()
         readings = [bay(bay_id=f"AM-{i:03d}") for i in range(1, 21)]
-        publisher.send_many([(topic_of(prefix, "bays-1", "parking_bay"), encode(m)) for m in readings])
+        publisher.send_many([(topic_of(prefix, "edge-dresdenaltmarkt", "parking_bay"), encode(m)) for m in readings])
         wait_for(lambda: influx_db.count("parking_bay") == 20, 15, what="20 readings stored")
     finally:
         a.stop()
@@ -76,7 +76,7 @@ def test_gateway_processes_with_one_client_id_name_the_clash_and_keep_running(
 ) -> None:
     """As deployed: two `district gateway` processes. One names the clash on stderr and backs off; neither
     crashes, and both stop cleanly. (The exit with status 3 comes on a third clash, minutes later.)"""
-    env_ids = {"DISTRICT_GATEWAY_MQTT_CLIENT_ID": f"same-{prefix}", "DISTRICT_GATEWAY_MQTT_PORT": str(mosquitto.port),
+    env_ids = {**mqtt_access(mosquitto).env("gateway"), "DISTRICT_GATEWAY_MQTT_CLIENT_ID": f"same-{prefix}",
                "DISTRICT_GATEWAY_TOPIC_PREFIX": prefix, "DISTRICT_GATEWAY_INFLUX_URL": "http://127.0.0.1:9",
                "DISTRICT_GATEWAY_CREATE_DATABASE": "false"}  # fmt: skip
     env = {**os.environ, **env_ids}

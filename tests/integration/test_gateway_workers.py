@@ -17,7 +17,7 @@ import pytest
 
 from contracts import encode
 from district.services import Service
-from tests.conftest import Influx, wait_for
+from tests.conftest import Influx, mqtt_access, wait_for
 from tests.integration.test_gateway import Publisher, bay, topic_of
 
 pytestmark = pytest.mark.integration
@@ -32,7 +32,7 @@ def test_two_workers_store_everything_and_a_killed_worker_comes_back(
     mosquitto: Service, influx_db: Influx, prefix: str, tmp_path: Path
 ) -> None:
     publisher = Publisher(mosquitto)
-    env = {**os.environ, "DISTRICT_GATEWAY_MQTT_PORT": str(mosquitto.port), "DISTRICT_GATEWAY_WORKERS": "2",
+    env = {**os.environ, **mqtt_access(mosquitto).env("gateway"), "DISTRICT_GATEWAY_WORKERS": "2",
            "DISTRICT_GATEWAY_MQTT_CLIENT_ID": f"gw-{prefix}", "DISTRICT_GATEWAY_TOPIC_PREFIX": prefix,
            "DISTRICT_GATEWAY_INFLUX_URL": influx_db.url, "DISTRICT_GATEWAY_INFLUX_DB": influx_db.db,
            "DISTRICT_GATEWAY_SITE_ID": "dresden",

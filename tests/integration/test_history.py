@@ -44,7 +44,7 @@ from gateway.retention import HistorySetup, RetentionPlan, backfill_statements, 
 from gateway.service import Gateway
 from gateway.settings import GatewaySettings
 from gateway.snapshots import HistoryTracker
-from tests.conftest import Influx, wait_for
+from tests.conftest import Influx, mqtt_access, wait_for
 from tests.integration.test_server import health, publisher, serve, settings_for
 
 pytestmark = pytest.mark.integration
@@ -228,7 +228,7 @@ def test_endpoints_answer_from_rollups_and_raw_in_local_buckets_across_dst(
         for rollup in h.ROLLUPS:
             for q in backfill_statements(spec, rollup, influx.db, setup.raw_rp, to_ns(local(spring)) - DAY_NS, cutoff):
                 setup.execute(q)
-    settings = settings_for(site_file, prefix, mosquitto.port, influx.url, influx.db, api_keys=f"ops:{KEY}")
+    settings = settings_for(site_file, prefix, mosquitto, influx.url, influx.db, api_keys=f"ops:{KEY}")
     with serve(settings) as client:
         wait_for(lambda: health(client)[0] == 200, timeout=15, what="healthz ok")
 
@@ -323,7 +323,7 @@ def test_endpoints_answer_from_rollups_and_raw_in_local_buckets_across_dst(
 
 def gateway_settings(mosquitto: Service, influx: Influx, prefix: str, site_file: Path, **over: Any) -> GatewaySettings:
     values: dict[str, Any] = {
-        "mqtt_host": mosquitto.host, "mqtt_port": mosquitto.port, "mqtt_client_id": f"gw-{prefix}",
+        **mqtt_access(mosquitto).settings(), "mqtt_client_id": f"gw-{prefix}",
         "topic_prefix": prefix, "influx_url": influx.url, "influx_db": influx.db, "flush_interval_s": 0.05,
         "site_config": site_file, "history_warmup_s": 0,
     }  # fmt: skip

@@ -27,15 +27,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from contracts import ParkingBayState, encode, new_reading_id, topics, utcnow
 from contracts.storage import M_PARKING_BAY
 from district.services import Service
 from gateway.service import Gateway
-from tests.conftest import Influx, wait_for
+from tests.conftest import Influx, mqtt_access, wait_for
 from tests.integration.test_gateway import gateway_settings
 
 pytestmark = pytest.mark.integration
@@ -177,7 +175,7 @@ def stub(influx_db: Influx) -> Iterator[tuple[Stub, str]]:
 
 @pytest.fixture
 def publish(mosquitto: Service) -> Iterator[Callable[[list[ParkingBayState], str], None]]:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
+    client = mqtt_access(mosquitto).client(f"pub-{uuid.uuid4().hex[:8]}")
     client.max_queued_messages_set(0)
     client.connect(mosquitto.host, mosquitto.port)
     client.loop_start()

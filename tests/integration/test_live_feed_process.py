@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from district.services import Service, free_port
-from tests.conftest import Influx, wait_for
+from tests.conftest import Influx, mqtt_access, wait_for
 from tests.integration.test_server_main import DISTRICT, SITE, status_of
 
 pytestmark = pytest.mark.integration
@@ -25,8 +25,7 @@ def test_a_stop_ends_live_feed_streams_at_once(
     port = free_port()
     env = {
         **os.environ,
-        "DISTRICT_SERVER_MQTT_HOST": mosquitto.host,
-        "DISTRICT_SERVER_MQTT_PORT": str(mosquitto.port),
+        **mqtt_access(mosquitto).env("server"),
         "DISTRICT_SERVER_TOPIC_PREFIX": prefix,
         "DISTRICT_SERVER_INFLUX_URL": influx_db.url,
         "DISTRICT_SERVER_INFLUX_DB": influx_db.db,

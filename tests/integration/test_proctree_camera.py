@@ -21,7 +21,7 @@ import yaml
 from contracts.configfile import load_model
 from contracts.site import SiteConfig
 from district.demo import DEMO_SITE, camera_edge_config
-from district.services import free_port
+from district.services import BrokerAccess, free_port
 from tests.conftest import SHARED, need
 from tests.proctree import Output, descendants, survivors, wait_all_gone
 
@@ -40,8 +40,7 @@ def test_camera_process_dies_when_its_edge_agent_is_sigkilled(tmp_path: Path) ->
         PETS,
         site.cameras[0],
         site_id=site.site.id,
-        mqtt_host="127.0.0.1",
-        mqtt_port=free_port(),  # nobody listens: the agent keeps retrying, the camera keeps counting
+        access=BrokerAccess("127.0.0.1", free_port()),  # nobody listens: the agent keeps retrying, the camera counts
         outbox=tmp_path / "outbox.sqlite",
     )
     path = tmp_path / "edge.yaml"

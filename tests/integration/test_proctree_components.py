@@ -24,8 +24,8 @@ import yaml
 
 from common.runtime import SUPERVISOR_ENV
 from district.demo import DEMO_SITE, _device
-from district.services import Service, free_port
-from tests.conftest import Influx, wait_for
+from district.services import BrokerAccess, Service, free_port
+from tests.conftest import Influx, mqtt_access, wait_for
 from tests.proctree import wait_all_gone
 
 pytestmark = pytest.mark.integration
@@ -59,7 +59,7 @@ def component(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> Comp
         )
     if name == "edge":
         config = tmp_path / "edge.yaml"
-        device = _device("edge-proctree", "dresden", "127.0.0.1", free_port(), tmp_path / "outbox.sqlite")
+        device = _device("edge-proctree", "dresden", BrokerAccess("127.0.0.1", free_port()), tmp_path / "outbox.sqlite")
         config.write_text(yaml.safe_dump(device))
         return Component(
             [*cli, "--config", str(config)],
@@ -71,8 +71,7 @@ def component(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> Comp
     influx: Influx = request.getfixturevalue("influx_db")
     if name == "gateway":
         env = {
-            "DISTRICT_GATEWAY_MQTT_HOST": mosquitto.host,
-            "DISTRICT_GATEWAY_MQTT_PORT": str(mosquitto.port),
+            **mqtt_access(mosquitto).env("gateway"),
             "DISTRICT_GATEWAY_MQTT_CLIENT_ID": f"proctree-{os.getpid()}-{tmp_path.name}",
             "DISTRICT_GATEWAY_INFLUX_URL": influx.url,
             "DISTRICT_GATEWAY_INFLUX_DB": influx.db,
@@ -82,8 +81,7 @@ def component(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> Comp
             [*cli, "--site", str(DEMO_SITE)], env, lambda log: "connected" in log, lambda log: "gateway stopped" in log
         )
     env = {
-        "DISTRICT_SERVER_MQTT_HOST": mosquitto.host,
-        "DISTRICT_SERVER_MQTT_PORT": str(mosquitto.port),
+        **mqtt_access(mosquitto).env("server"),
         "DISTRICT_SERVER_INFLUX_URL": influx.url,
         "DISTRICT_SERVER_INFLUX_DB": influx.db,
     }

@@ -19,18 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import paho.mqtt.client as mqtt
 import pytest
 import uvicorn
-from paho.mqtt.enums import CallbackAPIVersion
 
 from contracts import DeviceStatus, ParkingBayState, encode, new_reading_id, topics, utcnow
 from contracts.storage import to_points
+from district.provision import Provisioned
 from district.services import Service, free_port, start_influxd, start_mosquitto
 from gateway.influx import line_protocol
 from server.app import create_app
 from server.settings import ServerSettings
-from tests.conftest import Influx, wait_for
+from tests.conftest import Influx, mqtt_access, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -53,11 +52,14 @@ def site_file(tmp_path: Path) -> Path:
     return path
 
 
-def settings_for(site_file: Path, prefix: str, mqtt_port: int, influx_url: str, db: str, **kw: Any) -> ServerSettings:
+def settings_for(
+    site_file: Path, prefix: str, broker: Service, influx_url: str, db: str, mqtt_port: int | None = None, **kw: Any
+) -> ServerSettings:
+    """Server settings for a test: the broker's admin credentials (``mqtt_port``: through a proxy instead)."""
+    mqtt = mqtt_access(broker).settings() | ({"mqtt_port": mqtt_port} if mqtt_port else {})
     return ServerSettings(
         site_config=site_file,
-        mqtt_host="127.0.0.1",
-        mqtt_port=mqtt_port,
+        **mqtt,
         topic_prefix=prefix,
         influx_url=influx_url,
         influx_db=db,
@@ -92,7 +94,7 @@ class Publisher:
     """A device: publishes QoS 1 and waits for the broker's acknowledgement."""
 
     def __init__(self, broker: Service) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"itest-pub-{uuid.uuid4().hex[:8]}")
+        self.client = mqtt_access(broker).client(f"itest-pub-{uuid.uuid4().hex[:8]}")
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
 
@@ -171,7 +173,7 @@ def create_database(url: str, db: str) -> None:
 def test_live_state_follows_the_stream_and_ignores_replays(
     mosquitto: Service, influx_db: Influx, prefix: str, site_file: Path
 ) -> None:
-    settings = settings_for(site_file, prefix, mosquitto.port, influx_db.url, influx_db.db)
+    settings = settings_for(site_file, prefix, mosquitto, influx_db.url, influx_db.db)
     with serve(settings) as client, publisher(mosquitto) as pub:
         wait_for(lambda: health(client)[0] == 200, timeout=15, what="healthz ok")
         assert counts(client) == (0, 0, 3)
@@ -221,7 +223,7 @@ def test_a_restarted_server_bootstraps_from_influxdb(
             bay("c", "free", at=now - timedelta(hours=2)),  # outside the 1 h bootstrap window
         ],
     )
-    settings = settings_for(site_file, prefix, mosquitto.port, influx_db.url, influx_db.db)
+    settings = settings_for(site_file, prefix, mosquitto, influx_db.url, influx_db.db)
     with serve(settings) as client:
         # No waiting: the lifespan finished the bootstrap before serving.
         assert counts(client) == (1, 1, 1)
@@ -237,11 +239,11 @@ def test_a_restarted_server_bootstraps_from_influxdb(
 
 
 def test_health_follows_the_broker_down_and_back(
-    influx_db: Influx, prefix: str, site_file: Path, tmp_path: Path
+    influx_db: Influx, prefix: str, site_file: Path, tmp_path: Path, broker_pki: Provisioned
 ) -> None:
-    broker = start_mosquitto(tmp_path / "mosquitto")
+    broker = start_mosquitto(tmp_path / "mosquitto", pki=broker_pki)
     try:
-        settings = settings_for(site_file, prefix, broker.port, influx_db.url, influx_db.db)
+        settings = settings_for(site_file, prefix, broker, influx_db.url, influx_db.db)
         with serve(settings) as client:
             wait_for(lambda: health(client)[0] == 200, timeout=15, what="healthz ok")
             broker.stop()
@@ -252,7 +254,7 @@ def test_health_follows_the_broker_down_and_back(
             assert body["database"]["reachable"] is True
             assert client.get("/v1/parking/lots").status_code == 200  # still served from memory
 
-            broker = start_mosquitto(tmp_path / "mosquitto", port=broker.port)
+            broker = start_mosquitto(tmp_path / "mosquitto", port=broker.port, pki=broker_pki)
             wait_for(lambda: health(client)[0] == 200, timeout=30, what="reconnected")
             with publisher(broker) as pub:  # resubscribed after the reconnect
                 pub.publish(bay_topic(prefix), encode(bay("b", "free")))
@@ -268,7 +270,7 @@ def test_health_follows_the_database_going_down(
     try:
         url = f"http://{influxd.host}:{influxd.port}"
         create_database(url, "district")
-        settings = settings_for(site_file, prefix, mosquitto.port, url, "district")
+        settings = settings_for(site_file, prefix, mosquitto, url, "district")
         with serve(settings) as client:
             wait_for(lambda: health(client)[0] == 200, timeout=15, what="healthz ok")
             influxd.stop()
@@ -289,7 +291,7 @@ def test_starts_with_influxdb_down_then_bootstraps_when_it_is_back(
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    settings = settings_for(site_file, prefix, mosquitto.port, url, "district")
+    settings = settings_for(site_file, prefix, mosquitto, url, "district")
     influxd: Service | None = None
     try:
         with serve(settings) as client, publisher(mosquitto) as pub:

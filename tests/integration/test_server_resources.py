@@ -95,7 +95,7 @@ def write(influx: Influx, messages: list[Message]) -> None:
 def test_lockers_and_zones_follow_the_stream(
     mosquitto: Service, influx_db: Influx, prefix: str, site_file: Path
 ) -> None:
-    settings = settings_for(site_file, prefix, mosquitto.port, influx_db.url, influx_db.db)
+    settings = settings_for(site_file, prefix, mosquitto, influx_db.url, influx_db.db)
     with serve(settings) as client, publisher(mosquitto) as pub:
         wait_for(lambda: health(client)[0] == 200, timeout=15, what="healthz ok")
         assert bank(client)["state"] == "nodata"
@@ -134,7 +134,7 @@ def test_a_restarted_server_loads_lockers_and_footfall_from_influxdb(
             interval(2, 2, occupancy=3, end=now - timedelta(seconds=30)),
         ],
     )
-    settings = settings_for(site_file, prefix, mosquitto.port, influx_db.url, influx_db.db)
+    settings = settings_for(site_file, prefix, mosquitto, influx_db.url, influx_db.db)
     with serve(settings) as client:
         # The lifespan finished the bootstrap before serving: no waiting.
         body = bank(client)

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from contracts.configfile import ConfigError
 from server.app import create_app
 from server.displays import DisplayEngine
 from server.live import LiveState
@@ -199,6 +200,11 @@ def test_api_keys_parse_from_pairs_and_never_show_in_errors(tmp_path: Path) -> N
     keyfile = tmp_path / "keys"
     keyfile.write_text("# admins\nfile-admin:zzz\n")
     settings = ServerSettings(site_config=tmp_path / "x.yaml", api_keys="ops:abc", api_keys_file=keyfile)  # type: ignore[arg-type]
+    keyfile.chmod(0o644)  # plain keys other users may read: refused, naming the fix and not the keys
+    with pytest.raises(ConfigError) as refused:
+        settings.admin_keys()
+    assert "chmod 600" in str(refused.value) and "zzz" not in str(refused.value)
+    keyfile.chmod(0o600)
     assert settings.admin_keys() == {"ops": "abc", "file-admin": "zzz"}
     assert "abc" not in repr(settings)
 
