@@ -37,7 +37,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from common.influxdb import InfluxError, quote_ident
@@ -71,6 +71,9 @@ class RetentionPlan:
     raw_days: int = 30
     rollup_5m_days: int = 730
     rollup_1h_days: int = 730
+    #: ``raw_days`` was configured (site ``history.raw_days`` or the gateway setting), not the default:
+    #: only then is an existing raw policy with a finite duration, an operator's choice, altered.
+    raw_days_set: bool = field(default=False, compare=False)
 
     @classmethod
     def of(
@@ -92,6 +95,7 @@ class RetentionPlan:
             raw_days if raw_days is not None else config.raw_days,
             rollup_5m,
             rollup,
+            raw_days_set=raw_days is not None or "raw_days" in config.model_fields_set,
         )
 
     def rollup_days(self, rollup: Rollup) -> int:
@@ -218,6 +222,14 @@ class HistorySetup:
         for name, days in wanted:
             duration = f"DURATION {days}d REPLICATION 1 SHARD DURATION {shard_duration(days)}"
             held = existing.get(name)
+            kept = parse_duration(str(held.get("duration", ""))) if held is not None else 0
+            if name == raw and held is not None and kept > 0 and not plan.raw_days_set:
+                # A finite raw policy someone set (a 7-day bucket, a small card) stays as it is unless the
+                # site or the gateway says how long raw readings are kept; InfluxDB's infinite default
+                # (nobody chose) takes the gateway's default.
+                if abs(kept - days * 86_400) > 1:
+                    log.info("history: raw policy %s keeps its %s (history.raw_days not set)", name, held["duration"])
+                continue
             if held is None:
                 self.execute(f"CREATE RETENTION POLICY {quote_ident(name)} ON {db} {duration}")
                 log.info("history: created retention policy %s (%d days)", name, days)

@@ -38,6 +38,7 @@ their rollups.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,10 +52,17 @@ from gateway.sink import Entry, Sink, SinkResult
 log = logging.getLogger(__name__)
 
 _NS = 1_000_000_000
+_NEVER_NS = 100 * 365 * 86_400 * _NS  # "never stale": a century
 #: Most snapshot boundaries written for one group at once (a lot silent for days, then back): one day of minutes.
 MAX_CATCH_UP_S = 86_400
 #: Derived points kept for the next write when a write failed; beyond this the oldest are dropped (and counted).
 MAX_PENDING = 100_000
+
+
+def _stale_ns(seconds: float) -> int:
+    """``stale_after_s`` in ns. A non-finite value (YAML ``.inf``; the config loader logs it, check-config
+    refuses it) means never stale here, rather than a gateway that cannot start."""
+    return int(seconds * _NS) if math.isfinite(seconds) else _NEVER_NS
 
 
 @dataclass(slots=True)
@@ -121,10 +129,10 @@ class HistoryTracker:
         self.every_ns = every_s * _NS
         self.warmup_ns = int(warmup_s * _NS)
         self._lots = {
-            lot.id: _Group(lot.id, frozenset(lot.bay_ids()), int(lot.stale_after_s * _NS)) for lot in site.parking
+            lot.id: _Group(lot.id, frozenset(lot.bay_ids()), _stale_ns(lot.stale_after_s)) for lot in site.parking
         }
         self._banks = {
-            bank.id: _Group(bank.id, frozenset(c.id for c in bank.compartment_list()), int(bank.stale_after_s * _NS))
+            bank.id: _Group(bank.id, frozenset(c.id for c in bank.compartment_list()), _stale_ns(bank.stale_after_s))
             for bank in site.lockers
         }
         self._snapshots = 0

@@ -91,6 +91,16 @@ def test_a_bay_not_heard_within_the_lots_stale_limit_is_unknown_never_free() -> 
     assert lots(points) == [*fresh, (360, 0, 0, 3)]
 
 
+@pytest.mark.parametrize("limit", [float("inf"), float("nan")])
+def test_a_non_finite_stale_limit_means_never_stale_not_a_gateway_that_cannot_start(limit: float) -> None:
+    # ../shared/bugcases/15: the loader logs `stale_after_s: .inf` (check-config refuses it); the gateway runs.
+    cfg = site()
+    cfg = cfg.model_copy(update={"parking": [cfg.parking[0].model_copy(update={"stale_after_s": limit})]})
+    tracker = HistoryTracker(cfg, every_s=60, warmup_s=0)
+    points = feed(tracker, [bay("b1", "free", 0), bay("b2", "free", 0), bay("b3", "free", 1), bay("b2", "free", 900)])
+    assert lots(points)[-1] == (840, 3, 0, 0)  # with the 300 s limit: (840, 1, 0, 2)
+
+
 def test_replays_and_retried_batches_never_move_a_bay_back_and_late_readings_are_counted() -> None:
     tracker = HistoryTracker(site(), every_s=60, warmup_s=0)
     first = bay("b1", "occupied", 10, seq=5)

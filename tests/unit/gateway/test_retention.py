@@ -130,6 +130,28 @@ def test_set_up_creates_what_is_missing_alters_what_differs_and_is_idempotent() 
     assert len(influx.cqs) == 1 + len(h.ROLLUP_SPECS) * len(h.ROLLUPS)
 
 
+@pytest.mark.parametrize(
+    ("held", "plan", "altered"),
+    [
+        ("24h0m0s", RetentionPlan.of("db"), False),  # an operator's finite policy, nothing configured: kept
+        ("0s", RetentionPlan.of("db"), True),  # InfluxDB's infinite default (nobody chose): the default 30 d
+        ("24h0m0s", RetentionPlan.of("db", raw_days=30), True),  # the gateway setting says 30 d
+        ("24h0m0s", RetentionPlan.of("db", config=HistoryConfig(raw_days=30)), True),  # so does the site
+    ],
+)
+def test_an_operators_finite_raw_policy_is_kept_unless_raw_days_is_configured(
+    held: str, plan: RetentionPlan, altered: bool
+) -> None:
+    influx = FakeInflux()
+    influx.rps["autogen"] = (held, True)
+    HistorySetup(influx, plan).ensure_policies()
+    alters = [q for q in influx.ddl() if q.startswith('ALTER RETENTION POLICY "autogen"')]
+    assert alters == (
+        ['ALTER RETENTION POLICY "autogen" ON "db" DURATION 30d REPLICATION 1 SHARD DURATION 1d'] if altered else []
+    )
+    assert any(q.startswith('CREATE RETENTION POLICY "rollup_1h"') for q in influx.ddl())  # its own, always
+
+
 def test_catch_up_rebuilds_from_the_last_rollup_bucket_or_the_oldest_raw_point() -> None:
     influx = FakeInflux()
     now = 1_000 * HOUR
