@@ -341,7 +341,12 @@ def _child_main(
     config: CameraConfig, device_id: str, out: QueueLike, stop: StopLike, log_level: int, agent_pid: int | None
 ) -> None:
     """Entry point of the camera process (spawned: imports from scratch, nothing inherited)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the agent, which sets the stop event
+    # Ctrl-C, and the SIGTERM that systemd, ``timeout`` or a shell send to the whole process group, reach the
+    # agent, which sets the stop event: the camera then flushes its interval. Dying of SIGTERM inside the
+    # stop event's wait would leave the agent blocked for ever in ``Event.set()`` (a multiprocessing
+    # Condition waits for every sleeper's acknowledgement, and a dead one never gives it).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=log_level, format=f"%(asctime)s %(levelname)s camera[{config.id}] %(name)s: %(message)s"
@@ -418,22 +423,28 @@ class CameraProcess:
 
     def request_stop(self) -> None:
         """Set the stop event without waiting (stop several cameras in parallel, then :meth:`stop` each)."""
-        self._stop.set()
+        self._set_stop()
+
+    def _set_stop(self) -> None:
+        # Only for a live process: one that died waiting on the event (SIGKILL, the OOM killer) left a
+        # sleeper that ``Event.set()`` would wait for for ever.
+        if self._proc is None or self._proc.is_alive():
+            self._stop.set()
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """Set the stop event, wait up to ``timeout``, then terminate (and kill). Returns the exit code."""
-        self._stop.set()
+        """Set the stop event, wait up to ``timeout``, then kill. Returns the exit code.
+
+        The process ignores SIGTERM (see ``_child_main``), so a camera that does not stop in time is killed.
+        """
+        self._set_stop()
         proc = self._proc
         if proc is None:
             return None
         proc.join(timeout)
         if proc.is_alive():
-            log.warning("camera %s: did not stop within %.0f s; terminating", self.camera_id, timeout)
-            proc.terminate()
+            log.warning("camera %s: did not stop within %.0f s; killing it", self.camera_id, timeout)
+            proc.kill()
             proc.join(2.0)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(2.0)
         return proc.exitcode
 
     def close(self) -> None:

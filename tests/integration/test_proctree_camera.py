@@ -33,6 +33,54 @@ def camera_processes(agent: int) -> list[psutil.Process]:
     return [p for p in descendants(agent) if "spawn_main" in " ".join(p.cmdline())]
 
 
+def _camera_agent_config(tmp_path: Path) -> Path:
+    need((PETS / "lines.json").is_file() and any(PETS.glob("*.mp4")), f"PETS footage not found at {PETS}")
+    site = load_model(DEMO_SITE, SiteConfig)
+    config = camera_edge_config(
+        PETS,
+        site.cameras[0],
+        site_id=site.site.id,
+        access=BrokerAccess("127.0.0.1", free_port()),  # nobody listens: the agent keeps retrying, the camera counts
+        outbox=tmp_path / "outbox.sqlite",
+    )
+    path = tmp_path / "edge.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def test_sigterm_to_the_whole_process_group_stops_the_agent_and_its_camera(tmp_path: Path) -> None:
+    """What systemd (KillMode=control-group), ``timeout`` and a shell's job control do: SIGTERM to every process.
+
+    The camera process ignores it (its agent stops it through the stop event and it flushes its interval);
+    before, it died inside the multiprocessing event's wait and the agent's ``Event.set()`` then blocked for
+    ever on the dead waiter.
+    """
+    path = _camera_agent_config(tmp_path)
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "district.cli", "edge", "--config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+    )
+    output = Output(agent)
+    tree: list[psutil.Process] = []
+    try:
+        assert output.wait_for("starting on", 60) is not None, output.rest()
+        tree = descendants(agent.pid)
+        assert camera_processes(agent.pid)
+        time.sleep(1.0)  # the camera is waiting on its stop event between frames
+        os.killpg(agent.pid, signal.SIGTERM)
+        assert agent.wait(DIE_WITHIN_S) == 0, output.rest()
+        left = wait_all_gone(tree, DIE_WITHIN_S)
+        assert not left, f"still running after SIGTERM to the group: {left}"
+    finally:
+        if agent.poll() is None:
+            os.killpg(agent.pid, signal.SIGKILL)
+            agent.wait()
+        output.close()
+
+
 def test_camera_process_dies_when_its_edge_agent_is_sigkilled(tmp_path: Path) -> None:
     need((PETS / "lines.json").is_file() and any(PETS.glob("*.mp4")), f"PETS footage not found at {PETS}")
     site = load_model(DEMO_SITE, SiteConfig)
