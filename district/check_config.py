@@ -74,7 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(loaded, SiteConfig):
             sites.append(loaded)
         elif model.__name__ == "DeviceConfig":
-            devices.append((path, cast("DeviceConfig", loaded)))
+            device = cast("DeviceConfig", loaded)
+            problems = camera_problems(device)
+            if problems:
+                failed += 1
+                for problem in problems:
+                    print(f"{path}: {problem}", file=sys.stderr)
+                continue
+            devices.append((path, device))
         print(f"{path}: ok ({model.__name__})")
     if sites:
         for path, device in devices:
@@ -84,6 +91,20 @@ def main(argv: list[str] | None = None) -> int:
                 for problem in problems:
                     print(f"{path}: {problem}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def camera_problems(device: DeviceConfig) -> list[str]:
+    """What would stop a camera of this device file at start: unreadable counting lines, a missing model file."""
+    problems: list[str] = []
+    for i, camera in enumerate(device.cameras):
+        try:
+            camera.resolve_lines()
+        except (OSError, ValueError) as exc:
+            problems.append(f"cameras[{i}]: camera {camera.id}: counting lines: {exc}")
+        model_path = getattr(camera.engine.detector, "model_path", None)
+        if model_path is not None and not Path(model_path).is_file():
+            problems.append(f"cameras[{i}]: camera {camera.id}: engine.detector.model_path {model_path} not found")
+    return problems
 
 
 def against_site(device: DeviceConfig, sites: list[SiteConfig]) -> list[str]:

@@ -172,12 +172,17 @@ class EngineConfig(StrictModel):
     @field_validator("detector", mode="before")
     @classmethod
     def _default_type(cls, v: Any) -> Any:
-        """A detector section without ``type`` means the default hybrid detector.
+        """A detector section without ``type`` means the default hybrid detector; a bare name is its type.
 
         Except one that sets motion-detector fields (``history_s``, ``work_width``, ...): that was written
         when motion was the only detector, and keeps meaning it.
         """
+        if isinstance(v, str):  # ``detector: hybrid`` for ``detector: {type: hybrid}``
+            return {"type": v}
+        motion_only = set(MotionDetectorConfig.model_fields) - set(HybridDetectorConfig.model_fields)
         if isinstance(v, dict) and "type" not in v:
-            motion_only = set(MotionDetectorConfig.model_fields) - set(HybridDetectorConfig.model_fields)
             return {**v, "type": "motion" if motion_only & set(v) else "hybrid"}
+        if isinstance(v, dict) and v.get("type") == "hybrid" and motion_only & set(v):
+            keys = ", ".join(sorted(motion_only & set(v)))
+            raise ValueError(f"hybrid's motion settings ({keys}) go under its motion: section")
         return v

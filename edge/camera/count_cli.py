@@ -24,9 +24,10 @@ from typing import Any
 
 import cv2
 import numpy as np
+import yaml
 from tqdm import tqdm
 
-from edge.camera.config import DnnDetectorConfig, EngineConfig
+from edge.camera.config import EngineConfig
 from edge.camera.count import CrossingEvent
 from edge.camera.engine import FootfallEngine
 from edge.camera.lines import CountingLine, load_lines
@@ -179,21 +180,33 @@ def count_video(
 
 
 def build_config(args: argparse.Namespace) -> EngineConfig:
-    """Engine config from --config (JSON) with --detector/--model overrides."""
+    """Engine config from --config (YAML or JSON: a camera's ``engine:`` section) with --detector/--model overrides.
+
+    Raises ``SystemExit`` with a message when --model cannot apply (motion mode uses no model) and
+    ``ValueError`` for an unreadable config file.
+    """
     data: dict[str, Any] = {}
     if args.config:
-        data = json.loads(Path(args.config).read_text(encoding="utf-8"))
-    if args.detector == "dnn":
-        if not args.model and not data.get("detector", {}).get("model_path"):
-            raise SystemExit("--detector dnn needs --model PATH (a .tflite or .onnx file)")
-        det = dict(data.get("detector", {})) if data.get("detector", {}).get("type") == "dnn" else {}
-        det.update(type="dnn", **({"model_path": args.model} if args.model else {}))
-        data["detector"] = DnnDetectorConfig.model_validate(det).model_dump()
-    elif args.detector in ("motion", "detector", "hybrid"):
-        det = dict(data.get("detector", {})) if data.get("detector", {}).get("type") == args.detector else {}
-        det["type"] = args.detector
-        if args.model and args.detector != "motion":
-            det["model_path"] = args.model
+        try:
+            loaded = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))  # JSON is YAML too
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{args.config}: not YAML or JSON: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(f"{args.config}: expected a mapping of EngineConfig fields, got {type(loaded).__name__}")
+        data = loaded or {}
+    det = data.get("detector", {})
+    det = {"type": det} if isinstance(det, str) else dict(det)
+    if args.detector is not None and det.get("type") != args.detector:
+        det = {"type": args.detector}
+    if args.model:
+        kind = det.get("type", "hybrid")
+        if kind == "motion":
+            raise SystemExit("--model does not apply to --detector motion (it uses no model)")
+        det.setdefault("type", kind)
+        det["model_path"] = args.model
+    if det.get("type") == "dnn" and not det.get("model_path"):
+        raise SystemExit("--detector dnn needs --model PATH (a .tflite or .onnx file)")
+    if det:
         data["detector"] = det
     return EngineConfig.model_validate(data)
 
@@ -212,7 +225,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model", help="model file: YOLOX .onnx for hybrid/detector (default: the packaged one), SSD for dnn"
     )
-    p.add_argument("--config", help="engine configuration JSON (EngineConfig fields)")
+    p.add_argument("--config", help="engine configuration, YAML or JSON (a camera's engine: section)")
     p.add_argument("--resize", type=float, default=1.0, help="rescale frames by this factor (robustness tests)")
     p.add_argument("--frame-step", type=int, default=1, help="keep every N-th frame (robustness tests)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -75,15 +75,36 @@ def _pt(v: Any, what: str) -> Point:
     return (float(v[0]), float(v[1]))
 
 
+_REQUIRED = ("name", "A", "B", "in_side_point")
+_OPTIONAL = ("in_means", "zone")  # notes for people; the camera config maps lines to zones
+
+
+def _line(i: int, d: Any) -> CountingLine:
+    """One entry of ``lines``; ``ValueError`` naming the entry for a missing, unknown or malformed key."""
+    where = f"lines[{i}]" + (f" ({d.get('name')!r})" if isinstance(d, dict) and "name" in d else "")
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: expected a mapping with {', '.join(_REQUIRED)}, got {d!r}")
+    missing = [k for k in _REQUIRED if k not in d]
+    unknown = sorted(set(d) - set(_REQUIRED) - set(_OPTIONAL))
+    if missing or unknown:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unknown key(s) {', '.join(unknown)}"] if unknown else []
+        )
+        raise ValueError(f"{where}: {'; '.join(parts)} (keys: {', '.join(_REQUIRED + _OPTIONAL)})")
+    try:
+        return CountingLine(
+            str(d["name"]), _pt(d["A"], "A"), _pt(d["B"], "B"), _pt(d["in_side_point"], "in_side_point")
+        )
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+
+
 def lines_from_dict(doc: dict[str, Any], frame_size: tuple[int, int] | None = None) -> list[CountingLine]:
     """Parse the lines.json structure; rescale from ``image_size`` to ``frame_size`` (w, h) if both are known."""
     raw = doc.get("lines")
     if not isinstance(raw, list) or not raw:
         raise ValueError("lines.json: 'lines' must be a non-empty list")
-    lines = [
-        CountingLine(str(d["name"]), _pt(d["A"], "A"), _pt(d["B"], "B"), _pt(d["in_side_point"], "in_side_point"))
-        for d in raw
-    ]
+    lines = [_line(i, d) for i, d in enumerate(raw)]
     names = [ln.name for ln in lines]
     if len(set(names)) != len(names):
         raise ValueError(f"lines.json: duplicate line names in {names}")
@@ -99,4 +120,11 @@ def lines_from_dict(doc: dict[str, Any], frame_size: tuple[int, int] | None = No
 def load_lines(path: str | Path, frame_size: tuple[int, int] | None = None) -> list[CountingLine]:
     """Load counting lines from a lines.json file (see module docstring for rescaling)."""
     with open(path, encoding="utf-8") as f:
-        return lines_from_dict(json.load(f), frame_size)
+        try:
+            doc = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON: {exc}") from exc
+    try:
+        return lines_from_dict(doc, frame_size)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc

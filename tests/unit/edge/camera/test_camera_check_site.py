@@ -59,10 +59,6 @@ def test_a_device_file_alone_is_not_cross_checked(tmp_path: Path) -> None:
         ),
         ({"device_id": "edge-nowhere"}, "device.id: device 'edge-nowhere' is not in site 'dresden'"),
         ({"site_id": "leipzig"}, "device.site_id: site 'leipzig' is not among the site files given (dresden)"),
-        (
-            {"lines": None, "lines_file": "/nonexistent/lines.json", "line_zones": LINES},
-            "cameras[0]: camera cam-altmarkt-north: cannot read its counting lines:",
-        ),
     ],
 )
 def test_disagreements_with_the_site_fail(
@@ -77,3 +73,27 @@ def test_disagreements_with_the_site_fail(
     out, err = capsys.readouterr()
     assert f"{path}: ok (DeviceConfig)" in out  # valid on its own; the site contradicts it
     assert f"{path}: {expected}" in err
+
+
+@pytest.mark.parametrize(
+    ("camera", "expected"),
+    [
+        ({"lines_file": "LINES", "lines": []}, "counting lines: "),
+        ({"lines_file": "/nonexistent/lines.json", "lines": [], "line_zones": LINES}, "counting lines: "),
+        (
+            {"engine": {"detector": {"type": "detector", "model_path": "/nonexistent/yolox.onnx"}}},
+            "engine.detector.model_path",
+        ),
+    ],
+)
+def test_a_device_file_alone_reports_what_would_stop_its_camera(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], camera: dict[str, Any], expected: str
+) -> None:
+    # A typo in the lines file (found by a new user: check-config said "ok", the camera then crash-looped).
+    lines = tmp_path / "lines.json"
+    lines.write_text('{"lines": [{"name": "L1_road_west_x250", "A": [0, 0], "B": [1, 1], "in_side_pont": [0, 1]}]}')
+    camera = {k: (str(lines) if v == "LINES" else v) for k, v in camera.items()}
+    assert check_config([str(device(tmp_path, **camera))]) == 1
+    err = capsys.readouterr().err
+    assert f"cameras[0]: camera cam-altmarkt-north: {expected}" in err, err
+    assert check_config([str(SITE), str(device(tmp_path, **camera))]) == 1  # and with the site, the same

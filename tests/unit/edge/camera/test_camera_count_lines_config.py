@@ -10,7 +10,7 @@ import numpy as np
 import pydantic
 import pytest
 
-from edge.camera.config import EngineConfig, PrivacyConfig
+from edge.camera.config import EngineConfig, HybridDetectorConfig, PrivacyConfig
 from edge.camera.count import LineCrossingCounter
 from edge.camera.detect import make_detector
 from edge.camera.engine import FootfallEngine
@@ -183,3 +183,59 @@ def test_privacy_mask_in_work_image_is_conservative() -> None:
     kept = small[small.any(axis=2)]
     assert len(kept) > 0 and (kept == 200).all()
     assert (small[:, 128:] == 0).all()
+
+
+# -- what a new user typed (a fresh user's trial of `district count` and camera configs) -----------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            {"name": "L1", "A": [0, 0], "B": [10, 0], "in_side_pont": [5, 5]},
+            r"lines\[0\] \('L1'\): missing in_side_point; unknown key\(s\) in_side_pont",
+        ),
+        (
+            {"nmae": "L1", "A": [0, 0], "B": [10, 0], "in_side_point": [5, 5]},
+            r"lines\[0\]: missing name; unknown key\(s\) nmae",
+        ),
+        (
+            {"name": "L1", "A": ["480x", 0], "B": [10, 0], "in_side_point": [5, 5]},
+            r"lines\[0\] \('L1'\): could not convert",
+        ),
+        ("L1", r"lines\[0\]: expected a mapping"),
+    ],
+)
+def test_a_lines_file_typo_is_a_clear_error_naming_the_entry(entry: Any, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "lines.json"
+    path.write_text(json.dumps({"lines": [entry]}))
+    with pytest.raises(ValueError, match=message):
+        load_lines(path)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=r"lines.json: not valid JSON"):
+        load_lines(path)
+
+
+def test_detector_shorthand_and_misplaced_hybrid_motion_settings() -> None:
+    assert EngineConfig.model_validate({"detector": "hybrid"}).detector.type == "hybrid"
+    assert EngineConfig.model_validate({"detector": "motion"}).detector.type == "motion"
+    with pytest.raises(pydantic.ValidationError, match="go under its motion: section"):
+        EngineConfig.model_validate({"detector": {"type": "hybrid", "history_s": 10}})
+    cfg = EngineConfig.model_validate({"detector": {"type": "hybrid", "motion": {"history_s": 10}}})
+    assert isinstance(cfg.detector, HybridDetectorConfig) and cfg.detector.motion.history_s == 10
+
+
+def test_count_model_applies_to_the_default_mode_and_config_takes_yaml(tmp_path: Path) -> None:
+    from edge.camera.count_cli import build_config, parser
+
+    def cfg(*argv: str) -> EngineConfig:
+        return build_config(parser().parse_args(["v.mp4", "--lines", "l.json", "--out", "o.json", *argv]))
+
+    assert getattr(cfg("--model", "/m/big.onnx").detector, "model_path", None) == Path("/m/big.onnx")
+    assert cfg("--detector", "detector", "--model", "/m/x.onnx").detector.type == "detector"
+    with pytest.raises(SystemExit, match="does not apply"):
+        cfg("--detector", "motion", "--model", "/m/x.onnx")
+    yml = tmp_path / "engine.yaml"
+    yml.write_text("detector: {type: detector, stride: 2}\ncount: {clearance: 0.3}\n")
+    c = cfg("--config", str(yml))
+    assert (c.detector.type, getattr(c.detector, "stride", None), c.count.clearance) == ("detector", 2, 0.3)
