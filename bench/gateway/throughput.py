@@ -18,9 +18,12 @@ publishes exactly those bytes. Every party is its own process:
   broker and paho can move: the reference;
 * **gateway**: ``python -m district.cli gateway`` on product defaults
   (``confirm`` on), ``--workers`` intake processes, plus ``--env`` overrides.
-  Done at its last confirmation covering all N (it confirms only what InfluxDB
-  took), or with ``--done poll`` when InfluxDB holds N distinct ``reading_id``
-  (polled every 50 ms, which costs influxd CPU the bare run does not pay).
+  Done by default when InfluxDB has taken all N (``--done stored``: a pass-through
+  proxy in front of influxd sees the write that completes N distinct
+  ``reading_id``); ``--done confirm`` at its last confirmation covering all N
+  (which waits behind the broker's work on its last acks; reported beside the
+  default anyway), or ``--done poll`` when a query finds N (polled every 50 ms,
+  which costs influxd CPU the bare run does not pay).
 
 Scenarios (each consumer gets a fresh prefix, client id and database per trial):
 
