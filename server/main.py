@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"district server: {exc}", file=sys.stderr)
         return 2
     try:
-        app = create_app(settings)
+        app = create_app(settings, freeze_heap=True)
     except ConfigError as exc:
         print(f"district server: {exc}", file=sys.stderr)
         return 2

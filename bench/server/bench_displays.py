@@ -67,7 +67,7 @@ def run_server(port: int, cpu: int | None, state_dir: str) -> None:
             live.apply_bay(lot.id, bay_id, BayReading.of(rng.choice(["free", "occupied"]), at, f"bench{n:08d}"))
     # The baseline endpoints are public like the sign (unnamed paths need an operator).
     settings = ServerSettings(site_config=SITE, state_dir=Path(state_dir), access={"/bench": "public"})
-    app = create_app(settings, site=site, live=live, connect=False)
+    app = create_app(settings, site=site, live=live, connect=False, freeze_heap=True)  # as `district server`
     display = next(d for d in site.displays if d.id == SIGN)
     flips = {"n": 0}
 
