@@ -48,6 +48,17 @@ def _camera_agent_config(tmp_path: Path) -> Path:
     return path
 
 
+def _start_agent(path: Path, *, start_new_session: bool = False) -> subprocess.Popen[bytes]:
+    """``district edge --config PATH`` as a child, its output piped (read with :class:`tests.proctree.Output`)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "district.cli", "edge", "--config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=start_new_session,
+    )
+
+
 def test_sigterm_to_the_whole_process_group_stops_the_agent_and_its_camera(tmp_path: Path) -> None:
     """What systemd (KillMode=control-group), ``timeout`` and a shell's job control do: SIGTERM to every process.
 
@@ -55,14 +66,7 @@ def test_sigterm_to_the_whole_process_group_stops_the_agent_and_its_camera(tmp_p
     before, it died inside the multiprocessing event's wait and the agent's ``Event.set()`` then blocked for
     ever on the dead waiter.
     """
-    path = _camera_agent_config(tmp_path)
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "district.cli", "edge", "--config", str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        start_new_session=True,
-    )
+    agent = _start_agent(_camera_agent_config(tmp_path), start_new_session=True)
     output = Output(agent)
     tree: list[psutil.Process] = []
     try:
@@ -82,23 +86,7 @@ def test_sigterm_to_the_whole_process_group_stops_the_agent_and_its_camera(tmp_p
 
 
 def test_camera_process_dies_when_its_edge_agent_is_sigkilled(tmp_path: Path) -> None:
-    need((PETS / "lines.json").is_file() and any(PETS.glob("*.mp4")), f"PETS footage not found at {PETS}")
-    site = load_model(DEMO_SITE, SiteConfig)
-    config = camera_edge_config(
-        PETS,
-        site.cameras[0],
-        site_id=site.site.id,
-        access=BrokerAccess("127.0.0.1", free_port()),  # nobody listens: the agent keeps retrying, the camera counts
-        outbox=tmp_path / "outbox.sqlite",
-    )
-    path = tmp_path / "edge.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "district.cli", "edge", "--config", str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    agent = _start_agent(_camera_agent_config(tmp_path))
     output = Output(agent)
     tree: list[psutil.Process] = []
     try:
