@@ -61,7 +61,6 @@ class _State:
     anchor: _Obs | None = None  # latest observation on the committed side
     first_other: _Obs | None = None  # first observation past the line since the anchor
     held: CrossingEvent | None = None  # the side change into ``side``, until the line is cleared
-    holding: bool = False  # a side change is held (``held`` is None if it went round the segment's end)
 
 
 class LineCrossingCounter:
@@ -98,7 +97,7 @@ class LineCrossingCounter:
         """Forget a finished track; its unconfirmed events are discarded.
 
         Its held crossings are discarded too: take them with :meth:`snapshot` first (and hand them to
-        :meth:`release` or a successor's :meth:`inherit`).
+        :meth:`release_held` or a successor's :meth:`inherit`).
         """
         if self._pending.pop(track_id, None):
             log.debug("dropping unconfirmed events of track %d", track_id)
@@ -109,10 +108,9 @@ class LineCrossingCounter:
         """The per-line sides of a track, held crossings included, to hand over to its successor."""
         return {ln.name: self._state[(track_id, ln.name)] for ln in self.lines if (track_id, ln.name) in self._state}
 
-    @staticmethod
-    def held(states: dict[str, _State]) -> list[CrossingEvent]:
-        """The held crossings in a :meth:`snapshot`: what a track that ended on the new side completed."""
-        return [st.held for st in states.values() if st.holding and st.held is not None]
+    def release_held(self, states: dict[str, _State]) -> list[CrossingEvent]:
+        """Count the held crossings in a :meth:`snapshot` (a track that ended on the new side completed them)."""
+        return self.release([st.held for st in states.values() if st.held is not None])
 
     def inherit(
         self, track_id: int, states: dict[str, _State], frame: int | None = None, t: float | None = None
@@ -130,7 +128,7 @@ class LineCrossingCounter:
                 anchor = st.anchor
                 if anchor is not None and frame is not None and t is not None and frame > anchor.frame + 1:
                     anchor = _Obs(anchor.p, frame - 1, t, anchor.d)
-                self._state[(track_id, name)] = _State(st.side, anchor, None, st.held, st.holding)
+                self._state[(track_id, name)] = _State(st.side, anchor, None, st.held)
 
     def _update_line(
         self, ln: CountingLine, track_id: int, foot: Point, frame: int, t: float, band: float, clear: float
@@ -145,14 +143,14 @@ class LineCrossingCounter:
             if obs.d != 0 and (abs(obs.d) >= band or self.birth_side):
                 st.side, st.anchor = (1 if obs.d > 0 else -1), obs
             return None
-        if st.holding:
+        if st.held is not None:
             if obs.d * st.side >= clear:
-                ev, st.held, st.holding = st.held, None, False
-                return ev
+                cleared, st.held = st.held, None
+                return cleared
             if -obs.d * st.side >= band:
                 # Back beyond the band on the side it came from before clearing: nobody crossed.
                 log.debug("track %d turned back on line %s; side change taken back", track_id, ln.name)
-                st.side, st.anchor, st.first_other, st.held, st.holding = -st.side, obs, None, None, False
+                st.side, st.anchor, st.first_other, st.held = -st.side, obs, None, None
                 return None
         if obs.d * st.side > 0:
             st.anchor, st.first_other = obs, None
@@ -163,8 +161,8 @@ class LineCrossingCounter:
             return None  # on or just past the line: not committed yet
         ev = self._commit(ln, st, track_id)
         st.side, st.anchor, st.first_other = -st.side, obs, None
-        if ev is not None and -obs.d * -st.side < clear:  # (side already flipped)
-            st.held, st.holding = ev, True
+        if ev is not None and obs.d * st.side < clear:  # not yet clear of the line on the new side
+            st.held = ev
             return None
         return ev
 

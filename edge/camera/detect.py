@@ -168,6 +168,11 @@ class MotionDetector:
         steady = 1.0 - math.exp(-dt / self.cfg.history_s) if dt > 0 else 0.0
         return steady if self._n > 1 else 1.0
 
+    @property
+    def frame_px_per_work_px(self) -> float:
+        """Scale from the work image to the frame (the work image keeps the frame's aspect); 1 before any frame."""
+        return self._scale[0]
+
     def work_image(self, frame_bgr: np.ndarray) -> np.ndarray:
         """The frame reduced to the work size (see :meth:`_setup`)."""
         if self._mog is None:
@@ -193,7 +198,7 @@ class MotionDetector:
 
     def detect(self, frame_bgr: np.ndarray, t_seconds: float, size: PersonSizeModel) -> np.ndarray:
         fg = self.foreground(frame_bgr, t_seconds)
-        k = self._scale[0]  # frame px per work px (the work image keeps the frame's aspect)
+        k = self.frame_px_per_work_px
         # Kernels scale with the typical person at work resolution: join a torso to its legs,
         # bridge a thin lamp post, but not two people a shoulder apart.
         h_work = size.typical_height / k
@@ -442,7 +447,7 @@ class HybridDetector:
         self.frames += 1
         # An opening removes sensor-noise speckles, which would otherwise keep the model awake on an empty scene.
         fg = cv2.morphologyEx(self.motion.foreground(frame_bgr, t_seconds), cv2.MORPH_OPEN, _SPECKLE)
-        k = self.motion._scale[0]
+        k = self.motion.frame_px_per_work_px
         min_px = self.cfg.motion.min_area * size.typical_height**2 * size.aspect / (k * k)
         moving = False
         if cv2.countNonZero(fg) >= min_px:  # cheap test first; then one blob must be person-sized

@@ -100,7 +100,7 @@ class FootfallEngine:
                 states = self.counter.snapshot(tr.id)
                 if tr.left_view:
                     # Gone out of the picture: its held crossings are complete.
-                    events += self.counter.release(self.counter.held(states))
+                    events += self.counter.release_held(states)
                     states = {}
                 # Where and when the person was last *seen*, not where the coasting prediction ended up:
                 # a prediction extrapolated over seconds lands far from the person and, worse, may sit
@@ -120,11 +120,11 @@ class FootfallEngine:
         out: list[CrossingEvent] = []
         for tr in self.tracker.tracks:
             if tr.confirmed:
-                out += self.counter.release(self.counter.held(self.counter.snapshot(tr.id)))
+                out += self.counter.release_held(self.counter.snapshot(tr.id))
             self.counter.drop(tr.id)
         self.tracker.tracks = []
         for _, _, states in self._lost:
-            out += self.counter.release(self.counter.held(states))
+            out += self.counter.release_held(states)
         self._lost = []
         return out
 
@@ -135,7 +135,7 @@ class FootfallEngine:
         keep = []
         for rec in self._lost:
             if t - rec[0] > keep_s:
-                out += self.counter.release(self.counter.held(rec[2]))
+                out += self.counter.release_held(rec[2])
             else:
                 keep.append(rec)
         self._lost = keep
