@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import os
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 import tracemalloc
@@ -37,12 +35,12 @@ from server.app import create_app
 from server.displays import DisplayEngine
 from server.live import BayReading, LiveState
 from server.settings import ServerSettings
-from tests.conftest import Influx, mqtt_access, wait_for
+from tests.conftest import Influx, wait_for
 from tests.integration.test_server import publisher
+from tests.integration.test_server_main import start_server_process
 
 pytestmark = pytest.mark.integration
 
-DISTRICT = str(Path(sys.executable).with_name("district"))
 
 # -- 1,000 SSE clients ---------------------------------------------------------------------------
 
@@ -282,23 +280,7 @@ def test_a_sign_falls_back_when_its_controller_stops_and_recovers(
 ) -> None:
     site = tmp_path / "site.yaml"
     site.write_text(STALE_SITE)
-    port = free_port()
-    env = {
-        **os.environ,
-        **mqtt_access(mosquitto).env("server"),
-        "DISTRICT_SERVER_TOPIC_PREFIX": prefix,
-        "DISTRICT_SERVER_INFLUX_URL": influx_db.url,
-        "DISTRICT_SERVER_INFLUX_DB": influx_db.db,
-        "DISTRICT_SERVER_STATE_DIR": str(tmp_path / "state"),
-    }
-    log = tmp_path / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [DISTRICT, "server", "--site", str(site), "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc, port, log = start_server_process(mosquitto, influx_db, prefix, tmp_path, site)
     controller = Controller(mosquitto, prefix)
     follower: SseFollower | None = None
     polls: list[tuple[float, dict[str, Any]]] = []

@@ -3,18 +3,16 @@ does not wait for it (uvicorn waits up to 10 s for open responses; the server en
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from district.services import Service, free_port
-from tests.conftest import Influx, mqtt_access, wait_for
-from tests.integration.test_server_main import DISTRICT, SITE, status_of
+from district.services import Service
+from tests.conftest import Influx, wait_for
+from tests.integration.test_server_main import start_server_process, status_of
 
 pytestmark = pytest.mark.integration
 
@@ -22,23 +20,7 @@ pytestmark = pytest.mark.integration
 def test_a_stop_ends_live_feed_streams_at_once(
     mosquitto: Service, influx_db: Influx, prefix: str, tmp_path: Path
 ) -> None:
-    port = free_port()
-    env = {
-        **os.environ,
-        **mqtt_access(mosquitto).env("server"),
-        "DISTRICT_SERVER_TOPIC_PREFIX": prefix,
-        "DISTRICT_SERVER_INFLUX_URL": influx_db.url,
-        "DISTRICT_SERVER_INFLUX_DB": influx_db.db,
-        "DISTRICT_SERVER_STATE_DIR": str(tmp_path / "state"),
-    }
-    log = tmp_path / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [DISTRICT, "server", "--site", str(SITE), "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc, port, log = start_server_process(mosquitto, influx_db, prefix, tmp_path)
     try:
         wait_for(
             lambda: status_of(f"http://127.0.0.1:{port}/healthz") == 200 or proc.poll() is not None,

@@ -21,6 +21,30 @@ DISTRICT = str(Path(sys.executable).with_name("district"))
 SITE = Path(__file__).resolve().parents[2] / "district" / "sites" / "dresden.yaml"
 
 
+def start_server_process(
+    mosquitto: Service, influx_db: Influx, prefix: str, tmp_path: Path, site: Path = SITE
+) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """``district server`` as a child on a free port, its output in ``tmp_path/server.log``: (process, port, log)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        **mqtt_access(mosquitto).env("server"),
+        "DISTRICT_SERVER_TOPIC_PREFIX": prefix,
+        "DISTRICT_SERVER_INFLUX_URL": influx_db.url,
+        "DISTRICT_SERVER_INFLUX_DB": influx_db.db,
+        "DISTRICT_SERVER_STATE_DIR": str(tmp_path / "state"),
+    }
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [DISTRICT, "server", "--site", str(site), "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return proc, port, log
+
+
 def status_of(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
@@ -35,23 +59,7 @@ def status_of(url: str) -> int:
 def test_district_server_serves_and_stops_cleanly(
     mosquitto: Service, influx_db: Influx, prefix: str, tmp_path: Path, stop_with: signal.Signals
 ) -> None:
-    port = free_port()
-    env = {
-        **os.environ,
-        **mqtt_access(mosquitto).env("server"),
-        "DISTRICT_SERVER_TOPIC_PREFIX": prefix,
-        "DISTRICT_SERVER_INFLUX_URL": influx_db.url,
-        "DISTRICT_SERVER_INFLUX_DB": influx_db.db,
-        "DISTRICT_SERVER_STATE_DIR": str(tmp_path / "state"),
-    }
-    log = tmp_path / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [DISTRICT, "server", "--site", str(SITE), "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc, port, log = start_server_process(mosquitto, influx_db, prefix, tmp_path)
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: status_of(f"{base}/healthz") == 200 or proc.poll() is not None, timeout=30, what="healthz")
