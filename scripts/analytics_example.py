@@ -94,8 +94,14 @@ def footfall_point(at: datetime, zone: str, camera: str, line: str, towards: int
     return StoredPoint(M_FOOTFALL, tags, {"towards": towards, "away": away, "interval_s": 300.0}, to_ns(at) + 1)
 
 
-def generate(start: datetime, end: datetime, scale: float, rng: np.random.Generator) -> list[StoredPoint]:
-    """Footfall and garage snapshots over [start, end) (UTC), 5-minute steps."""
+def generate(
+    start: datetime, end: datetime, scale: float, rng: np.random.Generator, *, counted: bool = True
+) -> list[StoredPoint]:
+    """Footfall and garage snapshots over [start, end) (UTC), 5-minute steps.
+
+    The snapshots carry the arrivals the gateway counts (bays gone free -> occupied); ``--no-counted-arrivals``
+    drops them, as in data written before the gateway counted them.
+    """
     steps = int((end - start) / STEP)
     times = [start + i * STEP for i in range(steps)]
     rate = np.array([HOURLY[t.astimezone(BERLIN).hour] * WEEKDAY[t.astimezone(BERLIN).weekday()] for t in times])
@@ -138,7 +144,8 @@ def generate(start: datetime, end: datetime, scale: float, rng: np.random.Genera
         occupied = min(400, max(0, occupied + int(arrivals[i]) - int(leaving[i])))
         points.append(
             h.lot_occupancy_point(site_id=SITE_ID, lot_id="dresdenaltmarkt", free=400 - occupied,
-                                  occupied=occupied, unknown=0, time_ns=to_ns(at + STEP))
+                                  occupied=occupied, unknown=0, time_ns=to_ns(at + STEP),
+                                  arrivals=int(arrivals[i]) if counted else None)
         )  # fmt: skip
     return points
 
@@ -168,6 +175,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weeks", type=int, default=5)
     parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument("--no-counted-arrivals", action="store_true", help="snapshots without `arrivals`")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     rng = np.random.default_rng(args.seed)
@@ -182,7 +190,9 @@ def main() -> None:
         try:
             url = f"http://{influxd.host}:{influxd.port}"
             urllib.request.urlopen(f"{url}/query", data=b"q=CREATE+DATABASE+district", timeout=10).read()
-            points = generate(start, end, 1.0, rng) + generate(year_end - timedelta(days=7), year_end, 1 / 1.06, rng)
+            counted = not args.no_counted_arrivals
+            points = generate(start, end, 1.0, rng, counted=counted)
+            points += generate(year_end - timedelta(days=7), year_end, 1 / 1.06, rng, counted=counted)
             write(url, "district", points)
             writer = InfluxWriter(url, "district")
             setup = HistorySetup(writer.execute, RetentionPlan("district", raw_days=3650))
@@ -200,7 +210,7 @@ def main() -> None:
 
 def ask(site: Path, influx_url: str, today: date) -> None:
     settings = ServerSettings(
-        site_config=site, influx_url=influx_url, influx_db="district", api_keys={"example": KEY},  # type: ignore[arg-type]
+        site_config=site, influx_url=influx_url, influx_db="district", api_keys={"example": KEY},
         mqtt_port=free_port(), bootstrap_timeout_s=1, state_dir=site.parent / "state",
     )  # fmt: skip
     port = free_port()

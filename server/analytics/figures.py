@@ -213,21 +213,28 @@ def peak_label(published: list[dict[str, object]]) -> str | None:
 # -- parking and footfall --------------------------------------------------------------------------
 
 
-def hourly_arrivals(
-    hours: Window, fine: Window, occupied_by_lot: Sequence[Mapping[int, tuple[float, float]]]
-) -> list[float | None]:
-    """Net arrivals (vehicles) per hour of ``hours`` at all the lots, from their 5-minute mean occupied bays.
+def net_rise_by_hour(hours: Window, fine: Window, occupied: Mapping[int, tuple[float, float]]) -> dict[int, float]:
+    """A lot's net arrivals (vehicles) per hour of ``hours``, from its 5-minute (mean, max) occupied bays.
 
-    Per lot, :func:`maths.net_arrivals` over the 5-minute buckets of ``fine``
-    (same span); an hour's arrivals sum its known 5-minute rises over the
-    lots. None for an hour without any known rise.
+    :func:`maths.net_arrivals` over the 5-minute buckets of ``fine`` (same
+    span); an hour's arrivals sum its known 5-minute rises; an hour without
+    any known rise is absent. For lots whose snapshots carry no counted
+    ``arrivals`` (written before the gateway counted them): a lower bound.
     """
     fine_starts = [s for s, _ in fine.buckets()]
+    rises = maths.net_arrivals([occupied[to_ns(s)][0] if to_ns(s) in occupied else None for s in fine_starts])
     per_hour: dict[int, float] = {}
-    for occupied in occupied_by_lot:
-        rises = maths.net_arrivals([occupied[to_ns(s)][0] if to_ns(s) in occupied else None for s in fine_starts])
-        for start, rise in zip(fine_starts, rises, strict=True):
-            if rise is not None:
-                key = to_ns(floor_bucket(start, "1h", hours.tz))
-                per_hour[key] = per_hour.get(key, 0.0) + rise
-    return [per_hour.get(to_ns(s)) for s, _ in hours.buckets()]
+    for start, rise in zip(fine_starts, rises, strict=True):
+        if rise is not None:
+            key = to_ns(floor_bucket(start, "1h", hours.tz))
+            per_hour[key] = per_hour.get(key, 0.0) + rise
+    return per_hour
+
+
+def hourly_sum(hours: Window, parts: Sequence[Mapping[int, float]]) -> list[float | None]:
+    """Per hour of ``hours``: the sum over ``parts`` (hour start ns -> value) of those that have the hour; else None."""
+    out: list[float | None] = []
+    for start, _ in hours.buckets():
+        got = [p[to_ns(start)] for p in parts if to_ns(start) in p]
+        out.append(sum(got) if got else None)
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -138,7 +139,12 @@ class ParkingFootfall(_Out):
     zones: list[str]
     window: HistoryWindow
     privacy: Privacy
-    arrivals: Cell = Field(description="Vehicles: net arrivals at the lots over the window (a lower bound).")
+    arrivals: Cell = Field(description="Vehicles: arrivals at the lots over the window.")
+    arrivals_method: Literal["counted", "net_rise", "mixed"] | None = Field(
+        description="`counted`: bays gone free -> occupied, counted by the gateway; `net_rise`: rises of occupied"
+        " bays between 5-minute snapshots (older data without the count; a lower bound, biased where cars turn"
+        " over fast); `mixed`: some lots each way; null: no lot data."
+    )
     entries: Cell = Field(description="People: entries into the zones over the window.")
     lags: list[Cell] = Field(
         description="label = lag in hours; value = Pearson's r of arrivals at hour t and entries at t + lag."

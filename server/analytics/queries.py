@@ -86,3 +86,17 @@ async def lot_occupied(client: InfluxClient, site_id: str, lot_id: str, window: 
             out.values[at] = (float(m), float(top))
     out.add_sources(found.sources)
     return out
+
+
+async def lot_arrivals(client: InfluxClient, site_id: str, lot_id: str, window: Window) -> Series:
+    """(arrivals, 0) per bucket (vehicles): bays gone free -> occupied, as the gateway counted them in its
+    lot snapshots; buckets whose snapshots carry no count (written before it existed) are absent."""
+    tags = {storage.TAG_SITE: site_id, storage.TAG_LOT: lot_id}
+    found = await history.read_buckets(client, names.LOT_OCCUPANCY, window, tags)
+    out = Series()
+    for at, v in found.of().items():
+        n = v.get(names.F_ARRIVALS)
+        if isinstance(n, int | float):
+            out.values[at] = (float(n), 0.0)
+    out.add_sources(found.sources)
+    return out

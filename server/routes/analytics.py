@@ -418,8 +418,9 @@ async def flows(
 @router.get(
     "/v1/analytics/areas/{area_id}/parking-footfall",
     summary="Arrivals at an area's lots against entries into its zones, with the lag",
-    description="Hourly net arrivals at the area's lots (rises of occupied bays between 5-minute snapshots: a lower"
-    " bound) against hourly entries into its zones; Pearson's r of arrivals at hour t with entries at t + lag for"
+    description="Hourly arrivals at the area's lots (bays gone free -> occupied, counted by the gateway in its lot"
+    " snapshots; for older snapshots without that count, the rises of occupied bays between 5-minute snapshots: a"
+    " lower bound) against hourly entries into its zones; Pearson's r of arrivals at hour t with entries at t + lag for"
     " each lag 0..`max_lag_h`, and the best lag. Areas: the site's `analytics.areas`, else one per zone with the"
     f" lots that serve it. Default window 7 days, at most 31.{_CELLS}{_SPAN_NOTE}",
     response_model=m.ParkingFootfall,
@@ -436,12 +437,21 @@ async def parking_footfall(
     hours = _window(live, frm, to, "1h", default_span=FINE_DEFAULT_SPAN, max_span=FINE_MAX_SPAN)
     fine = Window(hours.start, hours.end, "5m", hours.tz)
     sources: list[str] = []
-    occupied = []
+    per_lot: list[dict[int, float]] = []
+    methods: set[str] = set()
     for lot_id in area.lots:
-        got = await _read(queries.lot_occupied(db, site.site.id, lot_id, fine))
-        sources += [s for s in got.sources if s not in sources]
-        occupied.append(got.values)
-    arrivals = figures.hourly_arrivals(hours, fine, occupied)
+        counted = await _read(queries.lot_arrivals(db, site.site.id, lot_id, hours))
+        sources += [s for s in counted.sources if s not in sources]
+        if counted.values:
+            per_lot.append({at: n for at, (n, _) in counted.values.items()})
+            methods.add("counted")
+            continue
+        occupied = await _read(queries.lot_occupied(db, site.site.id, lot_id, fine))
+        sources += [s for s in occupied.sources if s not in sources]
+        if occupied.values:
+            per_lot.append(figures.net_rise_by_hour(hours, fine, occupied.values))
+            methods.add("net_rise")
+    arrivals = figures.hourly_sum(hours, per_lot)
     entries_at: dict[int, float] = {}
     for zone_id in area.zones:
         got = await _read(queries.zone_counts(db, site, zone_id, hours))
@@ -473,4 +483,5 @@ async def parking_footfall(
         entries=publish_cell(Cell(hours.start, hours.end, {"entries": n_entries} if any_entries else None),
                              people, k, local=hours.local),
         lags=lag_cells, best=best,
+        arrivals_method="mixed" if len(methods) > 1 else next(iter(methods), None),
     )  # fmt: skip
