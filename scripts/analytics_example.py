@@ -31,6 +31,7 @@ import json
 import logging
 import tempfile
 import threading
+import time as time_module
 import urllib.parse
 import urllib.request
 from datetime import UTC, date, datetime, time, timedelta
@@ -236,8 +237,12 @@ def ask(site: Path, influx_url: str, today: date) -> None:
         ]
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
             for path in requests:
+                began = time_module.perf_counter()
                 r = client.get(path, headers={"X-API-Key": KEY})
-                print(f"GET {path}  ->  {r.status_code}")
+                took_ms = (time_module.perf_counter() - began) * 1000
+                print(
+                    f"GET {path}  ->  {r.status_code} in {took_ms:.0f} ms (this machine, one request; not a benchmark)"
+                )
                 print(json.dumps(abbreviate(r.json()), ensure_ascii=False, indent=1))
                 print()
     finally:
