@@ -221,10 +221,8 @@ _CHANGE = (
 def _change_cells(
     windows: tuple[Window, Window, Window], totals: list[dict[str, float] | None], value: str, people: str
 ) -> tuple[list[Cell], list[Cell]]:
-    periods = [
-        Cell(w.start, w.end, t, label) for w, t, label in zip(windows, totals, ("current", "previous_week",
-                                                                                 "previous_year"), strict=True)
-    ]  # fmt: skip
+    labels = ("current", "previous_week", "previous_year")
+    periods = [Cell(w.start, w.end, t, label) for w, t, label in zip(windows, totals, labels, strict=True)]
     changes = []
     cur = totals[0]
     for w, t, label in ((windows[1], totals[1], "week_on_week"), (windows[2], totals[2], "year_on_year")):
