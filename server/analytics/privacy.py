@@ -13,10 +13,10 @@ and how many people the value rests on. Then, with ``k`` from the site's
 ``analytics.k`` (default 10):
 
 * ``ok``: rests on at least k people; value and counts shown;
-* ``coarsened``: below k alone, so merged with its below-k neighbours in
-  time into one wider interval until the merged cell reaches k (only for
-  series whose counts add up, ``coarsen=True``); value recomputed from the
-  merged counts, the cell's ``start``/``end`` are the merged interval;
+* ``coarsened``: below k alone, so merged with its neighbours in time into
+  one wider interval that reaches k (only for series whose counts add up,
+  ``coarsen=True``; see :func:`publish`); value recomputed from the merged
+  counts, the cell's ``start``/``end`` are the merged interval;
 * ``suppressed``: below k even so; **value and counts are null** (a count
   under k is itself the disclosure), never 0;
 * ``nodata``: nothing was counted in the interval (no camera reported).
@@ -112,42 +112,83 @@ def publish(
 ) -> list[dict[str, Any]]:
     """A series of cells as the API shows it, the k rule applied (module docstring).
 
-    ``cells`` in time order, adjacent. With ``coarsen``, each run of
-    consecutive below-k cells that have data is merged from its start until
-    the merged counts (summed name by name) reach k people: one
-    ``coarsened`` cell over the merged interval; what is left of a run
-    below k stays ``suppressed`` cell by cell. A ``nodata`` cell or an ``ok``
-    cell ends a run. Without ``coarsen`` (slices that are not adjacent in
-    time: hours of the day, weekdays) every below-k cell is suppressed.
+    ``cells`` in time order, adjacent. Without ``coarsen`` (slices that are
+    not adjacent in time: hours of the day, weekdays, lags) every below-k
+    cell is suppressed. With ``coarsen``:
+
+    1. each run of consecutive below-k cells that have data is merged from
+       its start until the merged counts (summed name by name) reach k: one
+       ``coarsened`` cell over the merged interval;
+    2. a remainder of a run that never reaches k (before a ``nodata`` or an
+       ``ok`` cell, or at the end) joins the nearest published cell, the
+       earlier one first, over any ``nodata`` cells between them (the merged
+       interval then covers them; their counts are nothing);
+    3. with no published cell to join, the remainders are merged together
+       (over the no-data cells between them); still under k, they stay
+       ``suppressed`` cell by cell.
+
+    So whenever anything is published, the published counts add up to the
+    series' total: a window total published beside the cells cannot reveal
+    a withheld remainder by subtraction (complementary disclosure).
     """
-    out: list[dict[str, Any]] = []
+    if not coarsen:
+        return [publish_cell(c, rule, k, local=local) for c in cells]
+    groups: list[tuple[str, list[Cell]]] = []  # kind: ok, coarsened, short (under k), nodata
     run: list[Cell] = []
 
-    def flush() -> None:
-        for c in run:
-            out.append(_hidden(c, "suppressed", local))
-        run.clear()
+    def close_run() -> None:
+        if run:
+            groups.append(("short", run.copy()))
+            run.clear()
 
     for cell in cells:
         if cell.counts is None:
-            flush()
-            out.append(_hidden(cell, "nodata", local))
+            close_run()
+            groups.append(("nodata", [cell]))
+        elif rule.people(cell.counts) >= k:
+            close_run()
+            groups.append(("ok", [cell]))
+        else:
+            run.append(cell)
+            if rule.people(_merged(run)) >= k:
+                groups.append(("coarsened", run.copy()))
+                run.clear()
+    close_run()
+    published = ("ok", "coarsened")
+    i = 0
+    while i < len(groups):
+        if groups[i][0] != "short":
+            i += 1
             continue
-        if rule.people(cell.counts) >= k:
-            flush()
-            out.append(_shown(cell, cell.counts, rule, "ok", local))
-            continue
-        if not coarsen:
-            out.append(_hidden(cell, "suppressed", local))
-            continue
-        run.append(cell)
-        merged = merge_counts(c.counts for c in run if c.counts is not None)
-        if rule.people(merged) >= k:
-            wide = Cell(run[0].start, run[-1].end, merged)
-            out.append(_shown(wide, merged, rule, "coarsened", local))
-            run.clear()
-    flush()
+        left = next((j for j in range(i - 1, -1, -1) if groups[j][0] in published), None)
+        right = next((j for j in range(i + 1, len(groups)) if groups[j][0] in published), None)
+        if left is None and right is None:
+            break
+        lo, hi = (left, i) if left is not None else (i, right)
+        assert hi is not None
+        groups[lo : hi + 1] = [("coarsened", [c for _, members in groups[lo : hi + 1] for c in members])]
+        i = lo + 1
+    shorts = [n for n, (kind, _) in enumerate(groups) if kind == "short"]
+    if shorts:
+        lo, hi = shorts[0], shorts[-1]
+        together = [c for _, members in groups[lo : hi + 1] for c in members]
+        if rule.people(_merged(together)) >= k:
+            groups[lo : hi + 1] = [("coarsened", together)]
+    out: list[dict[str, Any]] = []
+    for kind, members in groups:
+        if kind == "nodata":
+            out.append(_hidden(members[0], "nodata", local))
+        elif kind == "short":
+            out.extend(_hidden(c, "suppressed" if c.counts is not None else "nodata", local) for c in members)
+        else:
+            merged = _merged(members)
+            state: CellState = "ok" if len(members) == 1 else "coarsened"
+            out.append(_shown(Cell(members[0].start, members[-1].end, merged), merged, rule, state, local))
     return out
+
+
+def _merged(cells: Sequence[Cell]) -> Counts:
+    return merge_counts(c.counts for c in cells if c.counts is not None)
 
 
 def merge_counts(parts: Any) -> Counts:

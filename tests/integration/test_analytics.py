@@ -222,10 +222,14 @@ def test_figures_on_a_synthetic_site_match_the_values_it_was_built_with(
     assert body["window"]["sources"] == ["rollup_1h", "raw"]
     hourly = api(client, f"/v1/analytics/zones/shop/capture-rate?{day}&every=1h")["buckets"]
     by_hour = {c["start"][11:13]: c for c in hourly}
-    assert by_hour["10"]["value"] == pytest.approx(0.2) and by_hour["11"]["value"] == pytest.approx(0.2)
+    assert by_hour["10"]["value"] == pytest.approx(0.2) and by_hour["10"]["state"] == "ok"
     assert by_hour["10"]["counts"] == {"entries": 144, "passers_by": 720}
-    assert by_hour["12"]["state"] == "suppressed" and by_hour["12"]["value"] is None
+    # 12:00 has passers-by but no entries (0 < k): never shown alone, it joins 11:00 (never a rate of 0).
+    assert (by_hour["11"]["state"], by_hour["11"]["end"][11:13]) == ("coarsened", "13")
+    assert by_hour["11"]["counts"] == {"entries": 144, "passers_by": 1080}
+    assert "12" not in by_hour
     assert by_hour["09"]["state"] == "nodata"
+    assert sum(c["counts"]["entries"] for c in hourly if c["counts"]) == 288  # the cells add up to the total
 
     # -- dwell time: everyone stays 30 minutes --------------------------------------------------------
     body = api(client, f"/v1/analytics/zones/shop/dwell-time?{day}&every=1d")

@@ -109,14 +109,46 @@ def test_a_cell_without_data_is_nodata_not_zero() -> None:
     assert shown == {**shown, "state": "nodata", "value": None, "counts": None}
 
 
+def states(out: list[dict[str, object]]) -> list[tuple[object, int, int]]:
+    """(state, first hour, hours) of each published cell."""
+    return [
+        (c["state"], int((c["start"] - T0) / timedelta(hours=1)), int((c["end"] - c["start"]) / timedelta(hours=1)))  # type: ignore[operator]
+        for c in out
+    ]
+
+
 def test_runs_below_k_are_merged_into_a_wider_interval_until_they_reach_k() -> None:
-    cells = [cell(0, 12), cell(1, 4), cell(2, 3), cell(3, 5), cell(4, 2), cell(5, None), cell(6, 30)]
+    cells = [cell(0, 12), cell(1, 4), cell(2, 3), cell(3, 5), cell(4, 8), cell(5, 9), cell(6, None), cell(7, 30)]
     out = publish(cells, figures.CROSSINGS, 10, coarsen=True)
-    assert [c["state"] for c in out] == ["ok", "coarsened", "suppressed", "nodata", "ok"]
-    merged = out[1]
-    assert (merged["start"], merged["end"]) == (T0 + timedelta(hours=1), T0 + timedelta(hours=4))
-    assert merged["value"] == 12 and merged["counts"] == {"crossings": 12}
-    assert out[2]["start"] == T0 + timedelta(hours=4) and out[2]["value"] is None
+    assert states(out) == [("ok", 0, 1), ("coarsened", 1, 3), ("coarsened", 4, 2), ("nodata", 6, 1), ("ok", 7, 1)]
+    assert out[1]["value"] == 12 and out[1]["counts"] == {"crossings": 12}
+    assert out[2]["value"] == 17
+
+
+def test_a_remainder_under_k_joins_the_nearest_published_cell_so_nothing_is_left_to_subtract() -> None:
+    # 2 after a coarsened run, before a gap: joins the run before it.
+    out = publish([cell(0, 4), cell(1, 7), cell(2, 2), cell(3, None), cell(4, 30)], figures.CROSSINGS, 10,
+                  coarsen=True)  # fmt: skip
+    assert states(out) == [("coarsened", 0, 3), ("nodata", 3, 1), ("ok", 4, 1)]
+    assert out[0]["counts"] == {"crossings": 13}
+    # At the start, before any published cell, across a gap: joins the next one, the gap inside the interval.
+    out = publish([cell(0, 3), cell(1, None), cell(2, 20), cell(3, 1)], figures.CROSSINGS, 10, coarsen=True)
+    assert states(out) == [("coarsened", 0, 4)]
+    assert out[0]["counts"] == {"crossings": 24}
+    # Whatever is published adds up to the total, so total minus the cells reveals nothing.
+    counts = [5, None, 12, 3, 3, None, 40, 1, 0, 9, 2]
+    out = publish([cell(i, n) for i, n in enumerate(counts)], figures.CROSSINGS, 10, coarsen=True)
+    shown = sum(c["counts"]["crossings"] for c in out if c["counts"])  # type: ignore[index]
+    assert shown == sum(n for n in counts if n is not None)
+    assert all(c["state"] != "suppressed" for c in out)
+
+
+def test_remainders_with_nothing_to_join_are_merged_together_or_stay_suppressed() -> None:
+    out = publish([cell(0, 5), cell(1, None), cell(2, 6)], figures.CROSSINGS, 10, coarsen=True)
+    assert states(out) == [("coarsened", 0, 3)]
+    out = publish([cell(0, 3), cell(1, None), cell(2, 4)], figures.CROSSINGS, 10, coarsen=True)
+    assert [c["state"] for c in out] == ["suppressed", "nodata", "suppressed"]
+    assert all(c["value"] is None and c["counts"] is None for c in out)
 
 
 def test_without_coarsening_every_cell_below_k_is_suppressed() -> None:
@@ -125,7 +157,7 @@ def test_without_coarsening_every_cell_below_k_is_suppressed() -> None:
 
 
 def test_a_ratio_rests_on_the_smaller_of_its_counts_and_is_recomputed_when_coarsened() -> None:
-    a = Cell(T0, T0 + timedelta(hours=1), {"entries": 6, "passers_by": 100})
+    a = Cell(T0, T0 + timedelta(hours=1), {"entries": 6, "passers_by": 100})  # alone: 6 entries < k
     b = Cell(T0 + timedelta(hours=1), T0 + timedelta(hours=2), {"entries": 6, "passers_by": 20})
     out = publish([a, b], figures.CAPTURE_RATE, 10, coarsen=True)
     assert len(out) == 1 and out[0]["state"] == "coarsened"
