@@ -12,7 +12,10 @@ at t. The gateway knows every bay's last state, so it writes that sum:
   minute, in device time). ``unknown`` counts bays with no fresh
   free/occupied reading (never heard, older than the lot's
   ``stale_after_s``, ``closed`` or ``unknown``), so the three add up to the
-  lot's configured bays, as in the live API.
+  lot's configured bays, as in the live API; and ``arrivals``: the bays
+  that went free -> occupied (a vehicle parked) among the readings applied
+  since the previous snapshot (footfall analytics, ``docs/analytics.md``;
+  absent from points written before it existed).
 * :data:`M_LOCKER_OCCUPANCY` (tags ``site``, ``bank``): ``free``,
   ``occupied``, ``out_of_service``, ``unknown`` compartments, the same way.
 * :data:`M_LOCKER_TRANSITION` (tags ``site``, ``bank``, ``compartment``): one
@@ -53,6 +56,7 @@ F_OUT_OF_SERVICE = "out_of_service"
 F_DEPOSITS = "deposits"
 F_PICKUPS = "pickups"
 F_DWELL_S = "dwell_s"
+F_ARRIVALS = "arrivals"
 
 #: Retention policies of the rollups (the raw readings stay in the database's default policy).
 RP_5M = "rollup_5m"
@@ -121,7 +125,11 @@ def _stats(*fields: str) -> tuple[Aggregate, ...]:
     return tuple(out)
 
 
-LOT_OCCUPANCY = RollupSpec(M_LOT_OCCUPANCY, (storage.TAG_SITE, storage.TAG_LOT), _stats(F_FREE, F_OCCUPIED, F_UNKNOWN))
+LOT_OCCUPANCY = RollupSpec(
+    M_LOT_OCCUPANCY,
+    (storage.TAG_SITE, storage.TAG_LOT),
+    (*_stats(F_FREE, F_OCCUPIED, F_UNKNOWN), Aggregate("sum", F_ARRIVALS, F_ARRIVALS)),
+)
 LOCKER_OCCUPANCY = RollupSpec(
     M_LOCKER_OCCUPANCY, (storage.TAG_SITE, storage.TAG_BANK), _stats(F_OCCUPIED, F_FREE, F_OUT_OF_SERVICE, F_UNKNOWN)
 )
@@ -148,10 +156,15 @@ ROLLUP_SPECS = (LOT_OCCUPANCY, LOCKER_OCCUPANCY, LOCKER_TRANSITIONS, FOOTFALL, Z
 
 
 def lot_occupancy_point(
-    *, site_id: str, lot_id: str, free: int, occupied: int, unknown: int, time_ns: int
+    *, site_id: str, lot_id: str, free: int, occupied: int, unknown: int, time_ns: int, arrivals: int | None = None
 ) -> StoredPoint:
-    """One lot snapshot (see the module docstring); ``time_ns`` is the snapshot boundary."""
+    """One lot snapshot (see the module docstring); ``time_ns`` is the snapshot boundary.
+
+    ``arrivals``: bays gone free -> occupied since the previous snapshot (None: not counted, no field).
+    """
     fields: dict[str, FieldValue] = {F_FREE: free, F_OCCUPIED: occupied, F_UNKNOWN: unknown}
+    if arrivals is not None:
+        fields[F_ARRIVALS] = arrivals
     return StoredPoint(M_LOT_OCCUPANCY, {storage.TAG_SITE: site_id, storage.TAG_LOT: lot_id}, fields, time_ns)
 
 

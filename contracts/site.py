@@ -19,7 +19,8 @@ from collections import Counter
 from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from contracts.configfile import Finding, StrictModel
 from contracts.messages import MAX_WIRE_INT, Ident
@@ -66,6 +67,13 @@ class CrowdLevels(StrictModel):
         return self
 
 
+class LineRef(StrictModel):
+    """One counting line of one camera (``cameras[].lines[]``), by the camera's and the line's ids."""
+
+    camera: Ident
+    line: Ident
+
+
 class Zone(StrictModel):
     id: Ident
     name: str
@@ -77,6 +85,10 @@ class Zone(StrictModel):
     #: has no data (``nodata``), never 0 people. Cameras report every minute
     #: by default (``edge`` camera ``interval_s``), so 5 minutes is 5 missed intervals.
     stale_after_s: Annotated[float, Field(gt=0)] = 300.0
+    #: The counting line on the street in front of the zone (a shop front, a mall entrance): everyone
+    #: crossing it either way is a passer-by, the denominator of the zone's capture rate (docs/analytics.md).
+    #: It must lead into another zone (the street's), not into this one.
+    street_line: LineRef | None = None
 
 
 class BayRange(StrictModel):
@@ -204,6 +216,10 @@ class CameraLine(StrictModel):
     id: Ident
     #: The zone a person enters when crossing this line in its "in" direction.
     zone: Ident
+    #: The zone a person leaves when crossing in the "in" direction, when the line is the boundary between
+    #: two counted zones: ``towards`` is then the flow ``from_zone`` -> ``zone``, ``away`` the flow back
+    #: (zone-to-zone flow, docs/analytics.md). None: the line's other side is not a zone of the site.
+    from_zone: Ident | None = None
 
 
 class Camera(StrictModel):
@@ -331,9 +347,40 @@ class HistoryConfig(StrictModel):
     rollup_5m_days: Annotated[int, Field(ge=1, le=36_500)] | None = None
 
 
+class AnalyticsArea(StrictModel):
+    """Parking lots and the zones their drivers walk to: the unit of the parking-to-footfall relation."""
+
+    id: Ident
+    name: str | None = None
+    lots: Annotated[list[Ident], Field(min_length=1)]
+    zones: Annotated[list[Ident], Field(min_length=1)]
+
+
+#: The default of :attr:`AnalyticsConfig.k`.
+DEFAULT_K = 10
+
+
+class AnalyticsConfig(StrictModel):
+    """Footfall analytics from aggregate counts (``docs/analytics.md``).
+
+    ``k``: the threshold rule of statistical disclosure control: no figure is
+    published that rests on fewer than ``k`` people (crossings, or vehicles
+    for a lot) in its interval or cell; it is coarsened into a wider interval
+    or suppressed, and marked so, never shown as 0. Default 10, our choice:
+    the order of the minimum cell counts national statistics offices publish
+    (Eurostat/ONS threshold rules use 3-10; footfall vendors 10).
+    ``areas``: lots and nearby zones for the parking-to-footfall relation;
+    none configured: one area per zone, with the lots whose ``zone`` it is.
+    """
+
+    k: Annotated[int, Field(ge=1, le=10_000)] = DEFAULT_K
+    areas: list[AnalyticsArea] = Field(default_factory=list)
+
+
 class SiteConfig(StrictModel):
     site: SiteInfo
     history: HistoryConfig = Field(default_factory=HistoryConfig)
+    analytics: AnalyticsConfig = Field(default_factory=AnalyticsConfig)
     zones: list[Zone] = Field(default_factory=list)
     parking: list[LotConfig] = Field(default_factory=list)
     lockers: list[LockerBank] = Field(default_factory=list)
@@ -419,7 +466,78 @@ class SiteConfig(StrictModel):
                     problems.append(f"display {disp.id}: parking lot {ref.lot} has no level {ref.level!r}")
         if problems:
             raise ValueError("; ".join(problems))
+        self._analytics_references_resolve()
         return self
+
+    def _analytics_references_resolve(self) -> None:
+        """Street lines, boundary lines and areas name what exists: else a ValidationError at each bad key."""
+        bad: list[InitErrorDetails] = []
+
+        def fail(loc: tuple[str | int, ...], value: object, message: str) -> None:
+            bad.append(InitErrorDetails(type=PydanticCustomError("unknown_reference", message), loc=loc, input=value))
+
+        zones = {z.id for z in self.zones}
+        lines = {(c.id, line.id): line for c in self.cameras for line in c.lines}
+        for i, zone in enumerate(self.zones):
+            ref = zone.street_line
+            if ref is None:
+                continue
+            line = lines.get((ref.camera, ref.line))
+            if line is None:
+                fail(("zones", i, "street_line"), ref.model_dump(), f"zone {zone.id}: street_line names no camera"
+                     f" line: camera {ref.camera!r} has no line {ref.line!r}")  # fmt: skip
+            elif line.zone == zone.id:
+                fail(("zones", i, "street_line"), ref.model_dump(), f"zone {zone.id}: street_line {ref.camera}/"
+                     f"{ref.line} leads into this zone: its crossings are entries, not passers-by; name a line on"
+                     " the street (leading into the street's own zone)")  # fmt: skip
+        for c, cam in enumerate(self.cameras):
+            for n, line in enumerate(cam.lines):
+                if line.from_zone is None:
+                    continue
+                where = ("cameras", c, "lines", n, "from_zone")
+                if line.from_zone not in zones:
+                    fail(where, line.from_zone, f"camera {cam.id} line {line.id}: unknown zone {line.from_zone!r}")
+                elif line.from_zone == line.zone:
+                    fail(where, line.from_zone, f"camera {cam.id} line {line.id}: from_zone is the zone it leads into")
+        lots = {p.id for p in self.parking}
+        area_ids = Counter(a.id for a in self.analytics.areas)
+        for a, area in enumerate(self.analytics.areas):
+            if area_ids[area.id] > 1:
+                fail(("analytics", "areas", a, "id"), area.id, f"duplicate area id {area.id!r}")
+            for j, lot_id in enumerate(area.lots):
+                if lot_id not in lots:
+                    fail(
+                        ("analytics", "areas", a, "lots", j), lot_id, f"area {area.id}: unknown parking lot {lot_id!r}"
+                    )
+            for j, zone_id in enumerate(area.zones):
+                if zone_id not in zones:
+                    fail(("analytics", "areas", a, "zones", j), zone_id, f"area {area.id}: unknown zone {zone_id!r}")
+        if bad:
+            raise ValidationError.from_exception_data(type(self).__name__, bad)
+
+    def analytics_areas(self) -> list[AnalyticsArea]:
+        """The configured areas, or one per zone that has lots (``LotConfig.zone``), named after the zone."""
+        if self.analytics.areas:
+            return list(self.analytics.areas)
+        out = []
+        for zone in self.zones:
+            lots = [p.id for p in self.parking if p.zone == zone.id]
+            if lots:
+                out.append(AnalyticsArea(id=zone.id, name=zone.name, lots=lots, zones=[zone.id]))
+        return out
+
+    def area(self, area_id: str) -> AnalyticsArea | None:
+        return next((a for a in self.analytics_areas() if a.id == area_id), None)
+
+    @cached_property
+    def boundaries(self) -> dict[tuple[str, str], list[tuple[str, str]]]:
+        """Lines between two zones: (from_zone, zone) -> [(camera, line)], ``towards`` being from -> to."""
+        out: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        for cam in self.cameras:
+            for line in cam.lines:
+                if line.from_zone is not None:
+                    out.setdefault((line.from_zone, line.zone), []).append((cam.id, line.id))
+        return out
 
     def config_findings(self) -> list[Finding]:
         """What validates but cannot be meant; ``district check-config`` rejects these.

@@ -12,7 +12,10 @@ derived points of :mod:`contracts.history`:
   backlog replayed after an outage yields the snapshots of the outage, at
   their own times). A member counts as free or occupied only while its last
   reading is at most the group's ``stale_after_s`` older than B, as in the
-  live API; otherwise it is ``unknown``, never free.
+  live API; otherwise it is ``unknown``, never free. A lot's snapshot also
+  carries its ``arrivals``: the bays that went free -> occupied in the
+  readings applied since the previous snapshot (a reading observed before a
+  boundary already written counts in the next one).
 * a **transition** point for every locker deposit (free -> occupied) and
   pickup (occupied -> free), at the reading that showed it, with the dwell
   time when the deposit was seen too. ``out_of_service`` and ``unknown`` in
@@ -26,7 +29,7 @@ applied to the state but does not rewrite that snapshot (counted as
 for a group until ``warmup_s`` of device time after its first reading (the
 bays' 60 s full refresh has then told it every state); a transition needs the
 compartment's previous state, so the first reading of each compartment after
-a start is never one.
+a start is never one (nor is a bay's first reading an arrival).
 
 :class:`HistorySink` wraps the InfluxDB sink: it feeds the tracker with every
 batch and writes the resulting points with that batch (and again with the
@@ -101,6 +104,8 @@ class _Group:
     next_ns: int | None = None
     #: The last boundary written, None before the first.
     written_ns: int | None = None
+    #: Lots: bays gone free -> occupied since the last snapshot written (its ``arrivals``).
+    arrivals: int = 0
 
 
 #: Makes a group's snapshot point at a boundary (ns) for a site.
@@ -150,7 +155,12 @@ class HistoryTracker:
                 return []
             ns = point_ns(message)
             points = self._due(lot, to_ns(message.observed_at), site_id, self._lot_point)
-            self._update(lot, message.bay_id, message, ns)
+            held = lot.states.get(message.bay_id)
+            member = self._update(lot, message.bay_id, message, ns)
+            if member is not None:
+                event = self._transition(held, member, ns)
+                if event is not None and event[0]:
+                    lot.arrivals += 1  # a vehicle parked: counted in the next snapshot
             return points
         if isinstance(message, LockerCompartmentState):
             bank = self._banks.get(message.bank_id)
@@ -249,6 +259,7 @@ class HistoryTracker:
     def _lot_point(self, group: _Group, at_ns: int, site_id: str) -> StoredPoint:
         counts = self._counts(group, at_ns)
         free, occupied = counts.get("free", 0), counts.get("occupied", 0)
+        arrivals, group.arrivals = group.arrivals, 0
         return lot_occupancy_point(
             site_id=site_id,
             lot_id=group.id,
@@ -256,6 +267,7 @@ class HistoryTracker:
             occupied=occupied,
             unknown=len(group.members) - free - occupied,
             time_ns=at_ns,
+            arrivals=arrivals,
         )
 
     def _bank_point(self, group: _Group, at_ns: int, site_id: str) -> StoredPoint:

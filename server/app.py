@@ -31,6 +31,7 @@ from server.live import Clock, LiveState
 from server.livefeed import LiveFeed
 from server.metrics import MetricsMiddleware, ServerMetrics
 from server.routes import alerts as alert_routes
+from server.routes import analytics as analytics_routes
 from server.routes import devices, displays, feeds, guidance, health, history, lockers, metrics, parking, zones
 from server.routes import live as live_routes
 from server.routes import site as site_routes
@@ -172,6 +173,7 @@ def create_app(
     app.include_router(metrics.router)
     app.include_router(site_routes.router)
     app.include_router(live_routes.router)
+    app.include_router(analytics_routes.router)
     app.include_router(whoami_routes.router)
     app.include_router(history.router)
     mount_console(app)

@@ -606,3 +606,55 @@ def test_alerts_as_the_server_has_them(api: Api, fleet: Fleet, browser: Browser)
         wait_page(browser, "document.getElementById('alerts-gate').textContent.includes('not available')")
         assert browser.js("return document.getElementById('alerts-table').hidden") is True
     no_console_errors(browser)
+
+
+def test_the_analytics_panel_shows_the_apis_figures_and_suppressed_ones_as_suppressed(
+    api: Api, fleet: Fleet, browser: Browser
+) -> None:
+    """An operator sees a zone's analytics as the API computes them; a figure under k is a word, never 0."""
+    # The previous week: one footfall interval of 4 entries, so week-on-week rests on 4 people (< k = 10).
+    earlier = utcnow() - timedelta(days=8)
+    old = FootfallCount(
+        device_id="edge-cam-altmarkt", observed_at=earlier, reading_id=new_reading_id(), zone_id="altmarkt",
+        camera_id="cam-altmarkt-north", interval_start=earlier - timedelta(seconds=60),
+        lines=[LineCount(line_id=SITE.cameras[0].lines[0].id, towards=4, away=4)],
+    )  # fmt: skip
+    body = "\n".join(line_protocol(p) for p in to_points(old, site_id=SITE_ID, received_at=earlier))
+    req = urllib.request.Request(
+        f"{api.influx_url}/write?{urllib.parse.urlencode({'db': api.db, 'precision': 'ns'})}",
+        data=body.encode(), method="POST",
+    )  # fmt: skip
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 204
+
+    open_console(browser, api)
+    assert "Operator key needed" in browser.js("return document.getElementById('analytics-gate').textContent")
+    assert browser.js("return document.getElementById('analytics-table').hidden") is True
+
+    open_console(browser, api, api.keys["operator"])
+    browser.js(
+        "const s = document.getElementById('analytics-of'); s.value = 'zone:altmarkt';"
+        " s.dispatchEvent(new Event('change'));"
+    )
+    rows_js = (
+        "return Object.fromEntries([...document.querySelectorAll('#analytics-table tbody tr')].map(tr =>"
+        " [tr.dataset.figure, [tr.dataset.state, tr.children[1].textContent, tr.children[4].textContent]]))"
+    )
+    wait_page(browser, "document.querySelector('#analytics-table tr[data-figure=\"Week on week\"]') !== null",
+              what="the analytics table")  # fmt: skip
+    rows = browser.js(rows_js)
+    change = api.get("/v1/analytics/zones/altmarkt/change", api.keys["operator"])
+    week = change["changes"][0]
+    assert week["state"] == "suppressed" and week["value"] is None
+    state, value, counts = rows["Week on week"]
+    assert state == "suppressed" and "suppressed" in value and "0" not in value and counts == "–"
+    # The peak hour the page shows is the API's, with its mean.
+    peaks = api.get("/v1/analytics/zones/altmarkt/peaks", api.keys["operator"])
+    assert peaks["peak_hour"] is not None
+    assert rows["Peak hour"][0] == "ok" and rows["Peak hour"][1].startswith(f"{peaks['peak_hour']}:00")
+    # Dwell time: Little's law over the last 7 days, in minutes, standing on entries and exits.
+    assert rows["Dwell time (Little's law)"][0] == "ok" and rows["Dwell time (Little's law)"][1].endswith(" min")
+    assert "entries" in rows["Dwell time (Little's law)"][2]
+    assert "k = 10" in browser.js("return document.getElementById('analytics-k').textContent")
+    browser.screenshot("06-analytics")
+    no_console_errors(browser)

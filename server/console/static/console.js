@@ -4,7 +4,7 @@
  * the live feed /v1/live/events (Server-Sent Events); the selected sign also
  * follows its own display feed /v1/displays/{id}/events. With an API key
  * (kept in sessionStorage, sent as X-API-Key) the page asks the operator
- * endpoints (devices, alerts, history) and, for an admin key, the sign
+ * endpoints (devices, alerts, history, analytics) and, for an admin key, the sign
  * overrides and their audit log. docs/console.md describes it.
  */
 "use strict";
@@ -31,6 +31,7 @@
     devices: null, alerts: null, audit: null, alertsMissing: false,
     selectedSign: null, signFeed: null, signState: null,
     history: { kind: null, id: null, chart: null, data: null },
+    analytics: { index: null, choice: null },
     live: null, poll: null,
     marks: {},
   };
@@ -668,6 +669,7 @@
     renderAudit();
     updateOverrideGate();
     loadHistory();
+    loadAnalytics();
   }
 
   async function refreshOperator() {
@@ -849,6 +851,150 @@
     }
   }
 
+  // -- analytics (docs/analytics.md) ------------------------------------------------------------------
+
+  const ANALYTICS_INDEX = "/v1/analytics";
+  const STATE_WORDS = {
+    suppressed: "suppressed: fewer than k people",
+    nodata: "no data",
+    coarsened: "coarsened: merged into a wider interval to reach k",
+    ok: "ok",
+  };
+
+  function fillAnalyticsChoices(index) {
+    const sel = $("#analytics-of");
+    const keep = sel.value;
+    const group = (label, kind, items) => h("optgroup", { label },
+      ...items.map((it) => h("option", { value: `${kind}:${it.id}` }, it.name || it.id)));
+    sel.replaceChildren(
+      group("Zones", "zone", index.zones), group("Parking lots", "lot", index.lots), group("Areas", "area", index.areas));
+    if (keep && [...sel.options].some((o) => o.value === keep)) sel.value = keep;
+  }
+
+  function fmtValue(cell, unit) {
+    if (!cell || cell.value === null || cell.value === undefined) return STATE_WORDS[cell ? cell.state : "nodata"] || dash;
+    if (unit === "share") return `${(cell.value * 100).toFixed(1)} %`;
+    if (unit === "seconds") return `${(cell.value / 60).toFixed(1)} min`;
+    if (unit === "percent") return `${cell.value > 0 ? "+" : ""}${cell.value.toFixed(1)} %`;
+    if (unit === "r") return cell.value.toFixed(3);
+    return String(Math.round(cell.value * 10) / 10);
+  }
+
+  function fmtCounts(cell) {
+    if (!cell || !cell.counts) return dash;
+    return Object.entries(cell.counts).map(([k, v]) => `${k.replace(/_/g, " ")} ${Math.round(v * 10) / 10}`).join(", ");
+  }
+
+  function analyticsRow(name, cell, unit, extra) {
+    const state = cell ? cell.state : "nodata";
+    const interval = cell && cell.start ? `${fmtTime(cell.start)} to ${fmtTime(cell.end)}` : dash;
+    const withheld = state === "suppressed" || state === "nodata";
+    return h("tr", { "data-figure": name, "data-state": state },
+      h("td", {}, name),
+      h("td", { class: `num${withheld ? ` ${state}` : ""}` }, extra || fmtValue(cell, unit)),
+      h("td", { class: "state" }, STATE_WORDS[state] || state),
+      h("td", {}, interval),
+      h("td", {}, fmtCounts(cell)));
+  }
+
+  function peakRow(name, body, which) {
+    const label = which === "hour" ? body.peak_hour : body.peak_day;
+    const cells = which === "hour" ? body.hours : body.days;
+    const cell = cells.find((c) => c.label === label) || null;
+    if (!cell) {
+      const anyData = cells.some((c) => c.state !== "nodata");
+      return analyticsRow(name, { state: anyData ? "suppressed" : "nodata", start: body.window.start, end: body.window.end, value: null, counts: null });
+    }
+    const shown = which === "hour" ? `${label}:00 (${fmtValue(cell)} ${body.unit})` : `${label} (${fmtValue(cell)} ${body.unit})`;
+    return analyticsRow(name, cell, null, shown);
+  }
+
+  async function loadAnalytics() {
+    const table = $("#analytics-table");
+    if (hasPath(ANALYTICS_INDEX) === false) {
+      table.hidden = true;
+      gate("#analytics-gate", "Analytics are not available on this server.", true);
+      return;
+    }
+    if (!atLeast("operator")) {
+      table.hidden = true;
+      $("#analytics-k").hidden = true;
+      gate("#analytics-gate", "Operator key needed to see analytics.");
+      return;
+    }
+    if (!S.analytics.index) {
+      const r = await api("v1/analytics", { auth: true });
+      if (r.status !== 200) {
+        table.hidden = true;
+        gate("#analytics-gate", `Analytics could not be loaded: ${detailOf(r)}`, true);
+        return;
+      }
+      S.analytics.index = r.data;
+      fillAnalyticsChoices(r.data);
+    }
+    const index = S.analytics.index;
+    const choice = $("#analytics-of").value;
+    if (!choice) {
+      gate("#analytics-gate", "Nothing on this site to analyse.", true);
+      return;
+    }
+    const [kind, ...rest] = choice.split(":");
+    const id = rest.join(":");
+    const days = Number($("#analytics-span").value) || 7;
+    const to = new Date();
+    const from = new Date(to.getTime() - days * 86400 * 1000);
+    const span = new URLSearchParams({ from: from.toISOString(), to: to.toISOString() });
+    const enc = encodeURIComponent(id);
+    const rows = [];
+    const errors = [];
+    const get = async (path) => {
+      const r = await api(path, { auth: true });
+      if (r.status === 200) return r.data;
+      errors.push(`${path.split("?")[0]}: ${detailOf(r)}`);
+      return null;
+    };
+    if (kind === "zone" || kind === "lot") {
+      const base = kind === "zone" ? `v1/analytics/zones/${enc}` : `v1/analytics/lots/${enc}`;
+      const peaks = await get(`${base}/peaks?${span}`);
+      if (peaks) rows.push(peakRow("Peak hour", peaks, "hour"), peakRow("Peak day", peaks, "day"));
+      const change = await get(`${base}/change`);
+      if (change) {
+        for (const c of change.changes) rows.push(analyticsRow(c.label === "week_on_week" ? "Week on week" : "Year on year", c, "percent"));
+      }
+      if (kind === "zone") {
+        const zone = index.zones.find((z) => z.id === id);
+        if (zone && zone.street_line) {
+          const cr = await get(`${base}/capture-rate?${span}&every=1d`);
+          if (cr) rows.push(analyticsRow("Capture rate", cr.total, "share"));
+        }
+        const dwell = await get(`${base}/dwell-time?${span}&every=1d`);
+        if (dwell) rows.push(analyticsRow("Dwell time (Little's law)", dwell.total, "seconds"));
+        if (index.boundaries.some((b) => b.from_zone === id || b.to_zone === id)) {
+          const flows = await get(`v1/analytics/flows?${span}&every=1d`);
+          for (const f of flows ? flows.flows : []) {
+            if (f.from_zone === id || f.to_zone === id) rows.push(analyticsRow(`Flow ${f.from_zone} → ${f.to_zone}`, f.total, null));
+          }
+        }
+      }
+    } else if (kind === "area") {
+      const pf = await get(`v1/analytics/areas/${enc}/parking-footfall?${span}`);
+      if (pf) {
+        rows.push(analyticsRow("Arrivals at the lots (vehicles)", pf.arrivals, null));
+        rows.push(analyticsRow("Entries into the zones", pf.entries, null));
+        const best = pf.best ? pf.lags.find((c) => c.label === String(pf.best.lag_h)) : null;
+        rows.push(best
+          ? analyticsRow("Footfall follows parking by", best, null, `${pf.best.lag_h} h (r ${pf.best.r.toFixed(3)})`)
+          : analyticsRow("Footfall follows parking by", pf.lags[0] || null, null));
+      }
+    }
+    if ($("#analytics-of").value !== choice) return; // another was chosen meanwhile
+    $("#analytics-k").textContent = `No figure rests on fewer than k = ${index.privacy.k} people: smaller ones are coarsened or suppressed, never shown as 0.`;
+    $("#analytics-k").hidden = false;
+    table.querySelector("tbody").replaceChildren(...rows);
+    table.hidden = rows.length === 0;
+    gate("#analytics-gate", errors.length ? `Some figures could not be loaded: ${errors.join("; ")}` : "", errors.length > 0);
+  }
+
   // -- signs and overrides ------------------------------------------------------------------------
 
   function localInput(d) {
@@ -986,6 +1132,8 @@
       selectHistory(kind, rest.join(":"), false);
     });
     $("#history-span").addEventListener("change", loadHistory);
+    $("#analytics-of").addEventListener("change", loadAnalytics);
+    $("#analytics-span").addEventListener("change", loadAnalytics);
     $("#override-form").addEventListener("submit", setOverride);
     $("#ov-clear").addEventListener("click", clearOverride);
     $("#ov-mode").addEventListener("change", updateOverrideGate);
@@ -1019,7 +1167,7 @@
     await applyKey();
     setInterval(tick, 5000);
     setInterval(refreshOperator, 5000);
-    setInterval(() => { if (atLeast("operator")) loadHistory(); }, 60000);
+    setInterval(() => { if (atLeast("operator")) { loadHistory(); loadAnalytics(); } }, 60000);
     document.body.dataset.ready = "1";
   }
 

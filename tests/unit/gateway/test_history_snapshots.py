@@ -236,3 +236,26 @@ def test_the_sink_refuses_only_the_writers_entries_and_counts_its_own() -> None:
     sink.write([Received(bay("b1", "free", 0), now)])
     result = sink.write([Received(bay("b1", "free", 61), now)])
     assert result.refused == [] and sink.refused_points == 1
+
+
+def test_a_lot_snapshot_counts_the_bays_gone_free_to_occupied_since_the_one_before() -> None:
+    tracker = HistoryTracker(site(), every_s=60, warmup_s=60)
+    points = feed(
+        tracker,
+        [
+            bay("b1", "free", 0),
+            bay("b2", "occupied", 1),  # a first reading is no arrival: occupied since before we knew
+            bay("b3", "free", 2),
+            bay("b1", "occupied", 70),  # arrival, in the snapshot at 120
+            bay("b3", "unknown", 80),
+            bay("b3", "occupied", 90),  # free -> (unknown) -> occupied: an arrival
+            bay("b2", "occupied", 100),  # a refresh, no change
+            bay("b1", "free", 130),  # a departure: not an arrival
+            bay("b1", "occupied", 200),  # arrival, in the snapshot at 240 (180 has none)
+            bay("b1", "occupied", 250),
+        ],
+    )
+    arrivals = [
+        ((p.time_ns - to_ns(T0)) // NS, p.fields[h.F_ARRIVALS]) for p in points if p.measurement == h.M_LOT_OCCUPANCY
+    ]
+    assert arrivals == [(60, 0), (120, 2), (180, 0), (240, 1)]

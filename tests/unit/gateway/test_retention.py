@@ -73,7 +73,8 @@ def test_the_rollup_statement_is_the_same_text_for_the_continuous_query_and_a_ba
         'SELECT sum("free") AS "free_sum", min("free") AS "free_min", max("free") AS "free_max",'
         ' sum("occupied") AS "occupied_sum", min("occupied") AS "occupied_min", max("occupied") AS "occupied_max",'
         ' sum("unknown") AS "unknown_sum", min("unknown") AS "unknown_min", max("unknown") AS "unknown_max",'
-        ' count("free") AS "samples" INTO "db"."rollup_5m"."lot_occupancy" FROM "db"."autogen"."lot_occupancy"'
+        ' count("free") AS "samples", sum("arrivals") AS "arrivals"'
+        ' INTO "db"."rollup_5m"."lot_occupancy" FROM "db"."autogen"."lot_occupancy"'
         ' GROUP BY time(5m), "site", "lot"'
     )
     cq = create_cq(h.LOT_OCCUPANCY, h.ROLLUP_5M, "db", "autogen")

@@ -104,7 +104,7 @@ def test_query_text_reads_rollups_by_combining_and_raw_points_by_aggregating() -
     common = dict(tags={"site": "s", "lot": "a'b"}, start_ns=10, end_ns=20, every="1d", tz="Europe/Berlin")
     rollup = history.bucket_query(h.LOT_OCCUPANCY, db="db", rollup=h.ROLLUP_1H, **common)  # type: ignore[arg-type]
     assert rollup.startswith('SELECT sum("free_sum") AS "free_sum", min("free_min") AS "free_min"')
-    assert 'sum("samples") AS "samples" FROM "db"."rollup_1h"."lot_occupancy"' in rollup
+    assert 'sum("samples") AS "samples", sum("arrivals") AS "arrivals" FROM "db"."rollup_1h"."lot_occupancy"' in rollup
     assert rollup.endswith(
         """WHERE "site" = 's' AND "lot" = 'a\\'b' AND time >= 10 AND time < 20"""
         """ GROUP BY time(1d) fill(none) tz('Europe/Berlin')"""

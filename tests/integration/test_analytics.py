@@ -1,0 +1,368 @@
+"""Footfall analytics end to end on real InfluxDB: a synthetic site whose true figures are known, and the k rule.
+
+The readings are written as the gateway stores them (the contract's own
+mapping, :func:`contracts.storage.to_points`, and the lot snapshots of
+:mod:`contracts.history`), part of them rolled up with the continuous
+queries' own ``SELECT ... INTO``, then the API is asked:
+
+* capture rate, dwell time (Little's law), zone-to-zone flows, peaks and the
+  parking-to-footfall lag against values fixed by construction;
+* the k threshold, table-driven over every analytics endpoint, with the
+  counts a figure rests on just below, at and just above k.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from contracts import FootfallCount, LineCount
+from contracts import history as h
+from contracts.site import DEFAULT_K
+from contracts.storage import StoredPoint, to_ns, to_points
+from district.services import Service
+from gateway.influx import InfluxWriter, line_protocol
+from gateway.retention import HistorySetup, RetentionPlan, backfill_statements
+from tests.conftest import Influx, wait_for
+from tests.integration.test_history import write_lines
+from tests.integration.test_server import health, serve, settings_for
+
+pytestmark = pytest.mark.integration
+
+BERLIN = ZoneInfo("Europe/Berlin")
+SITE_ID = "ana"
+KEY = "ana-operator-key-0123456789"
+# A street, a shop on it and a mall behind the shop. The shop's one street door and the arcade into the
+# mall are all its doors (closed zone); the pavement line counts the passers-by in front of the shop.
+SITE_YAML = """
+site: {id: ana, name: Analytics test site, timezone: Europe/Berlin}
+zones:
+  - {id: street, name: High Street}
+  - id: shop
+    name: Shop
+    street_line: {camera: cam1, line: pavement}
+  - {id: mall, name: Mall}
+parking:
+  - id: lot1
+    name: Lot One
+    zone: mall
+    coords: {lat: 51.05, lng: 13.73}
+    bays: {prefix: "B", count: 200, width: 3}
+cameras:
+  - id: cam1
+    device: cam-node
+    lines:
+      - {id: pavement, zone: street}
+      - {id: door, zone: shop}
+      - {id: arcade, zone: mall, from_zone: shop}
+analytics:
+  areas: [{id: centre, name: Centre, lots: [lot1], zones: [mall]}]
+"""
+#: A Tuesday (no DST change near): the shop's day.
+SHOP_DAY = date(2026, 3, 10)
+#: The day after: the car park's day.
+PARK_DAY = date(2026, 3, 11)
+#: Hourly arrivals at the lot from 06:00; entries into the mall are twice these, one hour later.
+ARRIVALS = (5, 20, 40, 10, 30, 15, 25, 50, 5, 35, 20, 10, 45, 15)
+
+
+@pytest.fixture
+def site_file(tmp_path: Path) -> Path:
+    path = tmp_path / "site.yaml"
+    path.write_text(SITE_YAML)
+    return path
+
+
+def local(day: date, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime.combine(day, time(hour, minute), tzinfo=BERLIN).astimezone(UTC)
+
+
+def footfall(start: datetime, zone: str, line: str, towards: int, away: int) -> list[StoredPoint]:
+    """One 5-minute interval of one line from ``start`` (stored in the bucket it starts)."""
+    msg = FootfallCount(
+        device_id="cam-node", observed_at=start + timedelta(seconds=150), reading_id=f"{line}-{to_ns(start)}",
+        zone_id=zone, camera_id="cam1", interval_start=start,
+        lines=[LineCount(line_id=line, towards=towards, away=away)],
+    )  # fmt: skip
+    return to_points(msg, site_id=SITE_ID, received_at=msg.observed_at)
+
+
+def lot_snapshots(
+    start: datetime,
+    minutes: int,
+    occupied: Callable[[datetime], int],
+    arrivals: Callable[[datetime], int] | None = None,
+) -> list[StoredPoint]:
+    """Minute snapshots of lot1 (as the gateway writes them); ``arrivals`` None: old ones without the count."""
+    out = []
+    for i in range(minutes):
+        at = start + timedelta(minutes=i)
+        n = occupied(at)
+        out.append(
+            h.lot_occupancy_point(
+                site_id=SITE_ID,
+                lot_id="lot1",
+                free=200 - n,
+                occupied=n,
+                unknown=0,
+                time_ns=to_ns(at),
+                arrivals=None if arrivals is None else arrivals(at),
+            )
+        )
+    return out  # fmt: skip
+
+
+def shop_day() -> list[StoredPoint]:
+    """10:00-12:00: 12 people enter the shop every 5 minutes and each leaves 30 minutes later (8 by the door,
+    4 through the arcade into the mall); 30 pass the shop each way every 5 minutes, 10:00-12:30.
+
+    True values: dwell 1800 s for everyone; 288 entries, 1,800 passers-by (capture rate 0.16; 0.2 in the
+    10:00 and 11:00 hours); 96 people from the shop into the mall, none the other way.
+    """
+    points: list[StoredPoint] = []
+    start = local(SHOP_DAY, 10)
+    for b in range(30):
+        at = start + timedelta(minutes=5 * b)
+        points += footfall(at, "street", "pavement", 30, 30)
+        entering = 12 if b < 24 else 0
+        leaving = b >= 6
+        points += footfall(at, "shop", "door", entering, 8 if leaving else 0)
+        points += footfall(at, "mall", "arcade", 4 if leaving else 0, 0)
+    return points
+
+
+#: Cars that park at half past every hour 06-19 as the others leave (in the same minute), until the hour.
+CHURN = 5
+
+
+def park_day() -> list[StoredPoint]:
+    """From 06:00, ARRIVALS[i] cars park at the start of hour 6+i and leave at half past, when CHURN others park
+    until the next hour; twice ARRIVALS[i] people enter the mall (its counted way in: the arcade) an hour later.
+
+    The gateway counts every arrival (ARRIVALS[i] + CHURN an hour); rises of occupied bays would see only
+    ARRIVALS[i] - CHURN (a car leaving and one parking in the same minute cancel).
+    """
+
+    def occupied(at: datetime) -> int:
+        loc = at.astimezone(BERLIN)
+        i = loc.hour - 6
+        if not 0 <= i < len(ARRIVALS):
+            return 0
+        return ARRIVALS[i] if loc.minute < 30 else CHURN
+
+    def arrivals(at: datetime) -> int:
+        loc = at.astimezone(BERLIN)
+        i = loc.hour - 6
+        if not 0 <= i < len(ARRIVALS) or loc.minute not in (0, 30):
+            return 0
+        return ARRIVALS[i] if loc.minute == 0 else CHURN
+
+    points = lot_snapshots(local(PARK_DAY, 5), 16 * 60, occupied, arrivals)
+    for i in range(len(ARRIVALS) + 1):
+        entering = 2 * ARRIVALS[i - 1] if i >= 1 else 0
+        points += footfall(local(PARK_DAY, 6 + i, 10), "mall", "arcade", entering, 0)
+    return points
+
+
+def api(client: httpx.Client, path: str) -> dict[str, Any]:
+    r = client.get(path, headers={"X-API-Key": KEY})
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+@pytest.fixture
+def server(
+    mosquitto: Service, influx_db: Influx, prefix: str, site_file: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[httpx.Client, Influx]]:
+    settings = settings_for(site_file, prefix, mosquitto, influx_db.url, influx_db.db, api_keys=f"ops:{KEY}")
+    with serve(settings) as client:
+        wait_for(lambda: health(client)[0] == 200, timeout=15, what="healthz ok")
+        yield client, influx_db
+
+
+def roll_up(influx: Influx, until: datetime, since: datetime) -> None:
+    """Roll up [since, until) as the continuous queries would have (the rest stays raw)."""
+    writer = InfluxWriter(influx.url, influx.db)
+    try:
+        setup = HistorySetup(writer.execute, RetentionPlan(influx.db, raw_days=3650))
+        setup.ensure()
+        for spec in h.ROLLUP_SPECS:
+            for rollup in h.ROLLUPS:
+                for q in backfill_statements(spec, rollup, influx.db, setup.raw_rp, to_ns(since), to_ns(until)):
+                    setup.execute(q)
+    finally:
+        writer.close()
+
+
+def cells_ok(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [c for c in cells if c["state"] in ("ok", "coarsened")]
+
+
+def test_figures_on_a_synthetic_site_match_the_values_it_was_built_with(
+    server: tuple[httpx.Client, Influx], site_file: Path
+) -> None:
+    client, influx = server
+    write_lines(influx, [line_protocol(p) for p in shop_day() + park_day()])
+    # Rolled up to 11:00 of the shop's day: the rest (and the car park's day) is read raw across the seam.
+    roll_up(influx, local(SHOP_DAY, 11), local(SHOP_DAY) - timedelta(days=1))
+    day = f"from={SHOP_DAY}&to={SHOP_DAY + timedelta(days=1)}"
+
+    # -- capture rate: 288 entries / 1,800 passers-by; 0.2 per full hour; 0 entries at 12:00 is suppressed --
+    body = api(client, f"/v1/analytics/zones/shop/capture-rate?{day}&every=1d")
+    assert body["total"]["state"] == "ok"
+    assert body["total"]["counts"] == {"entries": 288, "passers_by": 1800}
+    assert body["total"]["value"] == pytest.approx(0.16)
+    assert body["window"]["sources"] == ["rollup_1h", "raw"]
+    hourly = api(client, f"/v1/analytics/zones/shop/capture-rate?{day}&every=1h")["buckets"]
+    by_hour = {c["start"][11:13]: c for c in hourly}
+    assert by_hour["10"]["value"] == pytest.approx(0.2) and by_hour["10"]["state"] == "ok"
+    assert by_hour["10"]["counts"] == {"entries": 144, "passers_by": 720}
+    # 12:00 has passers-by but no entries (0 < k): never shown alone, it joins 11:00 (never a rate of 0).
+    assert (by_hour["11"]["state"], by_hour["11"]["end"][11:13]) == ("coarsened", "13")
+    assert by_hour["11"]["counts"] == {"entries": 144, "passers_by": 1080}
+    assert "12" not in by_hour
+    assert by_hour["09"]["state"] == "nodata"
+    assert sum(c["counts"]["entries"] for c in hourly if c["counts"]) == 288  # the cells add up to the total
+
+    # -- dwell time: everyone stays 30 minutes --------------------------------------------------------
+    body = api(client, f"/v1/analytics/zones/shop/dwell-time?{day}&every=1d")
+    assert body["total"]["value"] == pytest.approx(1800.0)
+    assert body["total"]["counts"]["entries"] == 288 and body["total"]["counts"]["exits"] == 288
+    assert any("Closed zone" in a for a in body["assumptions"])
+
+    # -- flows: 96 from the shop into the mall, none back (suppressed, not 0) -----------------------------
+    body = api(client, f"/v1/analytics/flows?{day}&every=1d")
+    flows = {(f["from_zone"], f["to_zone"]): f for f in body["flows"]}
+    assert flows[("shop", "mall")]["total"]["value"] == 96
+    assert flows[("shop", "mall")]["lines"] == ["cam1/arcade"]
+    assert flows[("mall", "shop")]["total"]["state"] == "suppressed"
+    assert flows[("mall", "shop")]["total"]["value"] is None
+
+    # -- peaks: the shop's entries are 144 in each of 10:00 and 11:00 (the earlier wins), Tuesday ---------
+    body = api(client, f"/v1/analytics/zones/shop/peaks?{day}")
+    assert body["peak_hour"] == "10" and body["peak_day"] == "tuesday"
+    assert {c["label"]: c["value"] for c in cells_ok(body["hours"])} == {"10": 144, "11": 144}
+
+    # -- the car park: the lot's busiest hour is 13:00 (50 cars); the mall follows the lot by one hour ----
+    park = f"from={PARK_DAY}&to={PARK_DAY + timedelta(days=1)}"
+    body = api(client, f"/v1/analytics/lots/lot1/peaks?{park}")
+    assert body["peak_hour"] == "13"
+    # 5 cars at most at 06:00 and 14:00, none at 05:00 and 20:00: under k, so suppressed (not shown as 0 or 5)
+    assert {c["label"] for c in body["hours"] if c["state"] == "suppressed"} == {"05", "06", "14", "20"}
+    body = api(client, f"/v1/analytics/areas/centre/parking-footfall?{park}&max_lag_h=3")
+    # Lag 1: r is 1 but for 05:00 (no churn then); every other lag far below.
+    assert body["best"]["lag_h"] == 1 and body["best"]["r"] >= 0.99
+    assert body["arrivals_method"] == "counted"
+    assert body["arrivals"]["value"] == sum(ARRIVALS) + CHURN * len(ARRIVALS)
+    assert body["entries"]["value"] == 2 * sum(ARRIVALS)
+    assert [c["label"] for c in body["lags"]] == ["0", "1", "2", "3"]
+    assert body["lags"][0]["value"] < 0.5
+
+
+# -- the k rule, for every endpoint ------------------------------------------------------------------
+
+#: Each case writes its counts on its own Wednesday, three weeks apart, plus a week and 52 weeks earlier.
+CASES = {DEFAULT_K - 1: date(2026, 4, 1), DEFAULT_K: date(2026, 4, 22), DEFAULT_K + 1: date(2026, 5, 13)}
+
+
+def case_points(n: int, day: date) -> list[StoredPoint]:
+    """On ``day``, every figure rests on exactly ``n`` people (or cars); everything else is well above k.
+
+    10:00 n people enter the shop, 100 pass it; 10:30 the n leave through the arcade into the mall (the
+    mall's only counted entries); the lot holds n cars 10:00-10:30 (n arrivals); 09:00 and 11:00 the
+    cameras report empty intervals and the lot snapshots run 09:00-12:00 (so the lag correlation is defined).
+    """
+    points = []
+    for hour, (enter, leave) in ((9, (0, 0)), (10, (n, 0)), (11, (0, 0))):
+        points += footfall(local(day, hour), "shop", "door", enter, 0)
+        points += footfall(local(day, hour), "street", "pavement", 50, 50)
+        points += footfall(local(day, hour, 30), "mall", "arcade", n if hour == 10 else 0, leave)
+    points += lot_snapshots(local(day, 9), 180, lambda at: n if local(day, 10) <= at < local(day, 10, 30) else 0)
+    return points
+
+
+def _day(d: date) -> str:
+    return f"from={d}&to={d + timedelta(days=1)}"
+
+
+#: endpoint -> (path for a case's day, the cell that rests on n).
+K_TABLE: dict[str, tuple[Callable[[date], str], Callable[[dict[str, Any]], dict[str, Any]]]] = {
+    "zone peaks": (lambda d: f"/v1/analytics/zones/shop/peaks?{_day(d)}", lambda b: b["hours"][10]),
+    "zone peak day": (lambda d: f"/v1/analytics/zones/shop/peaks?{_day(d)}", lambda b: b["days"][2]),
+    "lot peaks": (lambda d: f"/v1/analytics/lots/lot1/peaks?{_day(d)}", lambda b: b["hours"][10]),
+    "zone change": (lambda d: f"/v1/analytics/zones/shop/change?to={d + timedelta(days=1)}",
+                    lambda b: b["changes"][0]),
+    "zone change yoy": (lambda d: f"/v1/analytics/zones/shop/change?to={d + timedelta(days=1)}",
+                        lambda b: b["changes"][1]),
+    "zone change period": (lambda d: f"/v1/analytics/zones/shop/change?to={d + timedelta(days=1)}",
+                           lambda b: b["periods"][0]),
+    "lot change": (lambda d: f"/v1/analytics/lots/lot1/change?to={d + timedelta(days=1)}",
+                   lambda b: b["changes"][0]),
+    "capture rate": (lambda d: f"/v1/analytics/zones/shop/capture-rate?{_day(d)}&every=1d",
+                     lambda b: b["buckets"][0]),
+    "capture rate total": (lambda d: f"/v1/analytics/zones/shop/capture-rate?{_day(d)}&every=1d",
+                           lambda b: b["total"]),
+    "dwell time": (lambda d: f"/v1/analytics/zones/shop/dwell-time?{_day(d)}&every=1d", lambda b: b["total"]),
+    "flows": (lambda d: f"/v1/analytics/flows?{_day(d)}&every=1d",
+              lambda b: next(f for f in b["flows"] if f["from_zone"] == "shop")["total"]),
+    "parking arrivals": (lambda d: f"/v1/analytics/areas/centre/parking-footfall?{_day(d)}",
+                         lambda b: b["arrivals"]),
+    "parking entries": (lambda d: f"/v1/analytics/areas/centre/parking-footfall?{_day(d)}",
+                        lambda b: b["entries"]),
+    "parking lag": (lambda d: f"/v1/analytics/areas/centre/parking-footfall?{_day(d)}&max_lag_h=0",
+                    lambda b: b["lags"][0]),
+}  # fmt: skip
+
+
+def withheld_cells(body: Any) -> Iterator[dict[str, Any]]:
+    """Every cell in an answer that is suppressed or has no data."""
+    if isinstance(body, dict):
+        if body.get("state") in ("suppressed", "nodata"):
+            yield body
+        for v in body.values():
+            yield from withheld_cells(v)
+    elif isinstance(body, list):
+        for v in body:
+            yield from withheld_cells(v)
+
+
+def test_no_figure_rests_on_fewer_than_k_people_on_any_endpoint(server: tuple[httpx.Client, Influx]) -> None:
+    client, influx = server
+    points: list[StoredPoint] = []
+    for n, day in CASES.items():
+        for d in (day, day - timedelta(days=7), day - timedelta(days=364)):
+            points += case_points(n, d)
+    write_lines(influx, [line_protocol(p) for p in points])
+    assert api(client, "/v1/analytics")["privacy"]["k"] == DEFAULT_K == 10
+    # Every analytics route of the app is in the table (a new one must join it).
+    routes = {p for p in client.get("/openapi.json").json()["paths"] if p.startswith("/v1/analytics/")}
+    covered = {"/v1/analytics/zones/{zone_id}/peaks", "/v1/analytics/lots/{lot_id}/peaks",
+               "/v1/analytics/zones/{zone_id}/change", "/v1/analytics/lots/{lot_id}/change",
+               "/v1/analytics/zones/{zone_id}/capture-rate", "/v1/analytics/zones/{zone_id}/dwell-time",
+               "/v1/analytics/flows", "/v1/analytics/areas/{area_id}/parking-footfall"}  # fmt: skip
+    assert routes == covered
+    failures = []
+    for name, (path, pick) in K_TABLE.items():
+        for n, day in CASES.items():
+            body = api(client, path(day))
+            cell = pick(body)
+            for hidden in withheld_cells(body):
+                if hidden["value"] is not None or hidden["counts"] is not None:
+                    failures.append(f"{name} n={n}: a withheld cell shows {hidden}")
+            if n < DEFAULT_K:
+                ok = cell["state"] == "suppressed" and cell["value"] is None and cell["counts"] is None
+            else:
+                ok = cell["state"] == "ok" and cell["value"] is not None and cell["counts"] is not None
+            if not ok:
+                failures.append(f"{name} n={n}: {cell}")
+    assert not failures, "\n".join(failures)
+    # These snapshots carry no arrivals count (as before the gateway counted them): the rises stood in.
+    day = CASES[DEFAULT_K]
+    assert api(client, K_TABLE["parking arrivals"][0](day))["arrivals_method"] == "net_rise"

@@ -1,0 +1,193 @@
+"""The pure formulas of footfall analytics and the k rule (server.analytics.maths, .privacy, .figures)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from contracts.storage import to_ns
+from server.analytics import figures, maths
+from server.analytics.privacy import Cell, publish, publish_cell
+from server.history import Window
+
+T0 = datetime(2026, 3, 10, 9, tzinfo=UTC)
+
+
+def test_capture_rate_is_entries_over_passers_by_and_undefined_without_passers() -> None:
+    assert maths.capture_rate(30, 120) == 0.25
+    assert maths.capture_rate(150, 100) == 1.5  # more came in than passed: shown, not capped
+    assert maths.capture_rate(5, 0) is None
+
+
+@pytest.mark.parametrize(
+    ("entries", "exits", "start", "person_s", "end"),
+    [
+        # One person in at the first bucket, out at the third: half a bucket + a bucket + half a bucket.
+        ([1, 0, 0], [0, 0, 1], 0, [150, 300, 150], 0),
+        # Someone already inside at the start.
+        ([0], [0], 2, [600], 2),
+        # More exits than the zone held: clamped at 0 (a missed entry), never negative.
+        ([0, 1], [3, 0], 1, [150, 150], 1),
+        # No data counts as nobody crossing.
+        ([None, 2], [None, None], 0, [0, 300], 2),
+    ],
+)
+def test_occupancy_integral_by_trapezoids_from_cumulative_entries_minus_exits(
+    entries: list[float | None], exits: list[float | None], start: float, person_s: list[float], end: float
+) -> None:
+    steps = maths.occupancy_integral(entries, exits, 300, start)
+    assert [s.person_s for s in steps] == person_s
+    assert steps[-1].end_occupancy == end
+
+
+def test_occupancy_integral_rejects_mismatched_input() -> None:
+    with pytest.raises(ValueError, match="equally long"):
+        maths.occupancy_integral([1], [1, 2], 300)
+    with pytest.raises(ValueError, match="positive"):
+        maths.occupancy_integral([1], [1], 0)
+
+
+def test_littles_law_gives_the_true_dwell_of_a_steady_stream() -> None:
+    # 12 people every 5 minutes for 2 hours, each staying 30 minutes (6 buckets).
+    ins = [12.0] * 24 + [0.0] * 6
+    outs = [0.0] * 6 + [12.0] * 24
+    steps = maths.occupancy_integral(ins, outs, 300)
+    assert maths.dwell_time_s(sum(s.person_s for s in steps), sum(ins)) == pytest.approx(1800)
+    assert maths.dwell_time_s(100, 0) is None
+
+
+def test_net_arrivals_count_rises_only_and_not_across_gaps() -> None:
+    assert maths.net_arrivals([10, 14, 12, None, 20, 25]) == [None, 4, 0, None, None, 5]
+
+
+def test_percent_change() -> None:
+    assert maths.percent_change(110, 100) == pytest.approx(10)
+    assert maths.percent_change(50, 100) == pytest.approx(-50)
+    assert maths.percent_change(5, 0) is None
+
+
+def test_lagged_correlation_finds_the_lag_at_which_one_series_follows_the_other() -> None:
+    x = [5, 20, 40, 10, 30, 15, 25, 50, 5, 35, 0, 0]
+    y = [0, 0, *[2 * v for v in x[:-2]]]  # y follows x by two buckets
+    lags = maths.lagged_correlation(x, y, 3)
+    assert [c.lag for c in lags] == [0, 1, 2, 3]
+    best = maths.best_lag(lags)
+    assert best is not None and best.lag == 2 and best.r == pytest.approx(1.0)
+    assert lags[2].pairs == 10
+
+
+def test_lagged_correlation_is_none_with_too_few_pairs_or_a_constant_side() -> None:
+    assert maths.lagged_correlation([1, None, 3], [1, 2, None], 0)[0].r is None
+    assert maths.lagged_correlation([1, 2, 3, 4], [5, 5, 5, 5], 0)[0].r is None
+    assert maths.best_lag(maths.lagged_correlation([1, 2, 3, 4], [5, 5, 5, 5], 1)) is None
+    with pytest.raises(ValueError):
+        maths.lagged_correlation([1], [1, 2], 0)
+
+
+# -- the k rule --------------------------------------------------------------------------------------
+
+
+def cell(i: int, crossings: float | None) -> Cell:
+    start = T0 + timedelta(hours=i)
+    return Cell(start, start + timedelta(hours=1), None if crossings is None else {"crossings": crossings})
+
+
+@pytest.mark.parametrize(("n", "state"), [(0, "suppressed"), (9, "suppressed"), (10, "ok"), (11, "ok")])
+def test_a_cell_below_k_is_suppressed_with_value_and_counts_withheld(n: int, state: str) -> None:
+    shown = publish_cell(cell(0, n), figures.CROSSINGS, 10)
+    assert shown["state"] == state
+    if state == "ok":
+        assert shown["value"] == n and shown["counts"] == {"crossings": n}
+    else:
+        assert shown["value"] is None and shown["counts"] is None
+
+
+def test_a_cell_without_data_is_nodata_not_zero() -> None:
+    shown = publish_cell(cell(0, None), figures.CROSSINGS, 10)
+    assert shown == {**shown, "state": "nodata", "value": None, "counts": None}
+
+
+def states(out: list[dict[str, object]]) -> list[tuple[object, int, int]]:
+    """(state, first hour, hours) of each published cell."""
+    return [
+        (c["state"], int((c["start"] - T0) / timedelta(hours=1)), int((c["end"] - c["start"]) / timedelta(hours=1)))  # type: ignore[operator]
+        for c in out
+    ]
+
+
+def test_runs_below_k_are_merged_into_a_wider_interval_until_they_reach_k() -> None:
+    cells = [cell(0, 12), cell(1, 4), cell(2, 3), cell(3, 5), cell(4, 8), cell(5, 9), cell(6, None), cell(7, 30)]
+    out = publish(cells, figures.CROSSINGS, 10, coarsen=True)
+    assert states(out) == [("ok", 0, 1), ("coarsened", 1, 3), ("coarsened", 4, 2), ("nodata", 6, 1), ("ok", 7, 1)]
+    assert out[1]["value"] == 12 and out[1]["counts"] == {"crossings": 12}
+    assert out[2]["value"] == 17
+
+
+def test_a_remainder_under_k_joins_the_nearest_published_cell_so_nothing_is_left_to_subtract() -> None:
+    # 2 after a coarsened run, before a gap: joins the run before it.
+    out = publish([cell(0, 4), cell(1, 7), cell(2, 2), cell(3, None), cell(4, 30)], figures.CROSSINGS, 10,
+                  coarsen=True)  # fmt: skip
+    assert states(out) == [("coarsened", 0, 3), ("nodata", 3, 1), ("ok", 4, 1)]
+    assert out[0]["counts"] == {"crossings": 13}
+    # At the start, before any published cell, across a gap: joins the next one, the gap inside the interval.
+    out = publish([cell(0, 3), cell(1, None), cell(2, 20), cell(3, 1)], figures.CROSSINGS, 10, coarsen=True)
+    assert states(out) == [("coarsened", 0, 4)]
+    assert out[0]["counts"] == {"crossings": 24}
+    # Whatever is published adds up to the total, so total minus the cells reveals nothing.
+    counts = [5, None, 12, 3, 3, None, 40, 1, 0, 9, 2]
+    out = publish([cell(i, n) for i, n in enumerate(counts)], figures.CROSSINGS, 10, coarsen=True)
+    shown = sum(c["counts"]["crossings"] for c in out if c["counts"])  # type: ignore[index]
+    assert shown == sum(n for n in counts if n is not None)
+    assert all(c["state"] != "suppressed" for c in out)
+
+
+def test_remainders_with_nothing_to_join_are_merged_together_or_stay_suppressed() -> None:
+    out = publish([cell(0, 5), cell(1, None), cell(2, 6)], figures.CROSSINGS, 10, coarsen=True)
+    assert states(out) == [("coarsened", 0, 3)]
+    out = publish([cell(0, 3), cell(1, None), cell(2, 4)], figures.CROSSINGS, 10, coarsen=True)
+    assert [c["state"] for c in out] == ["suppressed", "nodata", "suppressed"]
+    assert all(c["value"] is None and c["counts"] is None for c in out)
+
+
+def test_without_coarsening_every_cell_below_k_is_suppressed() -> None:
+    out = publish([cell(0, 5), cell(1, 6)], figures.CROSSINGS, 10, coarsen=False)
+    assert [c["state"] for c in out] == ["suppressed", "suppressed"]
+
+
+def test_a_ratio_rests_on_the_smaller_of_its_counts_and_is_recomputed_when_coarsened() -> None:
+    a = Cell(T0, T0 + timedelta(hours=1), {"entries": 6, "passers_by": 100})  # alone: 6 entries < k
+    b = Cell(T0 + timedelta(hours=1), T0 + timedelta(hours=2), {"entries": 6, "passers_by": 20})
+    out = publish([a, b], figures.CAPTURE_RATE, 10, coarsen=True)
+    assert len(out) == 1 and out[0]["state"] == "coarsened"
+    assert out[0]["value"] == pytest.approx(12 / 120)
+    # Many entries but only 5 passers-by: still below k.
+    assert publish_cell(Cell(T0, T0, {"entries": 50, "passers_by": 5}), figures.CAPTURE_RATE, 10)["state"] == (
+        "suppressed"
+    )
+
+
+# -- figures -----------------------------------------------------------------------------------------
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def test_capture_cells_take_a_missing_side_as_zero_and_no_side_as_no_data() -> None:
+    window = Window(T0, T0 + timedelta(hours=3), "1h", BERLIN)
+    starts = [to_ns(s) for s, _ in window.buckets()]
+    cells = figures.capture_cells(window, {starts[0]: (5.0, 1.0)}, {starts[0]: (40.0, 60.0), starts[1]: (3.0, 0.0)})
+    assert [c.counts for c in cells] == [{"entries": 5, "passers_by": 100}, {"entries": 0, "passers_by": 3}, None]
+
+
+def test_zone_profile_averages_over_the_days_with_data() -> None:
+    window = Window(T0, T0 + timedelta(days=8), "1h", BERLIN)  # T0 is 10:00 local on a Tuesday
+    entries = {to_ns(T0): 20.0, to_ns(T0 + timedelta(days=7)): 40.0, to_ns(T0 + timedelta(days=1)): 5.0}
+    hours, days = figures.zone_profile_cells(window, entries)
+    assert hours[10].counts == {"entries": 65, "days": 3}
+    assert days[1].counts == {"entries": 60, "days": 2}  # two Tuesdays
+    assert days[2].counts == {"entries": 5, "days": 1}
+    assert hours[9].counts is None
+    published = publish(days, figures.ENTRIES_PER_DAY, 10, coarsen=False)
+    assert published[1]["value"] == 30 and published[2]["state"] == "suppressed"
+    assert figures.peak_label(published) == "tuesday"
