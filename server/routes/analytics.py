@@ -32,15 +32,15 @@ from server.deps import LiveDep, no_store
 from server.errors import NotFound
 from server.history import Window
 from server.routes.history import (
-    _ERRORS,
+    HISTORY_ERRORS,
     FromQuery,
     HistoryDbDep,
     HistoryUnavailable,
     LotId,
     ToQuery,
     ZoneId,
-    _window,
-    _window_out,
+    query_window,
+    window_out,
 )
 
 router = APIRouter(tags=["analytics"], dependencies=[Depends(no_store)])
@@ -103,7 +103,7 @@ def _lot(site: SiteConfig, lot_id: str) -> Any:
 
 
 def _days_window(live: LiveDep, frm: str | None, to: str | None, default: timedelta, longest: timedelta) -> Window:
-    return _window(live, frm, to, "1d", default_span=default, max_span=longest)
+    return query_window(live, frm, to, "1d", default_span=default, max_span=longest)
 
 
 @router.get(
@@ -112,7 +112,7 @@ def _days_window(live: LiveDep, frm: str | None, to: str | None, default: timede
     description="The zones (with their street line, if any), lots, zone boundary lines and areas analytics can be"
     " asked about, and the k of the privacy threshold.",
     response_model=m.AnalyticsIndex,
-    responses={k: v for k, v in _ERRORS.items() if k in (401, 403)},
+    responses={k: v for k, v in HISTORY_ERRORS.items() if k in (401, 403)},
 )
 async def analytics_index(_: OperatorDep, live: LiveDep) -> m.AnalyticsIndex:
     site = live.site
@@ -142,7 +142,7 @@ async def analytics_index(_: OperatorDep, live: LiveDep) -> m.AnalyticsIndex:
     " in the window (default the last 28 days, at most 366), from the hourly rollups; the peak hour and day are"
     f" the published cells with the highest mean.{_CELLS}{_SPAN_NOTE}",
     response_model=m.ZonePeakProfile,
-    responses=_ERRORS,
+    responses=HISTORY_ERRORS,
 )
 async def zone_peaks(
     _: OperatorDep, live: LiveDep, db: HistoryDbDep, zone_id: ZoneId, frm: FromQuery = None, to: ToQuery = None
@@ -157,7 +157,7 @@ async def zone_peaks(
     h = publish(hour_cells, figures.ENTRIES_PER_DAY, k, coarsen=False, local=days.local)
     d = publish(day_cells, figures.ENTRIES_PER_DAY, k, coarsen=False, local=days.local)
     return m.ZonePeakProfile(
-        zone_id=zone.id, name=zone.name, window=_window_out(days, counts.sources), privacy=_privacy(site),
+        zone_id=zone.id, name=zone.name, window=window_out(days, counts.sources), privacy=_privacy(site),
         unit="entries per day", hours=h, days=d, peak_hour=figures.peak_label(h), peak_day=figures.peak_label(d),
     )  # fmt: skip
 
@@ -169,7 +169,7 @@ async def zone_peaks(
     " last 28 days, at most 366), from the hourly rollups of the lot snapshots; a cell rests on the most vehicles"
     f" parked at once in it.{_CELLS}{_SPAN_NOTE}",
     response_model=m.LotPeakProfile,
-    responses=_ERRORS,
+    responses=HISTORY_ERRORS,
 )
 async def lot_peaks(
     _: OperatorDep, live: LiveDep, db: HistoryDbDep, lot_id: LotId, frm: FromQuery = None, to: ToQuery = None
@@ -184,7 +184,7 @@ async def lot_peaks(
     h = publish(hour_cells, figures.OCCUPIED_MEAN, k, coarsen=False, local=days.local)
     d = publish(day_cells, figures.OCCUPIED_MEAN, k, coarsen=False, local=days.local)
     return m.LotPeakProfile(
-        lot_id=lot.id, name=lot.name, total=lot.total, window=_window_out(days, occupied.sources),
+        lot_id=lot.id, name=lot.name, total=lot.total, window=window_out(days, occupied.sources),
         privacy=_privacy(site), unit="occupied bays (mean)", hours=h, days=d, peak_hour=figures.peak_label(h),
         peak_day=figures.peak_label(d),
     )  # fmt: skip
@@ -240,7 +240,7 @@ def _change_cells(
     description=f"Entries into the zone in the current week against the week before and the same week a year"
     f" earlier, in percent.{_CHANGE}{_CELLS}",
     response_model=m.Change,
-    responses=_ERRORS,
+    responses=HISTORY_ERRORS,
 )
 async def zone_change(_: OperatorDep, live: LiveDep, db: HistoryDbDep, zone_id: ZoneId, to: ToQuery = None) -> m.Change:
     site = live.site
@@ -266,7 +266,7 @@ async def zone_change(_: OperatorDep, live: LiveDep, db: HistoryDbDep, zone_id: 
     description="Mean occupied bays in the current week against the week before and the same week a year earlier,"
     f" in percent; each rests on the most vehicles parked at once.{_CHANGE}{_CELLS}",
     response_model=m.Change,
-    responses=_ERRORS,
+    responses=HISTORY_ERRORS,
 )
 async def lot_change(_: OperatorDep, live: LiveDep, db: HistoryDbDep, lot_id: LotId, to: ToQuery = None) -> m.Change:
     site = live.site
@@ -303,7 +303,7 @@ async def lot_change(_: OperatorDep, live: LiveDep, db: HistoryDbDep, lot_id: Lo
     f" `not_configured` for a zone without a street line. Default window: 30 days of 1d, 7 of 1h.{_CELLS}"
     f"{_SPAN_NOTE}",
     response_model=m.CaptureRate,
-    responses=_ERRORS,
+    responses=HISTORY_ERRORS,
 )
 async def capture_rate(
     _: OperatorDep, live: LiveDep, db: HistoryDbDep, zone_id: ZoneId, every: EveryQuery = "1d",
@@ -313,14 +313,14 @@ async def capture_rate(
     zone = _zone(site, zone_id)
     if zone.street_line is None:
         raise NotConfigured(f"zone {zone_id!r} has no street_line in the site configuration: no capture rate")
-    window = _window(live, frm, to, every)
+    window = query_window(live, frm, to, every)
     entries = await _read(queries.zone_counts(db, site, zone_id, window))
     street = await _read(queries.line_counts(db, site.site.id, zone.street_line.camera, zone.street_line.line, window))
     cells = figures.capture_cells(window, entries.values, street.values)
     k = site.analytics.k
     return m.CaptureRate(
         zone_id=zone.id, name=zone.name, street_line=zone.street_line.model_dump(),
-        window=_window_out(window, entries.sources, street.sources), privacy=_privacy(site),
+        window=window_out(window, entries.sources, street.sources), privacy=_privacy(site),
         unit="share (entries / passers-by)",
         buckets=publish(cells, figures.CAPTURE_RATE, k, coarsen=True, local=window.local),
         total=publish_cell(figures.total_cell(window, cells), figures.CAPTURE_RATE, k, local=window.local),
@@ -346,7 +346,7 @@ DWELL_ASSUMPTIONS = [
     " W = L / λ (Little 1961). Assumptions in the answer. Rests on the fewer of entries and exits. Default"
     f" window 7 days, at most 31 (5-minute rollups).{_CELLS}{_SPAN_NOTE}",
     response_model=m.DwellTime,
-    responses=_ERRORS,
+    responses=HISTORY_ERRORS,
 )
 async def dwell_time(
     _: OperatorDep, live: LiveDep, db: HistoryDbDep, zone_id: ZoneId, every: EveryQuery = "1d",
@@ -354,13 +354,13 @@ async def dwell_time(
 ) -> m.DwellTime:  # fmt: skip
     site = live.site
     zone = _zone(site, zone_id)
-    window = _window(live, frm, to, every, default_span=FINE_DEFAULT_SPAN, max_span=FINE_MAX_SPAN)
+    window = query_window(live, frm, to, every, default_span=FINE_DEFAULT_SPAN, max_span=FINE_MAX_SPAN)
     fine = Window(window.start, window.end, "5m", window.tz)
     counts = await _read(queries.zone_counts(db, site, zone_id, fine))
     cells, _left = figures.dwell_cells(window, fine, counts.values)
     k = site.analytics.k
     return m.DwellTime(
-        zone_id=zone.id, name=zone.name, window=_window_out(window, counts.sources), privacy=_privacy(site),
+        zone_id=zone.id, name=zone.name, window=window_out(window, counts.sources), privacy=_privacy(site),
         unit="seconds", assumptions=DWELL_ASSUMPTIONS,
         buckets=publish(cells, figures.DWELL_TIME, k, coarsen=True, local=window.local),
         total=publish_cell(figures.total_cell(window, cells), figures.DWELL_TIME, k, local=window.local),
@@ -377,14 +377,14 @@ async def dwell_time(
     " each way per bucket and over the window: `towards` on a line is `from_zone` -> `zone`, `away` the reverse."
     f" Default window: 30 days of 1d, 7 of 1h.{_CELLS}{_SPAN_NOTE}",
     response_model=m.Flows,
-    responses={k: v for k, v in _ERRORS.items() if k != 404},
+    responses={k: v for k, v in HISTORY_ERRORS.items() if k != 404},
 )
 async def flows(
     _: OperatorDep, live: LiveDep, db: HistoryDbDep, every: EveryQuery = "1d", frm: FromQuery = None,
     to: ToQuery = None,
 ) -> m.Flows:  # fmt: skip
     site = live.site
-    window = _window(live, frm, to, every)
+    window = query_window(live, frm, to, every)
     k = site.analytics.k
     sources: list[str] = []
     directed: dict[tuple[str, str], tuple[list[str], dict[int, float]]] = {}
@@ -407,7 +407,7 @@ async def flows(
                 total=publish_cell(figures.total_cell(window, cells), figures.CROSSINGS, k, local=window.local),
             )
         )  # fmt: skip
-    return m.Flows(window=_window_out(window, sources), privacy=_privacy(site), unit="people (crossings)", flows=out)
+    return m.Flows(window=window_out(window, sources), privacy=_privacy(site), unit="people (crossings)", flows=out)
 
 
 # -- parking and footfall --------------------------------------------------------------------------
@@ -422,7 +422,7 @@ async def flows(
     " each lag 0..`max_lag_h`, and the best lag. Areas: the site's `analytics.areas`, else one per zone with the"
     f" lots that serve it. Default window 7 days, at most 31.{_CELLS}{_SPAN_NOTE}",
     response_model=m.ParkingFootfall,
-    responses=_ERRORS,
+    responses=HISTORY_ERRORS,
 )
 async def parking_footfall(
     _: OperatorDep, live: LiveDep, db: HistoryDbDep, area_id: AreaId, frm: FromQuery = None, to: ToQuery = None,
@@ -432,7 +432,7 @@ async def parking_footfall(
     area = site.area(area_id)
     if area is None:
         raise NotFound(f"no area {area_id!r} in site {site.site.id!r}")
-    hours = _window(live, frm, to, "1h", default_span=FINE_DEFAULT_SPAN, max_span=FINE_MAX_SPAN)
+    hours = query_window(live, frm, to, "1h", default_span=FINE_DEFAULT_SPAN, max_span=FINE_MAX_SPAN)
     fine = Window(hours.start, hours.end, "5m", hours.tz)
     sources: list[str] = []
     per_lot: list[dict[int, float]] = []
@@ -475,7 +475,7 @@ async def parking_footfall(
     people = Rule(value=lambda c: c["entries"], people=lambda c: c["entries"], digits=0)
     return m.ParkingFootfall(
         area_id=area.id, name=area.name, lots=area.lots, zones=area.zones,
-        window=_window_out(hours, sources), privacy=_privacy(site),
+        window=window_out(hours, sources), privacy=_privacy(site),
         arrivals=publish_cell(Cell(hours.start, hours.end, {"arrivals": n_arrivals} if any_arrivals else None),
                               vehicles, k, local=hours.local),
         entries=publish_cell(Cell(hours.start, hours.end, {"entries": n_entries} if any_entries else None),

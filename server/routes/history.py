@@ -47,7 +47,7 @@ async def get_history_db(runtime: RuntimeDep) -> InfluxClient:
 
 HistoryDbDep = Annotated[InfluxClient, Depends(get_history_db)]
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
+HISTORY_ERRORS: dict[int | str, dict[str, Any]] = {
     **operator_responses(),
     404: {"model": models.ErrorOut, "description": "No such id in the site configuration."},
     503: {"model": models.ErrorOut, "description": "InfluxDB is down or failed the query; try again later."},
@@ -75,7 +75,7 @@ def _invalid(exc: HistoryRequestError) -> RequestValidationError:
     return RequestValidationError([{"type": exc.code, "loc": ("query", exc.param), "msg": exc.message, "input": None}])
 
 
-def _window(
+def query_window(
     live: LiveDep,
     frm: str | None,
     to: str | None,
@@ -84,6 +84,8 @@ def _window(
     default_span: timedelta | None = None,
     max_span: timedelta | None = None,
 ) -> Window:
+    """The query's window in the site's time zone (:func:`server.history.resolve_window`), ``from``/``to``
+    as given in the request; a bad span or bucket is the documented 422."""
     tz = history.site_zone(live.site.site.timezone)
     try:
         return history.resolve_window(frm, to, every, tz, live.clock(), default_span=default_span, max_span=max_span)
@@ -100,7 +102,9 @@ async def _read(
         raise HistoryUnavailable(f"InfluxDB failed the history query: {exc}") from None
 
 
-def _window_out(window: Window, *sources: list[str]) -> dict[str, Any]:
+def window_out(window: Window, *sources: list[str]) -> dict[str, Any]:
+    """The ``window`` block of an answer: start, end and bucket in site time, and the retention
+    policies the figures came from (coarsest first), so a reader knows what the numbers stand on."""
     seen: list[str] = []
     for found in sources:
         seen += [s for s in found if s not in seen]
@@ -144,7 +148,7 @@ def _encode(value: object) -> str:
     " gateway writes every minute (each bay's last state; a bay without a fresh reading is unknown, never free)."
     f" {_SPAN}",
     response_model=models.LotHistory,
-    responses=_ERRORS,
+    responses=HISTORY_ERRORS,
 )
 async def lot_history(
     _: OperatorDep, live: LiveDep, db: HistoryDbDep, lot_id: LotId, every: EveryQuery = "1h",
@@ -154,7 +158,7 @@ async def lot_history(
     lot = site.lot(lot_id)
     if lot is None:
         raise NotFound(f"no parking lot {lot_id!r} in site {site.site.id!r}")
-    window = _window(live, frm, to, every)
+    window = query_window(live, frm, to, every)
     found = await _read(db, names.LOT_OCCUPANCY, window, {storage.TAG_SITE: site.site.id, storage.TAG_LOT: lot_id})
     values = found.of()
     buckets = []
@@ -175,7 +179,7 @@ async def lot_history(
             "lot_id": lot.id,
             "name": lot.name,
             "total": lot.total,
-            "window": _window_out(window, found.sources),
+            "window": window_out(window, found.sources),
             "buckets": buckets,
         }
     )
@@ -188,7 +192,7 @@ async def lot_history(
     " counting lines and per line, and the mean estimated occupancy. An interval counts in the bucket where it"
     f" ended. {_SPAN}",
     response_model=models.ZoneHistory,
-    responses=_ERRORS,
+    responses=HISTORY_ERRORS,
 )
 async def zone_history(
     _: OperatorDep, live: LiveDep, db: HistoryDbDep, zone_id: ZoneId, every: EveryQuery = "1h",
@@ -198,7 +202,7 @@ async def zone_history(
     zone = site.zone(zone_id)
     if zone is None:
         raise NotFound(f"no zone {zone_id!r} in site {site.site.id!r}")
-    window = _window(live, frm, to, every)
+    window = query_window(live, frm, to, every)
     tags = {storage.TAG_SITE: site.site.id, storage.TAG_ZONE: zone_id}
     lines = (storage.TAG_CAMERA, storage.TAG_LINE)
     flows = await _read(db, names.FOOTFALL, window, tags, lines)
@@ -228,7 +232,7 @@ async def zone_history(
         {
             "zone_id": zone.id,
             "name": zone.name,
-            "window": _window_out(window, flows.sources, occupancy.sources),
+            "window": window_out(window, flows.sources, occupancy.sources),
             "buckets": buckets,
         }
     )
@@ -246,7 +250,7 @@ def _occupancy(values: Mapping[str, Any]) -> float | None:
     " pickups whose deposit was seen; mean, minimum and maximum occupied and free compartments from the bank"
     f" snapshots the gateway writes every minute. {_SPAN}",
     response_model=models.LockerHistory,
-    responses=_ERRORS,
+    responses=HISTORY_ERRORS,
 )
 async def locker_history(
     _: OperatorDep, live: LiveDep, db: HistoryDbDep, bank_id: BankId, every: EveryQuery = "1h",
@@ -256,7 +260,7 @@ async def locker_history(
     bank = site.bank(bank_id)
     if bank is None:
         raise NotFound(f"no locker bank {bank_id!r} in site {site.site.id!r}")
-    window = _window(live, frm, to, every)
+    window = query_window(live, frm, to, every)
     tags = {storage.TAG_SITE: site.site.id, storage.TAG_BANK: bank_id}
     occupancy = await _read(db, names.LOCKER_OCCUPANCY, window, tags)
     transitions = await _read(db, names.LOCKER_TRANSITIONS, window, tags)
@@ -284,7 +288,7 @@ async def locker_history(
             "bank_id": bank.id,
             "name": bank.name,
             "total": len(bank.compartment_list()),
-            "window": _window_out(window, occupancy.sources, transitions.sources),
+            "window": window_out(window, occupancy.sources, transitions.sources),
             "buckets": buckets,
         }
     )
@@ -302,7 +306,7 @@ _PEAKS_SPAN = (
     description="For each weekday, the local hour with the most occupied bays on average over that weekday's"
     f" days in the span (hourly means from the lot snapshots; ties: the earlier hour). {_PEAKS_SPAN}",
     response_model=models.LotPeaks,
-    responses=_ERRORS,
+    responses=HISTORY_ERRORS,
 )
 async def lot_peaks(
     _: OperatorDep, live: LiveDep, db: HistoryDbDep, lot_id: LotId, frm: FromQuery = None, to: ToQuery = None
@@ -311,7 +315,7 @@ async def lot_peaks(
     lot = site.lot(lot_id)
     if lot is None:
         raise NotFound(f"no parking lot {lot_id!r} in site {site.site.id!r}")
-    days = _window(live, frm, to, "1d", default_span=history.PEAKS_DEFAULT_SPAN, max_span=history.PEAKS_MAX_SPAN)
+    days = query_window(live, frm, to, "1d", default_span=history.PEAKS_DEFAULT_SPAN, max_span=history.PEAKS_MAX_SPAN)
     window = Window(days.start, days.end, "1h", days.tz)
     found = await _read(db, names.LOT_OCCUPANCY, window, {storage.TAG_SITE: site.site.id, storage.TAG_LOT: lot_id})
     hours: dict[int, tuple[float, float]] = {}
@@ -325,7 +329,7 @@ async def lot_peaks(
         for p in history.weekday_peaks(hours, window.tz, combine="mean")
     ]
     return models.LotPeaks(
-        lot_id=lot.id, name=lot.name, total=lot.total, window=_window_out(days, found.sources), peaks=peaks
+        lot_id=lot.id, name=lot.name, total=lot.total, window=window_out(days, found.sources), peaks=peaks
     )
 
 
@@ -335,7 +339,7 @@ async def lot_peaks(
     description="For each weekday, the local hour with the most entries into the zone on average over that"
     f" weekday's days with data in the span (ties: the earlier hour). {_PEAKS_SPAN}",
     response_model=models.ZonePeaks,
-    responses=_ERRORS,
+    responses=HISTORY_ERRORS,
 )
 async def zone_peaks(
     _: OperatorDep, live: LiveDep, db: HistoryDbDep, zone_id: ZoneId, frm: FromQuery = None, to: ToQuery = None
@@ -344,7 +348,7 @@ async def zone_peaks(
     zone = site.zone(zone_id)
     if zone is None:
         raise NotFound(f"no zone {zone_id!r} in site {site.site.id!r}")
-    days = _window(live, frm, to, "1d", default_span=history.PEAKS_DEFAULT_SPAN, max_span=history.PEAKS_MAX_SPAN)
+    days = query_window(live, frm, to, "1d", default_span=history.PEAKS_DEFAULT_SPAN, max_span=history.PEAKS_MAX_SPAN)
     window = Window(days.start, days.end, "1h", days.tz)
     tags = {storage.TAG_SITE: site.site.id, storage.TAG_ZONE: zone_id}
     found = await _read(db, names.FOOTFALL, window, tags)
@@ -356,4 +360,4 @@ async def zone_peaks(
         models.ZonePeak(weekday=p.weekday, hour=p.hour, entries_mean=p.measure, exits_mean=p.other, days=p.days)
         for p in history.weekday_peaks(hours, window.tz, combine="sum")
     ]
-    return models.ZonePeaks(zone_id=zone.id, name=zone.name, window=_window_out(days, found.sources), peaks=peaks)
+    return models.ZonePeaks(zone_id=zone.id, name=zone.name, window=window_out(days, found.sources), peaks=peaks)
