@@ -275,8 +275,17 @@ class VictoriaSink:
         )
 
     def dedup_interval(self) -> str | None:
-        """The server's ``-dedup.minScrapeInterval`` ("0s": off), or None when it does not say (vminsert, a proxy)."""
-        return self.writer.flags().get("dedup.minScrapeInterval")
+        """The server's ``-dedup.minScrapeInterval`` ("0s": off), or None when it cannot say.
+
+        ``/flags`` lists only the flags set on the command line, so a single
+        node that answers without it runs with the default, 0s (off). vminsert
+        (it has ``-storageNode``) has no such flag: dedup is vmstorage's and
+        vmselect's business there, so None; None too when ``/flags`` does not answer.
+        """
+        flags = self.writer.flags()
+        if not flags or "storageNode" in flags:
+            return None
+        return flags.get("dedup.minScrapeInterval", "0s")
 
     def warn_unless_deduplicating(self) -> bool:
         """Log a warning when the server says it stores duplicates; True when it says it does not."""

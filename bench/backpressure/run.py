@@ -203,7 +203,8 @@ class Watch:
         now = time.monotonic()
         self.count += 1
         if b'"live-' in m.payload:
-            self.arrived[str(json.loads(m.payload)["reading_id"])] = now
+            # The first arrival: a re-send publishes the same reading again later.
+            self.arrived.setdefault(str(json.loads(m.payload)["reading_id"]), now)
 
     def close(self) -> None:
         self.client.disconnect()

@@ -24,6 +24,7 @@ from contracts.storage import M_PARKING_BAY
 from district.services import Service, ServiceError, VictoriaMetrics, find_binary
 from gateway.service import Gateway
 from gateway.settings import GatewaySettings
+from gateway.victoria import VictoriaSink, VictoriaWriter
 from tests.conftest import Influx, mqtt_access, need, wait_for
 from tests.integration.test_gateway import Publisher, run_gateway  # noqa: F401  (fixture)
 
@@ -192,3 +193,18 @@ def test_nothing_is_acknowledged_while_victoria_metrics_is_down_and_nothing_lost
         assert len(got) == 100
     finally:
         own.stop()
+
+
+def test_the_sink_reads_whether_the_server_deduplicates(victoria: Service, tmp_path: Path) -> None:
+    sink = VictoriaSink(VictoriaWriter(f"http://{victoria.host}:{victoria.port}"))
+    try:
+        assert sink.dedup_interval() == "1ms" and sink.warn_unless_deduplicating()
+    finally:
+        sink.close()
+    plain = VictoriaMetrics.start(tmp_path / "plain", dedup=None)
+    sink = VictoriaSink(VictoriaWriter(f"http://{plain.host}:{plain.port}"))
+    try:
+        assert sink.dedup_interval() in ("0s", "0") and not sink.warn_unless_deduplicating()
+    finally:
+        sink.close()
+        plain.stop()

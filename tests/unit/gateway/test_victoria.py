@@ -69,10 +69,10 @@ def test_a_point_of_free_text_only_writes_nothing() -> None:
 
 
 def test_settings_choose_one_store_or_both() -> None:
-    sink, influx = build_sink(GatewaySettings(sinks="victoriametrics", history=False))
+    sink, influx = build_sink(GatewaySettings(sinks="victoriametrics", history=False, vm_url="http://127.0.0.1:9"))
     assert isinstance(sink, VictoriaSink) and influx is None
     sink.close()
-    sink, influx = build_sink(GatewaySettings(sinks="influxdb,victoriametrics"))
+    sink, influx = build_sink(GatewaySettings(sinks="influxdb,victoriametrics", vm_url="http://127.0.0.1:9"))
     assert isinstance(sink, FanOutSink) and isinstance(influx, InfluxSink)
     assert [type(s) for s in sink.sinks] == [InfluxSink, VictoriaSink]
     sink.close()
