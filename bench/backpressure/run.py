@@ -190,7 +190,7 @@ def edge_worker(spec: dict[str, Any]) -> int:
 
 
 class Watch:
-    """A subscriber like server/stream.py: its own QoS 1 session on the prefix; notes live readings' arrival."""
+    """A subscriber like server/stream.py (QoS 1, every reading under the prefix); notes live readings' arrival."""
 
     def __init__(self, host: str, port: int, prefix: str) -> None:
         self.arrived: dict[str, float] = {}
