@@ -497,3 +497,53 @@ def _short_cmdline(argv: list[str]) -> str:
         if (arg == "district.cli" and i > 0 and argv[i - 1] == "-m") or Path(arg).name == "district":
             return " ".join(["district", *argv[i + 1 :]])
     return " ".join(argv)
+
+
+class VictoriaMetrics:
+    """Debian's single-node ``victoria-metrics`` as a child process (the gateway's second store).
+
+    ``start(workdir)`` gives a :class:`Service` on a free loopback port, data in
+    ``workdir``, ready once ``/health`` answers ``OK``. ``dedup`` is
+    ``-dedup.minScrapeInterval``: ``1ms`` (the default here) keeps one sample per
+    series and millisecond, so a replayed reading is stored once; ``None``
+    starts it without (it then stores duplicates). Stop it with ``Service.stop``.
+    """
+
+    BINARY = "victoria-metrics"
+
+    @classmethod
+    def start(
+        cls, workdir: Path, *, port: int | None = None, dedup: str | None = "1ms", timeout: float = 30.0
+    ) -> Service:
+        binary = find_binary(cls.BINARY)
+        if binary is None:
+            raise ServiceError("victoria-metrics not found: apt-get install victoria-metrics")
+        workdir.mkdir(parents=True, exist_ok=True)
+        port = port or free_port()
+        argv = [
+            binary,
+            f"-httpListenAddr=127.0.0.1:{port}",
+            f"-storageDataPath={workdir / 'data'}",
+            "-retentionPeriod=1y",
+            "-loggerLevel=WARN",
+        ]
+        if dedup is not None:
+            argv.append(f"-dedup.minScrapeInterval={dedup}")
+        log_path = workdir / "victoria-metrics.log"
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent(),  # prctl only: see die_with_parent
+            )
+        svc = Service("victoria-metrics", proc, "127.0.0.1", port, workdir, log_path)
+
+        def healthy() -> bool:
+            with urllib.request.urlopen(f"http://{svc.host}:{port}/health", timeout=1) as r:
+                return bool(r.status == 200 and r.read().strip() == b"OK")
+
+        _wait(healthy, svc, timeout)
+        log.info("victoria-metrics pid %d on %s:%d", svc.pid, svc.host, port)
+        return svc

@@ -94,6 +94,13 @@ class MqttConfig(StrictModel):
     confirm_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     #: ``stored`` delivery: readings published but not yet confirmed, at most.
     max_unconfirmed: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    #: After a reconnect, readings from before it (the backlog) are published at most this many a
+    #: second, readings taken since first and unpaced (edge/pacing.py); None: no limit. 200/s drains a
+    #: day of a 40-bay controller in seconds while 50 controllers replaying at once stay within what
+    #: one gateway takes (docs/scaling.md).
+    replay_rate_per_s: Annotated[float, Field(gt=0)] | None = 200.0
+    #: Backlog readings the pacer may send at once after a quiet spell (token bucket size).
+    replay_burst: Annotated[int, Field(ge=1, le=100_000)] = 200
     #: How long the broker keeps the device's session (its subscription to
     #: confirmations, and confirmations queued meanwhile) while it is away.
     session_expiry_s: Annotated[int, Field(ge=0, le=2**32 - 1)] = 7 * 24 * 3600

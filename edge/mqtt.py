@@ -31,7 +31,8 @@ write to the outbox, so a slow or absent broker never blocks a sensor read.
 * Connected means CONNACK accepted, never merely "the TCP socket opened".
 * Each connection gets a fresh paho client and walks the outbox from its
   oldest row: whatever was in flight when a connection dropped is published
-  again, in order, with the same bytes. At most ``max_inflight`` readings are
+  again with the same bytes; readings written during the connection go
+  before that backlog, which is paced (:mod:`edge.pacing`). At most ``max_inflight`` readings are
   unacknowledged at a time; the outbox holds the rest.
 * Reconnects back off from ``reconnect_min_s`` doubling to ``reconnect_max_s``, no jitter
   (:class:`common.retry.Backoff`); a connection the broker had accepted starts it again.
@@ -59,6 +60,7 @@ from contracts import confirm, topics
 from contracts.messages import CameraHealth, DeviceStatus, encode, new_reading_id, utcnow
 from edge.config import DeviceConfig
 from edge.outbox import Outbox
+from edge.pacing import ReplayPacer
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +162,8 @@ class MqttPublisher:
         self._connack: ReasonCode | None = None
         self._inflight: dict[int, tuple[int, float]] = {}  # mid -> (outbox id, when published, monotonic)
         self._acked: list[int] = []
-        self._cursor = 0
+        #: Live readings first, the backlog after, paced (edge/pacing.py).
+        self.pacer = ReplayPacer(outbox, rate_per_s=config.mqtt.replay_rate_per_s, burst=config.mqtt.replay_burst)
         self._status_mids: set[int] = set()
         self._lost = False
         self._lost_reason: int | None = None
@@ -239,7 +242,7 @@ class MqttPublisher:
         self._acked.clear()
         self._status_mids.clear()
         self._awaiting.clear()
-        self._cursor = 0
+        self.pacer.begin()
         self._lost = False
         self._lost_reason = None
         self._refused = False
@@ -319,13 +322,12 @@ class MqttPublisher:
         if self.end_to_end:
             room = min(room, m.max_unconfirmed - len(self._awaiting) - len(self._inflight))
         now = time.monotonic()
-        for item in self.outbox.pending_after(self._cursor, room):
+        for item in self.pacer.next(room):
             info = client.publish(item.topic, item.payload, qos=1)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 log.warning("mqtt: publish failed (%s); reconnecting", mqtt.error_string(info.rc))
                 return False
             self._inflight[info.mid] = (item.id, now)
-            self._cursor = item.id
             self.stats["published"] += 1
         return True
 
@@ -358,7 +360,8 @@ class MqttPublisher:
         """
         if not self._awaiting:
             return
-        oldest, since = next(iter(self._awaiting.items()))
+        since = next(iter(self._awaiting.values()))
+        oldest = min(self._awaiting)  # live readings go first: the first published is not the oldest row
         lost = self._last_confirmed_at > since
         wait = self.config.mqtt.confirm_timeout_s if lost else self._silent_wait
         if now - since < wait:
@@ -374,7 +377,7 @@ class MqttPublisher:
             oldest,
         )
         self._awaiting.clear()
-        self._cursor = min(self._cursor, oldest - 1)
+        self.pacer.rewind(oldest)
 
     def _status(self, state: str, reason: str | None, cameras: list[CameraHealth] | None = None) -> DeviceStatus:
         return DeviceStatus.model_validate(

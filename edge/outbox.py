@@ -154,16 +154,18 @@ class Outbox:
         return [row[0] for row in rows]
 
     # -- reading and acknowledging ---------------------------------------------------------------
-    def pending_after(self, after_id: int, limit: int) -> list[OutboxItem]:
-        """Up to ``limit`` pending items with id > ``after_id``, oldest first."""
+    def pending_after(self, after_id: int, limit: int, upto: int | None = None) -> list[OutboxItem]:
+        """Up to ``limit`` pending items with id > ``after_id`` (and <= ``upto`` if given), oldest first."""
         if limit <= 0:
             return []
         with self._lock:
             self._check_open()
-            if after_id >= self._last_id:
+            last = self._last_id if upto is None else min(upto, self._last_id)
+            if after_id >= last:
                 return []
             rows = self._db.execute(
-                "SELECT id, topic, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+                "SELECT id, topic, payload FROM outbox WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+                (after_id, last, limit),
             ).fetchall()
         return [OutboxItem(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
 

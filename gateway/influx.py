@@ -260,8 +260,12 @@ class InfluxWriter:
     """Writes line protocol to one database; see the module docstring for the rules.
 
     ``timeout_s`` (seconds) bounds each request's read; connecting waits at
-    most 5 s of it.
+    most 5 s of it. A store that speaks the same ``/write`` with other
+    answers (``gateway.victoria``) overrides :meth:`classify` and :meth:`_write_path`.
     """
+
+    #: Sorts one answer to a write into a :class:`Decision` (InfluxDB's table by default).
+    classify = staticmethod(classify_write)
 
     def __init__(
         self,
@@ -390,7 +394,7 @@ class InfluxWriter:
                 "POST", self._write_path(), body, {"Content-Type": "text/plain; charset=utf-8"}
             )
             result.requests += 1
-            decision = classify_write(status, headers, data)
+            decision = self.classify(status, headers, data)
             if decision.action is Action.STORED:
                 result.written += len(indices)
                 return

@@ -503,7 +503,7 @@ def with_history(sink: Sink, settings: GatewaySettings, site: SiteConfig | None)
 
 def main(argv: list[str] | None = None) -> int:
     """The writer process: ``python -m gateway.processor FD`` (FD: its end of the socket pair)."""
-    from gateway.influx import InfluxSink
+    from gateway.sink_fanout import build_sink
 
     args = sys.argv[1:] if argv is None else argv
     conn = Connection(int(args[0]))
@@ -530,13 +530,12 @@ def main(argv: list[str] | None = None) -> int:
     root.handlers[:] = [logs]
     root.setLevel(init.log_level)
     watch_parent(stopped.set)
-    influx = InfluxSink.from_settings(init.settings)
-    if init.settings.create_database:
+    sink, influx = build_sink(init.settings)
+    if influx is not None and init.settings.create_database:
         _create_database(influx, init.settings)
-    sink: Sink = influx
     late = None
     if init.settings.history:
-        sink, late = with_history(influx, init.settings, init.site)
+        sink, late = with_history(sink, init.settings, init.site)
     try:
         serve(
             conn,

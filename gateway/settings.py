@@ -9,11 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.mqtt_security import MqttClientFields
 from contracts import topics
+
+#: The stores ``sinks`` may name (gateway/sink_fanout.py: build_sink).
+SINK_NAMES = ("influxdb", "victoriametrics")
 
 
 class GatewaySettings(BaseSettings, MqttClientFields):
@@ -80,6 +83,22 @@ class GatewaySettings(BaseSettings, MqttClientFields):
     #: CREATE DATABASE on start; 2.x compatibility endpoints cannot, so failing is a warning.
     create_database: bool = True
 
+    # --- stores (gateway/sink_fanout.py: build_sink) --------------------------
+    #: Where readings are stored, comma-separated: ``influxdb``, ``victoriametrics``, or both
+    #: (``influxdb,victoriametrics``: a batch is acknowledged once every store took it;
+    #: docs/influxdb-writes.md, "VictoriaMetrics"). A plain string, so it survives the
+    #: environment unchanged (``DISTRICT_GATEWAY_SINKS=influxdb,victoriametrics``).
+    sinks: str = "influxdb"
+    #: The part of VictoriaMetrics' write URL before ``/write``: ``http://host:8428`` (single node) or
+    #: ``http://vminsert:8480/insert/<tenant>/influx`` (cluster).
+    vm_url: str = "http://127.0.0.1:8428"
+    vm_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    #: HTTP basic auth (VictoriaMetrics' ``-httpAuth.username``/``-httpAuth.password``).
+    vm_username: str | None = None
+    vm_password: SecretStr | None = None
+    #: Sent as ``Authorization: Bearer ...`` (vmauth in front of a cluster); wins over basic auth.
+    vm_token: SecretStr | None = None
+
     # --- batching and retries ----------------------------------------------
     #: Points per write (InfluxDB 1.x is happiest around 5,000).
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5_000
@@ -131,12 +150,37 @@ class GatewaySettings(BaseSettings, MqttClientFields):
     def _prefix_ok(cls, value: str) -> str:
         return topics.check_prefix(value)
 
-    @field_validator("influx_url")
+    @field_validator("influx_url", "vm_url")
     @classmethod
     def _url_ok(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
-            raise ValueError("influx_url must start with http:// or https://")
+            raise ValueError("the URL must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("sinks")
+    @classmethod
+    def _sinks_ok(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",")]
+        unknown = [name for name in names if name not in SINK_NAMES]
+        if unknown:
+            raise ValueError(f"unknown store {unknown[0]!r}: choose from {', '.join(SINK_NAMES)}")
+        if len(set(names)) != len(names):
+            raise ValueError("each store at most once")
+        return ",".join(names)
+
+    @property
+    def sink_names(self) -> list[str]:
+        """``sinks`` as a list, in order."""
+        return self.sinks.split(",")
+
+    @model_validator(mode="after")
+    def _history_needs_influxdb(self) -> GatewaySettings:
+        if self.history and "influxdb" not in self.sink_names:
+            raise ValueError(
+                "history (retention policies, rollups, snapshots) needs the influxdb sink: "
+                "add it to sinks or set history to false"
+            )
+        return self
 
     @property
     def queue_bound(self) -> int:

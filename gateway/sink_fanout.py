@@ -6,9 +6,17 @@ Proof that a second store is one new file: :class:`FanOutSink` is a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from gateway.sink import Entry, Sink, SinkResult
+
+if TYPE_CHECKING:
+    from gateway.influx import InfluxSink
+    from gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
 
 
 class FanOutSink:
@@ -48,3 +56,28 @@ class FanOutSink:
                 error = error or exc
         if error is not None:
             raise error
+
+
+def build_sink(settings: GatewaySettings) -> tuple[Sink, InfluxSink | None]:
+    """The sink ``settings.sinks`` names, and its InfluxDB sink if any (for ``CREATE DATABASE`` and history).
+
+    One store: its sink. Several: a :class:`FanOutSink` over them in the
+    order given (a batch is acknowledged once all took it). A VictoriaMetrics
+    server that says it stores duplicates gets a warning here
+    (:meth:`gateway.victoria.VictoriaSink.warn_unless_deduplicating`).
+    """
+    from gateway.influx import InfluxSink
+    from gateway.victoria import VictoriaSink
+
+    sinks: list[Sink] = []
+    influx: InfluxSink | None = None
+    for name in settings.sink_names:
+        if name == "influxdb":
+            influx = InfluxSink.from_settings(settings)
+            sinks.append(influx)
+        else:
+            victoria = VictoriaSink.from_settings(settings)
+            victoria.warn_unless_deduplicating()
+            sinks.append(victoria)
+    log.info("stores: %s", settings.sinks)
+    return (sinks[0] if len(sinks) == 1 else FanOutSink(*sinks)), influx
