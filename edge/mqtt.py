@@ -174,6 +174,10 @@ class MqttPublisher:
         self._awaiting: dict[int, float] = {}
         #: Inclusive seq ranges the gateway confirmed, not yet deleted from the outbox.
         self._confirmed: list[tuple[int, int]] = []
+        #: When the newest reading the gateway has confirmed was published (monotonic): a confirmation of a
+        #: reading published after our oldest unconfirmed one means that one was lost; a confirmation of older
+        #: ones only means the gateway is behind (it stores each connection's readings in receive order).
+        self._confirmed_published = 0.0
         #: When the last confirmation arrived (monotonic); while none arrive, re-sends back off
         #: (the shared policy: confirm_timeout_s doubling to MAX_SILENT_WAIT_S, reset by a confirmation).
         self._last_confirmed_at = 0.0
@@ -350,9 +354,13 @@ class MqttPublisher:
     def _resend_unconfirmed(self, now: float) -> None:
         """Publish again from the oldest reading the gateway has not confirmed in time.
 
-        If the gateway confirmed later readings meanwhile, the oldest was lost
-        (a broker that restarted between our reconnects, a queue that
-        overflowed): re-send at once. If the gateway confirmed nothing at all,
+        If the gateway confirmed readings *published after* the oldest
+        meanwhile, the oldest was lost (a broker that restarted between our
+        reconnects, a queue that overflowed): re-send once it is
+        ``confirm_timeout_s`` old. Confirmations of readings published before
+        it only say the gateway is working through a backlog: that is not a
+        loss, and re-sending then would only add to the flood, so the wait
+        runs from the last confirmation instead. If the gateway confirmed nothing at all,
         it is most likely away and the broker is holding our readings for it:
         re-sending would only pile duplicates into that queue, so each silent
         round doubles the wait (``confirm_timeout_s`` × 2^k, at most
@@ -362,9 +370,11 @@ class MqttPublisher:
             return
         since = next(iter(self._awaiting.values()))
         oldest = min(self._awaiting)  # live readings go first: the first published is not the oldest row
-        lost = self._last_confirmed_at > since
+        lost = self._confirmed_published > since
         wait = self.config.mqtt.confirm_timeout_s if lost else self._silent_wait
-        if now - since < wait:
+        # Not lost, and the gateway confirms older readings: it is behind, not away; wait from its last confirmation.
+        start = since if lost else max(since, self._last_confirmed_at)
+        if now - start < wait:
             return
         if not lost:
             self._silent_wait = self._silent.next_delay()
@@ -487,13 +497,23 @@ class MqttPublisher:
         self._last_confirmed_at = time.monotonic()
         self._silent.reset()
         self._silent_wait = self._silent.next_delay()
+        newest = self._confirmed_published
         for lo, hi in c.seqs:
             if hi - lo < len(self._awaiting):
                 for row in range(lo, hi + 1):
-                    self._awaiting.pop(row, None)
+                    published = self._awaiting.pop(row, None)
+                    if published is not None and published > newest:
+                        newest = published
             else:
-                self._awaiting = {r: t for r, t in self._awaiting.items() if not lo <= r <= hi}
+                kept = {}
+                for r, t in self._awaiting.items():
+                    if lo <= r <= hi:
+                        newest = max(newest, t)
+                    else:
+                        kept[r] = t
+                self._awaiting = kept
         if self._inflight:
             confirmed = [mid for mid, (row, _) in self._inflight.items() if any(lo <= row <= hi for lo, hi in c.seqs)]
             for mid in confirmed:
-                del self._inflight[mid]
+                newest = max(newest, self._inflight.pop(mid)[1])
+        self._confirmed_published = newest
