@@ -7,7 +7,7 @@ prefix, e.g. ``DISTRICT_GATEWAY_MQTT_HOST=broker.local``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +53,15 @@ class GatewaySettings(BaseSettings, MqttClientFields):
     #: one member). Set by the supervisor for its workers; also lets separate
     #: gateway hosts share one ingest.
     share_group: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")] | None = None
+    #: How ``workers = N > 1`` split the ingest: ``share``, one MQTT shared
+    #: subscription (Mosquitto; ``$share`` is MQTT 5 and unknown to RabbitMQ
+    #: 3.10 and NATS 2.9), or ``shards``: each worker owns a fixed set of topic
+    #: filters (:mod:`gateway.shards`), with its own persistent session, on any
+    #: broker and over MQTT 3.1.1 too (docs/brokers.md).
+    ingest: Literal["share", "shards"] = "share"
+    #: Set: subscribe to exactly these topic filters instead of everything under
+    #: the prefix (set by the supervisor for a shard worker; JSON list in the environment).
+    shard_filters: list[str] | None = None
 
     #: End-to-end confirmation: tell each device which of its readings are
     #: stored (``{prefix}/v1/{site}/{device}/stored``), so its outbox keeps
