@@ -47,9 +47,10 @@ def edge_agent(device: str, tmp_path: Path, prefix: str, access: BrokerAccess, p
     return EdgeAgent(cfg)
 
 
-def bay_readings(device: str, n: int, start: int = 0) -> list[ParkingBayState]:
-    """``n`` readings of ``device``'s lot, bays cycling through the first 40, 1 ms apart in device time."""
-    lot, head = BAY_DEVICES[device]
+def bay_readings(device: str, n: int, start: int = 0, lot: tuple[str, str] | None = None) -> list[ParkingBayState]:
+    """``n`` readings of ``device``'s lot (``lot``: its id and bay-id prefix when ``device`` is not one of
+    :data:`BAY_DEVICES`), bays cycling through the first 40, 1 ms apart in device time."""
+    lot, head = lot or BAY_DEVICES[device]
     t0 = utcnow() - timedelta(minutes=2)
     return [
         ParkingBayState(
