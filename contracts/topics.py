@@ -23,8 +23,8 @@ Every level is valid on every broker the project runs on: an id may contain
 writes ``.`` as ``~2E`` (and ``~``, which no id contains, as ``~7E``) in the
 site, device and prefix levels, and :func:`parse` decodes them. An id without
 ``.`` is its own topic level, so existing topics are unchanged. Only the
-canonical form parses: ``~41`` for ``A`` is refused, so one id has one topic
-(and one ACL line). docs/protocol.md "Topics".
+canonical form parses: a raw ``.`` or ``~41`` for ``A`` is refused, so one id
+has one topic. docs/protocol.md "Topics".
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def decode_level(level: str) -> str:
     Raises :class:`TopicError` for a ``~`` that is not followed by two hex
     digits, or a level that is not the canonical encoding of what it decodes to.
     """
-    if "~" not in level:
+    if "~" not in level and "." not in level:
         return level
     value = _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), level)
     if encode_level(value) != level:

@@ -39,7 +39,7 @@ def test_examples() -> None:
     assert topics.alert_topic("district", "s", "stale", "device", "x.y") == "district/v1/s/alerts/stale/device/x~2Ey"
 
 
-@pytest.mark.parametrize("level", ["a~2e", "a~41", "a~", "a~2", "~7E"])
+@pytest.mark.parametrize("level", ["a~2e", "a~41", "a~", "a~2", "~7E", "sensor.1"])
 def test_only_the_canonical_encoding_parses(level: str) -> None:
     with pytest.raises(topics.TopicError):
         topics.parse(f"district/v1/s/{level}/status", "district")
