@@ -1,6 +1,7 @@
-"""A 3-node RabbitMQ 3.10 cluster with the MQTT plugin on loopback, from the Debian package, for tests.
+"""3-node clustered MQTT brokers on loopback, from the Debian packages, for tests: RabbitMQ 3.10 with
+its MQTT plugin (:class:`RabbitCluster`) and NATS 2.9 JetStream MQTT (:class:`NatsCluster`).
 
-The clustered broker the system is proved against (docs/brokers.md;
+The clustered brokers the system is proved against (docs/brokers.md;
 ``../shared/research/clustered-brokers.md`` has the measurements behind each
 choice). Everything is private to one :class:`RabbitCluster`: free ports for
 MQTT, AMQP and Erlang distribution, its own epmd on a free port
@@ -34,6 +35,7 @@ in ``RABBITMQ_PID_FILE``: that is what :meth:`RabbitCluster.kill` SIGKILLs.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -41,6 +43,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -287,3 +290,141 @@ def _wait_port(host: str, port: int, timeout: float, what: str, node: RabbitNode
             time.sleep(0.2)
     raise ServiceError(f"{what} did not listen on {host}:{port} within {timeout:.0f} s" +
                        (f":\n{node.log_tail()}" if node is not None else ""))  # fmt: skip
+
+
+@dataclass
+class NatsNode:
+    """One nats-server: its name, ports, directory and process."""
+
+    name: str
+    client_port: int
+    cluster_port: int
+    mqtt_port: int
+    http_port: int
+    dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, n: int = 20) -> str:
+        try:
+            return "\n".join((self.dir / "nats.log").read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class NatsCluster:
+    """Three NATS 2.9 servers with JetStream and MQTT, clustered on loopback (the harsher chaos target:
+    ``../shared/research/clustered-brokers.md`` measured 4-9 s outages and duplicates 30 s late after a
+    node's death). Plain TCP, no authentication, like :class:`RabbitCluster`.
+
+    MQTT streams and consumers get 3 replicas (the cluster's size); ``mqtt.ack_wait`` stays at its 30 s
+    default, so deliveries pending on a dead node come back 30 s later, out of order.
+    """
+
+    workdir: Path
+    nodes: list[NatsNode]
+    host: str = "127.0.0.1"
+    killed: list[str] = field(default_factory=list)
+
+    def mqtt_addresses(self) -> list[tuple[str, int]]:
+        return [(self.host, n.mqtt_port) for n in self.nodes]
+
+    def brokers(self, first: int = 0) -> str:
+        """``host:port,...`` starting at node ``first``."""
+        ordered = self.nodes[first:] + self.nodes[:first]
+        return ",".join(f"{self.host}:{n.mqtt_port}" for n in ordered)
+
+    @classmethod
+    def start(cls, workdir: Path, size: int = 3, timeout: float = 60.0) -> NatsCluster:
+        """Start ``size`` servers and return once each serves MQTT and JetStream has a meta leader.
+
+        Raises :class:`ServiceError` if nats-server is missing or the cluster does not come up in
+        ``timeout`` seconds; everything started is stopped then.
+        """
+        binary = find_binary("nats-server")
+        if binary is None:
+            raise ServiceError("nats-server not found: apt-get install nats-server")
+        workdir.mkdir(parents=True, exist_ok=True)
+        names = [f"n{chr(ord('A') + i)}" for i in range(size)]
+        nodes = [NatsNode(n, free_port(), free_port(), free_port(), free_port(), workdir / n) for n in names]
+        cluster = cls(workdir, nodes)
+        routes = ", ".join(f"nats-route://127.0.0.1:{n.cluster_port}" for n in nodes)
+        try:
+            for node in nodes:
+                node.dir.mkdir(parents=True, exist_ok=True)
+                conf = node.dir / "nats.conf"
+                conf.write_text(
+                    "\n".join(
+                        [
+                            f"server_name: {node.name}",
+                            f"listen: 127.0.0.1:{node.client_port}",
+                            f"http: 127.0.0.1:{node.http_port}",
+                            f'jetstream {{ store_dir: "{node.dir / "js"}", max_memory_store: 256MB, '
+                            "max_file_store: 2GB }",
+                            f"cluster {{ name: district-test, listen: 127.0.0.1:{node.cluster_port}, "
+                            f"routes: [ {routes} ] }}",
+                            f"mqtt {{ listen: 127.0.0.1:{node.mqtt_port} }}",
+                            f'log_file: "{node.dir / "nats.log"}"',
+                            "",
+                        ]
+                    )
+                )
+                node.proc = subprocess.Popen(
+                    [binary, "-c", str(conf)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            deadline = time.monotonic() + timeout
+            for node in nodes:
+                _wait_port(cluster.host, node.mqtt_port, max(1.0, deadline - time.monotonic()), node.name)
+            while not cluster._meta_leader():
+                if time.monotonic() > deadline:
+                    raise ServiceError(f"NATS JetStream has no meta leader after {timeout:.0f} s\n"
+                                       f"{nodes[0].log_tail()}")  # fmt: skip
+                time.sleep(0.5)
+        except BaseException:
+            cluster.stop()
+            raise
+        log.info("nats cluster of %d on MQTT ports %s", size, [n.mqtt_port for n in nodes])
+        return cluster
+
+    def _meta_leader(self) -> bool:
+        for node in self.nodes:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{node.http_port}/jsz", timeout=2) as answer:
+                    data = json.load(answer)
+            except (OSError, ValueError):
+                return False
+            meta = data.get("meta_cluster") or {}
+            if not meta.get("leader") or meta.get("cluster_size") != len(self.nodes):
+                return False
+        return True
+
+    def kill(self, index: int) -> None:
+        """SIGKILL node ``index`` (a crash or power cut); it stays down."""
+        node = self.nodes[index]
+        if node.proc is None:
+            raise ServiceError(f"{node.name} was not started")
+        node.proc.kill()
+        node.proc.wait(10)
+        self.killed.append(node.name)
+        log.info("nats node %s killed", node.name)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop every server by pid: SIGTERM, then SIGKILL after ``timeout``."""
+        for node in self.nodes:
+            if node.alive() and node.proc is not None:
+                node.proc.terminate()
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            try:
+                node.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                node.proc.kill()
+                node.proc.wait(10)

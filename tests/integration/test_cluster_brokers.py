@@ -1,10 +1,11 @@
-"""The system, unchanged, on a 3-node RabbitMQ 3.10 cluster (district.cluster): MQTT 3.1.1, gateway
-shards instead of ``$share``, device ids with '.' and ':' in topics, and one node SIGKILLed mid-stream.
+"""The system, unchanged, on a 3-node clustered broker (district.cluster): RabbitMQ 3.10 with quorum
+session queues, and NATS 2.9 JetStream. MQTT 3.1.1, gateway shards instead of ``$share``, a device id
+with '.' and ':' in topics, and one node SIGKILLed mid-stream.
 
 Devices start on node A, the gateway's three workers on node B, the server on node C; each client has
 all three addresses and moves on after a lost connection. Node B (the gateway's, so the leader of its
-session queues) dies while readings stream in: every reading a device emitted is confirmed back to it
-and stored exactly once, and the server's live state catches up.
+session queues on RabbitMQ) dies while readings stream in: every reading a device emitted is confirmed
+back to it and stored exactly once, and the server's live state catches up.
 
 No TLS here (district.cluster says why); the Mosquitto tests keep TLS, passwords and ACLs.
 """
@@ -25,7 +26,7 @@ import pytest
 from contracts import ParkingBayState, topics
 from contracts.configfile import load_model
 from contracts.site import SiteConfig
-from district.cluster import RabbitCluster
+from district.cluster import NatsCluster, RabbitCluster
 from district.services import BrokerAccess
 from server.live import LiveState
 from server.settings import ServerSettings
@@ -45,16 +46,24 @@ DEVICES = {
 
 @pytest.fixture(scope="session")
 def rabbit_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
-    """One cluster for the session: it takes 30-50 s to form."""
+    """One cluster for the session: it takes 20-50 s to form."""
     cluster = RabbitCluster.start(tmp_path_factory.mktemp("rabbitmq"))
     yield cluster
     cluster.stop()
 
 
-def test_node_sigkill_on_a_rabbitmq_cluster_loses_no_confirmed_reading(
-    rabbit_cluster: RabbitCluster, influx_db: Influx, prefix: str, tmp_path: Path
+@pytest.fixture(scope="session")
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    cluster = NatsCluster.start(tmp_path_factory.mktemp("nats"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.mark.parametrize("engine", ["rabbit_cluster", "nats_cluster"])
+def test_node_sigkill_on_a_cluster_loses_no_confirmed_reading(
+    engine: str, request: pytest.FixtureRequest, influx_db: Influx, prefix: str, tmp_path: Path
 ) -> None:
-    cluster = rabbit_cluster
+    cluster: RabbitCluster | NatsCluster = request.getfixturevalue(engine)
     assert topics.build(prefix, "dresden", "edge.dresden:altmarkt", "parking_bay").endswith(
         "/dresden/edge~2Edresden:altmarkt/parking_bay"
     )
@@ -116,6 +125,7 @@ def test_node_sigkill_on_a_rabbitmq_cluster_loses_no_confirmed_reading(
         wait_for(lambda: first.publisher.stats["confirmed"] >= 400, 60, what="round 2 under way")  # type: ignore[union-attr]
         killed_at = time.monotonic()
         cluster.kill(1)
+        # A cluster survives one node (both engines need a majority); this one stays down.
         pending_at_kill = sum(ag.outbox.pending for ag in agents.values())  # type: ignore[union-attr]
         wait_for(lambda: all(ag.outbox.pending == 0 for ag in agents.values()), 180, what="every reading confirmed")  # type: ignore[union-attr]
         drained_s = time.monotonic() - killed_at
@@ -129,7 +139,7 @@ def test_node_sigkill_on_a_rabbitmq_cluster_loses_no_confirmed_reading(
         )
         resends = sum(ag.publisher.stats["resends"] for ag in agents.values())  # type: ignore[union-attr]
         connects = [ag.publisher.stats["connects"] for ag in agents.values()]  # type: ignore[union-attr]
-        print(f"\nrabbitmq node kill: {pending_at_kill} readings pending at the kill, all confirmed "
+        print(f"\n{engine} node kill: {pending_at_kill} readings pending at the kill, all confirmed "
               f"{drained_s:.1f} s after it; {resends} edge re-send rounds; edge connects {connects}")  # fmt: skip
         assert pending_at_kill > 0
     finally:
