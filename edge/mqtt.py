@@ -53,7 +53,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from common.clash import ClashDetector
+from common.clash import ClashDetector, quick_drops_for
 from common.mqtt_session import SessionSpec
 from common.retry import Backoff
 from contracts import confirm, topics
@@ -167,7 +167,7 @@ class MqttPublisher:
         self._lost_reason: int | None = None
         #: The broker refused a publish on this connection (see _on_publish).
         self._refused = False
-        self.clash = ClashDetector(config.client_id)
+        self.clash = ClashDetector(config.client_id, quick_drops=quick_drops_for(len(config.mqtt.addresses())))
         #: Published and PUBACKed, waiting for the gateway: outbox id -> when published (monotonic).
         self._awaiting: dict[int, float] = {}
         #: Inclusive seq ranges the gateway confirmed, not yet deleted from the outbox.

@@ -64,7 +64,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 import contracts
-from common.clash import ClashDetector
+from common.clash import ClashDetector, quick_drops_for
 from common.mqtt_security import MqttSecurity
 from common.mqtt_session import SessionSpec, broker_list, describe, rotate_to
 from contracts import DeviceStatus, confirm, new_reading_id, topics, utcnow
@@ -130,7 +130,7 @@ class MqttIntake:
         #: Set when running on cannot help (our session was taken over); ``fatal_reason`` says why.
         self.fatal = threading.Event()
         self.fatal_reason: str | None = None
-        self.clash = ClashDetector(settings.mqtt_client_id)
+        self.clash = ClashDetector(settings.mqtt_client_id, quick_drops=quick_drops_for(len(self._brokers)))
         #: (site, device, epoch) -> seqs handled since the last confirmation.
         self._to_confirm: dict[tuple[str, str, str], list[int]] = {}
         self._confirm_lock = threading.Lock()
