@@ -10,11 +10,11 @@ broker for worker *i* while it is down (the supervisor restarts it at once).
 
 How the filters are cut (:func:`shard_filters`):
 
-* the site configuration lists its devices: their filters
+* the site configuration lists its devices (and ``shard_by`` is ``device``): their filters
   ``{prefix}/v1/{site}/{device}/+``, in device-id order, are dealt out in
   turn (balanced: shard sizes differ by at most one; a hash would leave a
   shard empty with the seven devices of a small site);
-* it lists none: the reading kinds' filters ``{prefix}/v1/+/+/{kind}`` are
+* otherwise the reading kinds' filters ``{prefix}/v1/+/+/{kind}`` are
   dealt out in turn (at most as many shards as kinds).
 
 What no shard's filters match is not received: a device the site does not
@@ -25,6 +25,12 @@ or the device list moves devices between sessions: readings queued in a
 session that no worker owns any more wait there until the broker expires it,
 so drain first (stop the devices, let the gateway empty its queues) or run
 the old layout once more; the devices' outboxes re-send what stays unconfirmed.
+
+Cost: one filter per device in each worker's SUBSCRIBE. Brokers keep that
+cheaply (Mosquitto, RabbitMQ: one binding each); NATS 2.9 makes a JetStream
+consumer per QoS 1 filter (replicated in a cluster), so with thousands of
+devices per worker there prefer the kind cut (``shard_by = "kind"``). Not
+measured at city scale.
 """
 
 from __future__ import annotations

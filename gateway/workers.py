@@ -87,15 +87,15 @@ def worker_settings(settings: GatewaySettings, index: int, shards: list[list[str
 
 def plan_shards(settings: GatewaySettings) -> list[list[str]] | None:
     """Each worker's topic filters with ``ingest = "shards"`` (None for ``share``); by the site's devices
-    when its configuration lists them. Raises :class:`gateway.shards.ShardError` or the site file's
-    ``ConfigError``."""
+    when its configuration lists them and ``shard_by = "device"``, else by reading kind.
+    Raises :class:`gateway.shards.ShardError` or the site file's ``ConfigError``."""
     if settings.ingest != "shards":
         return None
     devices: list[str] = []
     site_id = settings.site_id
     if settings.site_config is not None:
         site = load_model(settings.site_config, SiteConfig)
-        devices = [d.id for d in site.devices]
+        devices = [d.id for d in site.devices] if settings.shard_by == "device" else []
         site_id = site.site.id
     return shard_filters(settings.topic_prefix, site_id, settings.workers, devices)
 

@@ -42,4 +42,6 @@ def test_workers_get_their_shard_through_the_environment() -> None:
     env = settings_env(second)
     assert json.loads(env["DISTRICT_GATEWAY_SHARD_FILTERS"]) == plan[1]
     assert plan_shards(GatewaySettings(workers=3)) is None
+    by_kind = plan_shards(GatewaySettings(workers=2, ingest="shards", shard_by="kind", site_config=DRESDEN))
+    assert by_kind is not None and all("/+/+/" in f for shard in by_kind for f in shard)
     assert worker_settings(GatewaySettings(workers=3), 1).share_group == "district-gateway"
