@@ -33,7 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from pydantic import BaseModel, SecretStr, model_validator
+from pydantic import BaseModel, SecretStr, field_validator, model_validator
+
+from common.mqtt_session import MqttProtocol, parse_brokers
 
 
 class SecretFileError(ValueError):
@@ -249,6 +251,19 @@ class MqttClientFields(BaseModel):
     #: PEM client certificate and its private key (0600), when the broker requires one.
     mqtt_cert_file: Path | None = None
     mqtt_key_file: Path | None = None
+    #: MQTT protocol version: ``5`` (Mosquitto) or ``3.1.1`` (any broker, e.g. RabbitMQ 3.10 or
+    #: NATS 2.9 clusters); common/mqtt_session.py says what changes.
+    mqtt_protocol: MqttProtocol = "5"
+    #: Several broker addresses (``host:port,host:port``, the nodes of a cluster): replaces
+    #: ``mqtt_host``/``mqtt_port``; the client moves to the next after a failed or lost connection.
+    mqtt_brokers: str | None = None
+
+    @field_validator("mqtt_brokers")
+    @classmethod
+    def _brokers_ok(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_brokers(value)
+        return value
 
     @model_validator(mode="after")
     def _pairs(self) -> MqttClientFields:

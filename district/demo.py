@@ -230,15 +230,17 @@ class Demo:
         self._child(device_id, _district("edge", "--config", str(path)))
 
     def _access(self, identity: str) -> BrokerAccess:
-        """How ``identity`` (a device id, or the gateway's, server's) reaches the broker."""
+        """How ``identity`` (a device id, or the gateway's, server's) reaches the broker, over
+        ``--mqtt-protocol``."""
+        protocol = self.args.mqtt_protocol
         if self.pki_dir is not None:  # --pki: identities provisioned elsewhere (docker-compose)
             ident = Identity.at(self.pki_dir / identity)
         elif self.pki is None:
-            return BrokerAccess(self.mqtt_host, self.mqtt_port)
+            return BrokerAccess(self.mqtt_host, self.mqtt_port, protocol=protocol)
         else:
             ident = self.pki.identity(identity)
         return BrokerAccess(self.mqtt_host, self.mqtt_port, ident.name, ident.password_file, ident.ca_file,
-                            ident.cert_file, ident.key_file)  # fmt: skip
+                            ident.cert_file, ident.key_file, protocol)  # fmt: skip
 
     def _provision(self, devices: list[str]) -> None:
         """Issue identities (our broker, automatically): the site's devices and ``devices``; a re-run only adds."""
@@ -470,6 +472,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pki",
         help="with --mqtt: the `district provision --out` directory whose identities the edge agents use",
+    )
+    parser.add_argument(
+        "--mqtt-protocol",
+        choices=["5", "3.1.1"],
+        default="5",
+        help="MQTT version of every edge agent, the gateway and the server (3.1.1: any broker, docs/brokers.md)",
     )
     parser.add_argument("--influx", help="use this InfluxDB (URL) instead of starting one")
     parser.add_argument("--summary-s", type=float, default=5.0, help="print free counts this often")

@@ -184,7 +184,7 @@ class Provisioned:
             raise KeyError(name) from None
 
 
-def acl_text(prefix: str, site_id: str, admin_topics: Sequence[str] | None = None) -> str:
+def acl_text(prefix: str, site_id: str, admin_topics: Sequence[str] | None = None, devices: Sequence[str] = ()) -> str:
     """The broker's ACL for a site (Mosquitto ``acl_file`` syntax), least privilege for every role.
 
     * every identity, by ``pattern`` (``%u`` = its username = a device's id):
@@ -196,11 +196,17 @@ def acl_text(prefix: str, site_id: str, admin_topics: Sequence[str] | None = Non
     * the server: read the four reading kinds, write its alerts (retained) under ``.../alerts/#``;
     * the admin: read and write ``admin_topics`` (default: everything under the prefix).
 
+    * ``devices`` whose id is written differently in a topic level (a ``.``
+      becomes ``~2E``, :func:`contracts.topics.encode_level`): ``%u`` would put
+      the raw id into the topic, so each gets the same rights as a ``user``
+      block with its encoded id.
+
     Display bridges have no broker identity: they read sign states from the
     API with a ``display`` key (docs/access-control.md).
     """
     topics.check_prefix(prefix)
-    base = f"{prefix}/{topics.TOPIC_VERSION}/{site_id}"
+    base = topics.everything(prefix)[:-2] + f"/{topics.TOPIC_VERSION}/{topics.encode_level(site_id)}"
+    encoded = sorted(d for d in devices if topics.encode_level(d) != d)
     lines = [
         f"# Mosquitto ACL for site {site_id!r} under {prefix}/ (written by district provision; docs/security.md).",
         "# Pattern rules apply to every identity; %u is its username, which for a device is its device id:",
@@ -210,8 +216,9 @@ def acl_text(prefix: str, site_id: str, admin_topics: Sequence[str] | None = Non
         "",
         "# The gateway reads everything under the prefix (and dead-letters what is malformed), confirms to",
         "# every device, and publishes its own status (also as worker process w1, w2, ...).",
+        *(line for device in encoded for line in _device_rules(base, device)),
         f"user {GATEWAY}",
-        f"topic read {prefix}/#",
+        f"topic read {topics.everything(prefix)}",
         f"topic write {base}/+/{topics.STORED}",
         *(f"topic write {base}/{GATEWAY}-w{i}/status" for i in range(1, GATEWAY_WORKERS + 1)),
         "",
@@ -222,10 +229,22 @@ def acl_text(prefix: str, site_id: str, admin_topics: Sequence[str] | None = Non
         "",
         "# The admin: the only identity that may write (and so retain) outside its own subtree.",
         f"user {ADMIN}",
-        *(f"topic readwrite {t}" for t in (admin_topics or [f"{prefix}/#"])),
+        *(f"topic readwrite {t}" for t in (admin_topics or [topics.everything(prefix)])),
         "",
     ]
     return "\n".join(lines)
+
+
+def _device_rules(base: str, device: str) -> list[str]:
+    """A device whose id is encoded in topics: the ``pattern`` rights, spelt out for its ``user``."""
+    level = topics.encode_level(device)
+    return [
+        f"# {device}: its id is {level} in topics (contracts.topics.encode_level).",
+        f"user {device}",
+        *(f"topic write {base}/{level}/{kind}" for kind in MESSAGE_KINDS),
+        f"topic read {base}/{level}/{topics.STORED}",
+        "",
+    ]
 
 
 def listener_conf(broker_dir: Path, port: int = DEFAULT_PORT, address: str = "", client_certs: bool = True) -> str:
@@ -478,7 +497,8 @@ def provision(
 
     hashes = {name: e["hash"] for name, e in entries.items() if e.get("hash") and e.get("revoked_at") is None}
     pki.write_file(broker.passwd_file, passwd_lines(hashes).encode(), 0o600)
-    pki.write_file(broker.acl_file, acl_text(prefix, site.site.id, admin_topics).encode(), 0o644)
+    devices = [name for name, e in entries.items() if e.get("role") == "device" and e.get("revoked_at") is None]
+    pki.write_file(broker.acl_file, acl_text(prefix, site.site.id, admin_topics, devices).encode(), 0o644)
     installed_broker = broker.dir if broker_dir is None else broker_dir
     conf = listener_conf(installed_broker, broker_port, client_certs=client_certs)
     pki.write_file(broker.listener_conf, conf.encode(), 0o644)

@@ -248,6 +248,8 @@ class BrokerAccess:
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
+    #: MQTT protocol version the component speaks (``5`` or ``3.1.1``, common/mqtt_session.py).
+    protocol: str = "5"
 
     @property
     def tls(self) -> bool:
@@ -266,7 +268,7 @@ class BrokerAccess:
             return None if value is None else Path(value)
 
         return cls(str(data["host"]), int(data["port"]), data.get("username"), path("password_file"),
-                   path("ca_file"), path("cert_file"), path("key_file"))  # fmt: skip
+                   path("ca_file"), path("cert_file"), path("key_file"), str(data.get("protocol", "5")))  # fmt: skip
 
     def security(self) -> MqttSecurity:
         """The credentials and TLS context (reads the password file)."""
@@ -288,6 +290,7 @@ class BrokerAccess:
             "mqtt_ca_file": self.ca_file,
             "mqtt_cert_file": self.cert_file,
             "mqtt_key_file": self.key_file,
+            "mqtt_protocol": None if self.protocol == "5" else self.protocol,
         }
         return {k: v for k, v in values.items() if v is not None}
 
@@ -300,6 +303,8 @@ class BrokerAccess:
     def edge_mqtt(self, **extra: Any) -> dict[str, Any]:
         """An edge configuration's ``mqtt:`` section (``extra``: more keys, e.g. ``topic_prefix``)."""
         section: dict[str, Any] = {"host": self.host, "port": self.port}
+        if self.protocol != "5":
+            section["protocol"] = self.protocol
         if self.username is not None:
             section["username"] = self.username
         if self.password_file is not None:

@@ -27,6 +27,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.mqtt_security import MqttSecurity
+from common.mqtt_session import MqttProtocol, broker_list, parse_brokers
 from contracts import topics
 from contracts.configfile import StrictModel
 from contracts.messages import Ident
@@ -66,6 +67,11 @@ class MqttTlsConfig(StrictModel):
 class MqttConfig(StrictModel):
     host: str = "localhost"
     port: Annotated[int, Field(gt=0, lt=65536)] = 1883
+    #: Several broker addresses (``host:port``, the nodes of a cluster) instead of ``host``/``port``:
+    #: each new connection goes to the next one (common/mqtt_session.py).
+    brokers: list[str] = Field(default_factory=list)
+    #: MQTT protocol version: ``5``, or ``3.1.1`` for brokers without MQTT 5 (RabbitMQ 3.10, NATS 2.9).
+    protocol: MqttProtocol = "5"
     #: The device's broker identity: its device id (the broker's ACL lets a
     #: username publish only under its own id, docs/security.md).
     username: str | None = None
@@ -112,6 +118,17 @@ class MqttConfig(StrictModel):
             return topics.check_prefix(value)
         except topics.TopicError as exc:
             raise ValueError(str(exc)) from None
+
+    @field_validator("brokers")
+    @classmethod
+    def _brokers_ok(cls, value: list[str]) -> list[str]:
+        if value:
+            parse_brokers(",".join(value))
+        return value
+
+    def addresses(self) -> list[tuple[str, int]]:
+        """Where to connect, in turn: ``brokers``, else ``host``:``port``."""
+        return broker_list(self.host, self.port, ",".join(self.brokers) or None)
 
     @model_validator(mode="after")
     def _one_password(self) -> MqttConfig:

@@ -4,9 +4,11 @@ One thread does everything MQTT: connect, run paho's network loop, publish
 from the outbox, acknowledge, heartbeat. Sensors never touch the client; they
 write to the outbox, so a slow or absent broker never blocks a sensor read.
 
-* MQTT 5, QoS 1, stable client id, persistent session (``clean_start=False``
-  and a session expiry), so confirmations queued while the device was away
-  still reach it.
+* MQTT 5 or 3.1.1 (``mqtt.protocol``, :mod:`common.mqtt_session`), QoS 1,
+  stable client id, persistent session (``clean_start=False`` and a session
+  expiry; 3.1.1 ``clean_session=False``), so confirmations queued while the
+  device was away still reach it. With ``mqtt.brokers`` (the nodes of a
+  cluster), each new connection goes to the next address.
 * End-to-end delivery (``mqtt.delivery: stored``, the default): a reading
   leaves the outbox when the gateway confirms it *stored* it, on
   ``{prefix}/v1/{site}/{device}/stored`` (:mod:`contracts.confirm`), not on
@@ -49,12 +51,11 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from common.clash import ClashDetector
+from common.clash import ClashDetector, quick_drops_for
+from common.mqtt_session import SessionSpec
 from common.retry import Backoff
 from contracts import confirm, topics
 from contracts.messages import CameraHealth, DeviceStatus, encode, new_reading_id, utcnow
@@ -169,7 +170,7 @@ class MqttPublisher:
         self._lost_reason: int | None = None
         #: The broker refused a publish on this connection (see _on_publish).
         self._refused = False
-        self.clash = ClashDetector(config.client_id)
+        self.clash = ClashDetector(config.client_id, quick_drops=quick_drops_for(len(config.mqtt.addresses())))
         #: Published and PUBACKed, waiting for the gateway: outbox id -> when published (monotonic).
         self._awaiting: dict[int, float] = {}
         #: Inclusive seq ranges the gateway confirmed, not yet deleted from the outbox.
@@ -183,6 +184,9 @@ class MqttPublisher:
         self._last_confirmed_at = 0.0
         self._silent = Backoff(config.mqtt.confirm_timeout_s, MAX_SILENT_WAIT_S)
         self._silent_wait = self._silent.next_delay()
+        self._session = SessionSpec(m.protocol, config.client_id, m.session_expiry_s)
+        self._addresses = m.addresses()
+        self._address = 0
 
     @property
     def awaiting_confirmation(self) -> int:
@@ -227,7 +231,7 @@ class MqttPublisher:
 
     # -- one connection --------------------------------------------------------------------------
     def _new_client(self) -> mqtt.Client:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.config.client_id, protocol=mqtt.MQTTv5)
+        client = self._session.client()
         client.max_inflight_messages_set(self.config.mqtt.max_inflight + 10)
         self.security.apply(client)
         will = self._status("offline", "connection_lost")
@@ -251,21 +255,22 @@ class MqttPublisher:
         self._lost_reason = None
         self._refused = False
         client = self._new_client()
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = m.session_expiry_s
+        host, port = self._addresses[self._address]
+        # The next connection goes to the next broker address (a cluster's nodes), whatever ends this one.
+        self._address = (self._address + 1) % len(self._addresses)
         try:
             try:
-                client.connect(m.host, m.port, keepalive=m.keepalive_s, clean_start=False, properties=props)
+                client.connect(host, port, keepalive=m.keepalive_s, **self._session.connect_kwargs())
             except ssl.SSLCertVerificationError as exc:
                 # Not our broker, or not the name we were given: never send it a reading or a password.
                 self.stats["connect_failures"] += 1
                 self.stats["tls_refused"] += 1
-                log.error("mqtt: refusing %s:%d: its certificate does not verify: %s", m.host, m.port,
+                log.error("mqtt: refusing %s:%d: its certificate does not verify: %s", host, port,
                           exc.verify_message or exc)  # fmt: skip
                 return False
             except (OSError, ValueError) as exc:
                 self.stats["connect_failures"] += 1
-                log.warning("mqtt: cannot connect to %s:%d: %s", m.host, m.port, exc)
+                log.warning("mqtt: cannot connect to %s:%d: %s", host, port, exc)
                 return False
             deadline = time.monotonic() + CONNECT_TIMEOUT_S
             while self._connack is None and not self._lost and time.monotonic() < deadline:
@@ -273,9 +278,7 @@ class MqttPublisher:
                     break
             if self._connack is None or self._connack.is_failure:
                 self.stats["connect_failures"] += 1
-                log.warning(
-                    "mqtt: %s:%d did not accept the connection: %s", m.host, m.port, self._connack or "no CONNACK"
-                )
+                log.warning("mqtt: %s:%d did not accept the connection: %s", host, port, self._connack or "no CONNACK")
                 return False
             self.stats["connects"] += 1
             self.clash.connected()
@@ -283,7 +286,7 @@ class MqttPublisher:
                 client.subscribe(self.stored_topic, qos=1)
             self.connected.set()
             log.info(
-                "mqtt: connected to %s:%d as %s; %d pending", m.host, m.port, self.config.client_id, self.outbox.pending
+                "mqtt: connected to %s:%d as %s; %d pending", host, port, self.config.client_id, self.outbox.pending
             )
             self._serve(client)
             return not self._refused  # refused publishes: back off as after a failed connect

@@ -1,8 +1,11 @@
 """MQTT intake: the one module that owns the gateway's paho client.
 
-One paho-mqtt 2.x client, MQTT v5, a persistent session (``clean_start=False``
-plus a session expiry), so the broker queues for the gateway while it is down
-and redelivers whatever it had sent but not seen acknowledged. ``manual_ack``:
+One paho-mqtt 2.x client, MQTT 5 or 3.1.1 (``mqtt_protocol``,
+:mod:`common.mqtt_session`), a persistent session (``clean_start=False`` plus
+a session expiry, or 3.1.1 ``clean_session=False``), so the broker queues for
+the gateway while it is down and redelivers whatever it had sent but not seen
+acknowledged. With ``mqtt_brokers`` (the nodes of a cluster) it moves to the
+next address after a failed or lost connection. ``manual_ack``:
 a message is acknowledged by :meth:`MqttIntake.ack`, which the writer calls
 once InfluxDB has the message (or once a rejected one is in the dead-letter
 file), in receive order.
@@ -28,7 +31,8 @@ Subscription: everything under the prefix (``{prefix}/#``), so a message on a
 topic that is not ours in shape is counted and dead-lettered (``bad_topic``),
 not silently unmatched; with ``share_group`` set (worker processes,
 :mod:`gateway.workers`), as one member of ``$share/{group}/{prefix}/#``: the
-broker gives each message to one member. Control traffic (``…/stored`` confirmations) and a
+broker gives each message to one member; with ``shard_filters`` (shard
+workers, for brokers without ``$share``), exactly those filters. Control traffic (``…/stored`` confirmations) and a
 cleared retained status (empty payload on a status topic) are acknowledged
 in their place and counted as :class:`~gateway.pipeline.Ignored` (by the writer side).
 
@@ -55,15 +59,14 @@ import time
 from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 import contracts
-from common.clash import ClashDetector
+from common.clash import ClashDetector, quick_drops_for
 from common.mqtt_security import MqttSecurity
+from common.mqtt_session import SessionSpec, broker_list, describe, rotate_to
 from contracts import DeviceStatus, confirm, new_reading_id, topics, utcnow
 from contracts.site import SiteConfig
 from gateway.pipeline import Item, RateLimitedLog, Stats
@@ -109,7 +112,12 @@ class MqttIntake:
         #: Everything under the prefix; as one member of a shared subscription with ``share_group``
         #: (the broker then sends retained messages to no member on subscribing: MQTT 5 4.8.2).
         everything = topics.everything(self._prefix)
-        self._filter = everything if settings.share_group is None else f"$share/{settings.share_group}/{everything}"
+        self._filters = [everything if settings.share_group is None else f"$share/{settings.share_group}/{everything}"]
+        if settings.shard_filters is not None:
+            self._filters = list(settings.shard_filters)
+        self._filter = ", ".join(self._filters)
+        self._brokers = broker_list(settings.mqtt_host, settings.mqtt_port, settings.mqtt_brokers)
+        self._broker_index = 0
         self._lock = threading.Lock()
         self._gen = 0
         self._connected = threading.Event()
@@ -122,7 +130,7 @@ class MqttIntake:
         #: Set when running on cannot help (our session was taken over); ``fatal_reason`` says why.
         self.fatal = threading.Event()
         self.fatal_reason: str | None = None
-        self.clash = ClashDetector(settings.mqtt_client_id)
+        self.clash = ClashDetector(settings.mqtt_client_id, quick_drops=quick_drops_for(len(self._brokers)))
         #: (site, device, epoch) -> seqs handled since the last confirmation.
         self._to_confirm: dict[tuple[str, str, str], list[int]] = {}
         self._confirm_lock = threading.Lock()
@@ -134,12 +142,13 @@ class MqttIntake:
         else:
             log.warning("client id %r is not a valid device id: no status topic", settings.mqtt_client_id)
 
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=settings.mqtt_client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
+        self._session = SessionSpec(
+            settings.mqtt_protocol,
+            settings.mqtt_client_id,
+            settings.mqtt_session_expiry_s,
+            receive_maximum=settings.receive_maximum,
         )
+        client = self._session.client(manual_ack=True)
         #: Credentials and TLS (common.mqtt_security); raises SecretFileError for a password file others may read.
         self.security = MqttSecurity.from_settings(settings)
         self.security.apply(client)
@@ -149,6 +158,7 @@ class MqttIntake:
             client.will_set(self.status_topic, contracts.encode(will), qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         self._client = client
@@ -156,23 +166,17 @@ class MqttIntake:
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self._settings.mqtt_session_expiry_s
-        props.ReceiveMaximum = self._settings.receive_maximum
+        host, port = self._brokers[0]
         log.info(
-            "connecting to mqtt://%s:%d as %r (%s; persistent session), subscribing %s",
-            self._settings.mqtt_host,
-            self._settings.mqtt_port,
+            "connecting to %s as %r (MQTT %s, %s; persistent session), subscribing %s",
+            describe(self._brokers),
             self._settings.mqtt_client_id,
+            self._settings.mqtt_protocol,
             self.security.describe(),
             self._filter,
         )
         self._client.connect_async(
-            self._settings.mqtt_host,
-            self._settings.mqtt_port,
-            keepalive=self._settings.mqtt_keepalive_s,
-            clean_start=False,
-            properties=props,
+            host, port, keepalive=self._settings.mqtt_keepalive_s, **self._session.connect_kwargs()
         )
         # loop_start retries the first connection and every later one.
         self._client.loop_start()
@@ -324,11 +328,12 @@ class MqttIntake:
             else:
                 log.info("connected (new session)")
             self._ever_connected = True
-            options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_ON_SUBSCRIBE)
-            if flags.session_present:
-                # Our subscription survived: do not make the broker resend every retained status.
-                options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
-            _, self._sub_mid = client.subscribe(self._filter, options=options)
+            # Renewed on every CONNACK, even with a session: a cluster node that took the session over
+            # may not have it (research: clustered-brokers.md §5.4). With a session, MQTT 5 is asked not to
+            # resend every retained status.
+            subs = [sub for f in self._filters for sub in self._session.subscription(
+                f, retained_again=not flags.session_present)]  # fmt: skip
+            _, self._sub_mid = client.subscribe(subs)
             self.publish_status("online")
         except Exception:
             log.exception("on_connect failed")
@@ -368,12 +373,28 @@ class MqttIntake:
                 client.reconnect_delay_set(backoff, backoff)
             elif self._closing:
                 log.info("disconnected")
+                return
             elif was_connected:
                 log.warning("lost the broker (%s); reconnecting", reason_code)
             else:
                 self._ratelog(logging.WARNING, "connect", "cannot reach the broker (%s); retrying", reason_code)
+            if not self._closing:
+                self._next_broker(client)
         except Exception:
             log.exception("on_disconnect failed")
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        try:
+            self._ratelog(logging.WARNING, "connect", "cannot reach %s:%d; retrying", client.host, client.port)
+            self._next_broker(client)
+        except Exception:
+            log.exception("on_connect_fail failed")
+
+    def _next_broker(self, client: mqtt.Client) -> None:
+        """With several broker addresses, the next connection attempt goes to the next one."""
+        if len(self._brokers) > 1:
+            self._broker_index = (self._broker_index + 1) % len(self._brokers)
+            rotate_to(client, *self._brokers[self._broker_index])
 
     def _on_subscribe(
         self,

@@ -22,7 +22,8 @@ from contracts.configfile import ConfigError, load_model
 from contracts.site import SiteConfig
 from gateway.service import Gateway
 from gateway.settings import GatewaySettings
-from gateway.workers import Supervisor
+from gateway.shards import ShardError
+from gateway.workers import Supervisor, plan_shards
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +85,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if settings.site_config is not None:
                 load_model(settings.site_config, SiteConfig)
+            plan_shards(settings)
         except ConfigError as exc:
             for line in exc.errors:
                 print(line, file=sys.stderr)
             return 2
-        log.info("gateway: %d worker processes", settings.workers)
+        except ShardError as exc:
+            print(f"district gateway: {exc}", file=sys.stderr)
+            return 2
+        log.info("gateway: %d worker processes (%s)", settings.workers, settings.ingest)
         return Supervisor(settings, args.log_level, stop_on_signals()).run()
     try:
         gateway = Gateway(settings)

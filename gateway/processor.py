@@ -145,7 +145,8 @@ def confirmable(topic: str, payload: bytes) -> tuple[str, str, str, int] | None:
     """(site, device, epoch, seq) of a rejected reading, if the topic and payload still name them."""
     try:
         parts = topic.split("/")
-        site_id, device_id = parts[-3], parts[-2]
+        # topic levels may encode '.' (contracts.topics.encode_level); TopicError is a ValueError
+        site_id, device_id = topics.decode_level(parts[-3]), topics.decode_level(parts[-2])
         data = json.loads(payload) if len(payload) <= contracts.MAX_PAYLOAD_BYTES else None
     except (IndexError, ValueError, UnicodeDecodeError, RecursionError):
         return None

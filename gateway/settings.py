@@ -7,7 +7,7 @@ prefix, e.g. ``DISTRICT_GATEWAY_MQTT_HOST=broker.local``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,11 +34,13 @@ class GatewaySettings(BaseSettings, MqttClientFields):
     #: subscription and every unacknowledged message) under this id.
     mqtt_client_id: Annotated[str, Field(min_length=1, max_length=64)] = "district-gateway"
     mqtt_keepalive_s: Annotated[int, Field(ge=5, le=65535)] = 30
-    #: How long the broker keeps the session while the gateway is away.
+    #: How long the broker keeps the session while the gateway is away (MQTT 5; over 3.1.1 the
+    #: broker's own setting applies, docs/protocol.md "MQTT 3.1.1 and 5").
     mqtt_session_expiry_s: Annotated[int, Field(ge=60)] = 7 * 24 * 3600
     mqtt_reconnect_min_s: Annotated[int, Field(ge=1)] = 1
     mqtt_reconnect_max_s: Annotated[int, Field(ge=1)] = 30
-    #: MQTT v5 flow control: most unacknowledged messages the broker may send.
+    #: MQTT v5 flow control: most unacknowledged messages the broker may send (3.1.1: the broker's
+    #: setting, e.g. RabbitMQ ``mqtt.prefetch``).
     receive_maximum: Annotated[int, Field(ge=1, le=65535)] = 10_000
     #: Hard bound of the intake queue. Mosquitto 2.0 overshoots the receive
     #: maximum after acknowledgements, so the gateway bounds itself too;
@@ -56,6 +58,18 @@ class GatewaySettings(BaseSettings, MqttClientFields):
     #: one member). Set by the supervisor for its workers; also lets separate
     #: gateway hosts share one ingest.
     share_group: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")] | None = None
+    #: How ``workers = N > 1`` split the ingest: ``share``, one MQTT shared
+    #: subscription (Mosquitto; ``$share`` is MQTT 5 and unknown to RabbitMQ
+    #: 3.10 and NATS 2.9), or ``shards``: each worker owns a fixed set of topic
+    #: filters (:mod:`gateway.shards`), with its own persistent session, on any
+    #: broker and over MQTT 3.1.1 too (docs/brokers.md).
+    ingest: Literal["share", "shards"] = "share"
+    #: With ``ingest = "shards"``: cut by the site's listed devices (balanced, any number of workers up
+    #: to the device count) or by reading kind (at most four workers; a few filters per session).
+    shard_by: Literal["device", "kind"] = "device"
+    #: Set: subscribe to exactly these topic filters instead of everything under
+    #: the prefix (set by the supervisor for a shard worker; JSON list in the environment).
+    shard_filters: list[str] | None = None
 
     #: End-to-end confirmation: tell each device which of its readings are
     #: stored (``{prefix}/v1/{site}/{device}/stored``), so its outbox keeps

@@ -1,4 +1,4 @@
-"""Several intake processes: a supervisor and N gateway workers on one MQTT 5 shared subscription.
+"""Several intake processes: a supervisor and N gateway workers, on one shared subscription or on shards.
 
 One gateway process is bound by one Python interpreter lock: paho's network
 loop, validation and line protocol take turns on one core (bench/gateway).
@@ -9,8 +9,12 @@ acknowledgements, confirmations, dead letters) with:
 * its own client id ``{mqtt_client_id}-w{i}`` and persistent session, stable
   across restarts: the broker keeps what it queued for worker *i* until worker
   *i* comes back;
-* the subscription ``$share/{group}/{prefix}/#`` (group: ``share_group``, else
-  the client id), so the broker gives each message to one worker;
+* ``ingest = "share"`` (Mosquitto, MQTT 5): the subscription
+  ``$share/{group}/{prefix}/#`` (group: ``share_group``, else the client id),
+  so the broker gives each message to one worker;
+* ``ingest = "shards"`` (any broker, MQTT 3.1.1 too): worker *i* subscribes
+  to its own disjoint topic filters (:mod:`gateway.shards`), so each message
+  is queued in exactly one worker's session;
 * its own dead-letter file (``name.w{i}.ext``) and status topic.
 
 Every delivery guarantee holds per worker exactly as in a single gateway: a
@@ -19,13 +23,14 @@ after InfluxDB took it (or it was dead-lettered). Readings of one device may
 be stored by different workers; storage is idempotent per reading and each
 worker confirms what it stored.
 
-Mosquitto 2.0.11 hands shared-subscription messages round-robin to every
-member session, connected or not: a worker that is down keeps getting its
-share, queued in its session until it reconnects (bench/gateway/README.md).
-So the supervisor restarts a worker that exited at once (then backing off if
-it keeps dying), and worker ids are stable: after lowering ``workers``, run
-the old count once more until its queues are drained, or those readings wait
-in the retired sessions until they expire.
+What Mosquitto 2.0.11 does with a shared subscription whose member is down
+was measured by ``bench/broker/share_offline.py`` (docs/brokers.md): it hands
+the dead member's session its round-robin share while the member is away,
+queued until it comes back. With shards the dead worker's filters are
+queued in its session by design. Either way the supervisor restarts a worker
+that exited at once (then backing off if it keeps dying), and worker ids are
+stable: after lowering ``workers``, run the old count once more until its
+queues are drained, or those readings wait in the retired sessions until they expire.
 
 The supervisor exits 3 when a worker does (another client took over its
 session), after stopping the others.
@@ -33,6 +38,7 @@ session), after stopping the others.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -44,7 +50,10 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from common.runtime import supervised
+from contracts.configfile import load_model
+from contracts.site import SiteConfig
 from gateway.settings import GatewaySettings
+from gateway.shards import shard_filters
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +66,38 @@ EXIT_FATAL = 3
 EXIT_SETTINGS = 2
 
 
-def worker_settings(settings: GatewaySettings, index: int) -> GatewaySettings:
-    """Worker ``index``'s settings (1-based): own client id, the shared group, own dead-letter file."""
+def worker_settings(settings: GatewaySettings, index: int, shards: list[list[str]] | None = None) -> GatewaySettings:
+    """Worker ``index``'s settings (1-based): own client id, own dead-letter file, and either the shared
+    group or (``shards``, from :func:`plan_shards`) its own topic filters."""
     dead = settings.dead_letter_path
     if dead is not None:
         dead = dead.with_name(f"{dead.stem}.w{index}{dead.suffix}")
-    return settings.model_copy(
-        update={
-            "workers": 1,
-            "mqtt_client_id": f"{settings.mqtt_client_id}-w{index}",
-            "share_group": settings.share_group or _group(settings.mqtt_client_id),
-            "dead_letter_path": dead,
-            "metrics_port": None if settings.metrics_port is None else settings.metrics_port + index,
-        }
-    )
+    update: dict[str, object] = {
+        "workers": 1,
+        "mqtt_client_id": f"{settings.mqtt_client_id}-w{index}",
+        "dead_letter_path": dead,
+        "metrics_port": None if settings.metrics_port is None else settings.metrics_port + index,
+    }
+    if shards is not None:
+        update["shard_filters"] = shards[index - 1]
+    else:
+        update["share_group"] = settings.share_group or _group(settings.mqtt_client_id)
+    return settings.model_copy(update=update)
+
+
+def plan_shards(settings: GatewaySettings) -> list[list[str]] | None:
+    """Each worker's topic filters with ``ingest = "shards"`` (None for ``share``); by the site's devices
+    when its configuration lists them and ``shard_by = "device"``, else by reading kind.
+    Raises :class:`gateway.shards.ShardError` or the site file's ``ConfigError``."""
+    if settings.ingest != "shards":
+        return None
+    devices: list[str] = []
+    site_id = settings.site_id
+    if settings.site_config is not None:
+        site = load_model(settings.site_config, SiteConfig)
+        devices = [d.id for d in site.devices] if settings.shard_by == "device" else []
+        site_id = site.site.id
+    return shard_filters(settings.topic_prefix, site_id, settings.workers, devices)
 
 
 def _group(client_id: str) -> str:
@@ -87,6 +114,8 @@ def settings_env(settings: GatewaySettings) -> dict[str, str]:
             continue
         if isinstance(value, SecretStr):
             text = value.get_secret_value()
+        elif isinstance(value, list):
+            text = json.dumps(value)
         elif isinstance(value, bool):
             text = "true" if value else "false"
         else:
@@ -107,10 +136,11 @@ class Supervisor:
         self._started: dict[int, float] = {}
         self._delay: dict[int, float] = {}
         self._due: dict[int, float] = {}
+        self._shards = plan_shards(settings)
 
     def _spawn(self, index: int) -> None:
         base = {k: v for k, v in os.environ.items() if not k.startswith("DISTRICT_GATEWAY_")}
-        env = {**base, **settings_env(worker_settings(self.settings, index))}
+        env = {**base, **settings_env(worker_settings(self.settings, index, self._shards))}
         argv = [sys.executable, "-m", "district.cli", "gateway", "--log-level", self.log_level]
         self._procs[index] = subprocess.Popen(argv, **supervised(env))
         self._started[index] = time.monotonic()

@@ -1,9 +1,15 @@
 """The MQTT subscriber that keeps :class:`server.live.LiveState` current.
 
-paho 2.x in its own network thread, MQTT 5, its own client id and a session
-that outlives a link blip: the first connect starts clean, later ones resume
+paho 2.x in its own network thread, MQTT 5 or 3.1.1 (``mqtt_protocol``,
+:mod:`common.mqtt_session`), its own client id and a session that outlives a
+link blip: over MQTT 5 the first connect starts clean, later ones resume
 (``clean_start`` first-only, ``mqtt_session_expiry_s``), so the broker queues
-what is published while the link is down and delivers it on reconnect.
+what is published while the link is down and delivers it on reconnect. MQTT
+3.1.1 has no session expiry: with a configured ``mqtt_client_id`` the session
+is persistent (the broker's own expiry applies), with a random one it is clean
+(a persistent session per server start would pile up on the broker until it
+expired; RabbitMQ keeps one queue for each). The catch-up below covers both.
+With ``mqtt_brokers`` it moves to the next address after a failed or lost connection.
 Whenever a reconnect finds no session (the broker restarted, the blip outlived
 the expiry) or resumes one, the server also asks for a catch-up from
 InfluxDB (:meth:`server.dbmonitor.DatabaseMonitor.request_catch_up`), which
@@ -30,13 +36,11 @@ from datetime import datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 import contracts
 from common.mqtt_security import MqttSecurity
+from common.mqtt_session import SessionSpec, broker_list, describe, rotate_to
 from contracts import MessageRejected, topics
 from server import models
 from server.live import LiveState
@@ -65,6 +69,8 @@ class LiveStream:
         self.rejected: Counter[str] = Counter()
         self._client: mqtt.Client | None = None
         self._ever_connected = False
+        self._brokers = broker_list(settings.mqtt_host, settings.mqtt_port, settings.mqtt_brokers)
+        self._broker_index = 0
         #: Called (from the MQTT thread) after every reconnect, with or without a resumed session:
         #: something may have been missed either way (a blip outlasting the broker's delivery).
         self.on_reconnect: Callable[[], None] | None = None
@@ -73,11 +79,14 @@ class LiveStream:
 
     def start(self) -> None:
         """Start connecting in the background; returns at once (the broker may be down)."""
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=mqtt.MQTTv5,
+        session = SessionSpec(
+            self.settings.mqtt_protocol,
+            self.client_id,
+            self.settings.mqtt_session_expiry_s,
+            persistent=self.settings.mqtt_protocol == "5" or self.settings.mqtt_client_id is not None,
+            first_clean=True,
         )
+        client = session.client()
         security = MqttSecurity.from_settings(self.settings)  # credentials and TLS (common.mqtt_security)
         security.apply(client)
         client.reconnect_delay_set(min_delay=1, max_delay=10)
@@ -87,24 +96,17 @@ class LiveStream:
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
         self._client = client
+        host, port = self._brokers[0]
         log.info(
-            "connecting to MQTT %s:%d as %s (%s; prefix %r, site %r)",
-            self.settings.mqtt_host,
-            self.settings.mqtt_port,
+            "connecting to %s as %s (MQTT %s, %s; prefix %r, site %r)",
+            describe(self._brokers),
             self.client_id,
+            self.settings.mqtt_protocol,
             security.describe(),
             self.prefix,
             self.site_id,
         )
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.settings.mqtt_session_expiry_s
-        client.connect_async(
-            self.settings.mqtt_host,
-            self.settings.mqtt_port,
-            keepalive=self.settings.mqtt_keepalive_s,
-            clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-            properties=props,
-        )
+        client.connect_async(host, port, keepalive=self.settings.mqtt_keepalive_s, **session.connect_kwargs())
         client.loop_start()
 
     def stop(self) -> None:
@@ -188,7 +190,8 @@ class LiveStream:
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         try:
-            where = f"{self.settings.mqtt_host}:{self.settings.mqtt_port}"
+            where = f"{client.host}:{client.port}"
+            self._next_broker(client)
             with self._lock:
                 first = self._last_error is None or not self._last_error.startswith("cannot connect")
                 self._connected = False
@@ -225,8 +228,16 @@ class LiveStream:
                 self._last_error = f"disconnected: {reason_code}"
             if was:
                 log.warning("MQTT disconnected (%s); paho reconnects with backoff", reason_code)
+            if self._client is not None:
+                self._next_broker(client)
         except Exception:
             log.exception("MQTT on_disconnect handler failed")
+
+    def _next_broker(self, client: mqtt.Client) -> None:
+        """With several broker addresses, the next connection attempt goes to the next one."""
+        if len(self._brokers) > 1:
+            self._broker_index = (self._broker_index + 1) % len(self._brokers)
+            rotate_to(client, *self._brokers[self._broker_index])
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:

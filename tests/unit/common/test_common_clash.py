@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.clash import SESSION_TAKEN_OVER, ClashDetector
+from common.clash import SESSION_TAKEN_OVER, ClashDetector, quick_drops_for
 
 
 class Clock:
@@ -73,3 +73,16 @@ def test_two_broker_restarts_in_a_minute_are_not_a_clash() -> None:
     d.connected()
     clock.t += 1
     assert d.lost(None).clash  # a third within the minute: now it is named
+
+
+def test_a_client_of_a_three_node_cluster_needs_nine_quick_drops() -> None:
+    """A failover's burst of quick drops (NATS election) is not a clash; a real clash still is."""
+    clock = Clock()
+    d = ClashDetector("gw", quick_drops=quick_drops_for(3), clock=clock)
+    verdicts = []
+    for _ in range(9):
+        d.connected()
+        clock.t += 2.0
+        verdicts.append(d.lost(None))
+    assert [v.clash for v in verdicts] == [False] * 8 + [True]
+    assert quick_drops_for(1) == 3 and quick_drops_for(0) == 3

@@ -231,3 +231,18 @@ def test_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "listener 8883" in listener and "1883" not in listener
     conf = yaml.safe_load((out / "identities" / "edge-lockers-altmarkt" / "edge.yaml").read_text())
     assert conf["mqtt"]["tls"]["key_file"].endswith("edge-lockers-altmarkt/client.key")
+
+
+def test_a_device_whose_id_is_encoded_in_topics_gets_its_rights_by_user() -> None:
+    """%u would put 'sensor.1' into the topic; the device publishes on 'sensor~2E1' (contracts.topics)."""
+    acl = acl_text("district", "dresden", devices=["plain-1", "sensor.1"])
+    lines = [line for line in acl.splitlines() if line and not line.startswith("#")]
+    start = lines.index("user sensor.1")
+    assert lines[start + 1 : start + 6] == [
+        "topic write district/v1/dresden/sensor~2E1/parking_bay",
+        "topic write district/v1/dresden/sensor~2E1/locker",
+        "topic write district/v1/dresden/sensor~2E1/footfall",
+        "topic write district/v1/dresden/sensor~2E1/status",
+        "topic read district/v1/dresden/sensor~2E1/stored",
+    ]
+    assert "user plain-1" not in lines  # its pattern rules fit
