@@ -10,7 +10,7 @@ a ``detail``, never zeros.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -168,22 +168,19 @@ async def lot_forecast(
 
 
 def _parse_arrival(text: str) -> datetime:
+    """``arrival`` as UTC; a 422 ``bad_time`` for text that is not a date-time with offset, or lies within two
+    days of the representable range (converting its offset, or adding the forecast's span, would overflow)."""
     try:
         at = datetime.fromisoformat(text)
-    except ValueError:
-        at = None
-    if at is None or at.tzinfo is None:
-        raise RequestValidationError(
-            [
-                {
-                    "type": "bad_time",
-                    "loc": ("query", "arrival"),
-                    "msg": "an RFC 3339 date-time with offset",
-                    "input": None,
-                }
-            ]
-        )
-    return at.astimezone(UTC)
+        if at.tzinfo is not None:
+            utc = at.astimezone(UTC)
+            _ = (utc - timedelta(days=2), utc + timedelta(days=2))
+            return utc
+    except (ValueError, OverflowError):
+        pass
+    raise RequestValidationError(
+        [{"type": "bad_time", "loc": ("query", "arrival"), "msg": "an RFC 3339 date-time with offset", "input": None}]
+    )
 
 
 def _tz(live: LiveDep) -> tzinfo:
