@@ -1,5 +1,7 @@
-"""Forecast endpoints end to end on real InfluxDB: five weeks of stored footfall and lot snapshots are read
-back through the history module, fitted, and served; a zone without history says so instead of zeros."""
+"""Forecast endpoints end to end on real InfluxDB and the provisioned broker (TLS, passwords, ACL): five weeks
+of stored footfall and lot snapshots are read back through the history module, fitted, and served; a zone
+without history says so instead of zeros, and gets a forecast at the next scheduled refresh once its history
+is stored."""
 
 from __future__ import annotations
 
@@ -13,9 +15,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from district.services import Service
-from server.settings import ServerSettings
 from tests.conftest import Influx, wait_for
-from tests.integration.test_server import serve
+from tests.integration.test_server import serve, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +37,8 @@ cameras:
 """
 BERLIN = ZoneInfo("Europe/Berlin")
 NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+#: Short, so the test sees a second scheduled run (each run fits two zones and one lot: a few seconds).
+REFRESH_S = 3.0
 
 
 def entries(at: datetime) -> int:
@@ -58,13 +61,19 @@ def write(influx: Influx, lines: list[str]) -> None:
             assert r.status == 204
 
 
-@pytest.fixture
-def stored(influx_db: Influx) -> Influx:
+def footfall_lines(zone: str, line: str) -> list[str]:
+    """Five weeks of hourly footfall of one zone up to NOW, as the gateway stores it."""
     lines = []
     for k in range(35 * 24, 0, -1):
         at = NOW - timedelta(hours=k)
         ns = int((at + timedelta(minutes=59)).timestamp()) * 10**9  # an interval counts where it ends
-        lines.append(f"footfall,site=fc,zone=square,camera=cam1,line=north towards={entries(at)}i,away=1i {ns}")
+        lines.append(f"footfall,site=fc,zone={zone},camera=cam1,line={line} towards={entries(at)}i,away=1i {ns}")
+    return lines
+
+
+@pytest.fixture
+def stored(influx_db: Influx) -> Influx:
+    lines = footfall_lines("square", "north")
     for k in range(35 * 96, 0, -1):
         at = NOW - timedelta(minutes=15 * k)
         occ = occupied(at)
@@ -77,9 +86,9 @@ def stored(influx_db: Influx) -> Influx:
 def test_forecasts_from_stored_history(tmp_path: Path, mosquitto: Service, stored: Influx, prefix: str) -> None:
     site = tmp_path / "site.yaml"
     site.write_text(SITE_YAML)
-    settings = ServerSettings(
-        site_config=site, mqtt_port=mosquitto.port, topic_prefix=prefix, influx_url=stored.url, influx_db=stored.db,
-        forecast_refresh_s=3600, holiday_country="DE", holiday_subdiv="SN", state_dir=tmp_path / "state",
+    settings = settings_for(
+        site, prefix, mosquitto, stored.url, stored.db,
+        forecast_refresh_s=REFRESH_S, holiday_country="DE", holiday_subdiv="SN", state_dir=tmp_path / "state",
     )  # fmt: skip
     with serve(settings) as api:
         arrival = (NOW + timedelta(hours=3)).isoformat()
@@ -111,7 +120,22 @@ def test_forecasts_from_stored_history(tmp_path: Path, mosquitto: Service, store
         assert abs(lot["arrival"]["free"]["mean"] - expected_free) < 3, lot["arrival"]
 
         assert api.get("/v1/zones/nope/forecast").status_code == 404
+        nolot = api.get("/v1/parking/lots/nope/forecast")
+        assert nolot.status_code == 404 and nolot.json()["error"] == "not_found"
         bad = api.get("/v1/parking/lots/lot1/forecast", params={"arrival": "2026-01-01T10:00"})
         assert bad.status_code == 422 and bad.json()["detail"][0]["type"] == "bad_time"
         far = api.get("/v1/parking/lots/lot1/forecast", params={"arrival": (NOW + timedelta(days=3)).isoformat()})
         assert far.json()["arrival"]["free"] is None
+
+        # The schedule: history stored after the first run is read by the next one.
+        write(stored, footfall_lines("empty", "south"))
+        later = wait_for(lambda: (r := api.get("/v1/zones/empty/forecast").json())["status"] == "ok" and r,
+                         timeout=120, what="the next scheduled refresh")  # fmt: skip
+        assert len(later["points"]) == 48
+        assert datetime.fromisoformat(later["made_at"]) > datetime.fromisoformat(zone["made_at"])
+
+        # Both routes document their errors: an unknown id (404) and a bad query (422).
+        paths = api.get("/openapi.json").json()["paths"]
+        for path in ("/v1/zones/{zone_id}/forecast", "/v1/parking/lots/{lot_id}/forecast"):
+            answers = paths[path]["get"]["responses"]
+            assert {"200", "404", "422"} <= answers.keys(), answers.keys()
