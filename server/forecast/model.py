@@ -91,6 +91,8 @@ class ModelConfig:
     #: Central coverage of the prediction interval (0.8: the 10 % and 90 % quantiles).
     coverage: float = 0.8
     n_estimators: int = 150
+    #: Trees of the difficulty model that scales the intervals (small: it learns a spread, not a level).
+    difficulty_estimators: int = 50
     learning_rate: float = 0.05
     num_leaves: int = 31
     min_child_samples: int = 20
@@ -246,6 +248,44 @@ def _predict(model: Any, x: Array) -> Array:
     return np.asarray(model.predict(x), dtype=np.float64)
 
 
+def _difficulty_features(pred: Array, x: Array, kind: npt.NDArray[np.int64]) -> Array:
+    """What the difficulty model sees: the point forecast, ``h``, the day kind (:func:`_day_kind`) and the
+    level shift at the origin, ``log(day_ratio)`` (0 when the last day matched the same day a week before;
+    a lockdown's first days show here)."""
+    i = {name: k for k, name in enumerate(FEATURES)}
+    with np.errstate(all="ignore"):
+        shift = np.log(x[:, i["day_ratio"]])
+    return np.column_stack([pred, x[:, i["h"]], kind, np.where(np.isfinite(shift), shift, 0.0)])
+
+
+def _fit_difficulty(x: Array, target: Array, cfg: ModelConfig) -> Any:
+    """A small LightGBM regressor of the absolute score: the locally expected size of an error."""
+    import lightgbm as lgb
+
+    params = {
+        "objective": "regression",
+        "learning_rate": 0.1,
+        "num_leaves": 15,
+        "min_data_in_leaf": 50,
+        "num_threads": cfg.threads,
+        "verbosity": -1,
+        "seed": 0,
+    }
+    return lgb.train(params, lgb.Dataset(x, target), num_boost_round=cfg.difficulty_estimators)
+
+
+def _conformal_quantiles(score: Array, tail: float) -> Array:
+    """The ``tail`` and ``1 - tail`` split-conformal quantiles of ``score``, with the finite-sample step.
+
+    Lei et al. 2018, eq. (2): the ``ceil((n + 1)(1 - tail)) / n`` empirical quantile, so the interval keeps
+    its coverage with few scores (a short history's holidays).
+    """
+    n = len(score)
+    hi = min(1.0, math.ceil((n + 1) * (1 - tail)) / n)
+    lo = max(0.0, math.floor((n + 1) * tail) / n)
+    return np.quantile(score, [lo, hi], method="inverted_cdf")
+
+
 def forecast(
     values: Sequence[float] | Array,
     start: datetime,
@@ -298,39 +338,52 @@ def forecast(
     if np.count_nonzero(~np.isnan(target)) < 50 * horizon:
         raise ForecastError("insufficient_history", "too few complete training windows")
     scale = float(np.nanmean(np.abs(y)) or 1.0)
-
-    # Cross-fitted residuals: each of cfg.folds contiguous blocks of origins is predicted by a model fitted on
-    # the others, so the residuals span the whole history (its holidays and disruptions), not one recent month.
+    steps = (origins[:, None] + np.arange(horizon)[None, :]).ravel()
+    # Contiguous blocks of origins: each is predicted by models fitted on the others (cross-fitting), so the
+    # calibration spans the whole history (its holidays and disruptions), not one recent month.
     fold = np.repeat(np.minimum(np.arange(len(origins)) * cfg.folds // len(origins), cfg.folds - 1), horizon)
-    kind = _day_kind(cal, (origins[:, None] + np.arange(horizon)[None, :]).ravel(), cfg)
-    resid_parts, kind_parts = [], []
-    for k in range(cfg.folds):
+    usable = [
+        k
+        for k in range(cfg.folds)
+        if np.count_nonzero(~np.isnan(target[fold != k])) >= 20 * horizon and not np.all(np.isnan(target[fold == k]))
+    ]  # a block without data (a sensor that was down for months) calibrates nothing
+    if len(usable) < 2:
+        raise ForecastError("insufficient_history", "too few blocks of the history can calibrate the intervals")
+    oof = np.full(len(target), np.nan)
+    for k in usable:
         held = fold == k
-        if np.count_nonzero(~np.isnan(target[~held])) < 20 * horizon or np.all(np.isnan(target[held])):
-            continue  # a block without data (a sensor that was down for months) calibrates nothing
-        model = _fit(x[~held], target[~held], cfg)
-        pred = np.maximum(_predict(model, x[held]), lower)
-        ok = ~np.isnan(target[held])
-        resid_parts.append((target[held][ok] - pred[ok]) / (pred[ok] + scale) ** cfg.spread_power)
-        kind_parts.append(kind[held][ok])
-    if not resid_parts:
-        raise ForecastError("insufficient_history", "no block of the history can calibrate the intervals")
-    resid = np.concatenate(resid_parts)
-    kinds = np.concatenate(kind_parts)
+        oof[held] = np.maximum(_predict(_fit(x[~held], target[~held], cfg), x[held]), lower)
+    ok = ~np.isnan(target) & ~np.isnan(oof)
+    # Scores: out-of-fold errors over a Poisson-like spread, then over a learned difficulty (below).
+    raw = (target - oof) / (oof + scale) ** cfg.spread_power
+    kinds_all = _day_kind(cal, steps, cfg)
+    diff_x = _difficulty_features(oof, x, kinds_all)
+    floor = 0.05 * float(np.mean(np.abs(raw[ok])))
+    sigma = np.full(len(target), np.nan)
+    diff_models = []
+    for k in usable:
+        held, other = (fold == k) & ok, (fold != k) & ok
+        dm = _fit_difficulty(diff_x[other], np.abs(raw[other]), cfg)
+        diff_models.append(dm)
+        sigma[held] = np.maximum(_predict(dm, diff_x[held]), floor)
+    score = raw[ok] / sigma[ok]
+    kinds = kinds_all[ok]
     tail = (1 - cfg.coverage) / 2
     # Mondrian split (Vovk et al. 2005, ch. 4): holidays and their neighbours get their own quantiles when
     # the history holds enough of them (a day's worth of steps), the pooled ones otherwise.
-    pooled = np.quantile(resid, [tail, 1 - tail])
+    pooled = _conformal_quantiles(score, tail)
     quant = {}
     for g in (0, 1):
-        sel = resid[kinds == g]
-        quant[g] = np.quantile(sel, [tail, 1 - tail]) if len(sel) >= cfg.steps_per_day else pooled
+        sel = score[kinds == g]
+        quant[g] = _conformal_quantiles(sel, tail) if len(sel) >= cfg.steps_per_day else pooled
 
     model = _fit(x, target, cfg)
     xf = _features(y_ext, cal, np.array([n], dtype=np.int64), horizon, cfg)
     mean = np.clip(_predict(model, xf), lower, upper)
-    spread = (mean + scale) ** cfg.spread_power
     fk = _day_kind(cal, n + np.arange(horizon), cfg)
+    fx = _difficulty_features(mean, xf, fk)
+    sigma_f = np.maximum(np.mean([_predict(dm, fx) for dm in diff_models], axis=0), floor)
+    spread = (mean + scale) ** cfg.spread_power * sigma_f
     q_lo = np.where(fk == 1, quant[1][0], quant[0][0])
     q_hi = np.where(fk == 1, quant[1][1], quant[0][1])
     lo = np.clip(mean + q_lo * spread, lower, upper)

@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 ZONE_HORIZON = 48
 #: Lot occupancy: 24 h of 15-minute steps.
 LOT_HORIZON = 96
+#: History one fit reads: a zone's year of hourly rollups (the history module's longest 1h span is 366 days),
+#: a lot's two months of 15-minute steps (its 5-minute rollups are read in 31-day spans). bench/forecast uses
+#: the same, so its figures are the server's.
+ZONE_HISTORY_DAYS = 365
+LOT_HISTORY_DAYS = 62
 ZONE_CONFIG = ModelConfig(steps_per_day=24, stride=6)
 LOT_CONFIG = ModelConfig(steps_per_day=96, stride=24)
 #: The 5-minute rollup is read in spans the history module accepts (31 days of 5m buckets).
@@ -71,8 +76,8 @@ class ForecastService:
         is_holiday: HolidayTest,
         clock: Clock,
         refresh_s: float = 3600.0,
-        zone_history_days: int = 365,
-        lot_history_days: int = 62,
+        zone_history_days: int = ZONE_HISTORY_DAYS,
+        lot_history_days: int = LOT_HISTORY_DAYS,
     ) -> None:
         if refresh_s <= 0 or zone_history_days < 28 or lot_history_days < 28:
             raise ValueError("refresh_s > 0 and at least 28 days of history are required")

@@ -9,7 +9,15 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from server.forecast.model import ForecastError, ModelConfig, forecast, holiday_calendar, seasonal_naive
+from server.forecast.model import (
+    Forecast,
+    ForecastError,
+    ModelConfig,
+    _conformal_quantiles,
+    forecast,
+    holiday_calendar,
+    seasonal_naive,
+)
 
 TZ = ZoneInfo("Europe/Berlin")
 START = datetime(2025, 1, 6, tzinfo=UTC)  # a Monday
@@ -73,3 +81,51 @@ def test_naive_start_and_unknown_calendar_are_refused() -> None:
     assert holiday_calendar("DE", "SN")(date(2025, 11, 19))  # Buß- und Bettag, Saxony only
     assert not holiday_calendar("DE", "BE")(date(2025, 11, 19))
     assert not holiday_calendar(None)(date(2025, 12, 25))
+
+
+def test_conformal_quantiles_take_the_finite_sample_step() -> None:
+    # Nine scores: the 80 % interval needs the ceil(10 * 0.9) = 9th and floor(10 * 0.1) = 1st of them.
+    assert list(_conformal_quantiles(np.arange(1.0, 10.0), 0.1)) == [1.0, 9.0]
+    # 99 scores: the 10th and the 90th (not the 9.9th and 89.1st a plain quantile would interpolate).
+    assert list(_conformal_quantiles(np.arange(1.0, 100.0), 0.1)) == [10.0, 90.0]
+
+
+def dropped(weeks: int, drops: list[tuple[int, int]], seed: int = 3) -> np.ndarray:
+    """:func:`synthetic` with its level cut over the given [first, last) days, lockdown-like: each day of a
+    drop keeps a random 10-70 % of its usual level, so the days after a shift are hard to foresee."""
+    y = synthetic(weeks, seed=seed)
+    rng = np.random.default_rng(seed + 100)
+    for a, b in drops:
+        for day in range(a, b):
+            y[day * 24 : (day + 1) * 24] = np.round(y[day * 24 : (day + 1) * 24] * rng.uniform(0.1, 0.7))
+    return y
+
+
+def test_intervals_widen_after_a_level_shift() -> None:
+    """The history holds three erratic drops; right after a fourth begins, the interval is wider relative to the
+    level than on an ordinary day, because errors after a shift were larger (the learned difficulty)."""
+    weeks = 20
+    y = dropped(weeks, [(30, 44), (70, 84), (110, 124)])
+    calm = forecast(y, START, 48, tz=TZ, is_holiday=lambda _d: False)
+    shifted_y = dropped(weeks, [(30, 44), (70, 84), (110, 124), (weeks * 7 - 1, weeks * 7)])  # the last day
+    shifted = forecast(shifted_y, START, 48, tz=TZ, is_holiday=lambda _d: False)
+    m = float(np.mean(y))
+
+    def rel_width(fc: Forecast) -> float:
+        return float(np.mean((fc.upper - fc.lower) / np.sqrt(fc.mean + m)))
+
+    # 1.31 measured; with a constant difficulty (plain split-conformal) 0.94.
+    assert rel_width(shifted) > 1.15 * rel_width(calm), (rel_width(shifted), rel_width(calm))
+
+
+def test_coverage_over_many_series_is_near_nominal() -> None:
+    """Twelve seeds of the synthetic series, 48 h each: the 80 % intervals hold 70-90 % of the actual hours."""
+    inside, total = 0, 0
+    for seed in range(12):
+        y = synthetic(7, seed=seed)
+        origin = len(y) - 48 - 24 * seed  # origins at different hours and weekdays
+        fc = forecast(y[:origin], START, 48, tz=TZ, is_holiday=lambda _d: False)
+        actual = y[origin : origin + 48]
+        inside += int(np.count_nonzero((actual >= fc.lower) & (actual <= fc.upper)))
+        total += 48
+    assert 0.7 <= inside / total <= 0.9, inside / total
