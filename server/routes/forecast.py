@@ -54,7 +54,7 @@ class ForecastMeta(BaseModel):
     history_from: datetime | None = Field(None, description="The first step of history the fit read.")
     coverage: float | None = Field(None, description="Nominal central coverage of each interval (0.8).")
     step_s: int
-    model: str = "lightgbm direct multi-horizon, split-conformal intervals (docs/forecast.md)"
+    model: str = "lightgbm direct multi-horizon, locally weighted split-conformal intervals (docs/forecast.md)"
 
 
 class ZoneForecast(ForecastMeta):
