@@ -30,6 +30,7 @@ import json
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -84,9 +85,17 @@ def mase_scale(history: np.ndarray) -> float:
 
 
 def evaluate(
-    n_origins: int | None, n_sensors: int | None, cfg: ModelConfig | None = None, shard: tuple[int, int] = (0, 1)
+    n_origins: int | None,
+    n_sensors: int | None,
+    cfg: ModelConfig | None = None,
+    shard: tuple[int, int] = (0, 1),
+    progress: Callable[[dict[str, object]], None] | None = None,
 ) -> dict[str, object]:
-    """Every row of the run; ``shard`` (k, n): only every n-th sensor from the k-th (merge with :func:`summarize`)."""
+    """Every row of the run; ``shard`` (k, n): only every n-th sensor from the k-th (merge with :func:`summarize`).
+
+    ``progress`` gets the rows of the sensors done so far after each sensor (a shard's file stays usable if
+    the run is stopped).
+    """
     t0 = time.monotonic()
     start, series = load()
     is_holiday = holiday_calendar("NZ", "AUK")
@@ -96,7 +105,19 @@ def evaluate(
     sensors = sensors[shard[0] :: shard[1]]
     rows: list[dict[str, object]] = []
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for sensor in sensors:
+
+    def so_far(done_sensors: list[str]) -> dict[str, object]:
+        return {
+            "origins": [{"date": d, "note": n} for d, n in origins],
+            "sensors": done_sensors,
+            "peak_rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024,  # KiB
+            "wall_s": time.monotonic() - t0,
+            "rows": rows,
+        }
+
+    for si, sensor in enumerate(sensors):
+        if progress and si:
+            progress(so_far(sensors[:si]))
         y = series[sensor]
         for day, note in origins:
             at = datetime.fromisoformat(day).replace(tzinfo=UTC)
@@ -135,14 +156,7 @@ def evaluate(
             row["above"] = int(np.count_nonzero(actual[ok] > fc.upper[ok]))
             row["hours"] = int(np.count_nonzero(ok))
             rows.append(row)
-    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {
-        "origins": [{"date": d, "note": n} for d, n in origins],
-        "sensors": sensors,
-        "peak_rss_growth_mb": (rss1 - rss0) / 1024,  # ru_maxrss is in KiB on Linux
-        "wall_s": time.monotonic() - t0,
-        "rows": rows,
-    }
+    return so_far(sensors)
 
 
 def summarize(parts: list[dict[str, object]]) -> dict[str, object]:
@@ -257,7 +271,13 @@ def main() -> None:
         parts = [json.loads(p.read_text()) for p in args.merge]
     else:
         k, n = (int(v) for v in args.shard.split("/"))
-        parts = [evaluate(args.origins, args.sensors, shard=(k, n))]
+        out = args.out
+
+        def save(part: dict[str, object]) -> None:
+            if out and n > 1:
+                out.write_text(json.dumps(part, indent=1))
+
+        parts = [evaluate(args.origins, args.sensors, shard=(k, n), progress=save)]
         if n > 1:  # one shard's rows, for --merge
             if args.out:
                 args.out.write_text(json.dumps(parts[0], indent=1))
