@@ -25,6 +25,8 @@ from server.console import mount_console
 from server.dbmonitor import DatabaseMonitor
 from server.displays import DisplayEngine
 from server.errors import ApiError, api_error_handler
+from server.forecast.model import holiday_calendar
+from server.forecast.service import ForecastService
 from server.influx import InfluxClient, open_http_client
 from server.keys import KeyRing
 from server.live import Clock, LiveState
@@ -32,7 +34,19 @@ from server.livefeed import LiveFeed
 from server.metrics import MetricsMiddleware, ServerMetrics
 from server.routes import alerts as alert_routes
 from server.routes import analytics as analytics_routes
-from server.routes import devices, displays, feeds, guidance, health, history, lockers, metrics, parking, zones
+from server.routes import (
+    devices,
+    displays,
+    feeds,
+    forecast,
+    guidance,
+    health,
+    history,
+    lockers,
+    metrics,
+    parking,
+    zones,
+)
 from server.routes import live as live_routes
 from server.routes import site as site_routes
 from server.routes import whoami as whoami_routes
@@ -82,6 +96,8 @@ def create_app(
     if live is None:
         live = LiveState(site, clock)
     runtime = Runtime(settings=settings, live=live)
+    # Checked here, so an unknown holiday calendar stops the start with its name (ForecastError).
+    is_holiday = holiday_calendar(settings.holiday_country, settings.holiday_subdiv)
     display_engine = DisplayEngine(
         site,
         live,
@@ -131,13 +147,25 @@ def create_app(
                 )
                 monitor.record_failure(f"start-up check timed out after {settings.bootstrap_timeout_s:.0f} s")
             task = asyncio.create_task(monitor.run(), name="influx-monitor")
+            forecast_task = None
+            if settings.forecast_refresh_s > 0:
+                app.state.forecasts = ForecastService(
+                    site,
+                    monitor.client,
+                    is_holiday=is_holiday,
+                    clock=clock,
+                    refresh_s=settings.forecast_refresh_s,
+                )
+                forecast_task = asyncio.create_task(app.state.forecasts.run(), name="forecasts")
             log.info("server ready: site %r, %d lot(s)", live.site.site.id, len(live.site.parking))
             try:
                 yield
             finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                for t in (task, forecast_task):
+                    if t is not None:
+                        t.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await t
         finally:
             await http.aclose()
             stream.stop()
@@ -149,6 +177,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.forecasts = None
     app.state.displays = display_engine
     app.state.live_feed = live_feed
     app.state.alerts = alerts
@@ -176,5 +205,6 @@ def create_app(
     app.include_router(analytics_routes.router)
     app.include_router(whoami_routes.router)
     app.include_router(history.router)
+    app.include_router(forecast.router)
     mount_console(app)
     return app

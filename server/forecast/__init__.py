@@ -1,0 +1,1 @@
+"""Forecasts of footfall per zone and occupancy per lot (docs/forecast.md)."""

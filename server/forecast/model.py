@@ -1,0 +1,405 @@
+"""Forecasts of a regular series (hourly footfall, 15-minute lot occupancy) with prediction intervals.
+
+One model for both: a LightGBM regressor (gradient-boosted trees, Ke et al.
+2017, ``lightgbm``) trained on *direct* multi-horizon rows. For an origin
+``o`` (the first step not yet observed) and a step ``h`` ahead (0-based) the
+target is ``y[o + h]`` and the features are known at ``o``:
+
+- the calendar of the target step in the site's time zone: slot of the day,
+  weekday, and whether the day is a public holiday (``holidays`` package),
+  folded into a *day type* (a holiday counts as a Sunday), plus whether the
+  same step one week earlier was a holiday (its value is then a poor guide);
+- seasonal lags: ``y`` one and two weeks before the target, and the median of
+  the same slot over the last four weeks (all at least one week back, so
+  known at ``o`` for every horizon up to a week);
+- the state at the origin: the last observed value, its deviation from the
+  value one week earlier, the mean of the last day against the same day a
+  week before (a level shift, e.g. a lockdown, shows here first), and ``h``.
+
+Training rows come from origins every ``stride`` steps over the history, so
+one model serves every horizon; the trees are few and shallow (cheap on a
+Pi-class CPU: one fit on a year of hourly data takes about half a second of
+one core here, bench/forecast/README.md).
+
+Prediction intervals are locally weighted split-conformal (Vovk et al. 2005;
+Lei et al. 2018, sec. 5.2): the training origins are cut into ``folds``
+contiguous blocks, each predicted by a model fitted on the others; each
+out-of-fold error is divided by ``sqrt(prediction + scale)`` (counts vary
+roughly like a Poisson's) and by a *difficulty*, a small LightGBM fitted,
+cross-fitted too, to those scores' absolute values from the prediction, ``h``,
+the day kind and ``log(day_ratio)`` (errors grow after a level shift and
+around holidays, and the interval with them). The conformal quantiles of the
+scores (finite-sample step; a Mondrian split for holidays and their
+neighbours) are put around the point forecast of a model fitted on
+everything. Intervals are clipped to ``[lower, upper]`` (0 and, for a lot,
+its bays). Cost: ``folds + 1`` point fits and ``folds`` difficulty fits.
+
+Bad input raises :class:`ForecastError` (``code``: ``bad_input`` or
+``insufficient_history``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import numpy.typing as npt
+
+Array = npt.NDArray[np.float64]
+
+#: Weeks of history the model needs at least: two seasonal lags and a calibration span after them.
+MIN_HISTORY_WEEKS = 4
+#: Features, in the order of the feature matrix's columns (documentation and tests).
+FEATURES = (
+    "slot",
+    "daytype",
+    "holiday",
+    "holiday_week_before",
+    "lag_week",
+    "lag_2weeks",
+    "median_4weeks",
+    "last",
+    "last_vs_week",
+    "day_ratio",
+    "lag_year",
+    "h",
+)
+
+
+class ForecastError(ValueError):
+    """A forecast that cannot be made: ``code`` is ``bad_input`` or ``insufficient_history``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """How the model is fitted. Defaults chosen on bench/forecast (Auckland footfall, see its README)."""
+
+    #: Steps per day: 24 for hourly, 96 for 15 minutes.
+    steps_per_day: int = 24
+    #: Origins used for training, every this many steps.
+    stride: int = 6
+    #: At most this many days of history are used (older is dropped: cost, and old habits).
+    max_history_days: int = 400
+    #: Blocks of training origins cross-fitted to calibrate the intervals.
+    folds: int = 2
+    #: Residuals are divided by ``(prediction + scale) ** spread_power`` (0.5: Poisson-like; 1: relative).
+    spread_power: float = 0.5
+    #: Central coverage of the prediction interval (0.8: the 10 % and 90 % quantiles).
+    coverage: float = 0.8
+    n_estimators: int = 150
+    #: Trees of the difficulty model that scales the intervals (small: it learns a spread, not a level).
+    difficulty_estimators: int = 50
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    min_child_samples: int = 20
+    #: LightGBM threads (1: the server shares a small CPU).
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.steps_per_day <= 0 or 86_400 % self.steps_per_day:
+            raise ForecastError("bad_input", f"steps_per_day must divide a day, got {self.steps_per_day}")
+        if not 0 < self.coverage < 1:
+            raise ForecastError("bad_input", f"coverage must lie in (0, 1), got {self.coverage}")
+        if self.stride <= 0 or self.max_history_days < 7 * MIN_HISTORY_WEEKS or self.folds < 2:
+            raise ForecastError("bad_input", "stride > 0, max_history_days >= 28 and folds >= 2 are required")
+
+    @property
+    def step(self) -> timedelta:
+        return timedelta(seconds=86_400 // self.steps_per_day)
+
+    @property
+    def week(self) -> int:
+        return 7 * self.steps_per_day
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """``mean``, ``lower`` and ``upper`` per step: step ``i`` starts at ``start + i * step`` (UTC).
+
+    ``coverage`` is the nominal central coverage of ``[lower, upper]``.
+    """
+
+    start: datetime
+    step: timedelta
+    mean: Array
+    lower: Array
+    upper: Array
+    coverage: float
+
+    def times(self) -> list[datetime]:
+        return [self.start + i * self.step for i in range(len(self.mean))]
+
+
+HolidayTest = Callable[[date], bool]
+
+
+def holiday_calendar(country: str | None, subdiv: str | None = None) -> HolidayTest:
+    """A test "is this local date a public holiday" from the ``holidays`` package; never true without a country.
+
+    Raises :class:`ForecastError` for a country or subdivision the package does not know.
+    """
+    if not country:
+        return lambda _d: False
+    import holidays
+
+    try:
+        cal = holidays.country_holidays(country, subdiv=subdiv)
+    except NotImplementedError as exc:
+        raise ForecastError("bad_input", f"unknown holiday calendar {country!r}/{subdiv!r}: {exc}") from None
+    return lambda d: d in cal
+
+
+def calendar(start: datetime, n: int, cfg: ModelConfig, tz: ZoneInfo, is_holiday: HolidayTest) -> Array:
+    """Per step from ``start`` (UTC, aware): columns slot of the local day, weekday (0 Monday), holiday (0/1)."""
+    if start.tzinfo is None:
+        raise ForecastError("bad_input", "start must be timezone-aware")
+    out = np.empty((n, 3))
+    step_s = 86_400 // cfg.steps_per_day
+    cache: dict[date, float] = {}
+    for i in range(n):
+        local = (start + timedelta(seconds=i * step_s)).astimezone(tz)
+        day = local.date()
+        if day not in cache:
+            cache[day] = 1.0 if is_holiday(day) else 0.0
+        out[i, 0] = (local.hour * 3600 + local.minute * 60) // step_s
+        out[i, 1] = local.weekday()
+        out[i, 2] = cache[day]
+    return out
+
+
+def _features(y: Array, cal: Array, origins: npt.NDArray[np.int64], horizon: int, cfg: ModelConfig) -> Array:
+    """Rows (origin-major, then h) x :data:`FEATURES` for targets ``origins[j] + h``; ``y``/``cal`` cover them."""
+    w, d = cfg.week, cfg.steps_per_day
+    h = np.arange(horizon)
+    t = (origins[:, None] + h[None, :]).ravel()
+    o = np.repeat(origins, horizon)
+    hh = np.tile(h, len(origins)).astype(np.float64)
+
+    def at(idx: npt.NDArray[np.int64]) -> Array:
+        ok = (idx >= 0) & (idx < len(y))
+        out = np.full(idx.shape, np.nan)
+        out[ok] = y[idx[ok]]
+        return out
+
+    lag_w = at(t - w)
+    lag_2w = at(t - 2 * w)
+    stack = np.stack([at(t - k * w) for k in range(1, 5)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing slot: NaN, as wanted
+        med4 = np.nanmedian(stack, axis=0)
+    last = at(o - 1)
+    last_vs = last - at(o - 1 - w)
+    # Mean of the last day over the same day a week before (the level right now).
+    csum = np.concatenate([[0.0], np.cumsum(np.nan_to_num(y))])
+    cnt = np.concatenate([[0], np.cumsum(~np.isnan(y))])
+
+    def day_mean(end: npt.NDArray[np.int64]) -> Array:
+        lo = np.clip(end - d, 0, len(y))
+        hi = np.clip(end, 0, len(y))
+        n = cnt[hi] - cnt[lo]
+        with np.errstate(all="ignore"):
+            return np.where(n >= d // 2, (csum[hi] - csum[lo]) / np.maximum(n, 1), np.nan)
+
+    with np.errstate(all="ignore"):
+        ratio = (day_mean(o) + 1.0) / (day_mean(o - w) + 1.0)
+    lag_year = at(t - 365 * d)
+    c = cal[t]
+    c_week = cal[np.clip(t - w, 0, len(cal) - 1)]
+    daytype = np.where(c[:, 2] > 0, 6.0, c[:, 1])
+    return np.column_stack(
+        [c[:, 0], daytype, c[:, 2], c_week[:, 2], lag_w, lag_2w, med4, last, last_vs, ratio, lag_year, hh]
+    )
+
+
+def _day_kind(cal: Array, t: npt.NDArray[np.int64], cfg: ModelConfig) -> npt.NDArray[np.int64]:
+    """1 where step ``t`` falls on a public holiday or the day before or after one, else 0."""
+    d = cfg.steps_per_day
+    near = np.zeros(len(t), dtype=bool)
+    for shift in (-d, 0, d):
+        near |= cal[np.clip(t + shift, 0, len(cal) - 1), 2] > 0
+    return near.astype(np.int64)
+
+
+def _fit(x: Array, target: Array, cfg: ModelConfig) -> Any:
+    import lightgbm as lgb
+
+    ok = ~np.isnan(target)
+    params = {
+        "objective": "regression",
+        "learning_rate": cfg.learning_rate,
+        "num_leaves": cfg.num_leaves,
+        "min_data_in_leaf": cfg.min_child_samples,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "feature_fraction": 0.9,
+        "num_threads": cfg.threads,
+        "verbosity": -1,
+        "seed": 0,
+    }
+    data = lgb.Dataset(x[ok], target[ok], categorical_feature=[1], free_raw_data=True)
+    return lgb.train(params, data, num_boost_round=cfg.n_estimators)
+
+
+def _predict(model: Any, x: Array) -> Array:
+    return np.asarray(model.predict(x), dtype=np.float64)
+
+
+def _difficulty_features(pred: Array, x: Array, kind: npt.NDArray[np.int64]) -> Array:
+    """What the difficulty model sees: the point forecast, ``h``, the day kind (:func:`_day_kind`) and the
+    level shift at the origin, ``log(day_ratio)`` (0 when the last day matched the same day a week before;
+    a lockdown's first days show here)."""
+    i = {name: k for k, name in enumerate(FEATURES)}
+    with np.errstate(all="ignore"):
+        shift = np.log(x[:, i["day_ratio"]])
+    return np.column_stack([pred, x[:, i["h"]], kind, np.where(np.isfinite(shift), shift, 0.0)])
+
+
+def _fit_difficulty(x: Array, target: Array, cfg: ModelConfig) -> Any:
+    """A small LightGBM regressor of the absolute score: the locally expected size of an error."""
+    import lightgbm as lgb
+
+    params = {
+        "objective": "regression",
+        "learning_rate": 0.1,
+        "num_leaves": 15,
+        "min_data_in_leaf": 50,
+        "num_threads": cfg.threads,
+        "verbosity": -1,
+        "seed": 0,
+    }
+    return lgb.train(params, lgb.Dataset(x, target), num_boost_round=cfg.difficulty_estimators)
+
+
+def _conformal_quantiles(score: Array, tail: float) -> Array:
+    """The ``tail`` and ``1 - tail`` split-conformal quantiles of ``score``, with the finite-sample step.
+
+    Lei et al. 2018, eq. (2): the ``ceil((n + 1)(1 - tail)) / n`` empirical quantile, so the interval keeps
+    its coverage with few scores (a short history's holidays).
+    """
+    n = len(score)
+    hi = min(1.0, math.ceil((n + 1) * (1 - tail)) / n)
+    lo = max(0.0, math.floor((n + 1) * tail) / n)
+    return np.quantile(score, [lo, hi], method="inverted_cdf")
+
+
+def forecast(
+    values: Sequence[float] | Array,
+    start: datetime,
+    horizon: int,
+    *,
+    tz: ZoneInfo,
+    is_holiday: HolidayTest,
+    cfg: ModelConfig | None = None,
+    lower: float = 0.0,
+    upper: float = math.inf,
+) -> Forecast:
+    """Forecast ``horizon`` steps after a regular series.
+
+    ``values``: one number per step (NaN where missing), the first step
+    starting at ``start`` (aware; UTC or any zone), step ``cfg.step``; the
+    forecast starts right after the last value. ``tz``: the site's time zone
+    (calendar features are local). ``lower``/``upper`` clip the answer (0 and
+    a lot's bays). Raises :class:`ForecastError`: ``bad_input`` (horizon not in
+    1..one week, bounds reversed, naive ``start``), ``insufficient_history``
+    (fewer than :data:`MIN_HISTORY_WEEKS` weeks, or fewer than half of the
+    last four weeks' values present).
+    """
+    cfg = cfg or ModelConfig()
+    if not 1 <= horizon <= cfg.week:
+        raise ForecastError("bad_input", f"horizon must be 1..{cfg.week} steps, got {horizon}")
+    if not lower < upper:
+        raise ForecastError("bad_input", f"lower ({lower}) must be below upper ({upper})")
+    y = np.asarray(values, dtype=np.float64)
+    if y.ndim != 1:
+        raise ForecastError("bad_input", "values must be one-dimensional")
+    keep = cfg.max_history_days * cfg.steps_per_day
+    if len(y) > keep:
+        start = start + (len(y) - keep) * cfg.step
+        y = y[-keep:]
+    w = cfg.week
+    if len(y) < MIN_HISTORY_WEEKS * w:
+        raise ForecastError(
+            "insufficient_history", f"{len(y) / w:.1f} weeks of history; at least {MIN_HISTORY_WEEKS} are needed"
+        )
+    if np.count_nonzero(~np.isnan(y[-4 * w :])) < 2 * w:
+        raise ForecastError("insufficient_history", "fewer than half of the last four weeks' values are present")
+    n = len(y)
+    cal = calendar(start, n + horizon, cfg, tz, is_holiday)
+    y_ext = np.concatenate([y, np.full(horizon, np.nan)])
+
+    # Training origins: every stride steps from two weeks in (two seasonal lags) to the last full horizon.
+    origins = np.arange(2 * w, n - horizon + 1, cfg.stride, dtype=np.int64)
+    x = _features(y_ext, cal, origins, horizon, cfg)
+    target = y_ext[(origins[:, None] + np.arange(horizon)[None, :]).ravel()]
+    if np.count_nonzero(~np.isnan(target)) < 50 * horizon:
+        raise ForecastError("insufficient_history", "too few complete training windows")
+    scale = float(np.nanmean(np.abs(y)) or 1.0)
+    steps = (origins[:, None] + np.arange(horizon)[None, :]).ravel()
+    # Contiguous blocks of origins: each is predicted by models fitted on the others (cross-fitting), so the
+    # calibration spans the whole history (its holidays and disruptions), not one recent month.
+    fold = np.repeat(np.minimum(np.arange(len(origins)) * cfg.folds // len(origins), cfg.folds - 1), horizon)
+    usable = [
+        k
+        for k in range(cfg.folds)
+        if np.count_nonzero(~np.isnan(target[fold != k])) >= 20 * horizon and not np.all(np.isnan(target[fold == k]))
+    ]  # a block without data (a sensor that was down for months) calibrates nothing
+    if len(usable) < 2:
+        raise ForecastError("insufficient_history", "too few blocks of the history can calibrate the intervals")
+    oof = np.full(len(target), np.nan)
+    for k in usable:
+        held = fold == k
+        oof[held] = np.maximum(_predict(_fit(x[~held], target[~held], cfg), x[held]), lower)
+    ok = ~np.isnan(target) & ~np.isnan(oof)
+    # Scores: out-of-fold errors over a Poisson-like spread, then over a learned difficulty (below).
+    raw = (target - oof) / (oof + scale) ** cfg.spread_power
+    kinds_all = _day_kind(cal, steps, cfg)
+    diff_x = _difficulty_features(oof, x, kinds_all)
+    floor = 0.05 * float(np.mean(np.abs(raw[ok])))
+    sigma = np.full(len(target), np.nan)
+    diff_models = []
+    for k in usable:
+        held, other = (fold == k) & ok, (fold != k) & ok
+        dm = _fit_difficulty(diff_x[other], np.abs(raw[other]), cfg)
+        diff_models.append(dm)
+        sigma[held] = np.maximum(_predict(dm, diff_x[held]), floor)
+    score = raw[ok] / sigma[ok]
+    kinds = kinds_all[ok]
+    tail = (1 - cfg.coverage) / 2
+    # Mondrian split (Vovk et al. 2005, ch. 4): holidays and their neighbours get their own quantiles when
+    # the history holds enough of them (a day's worth of steps), the pooled ones otherwise.
+    pooled = _conformal_quantiles(score, tail)
+    quant = {}
+    for g in (0, 1):
+        sel = score[kinds == g]
+        quant[g] = _conformal_quantiles(sel, tail) if len(sel) >= cfg.steps_per_day else pooled
+
+    model = _fit(x, target, cfg)
+    xf = _features(y_ext, cal, np.array([n], dtype=np.int64), horizon, cfg)
+    mean = np.clip(_predict(model, xf), lower, upper)
+    fk = _day_kind(cal, n + np.arange(horizon), cfg)
+    fx = _difficulty_features(mean, xf, fk)
+    sigma_f = np.maximum(np.mean([_predict(dm, fx) for dm in diff_models], axis=0), floor)
+    spread = (mean + scale) ** cfg.spread_power * sigma_f
+    q_lo = np.where(fk == 1, quant[1][0], quant[0][0])
+    q_hi = np.where(fk == 1, quant[1][1], quant[0][1])
+    lo = np.clip(mean + q_lo * spread, lower, upper)
+    hi = np.clip(mean + q_hi * spread, lower, upper)
+    return Forecast(start=start + n * cfg.step, step=cfg.step, mean=mean, lower=lo, upper=hi, coverage=cfg.coverage)
+
+
+def seasonal_naive(values: Sequence[float] | Array, horizon: int, season: int) -> Array:
+    """The value one season before each forecast step (``season`` steps; a week: 168 hourly); NaN where missing."""
+    y = np.asarray(values, dtype=np.float64)
+    if not 1 <= horizon <= season or len(y) < season:
+        raise ForecastError("bad_input", f"need horizon 1..{season} and at least {season} values")
+    return y[len(y) - season : len(y) - season + horizon].copy()
