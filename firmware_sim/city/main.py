@@ -78,6 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     r.add_argument("--fault", action="append", default=[], metavar="SPEC",
                    help="kind=K,devices=PATTERN,at=S,for=S,... (repeatable; docs/simulator.md)")  # fmt: skip
     r.add_argument("--duration", type=float, metavar="S", help="stop after S real seconds")
+    r.add_argument("--control", type=Path, metavar="FILE",
+                   help="apply fault specs appended to FILE while running ('pause' stops the demand)")  # fmt: skip
     r.add_argument("--processes", type=int, metavar="N",
                    help=f"run the devices in N processes (default: one per {DEVICES_PER_PROCESS} devices)")  # fmt: skip
     p.add_argument("--log-level", default="INFO")
@@ -197,13 +199,52 @@ def _run_shard(
         print(f"district sim --scale: {exc}", file=sys.stderr)
         return 1
     deadline = time.monotonic() + args.duration if args.duration else None
+    control = Control(args.control) if args.control is not None else None
     try:
-        while not stop.wait(1.0):
+        while not stop.wait(0.2):
             if deadline is not None and time.monotonic() >= deadline:
                 break
+            if control is not None:
+                control.apply(fleet)
     finally:
         fleet.stop()
     return 0
+
+
+class Control:
+    """``--control FILE``: lines appended to FILE while the fleet runs, applied at once (their ``at`` ignored).
+
+    A line is a fault spec (docs/simulator.md) or ``pause`` (stop the demand: no new readings, the
+    outboxes keep draining). A bad line is logged and skipped; every shard reads the whole file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def apply(self, fleet: CityFleet) -> None:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                f.seek(self.offset)
+                text = f.read()
+        except FileNotFoundError:
+            return
+        complete, _, _rest = text.rpartition("\n")
+        if not complete and not text.endswith("\n"):
+            return  # no whole line yet
+        self.offset += len(complete.encode()) + 1
+        for line in complete.splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line == "pause":
+                fleet.pause()
+                log.warning("control: demand paused")
+                continue
+            try:
+                fleet.inject(FaultSpec.parse(line))
+            except FaultSpecError as exc:
+                log.error("control: %s", exc)
 
 
 def _merge_stats(parts: list[Path], out: Path) -> None:
