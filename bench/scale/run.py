@@ -321,7 +321,7 @@ def main() -> int:
         s0 = time.time()
         time.sleep(args.steady_s)
         s1 = time.time()
-        steady_pending = [s["pending"] for s in sampler.stats if s0 <= s["t"] <= s1]
+        steady_pending = [s["pending"] for s in sampler.stats if s0 <= s.get("t", 0) <= s1]
         level = max(500.0, 2 * (pct([float(p) for p in steady_pending], 99) or 0))
         steady: dict[str, Any] = {
             "window_s": round(s1 - s0),
@@ -342,7 +342,7 @@ def main() -> int:
             f.write(f"kind=partition,devices=all,for={args.burst_s:g}\n")
         time.sleep(args.burst_s + 1)
         b1 = b0 + args.burst_s
-        backlog_b = max((s["pending"] for s in sampler.stats if b0 <= s["t"] <= b1 + 2), default=0)
+        backlog_b = max((s["pending"] for s in sampler.stats if b0 <= s.get("t", 0) <= b1 + 2), default=0)
         caught_b = catch_up(sampler, b1, level, args.catch_up_timeout_s)
         took_b = caught_b if caught_b is not None else time.time() - b1
         burst: dict[str, Any] = {

@@ -263,6 +263,8 @@ def _merge_stats(parts: list[Path], out: Path) -> None:
                 merged[k] = max(merged.get(k, 0.0), v)
             else:
                 merged[k] = merged.get(k, 0) + v
+    if not merged["shards"]:
+        return
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(merged))
     os.replace(tmp, out)
