@@ -200,6 +200,7 @@ class CityFleet:
         self._thread: threading.Thread | None = None
         self._t0 = 0.0
         self._last_sim: datetime | None = None
+        self._paused = False
         self.steps = 0
         self.step_errors = 0
         self.garbage_sent = 0
@@ -303,12 +304,11 @@ class CityFleet:
         )
 
     def pause(self) -> None:
-        """Stop the demand loop (no new readings, no more faults); the devices keep sending their outboxes."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
-            self._thread = None
-        self.ledger.flush()
+        """Stop the demand (no new readings, no more faults); the devices keep sending their outboxes and
+        ``--stats`` keeps being written."""
+        self._paused = True
+        with self._lock:  # the step under way ends first
+            self.ledger.flush()
 
     def stop(self) -> None:
         self._stop.set()
@@ -341,7 +341,8 @@ class CityFleet:
         next_stats = 0.0
         while not self._stop.wait(self.tick_s):
             try:
-                self.step()
+                if not self._paused:
+                    self.step()
             except Exception:
                 self.step_errors += 1
                 log.exception("demand step failed (%d so far)", self.step_errors)
