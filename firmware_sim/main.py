@@ -10,6 +10,10 @@ it blanks itself when its heartbeat register has not changed for
 ``--display-timeout`` seconds. SIGINT/SIGTERM/SIGHUP stop it cleanly (symlinks and buses.json removed),
 and so does the end of the ``district demo`` that started it.
 
+``district sim --scale ...`` runs the city-scale fleet instead (thousands of
+devices publishing MQTT directly, a truth ledger, faults on demand):
+:mod:`firmware_sim.city.main`, docs/simulator.md.
+
 Settings come from ``DISTRICT_SIM_*`` environment variables; flags override.
 """
 
@@ -88,6 +92,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--scale" in argv:  # the city fleet: devices publish MQTT directly (firmware_sim.city)
+        from firmware_sim.city.main import main as city_main
+
+        return city_main([a for a in argv if a != "--scale"])
     args = parse_args(argv)
     overrides = {
         k: v
