@@ -149,6 +149,7 @@ class MqttIntake:
             receive_maximum=settings.receive_maximum,
         )
         client = self._session.client(manual_ack=True)
+        client.max_inflight_messages_set(settings.confirm_inflight)
         #: Credentials and TLS (common.mqtt_security); raises SecretFileError for a password file others may read.
         self.security = MqttSecurity.from_settings(settings)
         self.security.apply(client)

@@ -77,6 +77,11 @@ class GatewaySettings(BaseSettings, MqttClientFields):
     confirm: bool = True
     #: How often pending confirmations are published (one message per device).
     confirm_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.2
+    #: QoS 1 messages the gateway may have in flight to the broker (paho's ``max_inflight_messages``;
+    #: paho's default is 20). The gateway owes one confirmation per device every ``confirm_interval_s``:
+    #: a city of 600 devices is up to 3,000 a second, which a window of 20 round trips cannot carry,
+    #: and devices whose confirmations are late publish their readings again (bench/scale/README.md).
+    confirm_inflight: Annotated[int, Field(ge=1, le=65535)] = 1000
 
     # --- site ---------------------------------------------------------------
     #: With a site configuration, readings about unknown lots, bays, banks,

@@ -368,3 +368,14 @@ def test_intake_acks_only_on_the_connection_the_message_came_on(gen: int, connec
     intake.ack(Accepted(7, 1, gen, "t", "s", accepted(7).message, utcnow()))
     assert sent_acks == ([7] if sent else [])
     assert stats.snapshot().stale_acks == (0 if sent else 1)
+
+
+@pytest.mark.parametrize("window", [None, 5000])
+def test_the_intake_keeps_a_confirmation_window_wider_than_paho_default(window: int | None) -> None:
+    # paho lets 20 QoS 1 publishes be in flight; a city's confirmations need far more (bench/scale).
+    from gateway.intake import MqttIntake
+    from gateway.settings import GatewaySettings
+
+    settings = GatewaySettings() if window is None else GatewaySettings(confirm_inflight=window)
+    intake = MqttIntake(settings, queue.Queue(), Stats())
+    assert intake._client._max_inflight_messages == (window or 1000)
