@@ -34,6 +34,7 @@ from contracts.configfile import ConfigError, load_model
 from contracts.site import SiteConfig
 from firmware_sim.city.faults import FaultSpec, FaultSpecError
 from firmware_sim.city.fleet import BrokerTarget, CityFleet
+from firmware_sim.city.ledger import Ledger
 from firmware_sim.city.sitegen import CityShape, write_site
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     start_at = args.start or datetime.now(ZoneInfo(site.site.timezone))
     if n == 1:
         return _run_shard(args, site, faults, None, t0, start_at, args.stats, install_signals=True)
+    # The shards share one ledger file: create it (WAL mode, schema) here, once, before they start. Switching
+    # a database to WAL takes an exclusive lock that SQLite's busy timeout does not wait for, so four shards
+    # opening a new file together could fail with "database is locked" (seen in bench/scale).
+    Ledger(args.ledger or args.work_dir / "ledger.sqlite").close()
     ctx = mp.get_context("fork")
     stop = stop_on_signals()
     shard_stats = [args.work_dir / f"stats-{i}.json" for i in range(n)]
