@@ -175,10 +175,13 @@ class MqttPublisher:
         self._awaiting: dict[int, float] = {}
         #: Inclusive seq ranges the gateway confirmed, not yet deleted from the outbox.
         self._confirmed: list[tuple[int, int]] = []
-        #: When the newest reading the gateway has confirmed was published (monotonic): a confirmation of a
-        #: reading published after our oldest unconfirmed one means that one was lost; a confirmation of older
-        #: ones only means the gateway is behind (it stores each connection's readings in receive order).
-        self._confirmed_published = 0.0
+        #: Per confirming gateway (the confirmation's ``by``): when the newest reading it confirmed was
+        #: published, and when it last confirmed anything (both monotonic). Each gateway stores what it
+        #: receives in order, so once every gateway heard from lately has confirmed a reading published after
+        #: our oldest unconfirmed one, that one was lost; a confirmation of older ones only means a gateway is
+        #: behind. With several gateway workers on a shared subscription a device's readings alternate between
+        #: them, and one worker running ahead of another is not a loss.
+        self._confirmed_by: dict[str, tuple[float, float]] = {}
         #: When the last confirmation arrived (monotonic); while none arrive, re-sends back off
         #: (the shared policy: confirm_timeout_s doubling to MAX_SILENT_WAIT_S, reset by a confirmation).
         self._last_confirmed_at = 0.0
@@ -373,7 +376,7 @@ class MqttPublisher:
             return
         since = next(iter(self._awaiting.values()))
         oldest = min(self._awaiting)  # live readings go first: the first published is not the oldest row
-        lost = self._confirmed_published > since
+        lost = self._lost_before(since, now)
         wait = self.config.mqtt.confirm_timeout_s if lost else self._silent_wait
         # Not lost, and the gateway confirms older readings: it is behind, not away; wait from its last confirmation.
         start = since if lost else max(since, self._last_confirmed_at)
@@ -391,6 +394,14 @@ class MqttPublisher:
         )
         self._awaiting.clear()
         self.pacer.rewind(oldest)
+
+    def _lost_before(self, since: float, now: float) -> bool:
+        """Whether every gateway heard from within ``confirm_timeout_s`` confirmed a reading published after ``since``
+        (monotonic seconds).
+        """
+        window = self.config.mqtt.confirm_timeout_s
+        recent = [newest for newest, heard in self._confirmed_by.values() if now - heard <= window]
+        return bool(recent) and min(recent) > since
 
     def _status(self, state: str, reason: str | None, cameras: list[CameraHealth] | None = None) -> DeviceStatus:
         return DeviceStatus.model_validate(
@@ -500,7 +511,9 @@ class MqttPublisher:
         self._last_confirmed_at = time.monotonic()
         self._silent.reset()
         self._silent_wait = self._silent.next_delay()
-        newest = self._confirmed_published
+        heard = time.monotonic()
+        by = c.by or ""
+        newest = self._confirmed_by.get(by, (0.0, heard))[0]
         for lo, hi in c.seqs:
             if hi - lo < len(self._awaiting):
                 for row in range(lo, hi + 1):
@@ -519,4 +532,4 @@ class MqttPublisher:
             confirmed = [mid for mid, (row, _) in self._inflight.items() if any(lo <= row <= hi for lo, hi in c.seqs)]
             for mid in confirmed:
                 newest = max(newest, self._inflight.pop(mid)[1])
-        self._confirmed_published = newest
+        self._confirmed_by[by] = (newest, heard)

@@ -44,8 +44,8 @@ def _published(pub: MqttPublisher, ago_s: float) -> float:
     return t0
 
 
-def _confirm(pub: MqttPublisher, *rows: int) -> None:
-    for payload in confirm.encode("bays-1", pub.outbox.epoch, rows):
+def _confirm(pub: MqttPublisher, *rows: int, by: str | None = None) -> None:
+    for payload in confirm.encode("bays-1", pub.outbox.epoch, rows, by=by):
         msg = MQTTMessage(topic=pub.stored_topic.encode())
         msg.payload = payload
         pub._on_message(None, None, msg)  # type: ignore[arg-type]
@@ -90,3 +90,30 @@ def test_a_silent_gateway_makes_each_wait_longer(publisher: MqttPublisher) -> No
     assert publisher.stats["resends"] == 1  # the second silent round waits 2 x the timeout
     publisher._resend_unconfirmed(t0 + 2 * TIMEOUT_S + 1)
     assert publisher.stats["resends"] == 2
+
+
+def test_one_gateway_worker_running_ahead_of_another_is_not_a_loss(publisher: MqttPublisher) -> None:
+    # A shared subscription deals the device's readings out to two workers: w1 has stored up to row 6,
+    # w2 is still behind on row 1 (it confirmed nothing newer than row 1's predecessor).
+    _published(publisher, 40.0)
+    _confirm(publisher, 2, 4, 6, by="gw-w1")
+    _confirm(publisher, 1, by="gw-w2")
+    publisher._resend_unconfirmed(time.monotonic())
+    assert publisher.stats["resends"] == 0
+    # w2 then confirms row 5, published after row 3: both workers are past row 3, so it was lost.
+    _confirm(publisher, 5, by="gw-w2")
+    publisher._resend_unconfirmed(time.monotonic())
+    assert publisher.stats["resends"] == 1
+
+
+def test_a_worker_gone_quiet_does_not_hide_a_loss_for_ever(publisher: MqttPublisher) -> None:
+    _published(publisher, 40.0)
+    _confirm(publisher, 1, by="gw-w2")  # then w2 dies
+    _confirm(publisher, 5, 6, by="gw-w1")
+    publisher._resend_unconfirmed(time.monotonic())
+    assert publisher.stats["resends"] == 0  # w2 may still be working on rows 2-4
+    # Once w2 has not been heard from for a confirmation timeout, w1 alone decides: rows 2-4 go again.
+    newest, _ = publisher._confirmed_by["gw-w2"]
+    publisher._confirmed_by["gw-w2"] = (newest, time.monotonic() - TIMEOUT_S - 1)
+    publisher._resend_unconfirmed(time.monotonic())
+    assert publisher.stats["resends"] == 1
