@@ -181,9 +181,10 @@ class MqttPublisher:
         #: our oldest unconfirmed one, that one was lost; a confirmation of older ones only means a gateway is
         #: behind. With several gateway workers on a shared subscription a device's readings alternate between
         #: them, and one worker running ahead of another is not a loss.
-        #: While no confirmation arrives, re-sends back off (the shared policy: confirm_timeout_s doubling
-        #: to MAX_SILENT_WAIT_S, reset by a confirmation).
         self._confirmed_by: dict[str, tuple[float, float]] = {}
+        #: When the last confirmation arrived (monotonic); while none arrive, re-sends back off
+        #: (the shared policy: confirm_timeout_s doubling to MAX_SILENT_WAIT_S, reset by a confirmation).
+        self._last_confirmed_at = 0.0
         self._silent = Backoff(config.mqtt.confirm_timeout_s, MAX_SILENT_WAIT_S)
         self._silent_wait = self._silent.next_delay()
         self._session = SessionSpec(m.protocol, config.client_id, m.session_expiry_s)
@@ -378,8 +379,7 @@ class MqttPublisher:
         lost = self._lost_before(since, now)
         wait = self.config.mqtt.confirm_timeout_s if lost else self._silent_wait
         # Not lost, and the gateway confirms older readings: it is behind, not away; wait from its last confirmation.
-        last_heard = max((heard for _, heard in self._confirmed_by.values()), default=0.0)
-        start = since if lost else max(since, last_heard)
+        start = since if lost else max(since, self._last_confirmed_at)
         if now - start < wait:
             return
         if not lost:
@@ -508,6 +508,7 @@ class MqttPublisher:
         if c.device_id != self.config.device.id or c.epoch != self.outbox.epoch:
             return  # for an earlier outbox file: nothing of it is left here
         self._confirmed.extend(c.seqs)
+        self._last_confirmed_at = time.monotonic()
         self._silent.reset()
         self._silent_wait = self._silent.next_delay()
         heard = time.monotonic()
