@@ -40,7 +40,7 @@ from firmware_sim.city.fleet import BrokerTarget, CityFleet
 from firmware_sim.city.ledger import LedgerReader, free_range
 from firmware_sim.city.sitegen import CityShape, write_site
 from tests.conftest import Influx, mqtt_access, need, wait_for
-from tests.integration.test_gateway import start_gateway_process
+from tests.integration.test_gateway import _gateway_process
 from tests.integration.test_server_main import start_server_process
 
 pytestmark = pytest.mark.integration
@@ -129,7 +129,7 @@ def test_api_matches_the_truth_ledger_through_a_simulated_day_with_faults(
         site_config=site_path,
         dead_letter_path=tmp_path / "dead.jsonl",
     )
-    gateway = start_gateway_process(settings, tmp_path / "gateway.log")
+    gateway = _gateway_process(settings, tmp_path / "gateway.log")
     server, port, server_log = start_server_process(broker, influx_db, prefix, tmp_path, site_path)
     base = f"http://127.0.0.1:{port}"
     ledger_path = tmp_path / "ledger.sqlite"

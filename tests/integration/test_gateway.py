@@ -45,7 +45,6 @@ from contracts.storage import (
 from district.services import Service, start_influxd
 from gateway.service import Gateway
 from gateway.settings import GatewaySettings
-from gateway.workers import settings_env
 from tests.conftest import REPO, Influx, mqtt_access, wait_for
 
 pytestmark = pytest.mark.integration
@@ -342,9 +341,10 @@ def test_influxdb_outage_loses_nothing(
         svc.stop()
 
 
-def start_gateway_process(settings: GatewaySettings, log_path: Path) -> subprocess.Popen[bytes]:
-    """``district gateway`` as a child with ``settings`` (as its workers get theirs), output to ``log_path``."""
-    env = {**os.environ, **settings_env(settings)}
+def _gateway_process(settings: GatewaySettings, log_path: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    for name, value in settings.model_dump(exclude_none=True).items():
+        env[f"DISTRICT_GATEWAY_{name.upper()}"] = str(value)
     with open(log_path, "ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "district.cli", "gateway", "--log-level", "INFO"],
@@ -369,7 +369,7 @@ def test_gateway_sigkill_mid_stream_loses_nothing(
     watcher.connect(mosquitto.host, mosquitto.port)
     watcher.subscribe(status_topic, qos=1)
     watcher.loop_start()
-    proc = start_gateway_process(settings, log_path)
+    proc = _gateway_process(settings, log_path)
     try:
         wait_for(lambda: any(b'"online"' in s for s in statuses), 20, what="gateway online")
         feeder = threading.Thread(target=publisher.send_many, args=([(t, p) for t, p, _ in stream],))
@@ -382,7 +382,7 @@ def test_gateway_sigkill_mid_stream_loses_nothing(
         assert at_kill < n, "the kill came too late to test anything"
         wait_for(lambda: any(b'"offline"' in s for s in statuses[-3:]), 10, what="last will 'offline'")
 
-        proc = start_gateway_process(settings, log_path)  # same client id: resumes the session
+        proc = _gateway_process(settings, log_path)  # same client id: resumes the session
         wait_for(lambda: _distinct(influx_db) == n, 60, what=f"all {n} readings stored (had {at_kill} at kill)")
         assert influx_db.count(M_PARKING_BAY) == n
         proc.send_signal(signal.SIGTERM)
