@@ -111,20 +111,6 @@ class Service:
             self.proc.wait(10)
 
 
-def _spawn(name: str, argv: list[str], workdir: Path, port: int, **service: Any) -> Service:
-    """Start ``argv`` in its own session, stdout and stderr appended to ``workdir/{name}.log``, tied to our life."""
-    log_path = workdir / f"{name}.log"
-    with open(log_path, "ab") as out:
-        proc = subprocess.Popen(
-            argv,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent(),  # prctl only: see die_with_parent
-        )
-    return Service(name, proc, "127.0.0.1", port, workdir, log_path, **service)
-
-
 def _wait(check: Callable[[], bool], service: Service, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -228,7 +214,16 @@ def start_mosquitto(
     port = port or free_port()
     conf = workdir / "mosquitto.conf"
     conf.write_text(mosquitto_conf(port, data, autosave_changes=autosave_changes, pki=pki))
-    svc = _spawn("mosquitto", [binary, "-c", str(conf)], workdir, port, pki=pki)
+    log_path = workdir / "mosquitto.log"
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            [binary, "-c", str(conf)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),  # prctl only: see die_with_parent
+        )
+    svc = Service("mosquitto", proc, "127.0.0.1", port, workdir, log_path, pki=pki)
     _wait(lambda: _port_open(svc.host, port), svc, timeout)
     log.info("mosquitto pid %d on %s:%d%s", svc.pid, svc.host, port, " (TLS, passwords, ACL)" if pki else "")
     return svc
@@ -381,7 +376,16 @@ def start_influxd(workdir: Path, port: int | None = None, timeout: float = 30.0)
     rpc = free_port()
     conf = workdir / "influxdb.conf"
     conf.write_text(influxd_conf(port, rpc, workdir))
-    svc = _spawn("influxd", [binary, "-config", str(conf)], workdir, port, extra={"rpc_port": rpc})
+    log_path = workdir / "influxd.log"
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            [binary, "-config", str(conf)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),  # prctl only: see die_with_parent
+        )
+    svc = Service("influxd", proc, "127.0.0.1", port, workdir, log_path, extra={"rpc_port": rpc})
 
     def ping() -> bool:
         with urllib.request.urlopen(f"http://{svc.host}:{port}/ping", timeout=1) as r:
@@ -424,18 +428,22 @@ def start_prometheus(
     port = port or free_port()
     conf = workdir / "prometheus.yml"
     conf.write_text(prometheus_conf(jobs, interval_s))
-    svc = _spawn(
-        "prometheus",
-        [
-            binary,
-            f"--config.file={conf}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        workdir,
-        port,
-    )
+    log_path = workdir / "prometheus.log"
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={conf}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),  # prctl only: see die_with_parent
+        )
+    svc = Service("prometheus", proc, "127.0.0.1", port, workdir, log_path)
 
     def ready() -> bool:
         with urllib.request.urlopen(f"http://{svc.host}:{port}/-/ready", timeout=1) as r:
@@ -526,7 +534,16 @@ class VictoriaMetrics:
         ]
         if dedup is not None:
             argv.append(f"-dedup.minScrapeInterval={dedup}")
-        svc = _spawn("victoria-metrics", argv, workdir, port)
+        log_path = workdir / "victoria-metrics.log"
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent(),  # prctl only: see die_with_parent
+            )
+        svc = Service("victoria-metrics", proc, "127.0.0.1", port, workdir, log_path)
 
         def healthy() -> bool:
             with urllib.request.urlopen(f"http://{svc.host}:{port}/health", timeout=1) as r:
