@@ -44,7 +44,6 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,23 +92,8 @@ class RabbitNode:
         return "\n".join(lines[-n:])
 
 
-class _MqttNodes:
-    """The MQTT addresses of a cluster's nodes (``host`` and ``nodes`` with an ``mqtt_port`` each)."""
-
-    host: str
-    nodes: Sequence[RabbitNode] | Sequence[NatsNode]
-
-    def mqtt_addresses(self) -> list[tuple[str, int]]:
-        return [(self.host, n.mqtt_port) for n in self.nodes]
-
-    def brokers(self, first: int = 0) -> str:
-        """``host:port,...`` starting at node ``first`` (so clients start on different nodes)."""
-        ordered = [*self.nodes[first:], *self.nodes[:first]]
-        return ",".join(f"{self.host}:{n.mqtt_port}" for n in ordered)
-
-
 @dataclass
-class RabbitCluster(_MqttNodes):
+class RabbitCluster:
     """Three RabbitMQ nodes with the MQTT plugin and quorum session queues, on loopback."""
 
     workdir: Path
@@ -119,6 +103,15 @@ class RabbitCluster(_MqttNodes):
     epmd: subprocess.Popen[bytes] | None = None
     host: str = "127.0.0.1"
     killed: list[str] = field(default_factory=list)
+
+    # -- addresses ---------------------------------------------------------------------------------
+    def mqtt_addresses(self) -> list[tuple[str, int]]:
+        return [(self.host, n.mqtt_port) for n in self.nodes]
+
+    def brokers(self, first: int = 0) -> str:
+        """``host:port,...`` starting at node ``first`` (so clients start on different nodes)."""
+        ordered = self.nodes[first:] + self.nodes[:first]
+        return ",".join(f"{self.host}:{n.mqtt_port}" for n in ordered)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     @classmethod
@@ -322,7 +315,7 @@ class NatsNode:
 
 
 @dataclass
-class NatsCluster(_MqttNodes):
+class NatsCluster:
     """Three NATS 2.9 servers with JetStream and MQTT, clustered on loopback (the harsher chaos target:
     ``../shared/research/clustered-brokers.md`` measured 4-9 s outages and duplicates 30 s late after a
     node's death). Plain TCP, no authentication, like :class:`RabbitCluster`.
@@ -335,6 +328,14 @@ class NatsCluster(_MqttNodes):
     nodes: list[NatsNode]
     host: str = "127.0.0.1"
     killed: list[str] = field(default_factory=list)
+
+    def mqtt_addresses(self) -> list[tuple[str, int]]:
+        return [(self.host, n.mqtt_port) for n in self.nodes]
+
+    def brokers(self, first: int = 0) -> str:
+        """``host:port,...`` starting at node ``first``."""
+        ordered = self.nodes[first:] + self.nodes[:first]
+        return ",".join(f"{self.host}:{n.mqtt_port}" for n in ordered)
 
     @classmethod
     def start(cls, workdir: Path, size: int = 3, timeout: float = 60.0) -> NatsCluster:
