@@ -107,6 +107,13 @@ class MqttConfig(StrictModel):
     replay_rate_per_s: Annotated[float, Field(gt=0)] | None = 200.0
     #: Backlog readings the pacer may send at once after a quiet spell (token bucket size).
     replay_burst: Annotated[int, Field(ge=1, le=100_000)] = 200
+    #: ``stored`` delivery: backlog readings out (published, unconfirmed) at once, a window clocked by the
+    #: gateway's confirmations (edge/pacing.py ``ConfirmWindow``): it starts at ``replay_window_initial``,
+    #: grows while confirmations come back within ``replay_target_delay_s`` and halves when they come later,
+    #: never below ``replay_window_min``. The target is the lag a live reading may meet behind replays.
+    replay_window_initial: Annotated[int, Field(ge=1, le=100_000)] = 8
+    replay_window_min: Annotated[int, Field(ge=1, le=100_000)] = 2
+    replay_target_delay_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
     #: How long the broker keeps the device's session (its subscription to
     #: confirmations, and confirmations queued meanwhile) while it is away.
     session_expiry_s: Annotated[int, Field(ge=0, le=2**32 - 1)] = 7 * 24 * 3600
@@ -134,6 +141,14 @@ class MqttConfig(StrictModel):
     def _one_password(self) -> MqttConfig:
         if self.password is not None and self.password_file is not None:
             raise ValueError("set password or password_file, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _window_ok(self) -> MqttConfig:
+        if self.replay_window_min > self.replay_window_initial:
+            raise ValueError("replay_window_min must not exceed replay_window_initial")
+        if self.replay_window_initial > self.max_unconfirmed:
+            raise ValueError("replay_window_initial must not exceed max_unconfirmed")
         return self
 
     def security(self, password: str | None = None) -> MqttSecurity:

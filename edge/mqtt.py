@@ -61,7 +61,7 @@ from contracts import confirm, topics
 from contracts.messages import CameraHealth, DeviceStatus, encode, new_reading_id, utcnow
 from edge.config import DeviceConfig
 from edge.outbox import Outbox
-from edge.pacing import ReplayPacer
+from edge.pacing import ConfirmWindow, ReplayPacer, ResendTimeout
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +163,22 @@ class MqttPublisher:
         self._connack: ReasonCode | None = None
         self._inflight: dict[int, tuple[int, float]] = {}  # mid -> (outbox id, when published, monotonic)
         self._acked: list[int] = []
-        #: Live readings first, the backlog after, paced (edge/pacing.py).
-        self.pacer = ReplayPacer(outbox, rate_per_s=config.mqtt.replay_rate_per_s, burst=config.mqtt.replay_burst)
+        #: Live readings first, the backlog after, paced and (end to end) clocked by confirmations (edge/pacing.py).
+        window = (
+            ConfirmWindow(
+                initial=m.replay_window_initial,
+                minimum=m.replay_window_min,
+                maximum=m.max_unconfirmed,
+                target_delay_s=m.replay_target_delay_s,
+            )
+            if self.end_to_end
+            else None
+        )
+        self.pacer = ReplayPacer(outbox, rate_per_s=m.replay_rate_per_s, burst=m.replay_burst, window=window)
+        #: Backlog rows of this connection published and not yet confirmed (what the window bounds).
+        self._backlog_out = 0
+        #: How late confirmations come (RFC 6298): a re-send waits at least this long.
+        self.resend_timeout = ResendTimeout(m.confirm_timeout_s, MAX_SILENT_WAIT_S)
         self._status_mids: set[int] = set()
         self._lost = False
         self._lost_reason: int | None = None
@@ -253,6 +267,7 @@ class MqttPublisher:
         self._acked.clear()
         self._status_mids.clear()
         self._awaiting.clear()
+        self._backlog_out = 0
         self.pacer.begin()
         self._lost = False
         self._lost_reason = None
@@ -332,13 +347,15 @@ class MqttPublisher:
         if self.end_to_end:
             room = min(room, m.max_unconfirmed - len(self._awaiting) - len(self._inflight))
         now = time.monotonic()
-        for item in self.pacer.next(room):
+        for item in self.pacer.next(room, self._backlog_out):
             info = client.publish(item.topic, item.payload, qos=1)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 log.warning("mqtt: publish failed (%s); reconnecting", mqtt.error_string(info.rc))
                 return False
             self._inflight[info.mid] = (item.id, now)
             self.stats["published"] += 1
+            if self.pacer.is_backlog(item.id):
+                self._backlog_out += 1
         return True
 
     def _flush_acks(self) -> None:
@@ -375,13 +392,16 @@ class MqttPublisher:
         if not self._awaiting:
             return
         since = next(iter(self._awaiting.values()))
-        oldest = min(self._awaiting)  # live readings go first: the first published is not the oldest row
         lost = self._lost_before(since, now)
-        wait = self.config.mqtt.confirm_timeout_s if lost else self._silent_wait
+        # A proven loss (later readings confirmed by every gateway) goes again after confirm_timeout_s. Otherwise
+        # never sooner than confirmations have lately taken (RFC 6298 over their delays): a gateway working
+        # through a long queue is late, and a re-send would only lengthen the queue it is late behind.
+        wait = self.config.mqtt.confirm_timeout_s if lost else max(self._silent_wait, self.resend_timeout.value)
         # Not lost, and the gateway confirms older readings: it is behind, not away; wait from its last confirmation.
         start = since if lost else max(since, self._last_confirmed_at)
         if now - start < wait:
             return
+        oldest = min(self._awaiting)  # live readings go first: the first published is not the oldest row
         if not lost:
             self._silent_wait = self._silent.next_delay()
         self.stats["resends"] += 1
@@ -393,6 +413,9 @@ class MqttPublisher:
             oldest,
         )
         self._awaiting.clear()
+        self._backlog_out = sum(1 for row, _ in self._inflight.values() if self.pacer.is_backlog(row))
+        if self.pacer.window is not None:
+            self.pacer.window.timed_out()
         self.pacer.rewind(oldest)
 
     def _lost_before(self, since: float, now: float) -> bool:
@@ -514,22 +537,31 @@ class MqttPublisher:
         heard = time.monotonic()
         by = c.by or ""
         newest = self._confirmed_by.get(by, (0.0, heard))[0]
+        popped: list[tuple[int, float]] = []  # (row, when published) of what this confirmation settles
         for lo, hi in c.seqs:
             if hi - lo < len(self._awaiting):
                 for row in range(lo, hi + 1):
                     published = self._awaiting.pop(row, None)
-                    if published is not None and published > newest:
-                        newest = published
+                    if published is not None:
+                        popped.append((row, published))
             else:
                 kept = {}
                 for r, t in self._awaiting.items():
                     if lo <= r <= hi:
-                        newest = max(newest, t)
+                        popped.append((r, t))
                     else:
                         kept[r] = t
                 self._awaiting = kept
         if self._inflight:
             confirmed = [mid for mid, (row, _) in self._inflight.items() if any(lo <= row <= hi for lo, hi in c.seqs)]
             for mid in confirmed:
-                newest = max(newest, self._inflight.pop(mid)[1])
+                popped.append(self._inflight.pop(mid))
+        if popped:
+            newest = max(newest, max(t for _, t in popped))
+            self.resend_timeout.sample(heard - min(t for _, t in popped))
+            backlog = [t for row, t in popped if self.pacer.is_backlog(row)]
+            if backlog:
+                self._backlog_out = max(0, self._backlog_out - len(backlog))
+                if self.pacer.window is not None:
+                    self.pacer.window.confirmed(len(backlog), heard - min(backlog))
         self._confirmed_by[by] = (newest, heard)

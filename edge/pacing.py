@@ -18,6 +18,16 @@ backlog.)
 * **live**: rows written after (``id > boundary``), published first, as soon
   as there is room in the in-flight window, never paced.
 
+A rate alone does not keep the broker's queue short: at city scale 600 devices
+replaying 200 readings a second each offer 120,000 a second to gateways that
+drain about 1,000 on this box (bench/scale), the queue in front of the gateways
+grows by minutes, confirmations arrive minutes late, devices re-send what they
+think lost, and the queue fills with duplicates that the gateways store and
+confirm again while nothing new is confirmed: a congestion collapse (bench/scale
+README, the 10-minute broker outage). So the backlog is also *clocked by
+confirmations*: :class:`ConfirmWindow` bounds how many backlog readings may wait
+for the gateway at once, and sizes itself from how late confirmations come back.
+
 Nothing is lost or reordered where it matters: every row is still published
 until confirmed, with the same bytes; the server orders each device's
 readings by ``seq`` (docs/live-state.md), so a replay that arrives after a
@@ -66,6 +76,124 @@ class TokenBucket:
         return granted
 
 
+class ConfirmWindow:
+    """How many backlog readings may be out (published, not yet confirmed by the gateway) at once.
+
+    A congestion window clocked by the gateway's confirmations, as TCP's is by
+    ACKs (Jacobson 1988; RFC 5681 for slow start, additive increase and
+    multiplicative decrease), with *delay* instead of loss as the congestion
+    signal, as LEDBAT does for background transfers (RFC 6817): a replay is
+    background traffic, and what it must not do is build the queue that live
+    readings wait behind. Sizes are in readings; delays in seconds.
+
+    * :meth:`reset` (a new connection): ``initial``, in slow start;
+    * :meth:`confirmed` with ``n`` backlog readings confirmed after at most
+      ``delay_s``: under ``target_delay_s``, slow start adds ``n`` (doubling per
+      round trip), then each window's worth of confirmations adds one; over it,
+      the window halves (never below ``minimum``) and slow start ends, at most
+      once per round trip (the delay just seen), so one late batch is one signal;
+    * :meth:`timed_out` (readings re-sent): back to ``minimum``, as TCP after a
+      retransmission timeout (RFC 5681 sec. 3.1).
+
+    With N devices the broker holds at most about N x window backlog readings
+    for the gateways, and the gateways' confirmation delay settles near
+    ``target_delay_s`` when they are the bottleneck. Raises ValueError for
+    ``minimum < 1``, ``initial`` outside ``[minimum, maximum]`` or a
+    non-positive ``target_delay_s``.
+    """
+
+    def __init__(
+        self,
+        *,
+        initial: int = 8,
+        minimum: int = 2,
+        maximum: int = 10_000,
+        target_delay_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if minimum < 1 or not minimum <= initial <= maximum:
+            raise ValueError("need 1 <= minimum <= initial <= maximum")
+        if target_delay_s <= 0:
+            raise ValueError("target_delay_s must be positive")
+        self.initial, self.minimum, self.maximum = initial, minimum, maximum
+        self.target_delay_s = target_delay_s
+        self._clock = clock
+        self._size = float(initial)
+        self.slow_start = True
+        self._hold_until = 0.0
+        #: Times the window was halved for delay, and cut for a re-send (bench and log).
+        self.decreases = 0
+        self.timeouts = 0
+
+    @property
+    def size(self) -> int:
+        return int(self._size)
+
+    def reset(self) -> None:
+        self._size = float(self.initial)
+        self.slow_start = True
+        self._hold_until = 0.0
+
+    def confirmed(self, n: int, delay_s: float) -> None:
+        if n <= 0:
+            return
+        now = self._clock()
+        if delay_s > self.target_delay_s:
+            if now >= self._hold_until:
+                self._size = max(float(self.minimum), self._size / 2)
+                self.slow_start = False
+                self._hold_until = now + delay_s
+                self.decreases += 1
+            return
+        if self.slow_start:
+            self._size += n
+        else:
+            self._size += n / self._size
+        self._size = min(self._size, float(self.maximum))
+
+    def timed_out(self) -> None:
+        self._size = float(self.minimum)
+        self.slow_start = False
+        self.timeouts += 1
+
+
+class ResendTimeout:
+    """When an unconfirmed reading counts as overdue: RFC 6298's retransmission timeout over confirmation delays.
+
+    ``sample(delay_s)`` takes one measured delay (published -> confirmed,
+    seconds); ``value`` is ``SRTT + 4 RTTVAR`` (alpha 1/8, beta 1/4, RFC 6298
+    sec. 2), never below ``floor_s`` (the configured ``confirm_timeout_s``) nor
+    above ``ceiling_s``. Without samples it is ``floor_s``. A gateway working
+    through a long queue thus stretches the timeout with it instead of
+    drawing re-sends that only lengthen the queue.
+    """
+
+    ALPHA = 1 / 8
+    BETA = 1 / 4
+    K = 4
+
+    def __init__(self, floor_s: float, ceiling_s: float) -> None:
+        if not 0 < floor_s <= ceiling_s:
+            raise ValueError("need 0 < floor_s <= ceiling_s")
+        self.floor_s, self.ceiling_s = floor_s, ceiling_s
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+
+    def sample(self, delay_s: float) -> None:
+        r = max(0.0, delay_s)
+        if self.srtt is None:
+            self.srtt, self.rttvar = r, r / 2
+        else:
+            self.rttvar = (1 - self.BETA) * self.rttvar + self.BETA * abs(self.srtt - r)
+            self.srtt = (1 - self.ALPHA) * self.srtt + self.ALPHA * r
+
+    @property
+    def value(self) -> float:
+        if self.srtt is None:
+            return self.floor_s
+        return min(self.ceiling_s, max(self.floor_s, self.srtt + self.K * self.rttvar))
+
+
 class PendingRows(Protocol):
     """What the pacer reads of the outbox (:class:`edge.outbox.Outbox`)."""
 
@@ -79,8 +207,10 @@ class ReplayPacer:
     """Chooses the rows a connection publishes; see the module docstring.
 
     :meth:`begin` on every new connection; :meth:`next` for up to ``room``
-    rows (live first, then backlog within the bucket); :meth:`rewind` to
-    publish again from a row (a re-send after a missed confirmation).
+    rows (live first, then backlog within the bucket and the ``window``);
+    :meth:`rewind` to publish again from a row (a re-send after a missed
+    confirmation). ``window`` None: the backlog is bounded by the rate only
+    (``delivery: broker``, where nothing is confirmed).
     """
 
     def __init__(
@@ -89,9 +219,11 @@ class ReplayPacer:
         *,
         rate_per_s: float | None = None,
         burst: int = 100,
+        window: ConfirmWindow | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.outbox = outbox
+        self.window = window
         self._rate = rate_per_s
         self._burst = burst
         self._clock = clock
@@ -111,14 +243,21 @@ class ReplayPacer:
         self._live_cursor = self.boundary
         self.bucket = TokenBucket(self._rate, self._burst, self._clock)
         self.sent_backlog = self.sent_live = 0
+        if self.window is not None:
+            self.window.reset()
+
+    def is_backlog(self, row: int) -> bool:
+        """Whether outbox row ``row`` belongs to this connection's backlog."""
+        return row <= self.boundary
 
     @property
     def backlog_done(self) -> bool:
         """Every backlog row has been published at least once on this connection."""
         return self._backlog_cursor >= self.boundary
 
-    def next(self, room: int) -> list[OutboxItem]:
-        """Up to ``room`` rows to publish now: live rows (oldest first), then backlog rows the bucket allows."""
+    def next(self, room: int, backlog_out: int = 0) -> list[OutboxItem]:
+        """Up to ``room`` rows to publish now: live rows (oldest first), then backlog rows the bucket allows,
+        while ``backlog_out`` (backlog rows published and not yet confirmed) stays within the window."""
         if room <= 0:
             return []
         items = self.outbox.pending_after(self._live_cursor, room)
@@ -126,6 +265,8 @@ class ReplayPacer:
             self._live_cursor = items[-1].id
             self.sent_live += len(items)
         room -= len(items)
+        if self.window is not None:
+            room = min(room, self.window.size - backlog_out)
         if room > 0 and not self.backlog_done:
             # Ask the bucket only for what it may spend; a short read (rows confirmed meanwhile) refunds nothing,
             # which errs on the slow side.

@@ -58,8 +58,14 @@ def test_a_gateway_working_through_a_backlog_is_not_a_loss(publisher: MqttPublis
     publisher._resend_unconfirmed(time.monotonic())
     assert publisher.stats["resends"] == 0
     assert sorted(publisher._awaiting) == list(range(4, 11))
-    # It then stalls: a confirmation timeout after its last one, the rest go again from row 4.
+    # Its confirmations took about 40 s, so the wait for the next stretches with them (RFC 6298):
+    # a confirmation timeout after its last one is not enough to call the rest lost ...
+    rto = publisher.resend_timeout.value
+    assert rto > 40.0
     publisher._resend_unconfirmed(time.monotonic() + TIMEOUT_S + 1)
+    assert publisher.stats["resends"] == 0
+    # ... but once it stalls for that long, the rest go again from row 4.
+    publisher._resend_unconfirmed(time.monotonic() + rto + 1)
     assert publisher.stats["resends"] == 1
     assert publisher._awaiting == {}
 
@@ -117,3 +123,34 @@ def test_a_worker_gone_quiet_does_not_hide_a_loss_for_ever(publisher: MqttPublis
     publisher._confirmed_by["gw-w2"] = (newest, time.monotonic() - TIMEOUT_S - 1)
     publisher._resend_unconfirmed(time.monotonic())
     assert publisher.stats["resends"] == 1
+
+
+class _Info:
+    def __init__(self, mid: int) -> None:
+        self.rc = 0
+        self.mid = mid
+
+
+class _FakeClient:
+    """Takes publishes (a unit-test fake: the window's bookkeeping needs no broker)."""
+
+    def __init__(self) -> None:
+        self.mids = 0
+
+    def publish(self, topic: str, payload: bytes, qos: int) -> _Info:
+        self.mids += 1
+        return _Info(self.mids)
+
+
+def test_the_backlog_out_is_clocked_by_confirmations(publisher: MqttPublisher) -> None:
+    publisher.pacer.begin()  # a connection: the ten rows are its backlog
+    client = _FakeClient()
+    assert publisher._pump(client)  # type: ignore[arg-type]
+    assert client.mids == 8 and publisher._backlog_out == 8, "the window's initial eight, no more"
+    assert publisher._pump(client)  # type: ignore[arg-type]
+    assert client.mids == 8, "nothing more before a confirmation"
+    _confirm(publisher, *range(1, 9))
+    assert publisher._backlog_out == 0
+    assert publisher.pacer.window is not None and publisher.pacer.window.size == 16
+    assert publisher._pump(client)  # type: ignore[arg-type]
+    assert client.mids == 10 and publisher._backlog_out == 2, "the last two go"

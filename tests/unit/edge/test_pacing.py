@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from edge.outbox import Outbox
-from edge.pacing import ReplayPacer, TokenBucket
+from edge.pacing import ConfirmWindow, ReplayPacer, ResendTimeout, TokenBucket
 
 
 class Clock:
@@ -107,3 +107,85 @@ def test_a_new_connection_makes_everything_pending_backlog_again(outbox: Outbox)
     pacer.begin()  # reconnect
     assert pacer.boundary == 1001
     assert [i.id for i in pacer.next(2000)] == list(range(1, 1002))
+
+
+# -- the confirmation-clocked window ----------------------------------------------------------------
+
+
+def test_the_window_doubles_per_round_trip_while_confirmations_are_prompt() -> None:
+    clock = Clock()
+    w = ConfirmWindow(initial=8, minimum=2, maximum=1000, target_delay_s=2.0, clock=clock)
+    w.confirmed(8, delay_s=0.3)  # a whole window confirmed within the target: slow start doubles it
+    assert w.size == 16
+    w.confirmed(16, delay_s=0.3)
+    assert w.size == 32
+
+
+def test_a_late_confirmation_halves_the_window_once_per_round_trip() -> None:
+    clock = Clock()
+    w = ConfirmWindow(initial=64, minimum=2, maximum=1000, target_delay_s=2.0, clock=clock)
+    w.confirmed(10, delay_s=5.0)  # the queue in front of the gateway holds 5 s: halve
+    assert (w.size, w.slow_start, w.decreases) == (32, False, 1)
+    clock.now += 1.0
+    w.confirmed(10, delay_s=5.0)  # the same congestion, seen again within that round trip: one signal
+    assert w.size == 32
+    clock.now += 5.0
+    w.confirmed(10, delay_s=5.0)  # a round trip later and still late: halve again
+    assert w.size == 16
+    # Prompt again: congestion avoidance adds about one per window's worth of confirmations, not n.
+    w.confirmed(16, delay_s=0.5)
+    assert w.size == 17
+
+
+def test_the_window_never_falls_below_its_minimum_and_a_re_send_resets_it() -> None:
+    clock = Clock()
+    w = ConfirmWindow(initial=8, minimum=3, maximum=100, target_delay_s=1.0, clock=clock)
+    for _ in range(10):
+        clock.now += 100
+        w.confirmed(1, delay_s=50.0)
+    assert w.size == 3
+    w.confirmed(200, delay_s=0.1)
+    w.confirmed(200, delay_s=0.1)
+    assert w.size <= 100, "capped at its maximum"
+    w.timed_out()
+    assert (w.size, w.timeouts) == (3, 1)
+    w.reset()  # a new connection starts over in slow start
+    assert (w.size, w.slow_start) == (8, True)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(minimum=0), dict(initial=1, minimum=2), dict(initial=50, maximum=10), dict(target_delay_s=0.0)],
+)
+def test_a_window_that_cannot_work_is_refused(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        ConfirmWindow(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_backlog_stays_within_the_window_and_live_rows_do_not(outbox: Outbox) -> None:
+    window = ConfirmWindow(initial=8, minimum=2, maximum=1000, target_delay_s=2.0)
+    pacer = ReplayPacer(outbox, rate_per_s=None, window=window)
+    pacer.begin()
+    first = pacer.next(500, backlog_out=0)
+    assert [i.id for i in first] == list(range(1, 9)), "at most a window of the backlog out"
+    assert pacer.next(500, backlog_out=8) == [], "nothing more until confirmations come back"
+    outbox.put_many([("t/live", b"live-1"), ("t/live", b"live-2")])
+    assert [i.payload for i in pacer.next(500, backlog_out=8)] == [b"live-1", b"live-2"], "live rows are not held"
+    window.confirmed(8, delay_s=0.2)  # the first eight confirmed promptly: the window doubles to 16
+    assert [i.id for i in pacer.next(500, backlog_out=0)] == list(range(9, 25))
+
+
+def test_the_resend_timeout_follows_rfc_6298() -> None:
+    rto = ResendTimeout(floor_s=1.0, ceiling_s=3600.0)
+    assert rto.value == 1.0, "no sample yet: the floor"
+    rto.sample(10.0)  # first: SRTT = R, RTTVAR = R / 2, RTO = SRTT + 4 RTTVAR
+    assert (rto.srtt, rto.rttvar, rto.value) == (10.0, 5.0, 30.0)
+    rto.sample(2.0)  # RTTVAR = 3/4 5 + 1/4 |10 - 2| = 5.75; SRTT = 7/8 10 + 1/8 2 = 9
+    assert rto.rttvar == pytest.approx(5.75)
+    assert rto.srtt == pytest.approx(9.0)
+    assert rto.value == pytest.approx(9.0 + 4 * 5.75)
+    floor = ResendTimeout(floor_s=30.0, ceiling_s=60.0)
+    floor.sample(0.1)
+    assert floor.value == 30.0, "never below the configured timeout"
+    floor.sample(500.0)
+    assert floor.value == 60.0, "nor above the ceiling"
