@@ -354,6 +354,9 @@ FOOTFALL_FIELDS = frozenset({
     "entries", "exits", "entries_mean", "exits_mean", "occupancy", "occupancy_mean", "crossings", "passers_by",
     "peopleCount", "peopleCountTowards", "peopleCountAway",
 })  # fmt: skip
+#: Routes that publish people under a name the scan cannot tell from bays: a sign's `value` is free bays or,
+#: for a people sign (`shows: people`), the sum of its zones' occupancy (docs/displays.md).
+PEOPLE_UNDER_OTHER_NAMES = frozenset({"/v1/displays", "/v1/displays/{display_id}", "/v1/displays/{display_id}/events"})
 #: Routes that publish people counts and are not under the k rule yet, each with why (issue 14 item 2).
 NOT_UNDER_K: dict[str, str] = {
     "/v1/zones": "live crowd (public): occupancy now and entries/exits of the last 15 min and hour",
@@ -362,6 +365,10 @@ NOT_UNDER_K: dict[str, str] = {
     "/ngsi-ld/v1/entities": "CrowdFlowObserved: the live 15-minute peopleCount* of /v1/zones (public)",
     "/ngsi-ld/v1/entities/{entity_id}": "as /ngsi-ld/v1/entities",
     "/v1/zones/{zone_id}/forecast": "predicted entries: a model's output fitted to weeks of counts, not a count",
+    "/v1/displays": "a people sign's value: its zones' live occupancy (the text is the crowd level when they have"
+    " a capacity)",
+    "/v1/displays/{display_id}": "as /v1/displays",
+    "/v1/displays/{display_id}/events": "as /v1/displays, as server-sent events",
 }
 #: The names the withheld cells must not show (null; `lines` empty) ...
 SHOWN = ("value", "counts", "entries", "exits", "occupancy_mean", "entries_mean", "exits_mean", "hour")
@@ -370,7 +377,8 @@ REQUIRED = ("value", "counts", "entries", "exits", "entries_mean", "exits_mean",
 
 
 def footfall_routes(openapi: dict[str, Any]) -> set[str]:
-    """Paths whose 2xx answers carry people: all analytics, and any whose schema names a FOOTFALL_FIELDS field."""
+    """Paths whose 2xx answers carry people: all analytics, PEOPLE_UNDER_OTHER_NAMES, and any whose answer schema
+    names a FOOTFALL_FIELDS field."""
     schemas = openapi["components"]["schemas"]
 
     def names(node: Any, seen: set[str]) -> set[str]:
@@ -393,7 +401,8 @@ def footfall_routes(openapi: dict[str, Any]) -> set[str]:
     for path, ops in openapi["paths"].items():
         for op in ops.values():
             answers = {code: r for code, r in op.get("responses", {}).items() if code.startswith("2")}
-            if path.startswith("/v1/analytics/") or names(answers, set()) & FOOTFALL_FIELDS:
+            named = path.startswith("/v1/analytics/") or path in PEOPLE_UNDER_OTHER_NAMES
+            if named or names(answers, set()) & FOOTFALL_FIELDS:
                 out.add(path)
     return out
 
