@@ -278,16 +278,16 @@ def zone_history_cells(
     cells = []
     for start, end in window.buckets():
         at = to_ns(start)
-        counts: Counts = {}
+        counts: Counts = {"entries": 0.0, "exits": 0.0}
         for i, key in enumerate(line_keys):
             got = lines[key].get(at)
             if got is not None:
                 counts[f"towards:{i}"], counts[f"away:{i}"] = got
-        if not counts:
+                counts["entries"] += got[0]
+                counts["exits"] += got[1]
+        if len(counts) == 2:  # no line reported
             cells.append(Cell(start, end, None))
             continue
-        counts["entries"] = sum(v for name, v in counts.items() if name.startswith("towards:"))
-        counts["exits"] = sum(v for name, v in counts.items() if name.startswith("away:"))
         for j, camera in enumerate(camera_keys):
             occ = cameras[camera].get(at)
             if occ is not None and occ[1]:
