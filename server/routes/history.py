@@ -6,6 +6,11 @@ the raw snapshots for the part no rollup covers yet (:mod:`server.history`).
 A bad span is a 422 in FastAPI's validation shape (``detail[0].type`` is the
 stable code: ``bad_time``, ``time_without_offset``, ``empty_range``,
 ``span_too_long``), an unknown id a 404, and InfluxDB down or failing a 503.
+
+A zone's footfall is people: its history and peaks are published only
+through the k rule of :mod:`server.analytics.privacy` (a bucket rests on its
+crossings, in and out, on all the zone's lines; ``docs/history.md``). Lots
+and locker banks count bays and compartments and are shown as they are.
 """
 
 from __future__ import annotations

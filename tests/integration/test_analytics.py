@@ -365,8 +365,7 @@ NOT_UNDER_K: dict[str, str] = {
     "/ngsi-ld/v1/entities": "CrowdFlowObserved: the live 15-minute peopleCount* of /v1/zones (public)",
     "/ngsi-ld/v1/entities/{entity_id}": "as /ngsi-ld/v1/entities",
     "/v1/zones/{zone_id}/forecast": "predicted entries: a model's output fitted to weeks of counts, not a count",
-    "/v1/displays": "a people sign's value: its zones' live occupancy (the text is the crowd level when they have"
-    " a capacity)",
+    "/v1/displays": "a people sign's value: its zones' live occupancy (even where its text is the crowd level)",
     "/v1/displays/{display_id}": "as /v1/displays",
     "/v1/displays/{display_id}/events": "as /v1/displays, as server-sent events",
 }
