@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from server.analytics.privacy import CellState
+
 LotState = Literal["open", "full", "closed", "nodata"]
 LotType = Literal["garage", "underground", "surface", "street"]
 TrendDirection = Literal["filling", "emptying", "steady", "unknown"]
@@ -554,6 +556,17 @@ class LotHistory(_Out):
     buckets: list[LotHistoryBucket]
 
 
+class Privacy(_Out):
+    k: int = Field(description="No figure rests on fewer than k people (site `analytics.k`, default 10).")
+
+
+_K_STATE = (
+    "`ok`: the bucket's crossings (entries and exits on all the zone's lines) reach k; `coarsened`: under k on"
+    " its own, so merged with the neighbouring buckets into a wider interval (`start`/`end`) that reaches k;"
+    " `suppressed`: under k even so, every count withheld (null, never 0); `nodata`: no line reported."
+)
+
+
 class LineFlow(_Out):
     camera: str | None
     line: str
@@ -562,23 +575,33 @@ class LineFlow(_Out):
 
 
 class ZoneHistoryBucket(_Out):
-    start: datetime
-    end: datetime
-    entries: int | None = Field(description="Crossings into the zone on all its lines; null: no interval stored.")
-    exits: int | None
-    occupancy_mean: float | None = Field(
-        description="Mean estimated people in the zone (the sum of its cameras' mean estimates); null: none stored."
+    start: datetime = Field(description="Bucket start (local time with offset); a coarsened bucket's merged start.")
+    end: datetime = Field(description="Bucket end, exclusive; a coarsened bucket spans several requested buckets.")
+    state: CellState = Field(description=f"The k rule (docs/history.md). {_K_STATE}")
+    entries: int | None = Field(
+        description="Crossings into the zone on all its lines (people); null unless `state` is ok or coarsened."
     )
-    lines: list[LineFlow] = Field(description="Per counting line, lines with data only.")
+    exits: int | None = Field(description="Crossings out of the zone on all its lines; null as `entries`.")
+    occupancy_mean: float | None = Field(
+        description="Mean estimated people in the zone (the sum of its cameras' mean estimates); null when no camera"
+        " reported one, or unless `state` is ok or coarsened."
+    )
+    lines: list[LineFlow] = Field(
+        description="Per counting line with data (parts of the bucket's crossings); empty unless ok or coarsened."
+    )
 
 
 class ZoneHistory(_Out):
-    """A zone's footfall (entries, exits) and occupancy over time."""
+    """A zone's footfall (entries, exits) and occupancy over time, under the k rule (``docs/history.md``)."""
 
     zone_id: str
     name: str
     window: HistoryWindow
-    buckets: list[ZoneHistoryBucket]
+    privacy: Privacy
+    buckets: list[ZoneHistoryBucket] = Field(
+        description="In time order, together covering the window: one per requested bucket, except that a"
+        " coarsened bucket stands for the run of buckets it merged."
+    )
 
 
 class LockerHistoryBucket(_Out):
@@ -624,7 +647,14 @@ class LotPeaks(_Out):
 
 class ZonePeak(_Out):
     weekday: Weekday
-    hour: int | None = Field(description="Local start hour (0-23) with the most entries on average; null: no data.")
+    hour: int | None = Field(
+        description="Local start hour (0-23) with the most entries on average, among the hours whose crossings over"
+        " the weekday's days reach k; null: no data, or no hour reaches k (`state` suppressed)."
+    )
+    state: CellState = Field(
+        description="`ok`: the hour's crossings (entries and exits over the weekday's days) reach k; `suppressed`:"
+        " no hour of the weekday does, so no hour is named and the means are null (never 0); `nodata`: no data."
+    )
     entries_mean: float | None = Field(description="Mean entries in that hour over the weekday's days with data.")
     exits_mean: float | None
     days: int
@@ -636,4 +666,5 @@ class ZonePeaks(_Out):
     zone_id: str
     name: str
     window: HistoryWindow
+    privacy: Privacy
     peaks: list[ZonePeak] = Field(description="Monday first.")

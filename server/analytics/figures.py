@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 
 from contracts.storage import from_ns, to_ns
 from server.analytics import maths
-from server.analytics.privacy import Cell, Counts, Rule, merge_counts
-from server.history import WEEKDAYS, Window, floor_bucket
+from server.analytics.privacy import Cell, Counts, Rule, merge_counts, publishable
+from server.history import WEEKDAYS, Weekday, Window, floor_bucket
 
 # -- the figure kinds: value from counts, and the people it rests on -------------------------------
 
@@ -49,6 +49,16 @@ PERCENT_CHANGE = Rule(
 ENTRIES = Rule(value=lambda c: c["entries"], people=lambda c: c["entries"], digits=0)
 #: A lot's mean occupied bays over a period; rests on the most vehicles seen at once.
 PERIOD_OCCUPIED = Rule(value=lambda c: c["occupied_mean"], people=lambda c: c["vehicles_max"])
+
+
+#: A zone's crossings in a bucket of its history (``GET /v1/zones/{id}/history``): entries and exits on all its
+#: lines. The bucket, its per-line rows and its mean occupancy rest on all of them, in and out (docs/history.md).
+ZONE_CROSSINGS = Rule(value=lambda c: c["entries"] + c["exits"], people=lambda c: c["entries"] + c["exits"], digits=0)
+#: The busiest hour of a weekday (``GET /v1/zones/{id}/peaks``): mean entries per day over ``days`` days;
+#: rests on the slot's crossings over those days, in and out (the unit of the zone history).
+ZONE_PEAK_HOUR = Rule(
+    value=lambda c: c["entries"] / c["days"] if c["days"] else None, people=lambda c: c["entries"] + c["exits"]
+)
 
 
 def lag_rule(r: float | None) -> Rule:
@@ -237,4 +247,123 @@ def hourly_sum(hours: Window, parts: Sequence[Mapping[int, float]]) -> list[floa
     for start, _ in hours.buckets():
         got = [p[to_ns(start)] for p in parts if to_ns(start) in p]
         out.append(sum(got) if got else None)
+    return out
+
+
+# -- zone history (operators' raw counts, under the same rule) ------------------------------------
+
+#: A counting line of a zone: (camera id, line id); the camera may be "" for intervals stored without one.
+LineKey = tuple[str, str]
+
+
+def zone_history_cells(
+    window: Window,
+    lines: Mapping[LineKey, Mapping[int, tuple[float, float]]],
+    cameras: Mapping[str, Mapping[int, tuple[float, float]]],
+) -> tuple[list[Cell], list[LineKey], list[str]]:
+    """Per bucket of ``window``: a zone's crossings, per line and in all, and its occupancy sums.
+
+    ``lines``: per line, bucket start (ns) -> (towards, away) crossings;
+    ``cameras``: per camera, bucket start (ns) -> (sum of its occupancy
+    estimates, samples). A cell's counts: ``entries``, ``exits`` (all lines),
+    ``towards:<i>``/``away:<i>`` for line i of the returned line list (lines
+    with data in the bucket only), ``occupancy_sum:<j>``/``samples:<j>`` for
+    camera j. All add up, so :func:`server.analytics.privacy.publish` can
+    merge buckets; :func:`zone_history_bucket` turns a published cell back
+    into the API's bucket. A bucket where no line reported has no data, even
+    if a camera reported occupancy (nothing to judge k by).
+    """
+    line_keys = sorted(lines)
+    camera_keys = sorted(cameras)
+    cells = []
+    for start, end in window.buckets():
+        at = to_ns(start)
+        counts: Counts = {"entries": 0.0, "exits": 0.0}
+        for i, key in enumerate(line_keys):
+            got = lines[key].get(at)
+            if got is not None:
+                counts[f"towards:{i}"], counts[f"away:{i}"] = got
+                counts["entries"] += got[0]
+                counts["exits"] += got[1]
+        if len(counts) == 2:  # no line reported
+            cells.append(Cell(start, end, None))
+            continue
+        for j, camera in enumerate(camera_keys):
+            occ = cameras[camera].get(at)
+            if occ is not None and occ[1]:
+                counts[f"occupancy_sum:{j}"], counts[f"samples:{j}"] = occ
+        cells.append(Cell(start, end, counts))
+    return cells, line_keys, camera_keys
+
+
+def zone_history_bucket(
+    published: Mapping[str, object], lines: Sequence[LineKey], cameras: Sequence[str]
+) -> dict[str, object]:
+    """One published cell (:func:`server.analytics.privacy.publish`) as a bucket of the zone history.
+
+    Shape (``server.models.ZoneHistoryBucket``): ``start``, ``end`` (a
+    ``coarsened`` bucket spans the merged interval), ``state``, ``entries``,
+    ``exits``, ``occupancy_mean`` (people: the sum over cameras of each one's
+    mean estimate over the bucket) and ``lines`` (per line with data). Withheld
+    (``suppressed``, ``nodata``): counts null and no lines, never 0.
+    """
+    bucket: dict[str, object] = {
+        "start": published["start"], "end": published["end"], "state": published["state"],
+        "entries": None, "exits": None, "occupancy_mean": None, "lines": [],
+    }  # fmt: skip
+    counts = published["counts"]
+    if not isinstance(counts, Mapping):
+        return bucket
+    bucket["entries"], bucket["exits"] = int(counts["entries"]), int(counts["exits"])
+    bucket["lines"] = [
+        {"camera": camera or None, "line": line, "entries": int(counts[f"towards:{i}"]),
+         "exits": int(counts[f"away:{i}"])}
+        for i, (camera, line) in enumerate(lines) if f"towards:{i}" in counts
+    ]  # fmt: skip
+    means = [
+        counts[f"occupancy_sum:{j}"] / counts[f"samples:{j}"] for j in range(len(cameras)) if counts.get(f"samples:{j}")
+    ]
+    bucket["occupancy_mean"] = round(sum(means), 3) if means else None
+    return bucket
+
+
+def _busiest(slots: Mapping[int, Counts]) -> int:
+    """The hour with the most entries per day; the earlier on a tie."""
+    return max(slots, key=lambda h: (slots[h]["entries"] / slots[h]["days"], -h))
+
+
+def zone_weekday_peaks(
+    window: Window, hours: Mapping[int, tuple[float, float]], k: int
+) -> list[tuple[Weekday, int | None, Cell, int]]:
+    """Each weekday's busiest local hour of a zone among the hours that rest on at least ``k`` people.
+
+    ``hours``: hourly (entries, exits) by bucket start (ns) over ``window``.
+    Per (local date, hour) first (the repeated hour of the autumn change
+    summed), then per (weekday, hour) over the dates that have it: counts
+    ``entries``, ``exits`` and ``days``; the busiest is the highest mean
+    entries per day among the slots :func:`~server.analytics.privacy.publishable`
+    under :data:`ZONE_PEAK_HOUR` (the earlier hour on a tie), so no hour under
+    k is ever named. Returns per weekday (Monday first): its name, the hour
+    (None when no slot is publishable), the cell to publish (the best slot's;
+    with no publishable slot, the busiest one, which the rule then suppresses;
+    no counts without data) and the weekday's dates with data.
+    """
+    entries = _local_day_hours({at: n for at, (n, _) in hours.items()}, window.tz, combine="sum")
+    exits = _local_day_hours({at: x for at, (_, x) in hours.items()}, window.tz, combine="sum")
+    out: list[tuple[Weekday, int | None, Cell, int]] = []
+    for wd, name in enumerate(WEEKDAYS):
+        keys = [key for key in entries if key[0].weekday() == wd]
+        slots: dict[int, Counts] = {}
+        for day, hour in keys:
+            acc = slots.setdefault(hour, {"entries": 0.0, "exits": 0.0, "days": 0.0})
+            acc["entries"] += entries[(day, hour)]
+            acc["exits"] += exits.get((day, hour), 0.0)
+            acc["days"] += 1.0
+        days = len({day for day, _ in keys})
+        if not slots:
+            out.append((name, None, Cell(window.start, window.end, None, name), days))
+            continue
+        shown = {h: c for h, c in slots.items() if publishable(c, ZONE_PEAK_HOUR, k)}
+        best = _busiest(shown or slots)
+        out.append((name, best if shown else None, Cell(window.start, window.end, slots[best], name), days))
     return out

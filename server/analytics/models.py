@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from server.analytics.privacy import CellState
 from server.models import HistoryWindow
+from server.models import Privacy as Privacy  # re-exported: analytics and history share it
 
 
 class _Out(BaseModel):
@@ -33,10 +34,6 @@ class Cell(_Out):
     counts: dict[str, float] | None = Field(
         description="The counts the figure is computed from (people, person-seconds, days...); null when withheld."
     )
-
-
-class Privacy(_Out):
-    k: int = Field(description="No figure rests on fewer than k people (site `analytics.k`, default 10).")
 
 
 class ZonePeakProfile(_Out):

@@ -2,9 +2,11 @@
 
 Statistical disclosure control's threshold rule (e.g. Eurostat, *Handbook
 on Statistical Disclosure Control*, 2010, §4.2.1: a cell is sensitive when
-fewer than a threshold of units contribute to it). Every analytics route
-turns its cells into JSON only through :func:`publish` (a series of cells)
-or :func:`publish_cell` (one), so the rule cannot be skipped by a route.
+fewer than a threshold of units contribute to it). Every analytics route,
+and every other route that publishes footfall counts (the zone history and
+zone peaks of :mod:`server.routes.history`), turns its cells into JSON only
+through :func:`publish` (a series of cells) or :func:`publish_cell` (one),
+so the rule cannot be skipped by a route.
 
 A cell is an interval (or a labelled slice of one: an hour of the day, a
 weekday, a lag) with the **counts** its figure is computed from. Each
@@ -87,6 +89,16 @@ def _identity(at: datetime) -> datetime:
     return at
 
 
+def publishable(counts: Mapping[str, float], rule: Rule, k: int) -> bool:
+    """Whether a figure with these counts rests on at least ``k`` people (the comparison, in one place).
+
+    For a route that must choose among cells before publishing one (the
+    busiest hour of a weekday is picked among the publishable hours only, so
+    the choice itself reveals nothing about hours under k).
+    """
+    return rule.people(counts) >= k
+
+
 def publish_cell(
     cell: Cell, rule: Rule, k: int, *, local: Callable[[datetime], datetime] = _identity
 ) -> dict[str, Any]:
@@ -97,7 +109,7 @@ def publish_cell(
     """
     if cell.counts is None:
         return _hidden(cell, "nodata", local)
-    if rule.people(cell.counts) < k:
+    if not publishable(cell.counts, rule, k):
         return _hidden(cell, "suppressed", local)
     return _shown(cell, cell.counts, rule, "ok", local)
 
@@ -145,12 +157,12 @@ def publish(
         if cell.counts is None:
             close_run()
             groups.append(("nodata", [cell]))
-        elif rule.people(cell.counts) >= k:
+        elif publishable(cell.counts, rule, k):
             close_run()
             groups.append(("ok", [cell]))
         else:
             run.append(cell)
-            if rule.people(_merged(run)) >= k:
+            if publishable(_merged(run), rule, k):
                 groups.append(("coarsened", run.copy()))
                 run.clear()
     close_run()
@@ -172,7 +184,7 @@ def publish(
     if shorts:
         lo, hi = shorts[0], shorts[-1]
         together = [c for _, members in groups[lo : hi + 1] for c in members]
-        if rule.people(_merged(together)) >= k:
+        if publishable(_merged(together), rule, k):
             groups[lo : hi + 1] = [("coarsened", together)]
     out: list[dict[str, Any]] = []
     for kind, members in groups:

@@ -6,6 +6,11 @@ the raw snapshots for the part no rollup covers yet (:mod:`server.history`).
 A bad span is a 422 in FastAPI's validation shape (``detail[0].type`` is the
 stable code: ``bad_time``, ``time_without_offset``, ``empty_range``,
 ``span_too_long``), an unknown id a 404, and InfluxDB down or failing a 503.
+
+A zone's footfall is people: its history and peaks are published only
+through the k rule of :mod:`server.analytics.privacy` (a bucket rests on its
+crossings, in and out, on all the zone's lines; ``docs/history.md``). Lots
+and locker banks count bays and compartments and are shown as they are.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from contracts import history as names
 from contracts import storage
 from contracts.storage import to_ns
 from server import history, models
+from server.analytics import figures
+from server.analytics.privacy import publish, publish_cell
 from server.auth import OperatorDep, operator_responses
 from server.dbmonitor import DatabaseMonitor
 from server.deps import LiveDep, RuntimeDep, no_store
@@ -185,12 +192,20 @@ async def lot_history(
     )
 
 
+_K_RULE = (
+    " No count is published that rests on fewer than k people (site `analytics.k`, default 10; docs/history.md):"
+    " a bucket whose crossings on all the zone's lines, in and out, stay under k is `coarsened` (merged with its"
+    " neighbours in time until the merged crossings reach k, as the analytics do) or `suppressed` (every count"
+    " null, never 0); each bucket says which in `state`."
+)
+
+
 @router.get(
     "/v1/zones/{zone_id}/history",
     summary="A zone's entries, exits and occupancy over time",
     description="Entries (crossings into the zone, `towards`) and exits (`away`) per bucket, on all the zone's"
     " counting lines and per line, and the mean estimated occupancy. An interval counts in the bucket where it"
-    f" ended. {_SPAN}",
+    f" ended.{_K_RULE} {_SPAN}",
     response_model=models.ZoneHistory,
     responses=HISTORY_ERRORS,
 )
@@ -204,42 +219,38 @@ async def zone_history(
         raise NotFound(f"no zone {zone_id!r} in site {site.site.id!r}")
     window = query_window(live, frm, to, every)
     tags = {storage.TAG_SITE: site.site.id, storage.TAG_ZONE: zone_id}
-    lines = (storage.TAG_CAMERA, storage.TAG_LINE)
-    flows = await _read(db, names.FOOTFALL, window, tags, lines)
+    flows = await _read(db, names.FOOTFALL, window, tags, (storage.TAG_CAMERA, storage.TAG_LINE))
     occupancy = await _read(db, names.ZONE_OCCUPANCY, window, tags, (storage.TAG_CAMERA,))
-    buckets = []
-    for start, end in window.buckets():
-        at = to_ns(start)
-        counts = [
-            (key, history.as_int(by_time[at].get(storage.F_TOWARDS)), history.as_int(by_time[at].get(storage.F_AWAY)))
-            for key, by_time in sorted(flows.groups.items())
-            if at in by_time
-        ]
-        per_line = [{"camera": k[0] or None, "line": k[1], "entries": n, "exits": x} for k, n, x in counts]
-        cameras = [m for by_time in occupancy.groups.values() if at in by_time for m in [_occupancy(by_time[at])]]
-        means = [m for m in cameras if m is not None]
-        buckets.append(
-            {
-                "start": window.local(start),
-                "end": window.local(end),
-                "entries": sum(n for _, n, _ in counts) if counts else None,
-                "exits": sum(x for _, _, x in counts) if counts else None,
-                "occupancy_mean": round(sum(means), 3) if means else None,
-                "lines": per_line,
-            }
-        )
+    lines = {
+        (key[0], key[1]): {
+            at: (float(history.as_int(v.get(storage.F_TOWARDS))), float(history.as_int(v.get(storage.F_AWAY))))
+            for at, v in by_time.items()
+        }
+        for key, by_time in flows.groups.items()
+    }
+    cameras = {
+        key[0]: {at: _occupancy_sums(v) for at, v in by_time.items()} for key, by_time in occupancy.groups.items()
+    }
+    cells, line_keys, camera_keys = figures.zone_history_cells(window, lines, cameras)
+    k = site.analytics.k
+    published = publish(cells, figures.ZONE_CROSSINGS, k, coarsen=True, local=window.local)
     return _json(
         {
             "zone_id": zone.id,
             "name": zone.name,
             "window": window_out(window, flows.sources, occupancy.sources),
-            "buckets": buckets,
+            "privacy": {"k": k},
+            "buckets": [figures.zone_history_bucket(c, line_keys, camera_keys) for c in published],
         }
     )
 
 
-def _occupancy(values: Mapping[str, Any]) -> float | None:
-    return history.mean(values, f"{storage.F_OCCUPANCY}_sum", names.SAMPLES)
+def _occupancy_sums(values: Mapping[str, Any]) -> tuple[float, float]:
+    """(sum of a camera's occupancy estimates, samples) in one bucket; (0, 0) without any."""
+    total, n = values.get(f"{storage.F_OCCUPANCY}_sum"), values.get(names.SAMPLES)
+    if not isinstance(total, int | float) or not isinstance(n, int | float) or not n:
+        return 0.0, 0.0
+    return float(total), float(n)
 
 
 @router.get(
@@ -337,7 +348,9 @@ async def lot_peaks(
     "/v1/zones/{zone_id}/peaks",
     summary="The busiest hour of each weekday in a zone",
     description="For each weekday, the local hour with the most entries into the zone on average over that"
-    f" weekday's days with data in the span (ties: the earlier hour). {_PEAKS_SPAN}",
+    " weekday's days with data in the span (ties: the earlier hour), chosen among the hours whose crossings (in and"
+    " out, over those days) reach k (site `analytics.k`, default 10): a weekday where none does names no hour and"
+    f" is `suppressed`, its means null, never 0. {_PEAKS_SPAN}",
     response_model=models.ZonePeaks,
     responses=HISTORY_ERRORS,
 )
@@ -356,8 +369,19 @@ async def zone_peaks(
         at: (float(history.as_int(v.get(storage.F_TOWARDS))), float(history.as_int(v.get(storage.F_AWAY))))
         for at, v in found.of().items()
     }
-    peaks = [
-        models.ZonePeak(weekday=p.weekday, hour=p.hour, entries_mean=p.measure, exits_mean=p.other, days=p.days)
-        for p in history.weekday_peaks(hours, window.tz, combine="sum")
-    ]
-    return models.ZonePeaks(zone_id=zone.id, name=zone.name, window=window_out(days, found.sources), peaks=peaks)
+    k = site.analytics.k
+    peaks = []
+    for weekday, hour, cell, n_days in figures.zone_weekday_peaks(window, hours, k):
+        shown = publish_cell(cell, figures.ZONE_PEAK_HOUR, k, local=days.local)
+        counts = shown["counts"]
+        published = isinstance(counts, dict)
+        peaks.append(
+            models.ZonePeak(
+                weekday=weekday, hour=hour if published else None, state=shown["state"], entries_mean=shown["value"],
+                exits_mean=round(counts["exits"] / counts["days"], 3) if published else None, days=n_days,
+            )
+        )  # fmt: skip
+    return models.ZonePeaks(
+        zone_id=zone.id, name=zone.name, window=window_out(days, found.sources), privacy=models.Privacy(k=k),
+        peaks=peaks,
+    )  # fmt: skip

@@ -608,6 +608,16 @@ def test_alerts_as_the_server_has_them(api: Api, fleet: Fleet, browser: Browser)
     no_console_errors(browser)
 
 
+def write_influx(api: Api, body: str) -> None:
+    """Line protocol straight into the test's InfluxDB (as the gateway would have stored it)."""
+    req = urllib.request.Request(
+        f"{api.influx_url}/write?{urllib.parse.urlencode({'db': api.db, 'precision': 'ns'})}",
+        data=body.encode(), method="POST",
+    )  # fmt: skip
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 204
+
+
 def test_the_analytics_panel_shows_the_apis_figures_and_suppressed_ones_as_suppressed(
     api: Api, fleet: Fleet, browser: Browser
 ) -> None:
@@ -620,12 +630,7 @@ def test_the_analytics_panel_shows_the_apis_figures_and_suppressed_ones_as_suppr
         lines=[LineCount(line_id=SITE.cameras[0].lines[0].id, towards=4, away=4)],
     )  # fmt: skip
     body = "\n".join(line_protocol(p) for p in to_points(old, site_id=SITE_ID, received_at=earlier))
-    req = urllib.request.Request(
-        f"{api.influx_url}/write?{urllib.parse.urlencode({'db': api.db, 'precision': 'ns'})}",
-        data=body.encode(), method="POST",
-    )  # fmt: skip
-    with urllib.request.urlopen(req, timeout=10) as r:
-        assert r.status == 204
+    write_influx(api, body)
 
     open_console(browser, api)
     assert "Operator key needed" in browser.js("return document.getElementById('analytics-gate').textContent")
@@ -657,4 +662,34 @@ def test_the_analytics_panel_shows_the_apis_figures_and_suppressed_ones_as_suppr
     assert "entries" in rows["Dwell time (Little's law)"][2]
     assert "k = 10" in browser.js("return document.getElementById('analytics-k').textContent")
     browser.screenshot("06-analytics")
+    no_console_errors(browser)
+
+
+def test_a_zone_history_under_k_reads_as_suppressed_never_as_0(api: Api, fleet: Fleet, browser: Browser) -> None:
+    """A zone whose last day holds 5 crossings (< k = 10): the API withholds the bucket, the page says so."""
+    at = utcnow() - timedelta(hours=1)
+    few = FootfallCount(
+        device_id="edge-cam-altmarkt", observed_at=at, reading_id=new_reading_id(), zone_id="prager-strasse",
+        camera_id="cam-altmarkt-north", interval_start=at - timedelta(seconds=60),
+        lines=[LineCount(line_id="pavement", towards=3, away=2)],
+    )  # fmt: skip
+    write_influx(api, "\n".join(line_protocol(p) for p in to_points(few, site_id=SITE_ID, received_at=at)))
+    history = api.get("/v1/zones/prager-strasse/history?every=5m", api.keys["operator"])
+    withheld = [b for b in history["buckets"] if b["state"] != "nodata"]
+    assert [(b["state"], b["entries"], b["exits"], b["lines"]) for b in withheld] == [("suppressed", None, None, [])]
+
+    open_console(browser, api, api.keys["operator"])
+    browser.js(
+        "const s = document.getElementById('history-of'); s.value = 'zone:prager-strasse';"
+        " s.dispatchEvent(new Event('change'));"
+    )
+    wait_page(browser, "document.getElementById('history-k') !== null", what="the k note under the zone history")
+    note = browser.js("const n = document.getElementById('history-k'); return [n.dataset.suppressed, n.textContent]")
+    assert note[0] == "1" and note[1].startswith("1 bucket suppressed: fewer than k = 10 people")
+    assert "never 0" in note[1]
+    # Nothing is drawn (a 0 would be a line at the bottom): the page says why instead of "no history".
+    assert browser.js("return document.querySelector('#history-chart canvas')") is None
+    empty = browser.js("return document.querySelector('#history-chart [data-empty]').textContent")
+    assert "under the privacy threshold" in empty
+    browser.screenshot("07-history-suppressed")
     no_console_errors(browser)

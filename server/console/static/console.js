@@ -785,11 +785,39 @@
     });
   }
 
-  function drawChart(series, title) {
+  /**
+   * What the k rule did to a history answer (zone footfall, docs/history.md): a line saying how many
+   * buckets are suppressed (drawn as gaps, never 0) and how many coarsened; null when it did nothing.
+   */
+  function privacyNote(data) {
+    const rows = rowsOf(data) || [];
+    const count = (state) => rows.filter((r) => r && r.state === state).length;
+    const suppressed = count("suppressed");
+    const coarsened = count("coarsened");
+    if (!suppressed && !coarsened) return null;
+    const k = data && data.privacy && Number.isFinite(data.privacy.k) ? ` = ${data.privacy.k}` : "";
+    const parts = [];
+    if (suppressed) {
+      parts.push(`${suppressed} ${suppressed === 1 ? "bucket" : "buckets"} suppressed: fewer than k${k} people,`
+        + " left as gaps, never 0");
+    }
+    if (coarsened) {
+      parts.push(`${coarsened} coarsened: merged with neighbouring buckets to reach k${k} people, drawn at the`
+        + " start of the merged interval");
+    }
+    return h("p", { id: "history-k", class: "muted", "data-suppressed": String(suppressed),
+      "data-coarsened": String(coarsened) }, `${parts.join("; ")}.`);
+  }
+
+  function drawChart(series, title, note) {
     clearChart();
     const box = $("#history-chart");
     if (!series || !series.xs.length || !series.names.length) {
-      box.append(h("p", { class: "muted", "data-empty": "1" }, `No history for ${title} in this span.`));
+      const text = note && note.dataset.suppressed !== "0"
+        ? `Nothing to draw for ${title}: every bucket with data is under the privacy threshold.`
+        : `No history for ${title} in this span.`;
+      box.append(h("p", { class: "muted", "data-empty": "1" }, text));
+      if (note) box.append(note);
       return;
     }
     if (typeof window.uPlot !== "function") {
@@ -810,6 +838,7 @@
     };
     S.history.chart = new window.uPlot(opts, [series.xs, ...series.ys], box);
     box.dataset.points = String(series.xs.length);
+    if (note) box.append(note);
   }
 
   async function loadHistory() {
@@ -838,7 +867,7 @@
     const title = $("#history-of").selectedOptions[0] ? $("#history-of").selectedOptions[0].textContent : id;
     if (r.status === 200) {
       gate("#history-gate", "");
-      drawChart(parseHistory(r.data), `${title}, ${$("#history-span").selectedOptions[0].textContent}`);
+      drawChart(parseHistory(r.data), `${title}, ${$("#history-span").selectedOptions[0].textContent}`, privacyNote(r.data));
     } else if (r.status === 401 || r.status === 403) {
       clearChart();
       gate("#history-gate", "Operator key needed to see history.");

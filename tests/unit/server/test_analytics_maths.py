@@ -191,3 +191,75 @@ def test_zone_profile_averages_over_the_days_with_data() -> None:
     published = publish(days, figures.ENTRIES_PER_DAY, 10, coarsen=False)
     assert published[1]["value"] == 30 and published[2]["state"] == "suppressed"
     assert figures.peak_label(published) == "tuesday"
+
+
+# -- the zone history under the same rule ------------------------------------------------------------
+
+
+def _hours(n: int) -> Window:
+    return Window(T0, T0 + timedelta(hours=n), "1h", ZoneInfo("Europe/Berlin"))
+
+
+def _zone_history(
+    window: Window, per_hour: list[tuple[tuple[int, int], tuple[int, int]] | None], k: int = 10
+) -> list[dict[str, object]]:
+    """Zone history buckets for hourly ((north in, out), (south in, out)) crossings (None: no line reported)."""
+    lines: dict[tuple[str, str], dict[int, tuple[float, float]]] = {("cam1", "north"): {}, ("cam1", "south"): {}}
+    cameras: dict[str, dict[int, tuple[float, float]]] = {"cam1": {}}
+    for (start, _), got in zip(window.buckets(), per_hour, strict=True):
+        if got is not None:
+            lines[("cam1", "north")][to_ns(start)] = (float(got[0][0]), float(got[0][1]))
+            lines[("cam1", "south")][to_ns(start)] = (float(got[1][0]), float(got[1][1]))
+            cameras["cam1"][to_ns(start)] = (120.0, 60.0)  # 2 people on average
+    cells, line_keys, camera_keys = figures.zone_history_cells(window, lines, cameras)
+    published = publish(cells, figures.ZONE_CROSSINGS, k, coarsen=True)
+    return [figures.zone_history_bucket(c, line_keys, camera_keys) for c in published]
+
+
+def test_zone_history_buckets_rest_on_their_crossings_in_and_out_on_all_lines() -> None:
+    # 6 in + 4 out = 10 crossings: ok at k = 10, though every single count is under k.
+    (ok,) = _zone_history(_hours(1), [((4, 2), (2, 2))])
+    assert ok["state"] == "ok" and (ok["entries"], ok["exits"]) == (6, 4) and ok["occupancy_mean"] == 2.0
+    assert ok["lines"] == [
+        {"camera": "cam1", "line": "north", "entries": 4, "exits": 2},
+        {"camera": "cam1", "line": "south", "entries": 2, "exits": 2},
+    ]
+    # 9 crossings alone: suppressed, every count null and no line rows, never 0.
+    (alone,) = _zone_history(_hours(1), [((4, 2), (2, 1))])
+    assert alone == {"start": T0, "end": T0 + timedelta(hours=1), "state": "suppressed", "entries": None,
+                     "exits": None, "occupancy_mean": None, "lines": []}  # fmt: skip
+    (nothing,) = _zone_history(_hours(1), [None])
+    assert nothing["state"] == "nodata" and nothing["entries"] is None
+
+
+def test_zone_history_coarsens_in_time_as_the_analytics_do_and_its_buckets_add_up() -> None:
+    # 3, 4, 5 crossings, then 40, then 2: the first three merge (12), the last joins the 40 before it.
+    hours = [((3, 0), (0, 0)), ((2, 2), (0, 0)), ((0, 0), (5, 0)), ((20, 20), (0, 0)), ((1, 1), (0, 0))]
+    buckets = _zone_history(_hours(5), hours)
+    assert [(b["state"], b["start"], b["end"]) for b in buckets] == [
+        ("coarsened", T0, T0 + timedelta(hours=3)),
+        ("coarsened", T0 + timedelta(hours=3), T0 + timedelta(hours=5)),
+    ]
+    assert [(b["entries"], b["exits"]) for b in buckets] == [(10, 2), (21, 21)]
+    assert buckets[0]["lines"] == [
+        {"camera": "cam1", "line": "north", "entries": 5, "exits": 2},
+        {"camera": "cam1", "line": "south", "entries": 5, "exits": 0},
+    ]
+    assert buckets[0]["occupancy_mean"] == 2.0  # the camera's mean over the merged samples
+    # The whole window under k: nothing published, each bucket suppressed on its own.
+    assert [b["state"] for b in _zone_history(_hours(2), [((1, 0), (0, 0)), ((2, 0), (0, 0))])] == ["suppressed"] * 2
+
+
+def test_a_weekday_peak_is_chosen_among_the_hours_that_reach_k_only() -> None:
+    window = Window(T0, T0 + timedelta(days=1), "1h", ZoneInfo("Europe/Berlin"))  # a Tuesday, 10:00 local on
+    at = [to_ns(s) for s, _ in window.buckets()]
+    # 10:00 local: 9 entries, no exits (the busiest, but under k); 11:00: 8 in, 3 out (11 crossings).
+    peaks = {name: (hour, cell) for name, hour, cell, _ in figures.zone_weekday_peaks(window, {
+        at[0]: (9.0, 0.0), at[1]: (8.0, 3.0)}, 10)}  # fmt: skip
+    hour, cell = peaks["tuesday"]
+    assert hour == 11 and publish_cell(cell, figures.ZONE_PEAK_HOUR, 10)["value"] == 8.0
+    # No hour reaches k: no hour is named, and the cell (the busiest) is suppressed.
+    hour, cell = {n: (h, c) for n, h, c, _ in figures.zone_weekday_peaks(window, {at[0]: (9.0, 0.0)}, 10)}["tuesday"]
+    assert hour is None and publish_cell(cell, figures.ZONE_PEAK_HOUR, 10)["state"] == "suppressed"
+    hour, cell = {n: (h, c) for n, h, c, _ in figures.zone_weekday_peaks(window, {}, 10)}["monday"]
+    assert hour is None and publish_cell(cell, figures.ZONE_PEAK_HOUR, 10)["state"] == "nodata"

@@ -250,6 +250,8 @@ def test_an_empty_history_is_every_bucket_with_no_data_not_zeros(tmp_path: Path)
     assert first["samples"] == 0 and first["free"] == {"mean": None, "min": None, "max": None}
     zone = get(app, "/v1/zones/z/history?from=2026-10-25&to=2026-10-26&every=1d", KEY).json()
     assert zone["buckets"][0]["entries"] is None and zone["window"]["timezone"] == "Europe/Berlin"
+    assert zone["buckets"][0]["state"] == "nodata" and zone["buckets"][0]["lines"] == []
+    assert zone["privacy"] == {"k": 10}
 
 
 def test_a_database_without_rollups_is_read_raw_and_other_failures_are_503(tmp_path: Path) -> None:
