@@ -88,16 +88,20 @@ class ConfirmWindow:
 
     * :meth:`reset` (a new connection): ``initial``, in slow start;
     * :meth:`confirmed` with ``n`` backlog readings confirmed after at most
-      ``delay_s``: under ``target_delay_s``, slow start adds ``n`` (doubling per
-      round trip), then each window's worth of confirmations adds one; over it,
-      the window halves (never below ``minimum``) and slow start ends, at most
-      once per round trip (the delay just seen), so one late batch is one signal;
+      ``delay_s``: the *queueing* delay is ``delay_s`` minus the base delay,
+      the least delay seen over the last ``BASE_HISTORY`` minutes (RFC 6817
+      sec. 3.4.2: what the path takes with no queue; a loaded gateway's
+      batching and a busy broker set it, not the queue). Under
+      ``target_delay_s``, slow start adds ``n`` (doubling per round trip), then
+      each window's worth of confirmations adds one; over it, the window halves
+      (never below ``minimum``) and slow start ends, at most once per round
+      trip (the delay just seen), so one late batch is one signal;
     * :meth:`timed_out` (readings re-sent): back to ``minimum``, as TCP after a
       retransmission timeout (RFC 5681 sec. 3.1).
 
     With N devices the broker holds at most about N x window backlog readings
-    for the gateways, and the gateways' confirmation delay settles near
-    ``target_delay_s`` when they are the bottleneck. Raises ValueError for
+    for the gateways, and the queue in front of the gateways settles near
+    ``target_delay_s`` of waiting when they are the bottleneck. Raises ValueError for
     ``minimum < 1``, ``initial`` outside ``[minimum, maximum]`` or a
     non-positive ``target_delay_s``.
     """
@@ -124,6 +128,11 @@ class ConfirmWindow:
         #: Times the window was halved for delay, and cut for a re-send (bench and log).
         self.decreases = 0
         self.timeouts = 0
+        #: (minute, least delay seen in it), newest last: the base delay's history.
+        self._base: list[tuple[int, float]] = []
+
+    #: Minutes of history the base delay is the minimum of (RFC 6817's BASE_HISTORY).
+    BASE_HISTORY = 10
 
     @property
     def size(self) -> int:
@@ -134,11 +143,25 @@ class ConfirmWindow:
         self.slow_start = True
         self._hold_until = 0.0
 
+    def base_delay(self) -> float | None:
+        """The least confirmation delay seen over the last :data:`BASE_HISTORY` minutes (None before any)."""
+        return min((d for _, d in self._base), default=None)
+
+    def _note_delay(self, now: float, delay_s: float) -> float:
+        minute = int(now // 60)
+        if self._base and self._base[-1][0] == minute:
+            self._base[-1] = (minute, min(self._base[-1][1], delay_s))
+        else:
+            self._base.append((minute, delay_s))
+        self._base = [(m, d) for m, d in self._base if m > minute - self.BASE_HISTORY]
+        return delay_s - min(d for _, d in self._base)
+
     def confirmed(self, n: int, delay_s: float) -> None:
         if n <= 0:
             return
         now = self._clock()
-        if delay_s > self.target_delay_s:
+        queueing = self._note_delay(now, delay_s)
+        if queueing > self.target_delay_s:
             if now >= self._hold_until:
                 self._size = max(float(self.minimum), self._size / 2)
                 self.slow_start = False

@@ -124,24 +124,49 @@ def test_the_window_doubles_per_round_trip_while_confirmations_are_prompt() -> N
 def test_a_late_confirmation_halves_the_window_once_per_round_trip() -> None:
     clock = Clock()
     w = ConfirmWindow(initial=64, minimum=2, maximum=1000, target_delay_s=2.0, clock=clock)
-    w.confirmed(10, delay_s=5.0)  # the queue in front of the gateway holds 5 s: halve
+    w.confirmed(1, delay_s=0.3)  # the base delay: what a confirmation takes with no queue
+    assert w.size == 65
+    clock.now += 1.0
+    w.confirmed(10, delay_s=5.3)  # 5 s of queue in front of the gateway: halve
     assert (w.size, w.slow_start, w.decreases) == (32, False, 1)
     clock.now += 1.0
-    w.confirmed(10, delay_s=5.0)  # the same congestion, seen again within that round trip: one signal
+    w.confirmed(10, delay_s=5.3)  # the same congestion, seen again within that round trip: one signal
     assert w.size == 32
-    clock.now += 5.0
-    w.confirmed(10, delay_s=5.0)  # a round trip later and still late: halve again
+    clock.now += 5.3
+    w.confirmed(10, delay_s=5.3)  # a round trip later and still late: halve again
     assert w.size == 16
     # Prompt again: congestion avoidance adds about one per window's worth of confirmations, not n.
     w.confirmed(16, delay_s=0.5)
     assert w.size == 17
 
 
+def test_a_slow_path_without_a_queue_is_not_congestion() -> None:
+    # A loaded gateway batches and a busy broker is slow: every confirmation takes 3 s, none longer.
+    # That is the base delay (RFC 6817), not a queue the replays built: the window keeps growing.
+    clock = Clock()
+    w = ConfirmWindow(initial=8, minimum=2, maximum=1000, target_delay_s=2.0, clock=clock)
+    for _ in range(5):
+        clock.now += 3.0
+        w.confirmed(w.size, delay_s=3.0)
+    assert w.size == 256 and w.decreases == 0
+    assert w.base_delay() == 3.0
+
+
+def test_the_base_delay_forgets_what_is_older_than_its_history() -> None:
+    clock = Clock()
+    w = ConfirmWindow(initial=8, minimum=2, maximum=1000, target_delay_s=2.0, clock=clock)
+    w.confirmed(1, delay_s=0.2)
+    clock.now += 60 * ConfirmWindow.BASE_HISTORY
+    w.confirmed(1, delay_s=4.0)  # the fast path of ten minutes ago no longer counts
+    assert w.base_delay() == 4.0 and w.decreases == 0
+
+
 def test_the_window_never_falls_below_its_minimum_and_a_re_send_resets_it() -> None:
     clock = Clock()
     w = ConfirmWindow(initial=8, minimum=3, maximum=100, target_delay_s=1.0, clock=clock)
+    w.confirmed(1, delay_s=0.1)
     for _ in range(10):
-        clock.now += 100
+        clock.now += 51
         w.confirmed(1, delay_s=50.0)
     assert w.size == 3
     w.confirmed(200, delay_s=0.1)
