@@ -114,7 +114,7 @@ class Poller(threading.Thread):
 
 
 class Sampler(threading.Thread):
-    """Fleet counters (the sim's --stats file) every second, and every process's RSS every 5 s."""
+    """Fleet counters (the sim's --stats file) every second, and every process tree's RSS and CPU time every 5 s."""
 
     def __init__(self, stats_path: Path, procs: dict[str, int]) -> None:
         super().__init__(daemon=True)
@@ -123,6 +123,8 @@ class Sampler(threading.Thread):
         self.stop = threading.Event()
         self.stats: list[dict[str, Any]] = []
         self.rss: dict[str, list[tuple[float, float]]] = {}
+        #: name -> [(time, CPU seconds, user + system, of the process and its children alive then)].
+        self.cpu: dict[str, list[tuple[float, float]]] = {}
 
     def tree_rss(self, pid: int) -> float:
         try:
@@ -130,6 +132,29 @@ class Sampler(threading.Thread):
             return sum(c.memory_info().rss for c in [p, *p.children(recursive=True)]) / 1e6
         except psutil.Error:
             return 0.0
+
+    def tree_cpu(self, pid: int) -> float:
+        try:
+            p = psutil.Process(pid)
+            total = 0.0
+            for c in [p, *p.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    t = c.cpu_times()
+                    total += t.user + t.system
+            return total
+        except psutil.Error:
+            return 0.0
+
+    def cpu_used(self, start: float, end: float) -> dict[str, float]:
+        """Core-seconds each process tree used between ``start`` and ``end`` (its samples nearest inside)."""
+        out = {}
+        for name, samples in self.cpu.items():
+            inside = [(t, v) for t, v in samples if start <= t <= end]
+            if len(inside) >= 2 and inside[-1][1] >= inside[0][1]:
+                span = inside[-1][0] - inside[0][0]
+                # scaled to the whole window: the samples are 5 s apart
+                out[name] = round((inside[-1][1] - inside[0][1]) * (end - start) / span, 1) if span else 0.0
+        return out
 
     def run(self) -> None:
         n = 0
@@ -141,9 +166,26 @@ class Sampler(threading.Thread):
                 now = time.time()
                 for name, pid in list(self.procs.items()):
                     self.rss.setdefault(name, []).append((now, self.tree_rss(pid)))
+                    self.cpu.setdefault(name, []).append((now, self.tree_cpu(pid)))
 
     def last(self) -> dict[str, Any]:
         return self.stats[-1] if self.stats else {}
+
+
+def cpu_summary(sampler: Sampler, start: float, end: float) -> dict[str, Any]:
+    """Core-seconds per process tree in the window, and CPU milliseconds per reading confirmed in it: where
+    the box's two cores went (the simulated fleet shares them with the system it drives)."""
+    used = sampler.cpu_used(start, end)
+    inside = [x for x in sampler.stats if start <= x.get("t", 0) <= end and "confirmed" in x]
+    confirmed = inside[-1]["confirmed"] - inside[0]["confirmed"] if len(inside) >= 2 else 0
+    system = sum(v for k, v in used.items() if k != "sim")
+    return {
+        "core_s": used,
+        "window_s": round(end - start, 1),
+        "confirmed": confirmed,
+        "ms_per_reading": {k: round(1000 * v / confirmed, 3) for k, v in used.items()} if confirmed else None,
+        "system_ms_per_reading": round(1000 * system / confirmed, 3) if confirmed else None,
+    }
 
 
 def wait_for(pred: Any, timeout: float, what: str, every: float = 1.0) -> float:
@@ -331,6 +373,7 @@ def main() -> int:
             "api_latency_p50_ms": 1000 * (pct([v for t, v in poller.latency if s0 <= t <= s1], 50) or 0),
             "api_latency_p99_ms": 1000 * (pct([v for t, v in poller.latency if s0 <= t <= s1], 99) or 0),
             "api_requests": sum(1 for t, _ in poller.latency if s0 <= t <= s1),
+            "cpu": cpu_summary(sampler, s0, s1),
             "pending_p99": pct([float(p) for p in steady_pending], 99),
             "load_average": os.getloadavg(),
         }
@@ -354,6 +397,7 @@ def main() -> int:
             "live_lag_during_catch_up": lag_summary(poller.lag, b1, b1 + max(took_b, LIVE_WINDOW_S), live_after=b1),
             "replayed_samples": sum(1 for t, _, obs in poller.lag if b1 <= t <= b1 + took_b and obs < b1),
             "api_latency_p99_ms": 1000 * (pct([v for t, v in poller.latency if b1 <= t <= b1 + took_b], 99) or 0),
+            "cpu": cpu_summary(sampler, b1, b1 + took_b),
         }
         print("burst", json.dumps(burst), flush=True)
         time.sleep(max(20.0, LIVE_WINDOW_S - took_b))
@@ -377,6 +421,7 @@ def main() -> int:
             "drain_confirmed_per_s": rate(sampler.stats, o1, o1 + took_o, "confirmed"),
             "live_lag_during_catch_up": lag_summary(poller.lag, o1, o1 + max(took_o, LIVE_WINDOW_S), live_after=o1),
             "api_latency_p99_ms": 1000 * (pct([v for t, v in poller.latency if o1 <= t <= o1 + took_o], 99) or 0),
+            "cpu": cpu_summary(sampler, o1, o1 + took_o),
             "load_average": os.getloadavg(),
         }
         print("outage", json.dumps(outage), flush=True)
