@@ -19,8 +19,13 @@ Each sensor and origin is fitted once (the model's own cross-fitting included), 
 per forecast and as the growth of the process's peak resident memory over the fits (``ru_maxrss``, after
 the data and libraries are loaded).
 
-Run: ``nice .venv/bin/python bench/forecast/footfall.py [--origins N] [--sensors N] [--out results.json]
-[--markdown]``
+Two sets of origins (``--origin-set``): ``stress`` (the default), 15 hand-picked windows heavy in holidays and
+lockdown onsets, and ``grid``, the textbook rolling origin (Tashman 2000, Int. J. Forecasting 16:437, sec. 2):
+local midnight every :data:`GRID_STEP_DAYS` days from the first midnight with :data:`ZONE_HISTORY_DAYS` full days
+of data before it (:func:`grid_origins`), so holidays and lockdowns enter in the share of days they hold.
+
+Run: ``nice .venv/bin/python bench/forecast/footfall.py [--origin-set stress|grid] [--origins N] [--sensors N]
+[--out results.json] [--markdown]``
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -61,7 +66,88 @@ ORIGINS: list[tuple[str, str]] = [
     ("2025-12-24", "Christmas Eve and Christmas Day"),
 ]
 
+#: The grid's step: 8 weeks, so every origin falls on the same weekday (the first origin's).
+GRID_STEP_DAYS = 56
+#: Days Auckland spent at COVID-19 Alert Level 3 or 4 (local dates, first and last, inclusive), from the
+#: government's announcements (covid19.govt.nz alert-level history): AL3 from 23 Mar 2020 and AL4 from 23:59
+#: 25 Mar to 23:59 27 Apr, AL3 to 23:59 13 May; Auckland AL3 from 12:00 12 Aug to 23:59 30 Aug 2020; from 23:59
+#: 14 Feb to 23:59 17 Feb 2021; from 06:00 28 Feb to 06:00 7 Mar 2021; AL4 from 23:59 17 Aug 2021, AL3 from
+#: 23:59 21 Sep, until the traffic-light system at 23:59 2 Dec 2021.
+LOCKDOWNS: list[tuple[date, date]] = [
+    (date(2020, 3, 24), date(2020, 5, 13)),
+    (date(2020, 8, 12), date(2020, 8, 30)),
+    (date(2021, 2, 15), date(2021, 2, 17)),
+    (date(2021, 2, 28), date(2021, 3, 6)),
+    (date(2021, 8, 18), date(2021, 12, 2)),
+]
+
 UTC_ZONE = ZoneInfo("UTC")
+
+
+def grid_origins(first_hour: datetime, end: datetime, history_days: int, step_days: int = GRID_STEP_DAYS) -> list[date]:
+    """Rolling origins at a fixed step (Tashman 2000, sec. 2), as local dates (the origin is their midnight).
+
+    ``first_hour``: the first hour of the data (wall clock; any tz, compared naively); ``end``: the end of the
+    last hour (exclusive). The first origin is the first midnight with ``history_days`` full days of data before
+    it; then every ``step_days`` days (a multiple of 7 keeps the weekday) while the ``HORIZON``-hour window ends
+    by ``end``. Raises ``ValueError`` for a step under one day or a history of no days.
+    """
+    if step_days < 1 or history_days < 1:
+        raise ValueError(f"step_days and history_days must be >= 1, got {step_days}, {history_days}")
+    first_midnight = first_hour.replace(hour=0, minute=0, second=0, microsecond=0)
+    if first_midnight < first_hour:
+        first_midnight += timedelta(days=1)
+    at = first_midnight + timedelta(days=history_days)
+    out = []
+    while at + timedelta(hours=HORIZON) <= end:
+        out.append(at.date())
+        at += timedelta(days=step_days)
+    return out
+
+
+def window_kind(day: date, is_holiday: Callable[[date], bool]) -> dict[str, bool]:
+    """What the 48-hour window from ``day``'s midnight holds (the two local dates ``day`` and the next).
+
+    ``lockdown``: a day inside :data:`LOCKDOWNS`; ``holiday``: a public holiday (``is_holiday``); ``near_holiday``:
+    a holiday on either day or the day before or after them (the model's Mondrian day kind); ``christmas``:
+    a day from 24 December to 2 January.
+    """
+    days = [day, day + timedelta(days=1)]
+    around = [day - timedelta(days=1), *days, day + timedelta(days=2)]
+    return {
+        "lockdown": any(a <= d <= b for d in days for a, b in LOCKDOWNS),
+        "holiday": any(is_holiday(d) for d in days),
+        "near_holiday": any(is_holiday(d) for d in around),
+        "christmas": any((d.month, d.day) >= (12, 24) or (d.month, d.day) <= (1, 2) for d in days),
+    }
+
+
+def grid_note(day: date, is_holiday: Callable[[date], bool], names: Callable[[date], str | None]) -> str:
+    """A grid origin's note: weekday, the holidays in its window, and a lockdown if one holds it."""
+    days = [day, day + timedelta(days=1)]
+    parts = [day.strftime("%a")]
+    hol = [f"{names(d)} ({d.strftime('%a %d %b')})" for d in days if is_holiday(d)]
+    if hol:
+        parts.append("holiday: " + ", ".join(hol))
+    for a, b in LOCKDOWNS:
+        if any(a <= d <= b for d in days):
+            parts.append(f"lockdown (Alert Level 3/4, {a:%d %b} - {b:%d %b %Y}), day {(day - a).days + 1}")
+    return "; ".join(parts)
+
+
+def origin_set(name: str, first_hour: datetime, end: datetime) -> list[tuple[str, str]]:
+    """(date, note) of the origins of set ``name``: ``stress`` (:data:`ORIGINS`) or ``grid`` (:func:`grid_origins`)."""
+    if name == "stress":
+        return list(ORIGINS)
+    if name != "grid":
+        raise ValueError(f"unknown origin set {name!r}: stress or grid")
+    import holidays
+
+    cal = holidays.country_holidays("NZ", subdiv="AUK")
+    return [
+        (d.isoformat(), grid_note(d, lambda x: x in cal, cal.get))
+        for d in grid_origins(first_hour, end, ZONE_HISTORY_DAYS)
+    ]
 
 
 def load() -> tuple[datetime, dict[str, np.ndarray]]:
@@ -90,6 +176,7 @@ def evaluate(
     cfg: ModelConfig | None = None,
     shard: tuple[int, int] = (0, 1),
     progress: Callable[[dict[str, object]], None] | None = None,
+    origin_set_name: str = "stress",
 ) -> dict[str, object]:
     """Every row of the run; ``shard`` (k, n): only every n-th sensor from the k-th (merge with :func:`summarize`).
 
@@ -100,7 +187,11 @@ def evaluate(
     start, series = load()
     is_holiday = holiday_calendar("NZ", "AUK")
     cfg = cfg or ZONE_CONFIG
-    origins = ORIGINS[:n_origins] if n_origins else ORIGINS
+    n_hours = len(next(iter(series.values())))
+    all_origins = origin_set(
+        origin_set_name, start.replace(tzinfo=None), (start + timedelta(hours=n_hours)).replace(tzinfo=None)
+    )
+    origins = all_origins[:n_origins] if n_origins else all_origins
     sensors = sorted(series)[:n_sensors] if n_sensors else sorted(series)
     sensors = sensors[shard[0] :: shard[1]]
     rows: list[dict[str, object]] = []
@@ -108,6 +199,7 @@ def evaluate(
 
     def so_far(done_sensors: list[str]) -> dict[str, object]:
         return {
+            "origin_set": origin_set_name,
             "origins": [{"date": d, "note": n} for d, n in origins],
             "sensors": done_sensors,
             "peak_rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024,  # KiB
@@ -260,6 +352,12 @@ def markdown(res: dict[str, object]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--origin-set",
+        choices=("stress", "grid"),
+        default="stress",
+        help="stress: the 15 hand-picked windows; grid: every 56 days from the first full year (Tashman 2000)",
+    )
     ap.add_argument("--origins", type=int, default=None, help="first N origins only (a quick look)")
     ap.add_argument("--sensors", type=int, default=None, help="first N sensors only")
     ap.add_argument("--out", type=Path, default=None, help="write every row as JSON here")
@@ -277,7 +375,7 @@ def main() -> None:
             if out and n > 1:
                 out.write_text(json.dumps(part, indent=1))
 
-        parts = [evaluate(args.origins, args.sensors, shard=(k, n), progress=save)]
+        parts = [evaluate(args.origins, args.sensors, shard=(k, n), progress=save, origin_set_name=args.origin_set)]
         if n > 1:  # one shard's rows, for --merge
             if args.out:
                 args.out.write_text(json.dumps(parts[0], indent=1))
