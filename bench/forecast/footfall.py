@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import statistics
 import time
@@ -251,8 +252,60 @@ def evaluate(
     return so_far(sensors)
 
 
+#: The classes of :func:`window_class`, in the order of the README's table.
+WINDOW_CLASSES = ("ordinary", "holiday", "christmas", "lockdown")
+
+
+def window_class(kind: dict[str, bool]) -> str:
+    """One class per window (:func:`window_kind`): ``lockdown`` before ``christmas`` (24 Dec - 2 Jan) before
+    ``holiday`` (a public holiday in the 48 hours) before ``ordinary``."""
+    if kind["lockdown"]:
+        return "lockdown"
+    if kind["christmas"]:
+        return "christmas"
+    return "holiday" if kind["holiday"] else "ordinary"
+
+
+def by_window_class(done: list[dict[str, object]], origins: list[str]) -> dict[str, object]:
+    """Windows, coverage and the misses below / above the interval per :func:`window_class`, and how many of
+    ``origins`` hold a lockdown day, a public holiday, a holiday's neighbour, a year-end day."""
+    import holidays
+
+    cal = holidays.country_holidays("NZ", subdiv="AUK")
+    kinds = {o: window_kind(date.fromisoformat(o), lambda d: d in cal) for o in origins}
+    miss = sum(int(r["below"]) + int(r["above"]) for r in done)  # type: ignore[call-overload]
+    out: dict[str, object] = {
+        "windows_with": {
+            k: sum(kd[k] for kd in kinds.values()) for k in ("lockdown", "holiday", "near_holiday", "christmas")
+        },
+        "windows": len(origins),
+    }
+    for cls in WINDOW_CLASSES:
+        mine_o = [o for o in origins if window_class(kinds[o]) == cls]
+        mine = [r for r in done if r["origin"] in mine_o]
+        hours = sum(int(r["hours"]) for r in mine)  # type: ignore[call-overload]
+        row: dict[str, object] = {"windows": len(mine_o), "sensor_origins": len(mine), "hours": hours}
+        if hours:
+            below = sum(int(r["below"]) for r in mine)  # type: ignore[call-overload]
+            above = sum(int(r["above"]) for r in mine)  # type: ignore[call-overload]
+            row |= {
+                "coverage_80": sum(int(r["covered"]) for r in mine) / hours,  # type: ignore[call-overload]
+                "below_lower": below / hours,
+                "above_upper": above / hours,
+                "share_of_misses": (below + above) / miss if miss else 0.0,
+                "median_mase": statistics.median(float(r["mase"]) for r in mine),  # type: ignore[arg-type]
+                "median_mase_naive": statistics.median(float(r["mase_naive"]) for r in mine),  # type: ignore[arg-type]
+            }
+        out[cls] = row
+    return out
+
+
 def summarize(parts: list[dict[str, object]]) -> dict[str, object]:
-    """Medians, ratio, coverage, per sensor and per origin, over the rows of one run or of its shards."""
+    """Medians, ratio, coverage, per sensor, per origin and per window class, over the rows of one run or of its
+    shards (all of one origin set: ``ValueError`` otherwise)."""
+    names = {str(p.get("origin_set", "stress")) for p in parts}
+    if len(names) > 1:
+        raise ValueError(f"parts of different origin sets: {sorted(names)}")
     rows: list[dict[str, object]] = [r for p in parts for r in p["rows"]]  # type: ignore[attr-defined]
     sensors = sorted({s for p in parts for s in p["sensors"]})  # type: ignore[attr-defined]
     origins = [(o["date"], o["note"]) for o in parts[0]["origins"]]  # type: ignore[attr-defined]
@@ -292,11 +345,14 @@ def summarize(parts: list[dict[str, object]]) -> dict[str, object]:
     above = sum(int(r["above"]) for r in done)  # type: ignore[call-overload]
     med = statistics.median(float(r["mase"]) for r in done)  # type: ignore[arg-type]
     med_naive = statistics.median(float(r["mase_naive"]) for r in done)  # type: ignore[arg-type]
-    onset = {d for d, n in origins if "lockdown" in n and ("day 1" in n or "first day" in n or "back to" in n)}
+    onset = {
+        d for d, n in origins if "lockdown" in n and (re.search(r"day 1\b", n) or "first day" in n or "back to" in n)
+    }
     calm = [r for r in done if r["origin"] not in onset]
     covered = sum(int(r["covered"]) for r in done)  # type: ignore[call-overload]
     hours = sum(int(r["hours"]) for r in done)  # type: ignore[call-overload]
     return {
+        "origin_set": names.pop(),
         "horizon_h": HORIZON,
         "history_days": ZONE_HISTORY_DAYS,
         "origins": [{"date": d, "note": n} for d, n in origins],
@@ -318,6 +374,7 @@ def summarize(parts: list[dict[str, object]]) -> dict[str, object]:
         "fit_cpu_s_mean": statistics.mean(float(r["fit_cpu_s"]) for r in done),  # type: ignore[arg-type]
         "peak_rss_growth_mb": max(float(p["peak_rss_growth_mb"]) for p in parts),  # type: ignore[arg-type]
         "wall_s": max(float(p["wall_s"]) for p in parts),  # type: ignore[arg-type]
+        "by_window_class": by_window_class(done, [d for d, _ in origins]),
         "per_sensor": per_sensor,
         "per_origin": per_origin,
         "rows": rows,
@@ -339,6 +396,24 @@ def markdown(res: dict[str, object]) -> str:
     out.append(
         f"| **all sensor-origins (median)** | {res['evaluated']} | **{res['median_mase']:.3f}** |"
         f" **{res['median_mase_naive']:.3f}** | **{res['ratio']:.3f}** | **{res['coverage_80']:.3f}** |"
+    )
+    cls = res["by_window_class"]
+    head = "| windows | origins | sensor-origins | median MASE model | seasonal-naive | 80 % coverage | below | above |"
+    out += ["", head + " share of all misses |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in WINDOW_CLASSES:
+        c = cls[name]  # type: ignore[index]
+        if not c["hours"]:
+            out.append(f"| {name} | {c['windows']} | 0 | – | – | – | – | – | – |")
+            continue
+        out.append(
+            f"| {name} | {c['windows']} | {c['sensor_origins']} | {c['median_mase']:.3f} |"
+            f" {c['median_mase_naive']:.3f} |"
+            f" {c['coverage_80']:.3f} | {c['below_lower']:.3f} | {c['above_upper']:.3f} | {c['share_of_misses']:.2f} |"
+        )
+    w = cls["windows_with"]  # type: ignore[index]
+    out.append(
+        f"\nOf {cls['windows']} windows, {w['lockdown']} hold a lockdown day, {w['holiday']} a public holiday,"  # type: ignore[index]
+        f" {w['near_holiday']} a holiday or its neighbour, {w['christmas']} a day of 24 Dec - 2 Jan."
     )
     out += ["", "| origin | what | sensors | median MASE model | seasonal-naive | 80 % coverage |"]
     out.append("|---|---|---:|---:|---:|---:|")
@@ -387,7 +462,8 @@ def main() -> None:
     if args.markdown:
         print(markdown(res))
     print(
-        f"footfall: {res['evaluated']} sensor-origins ({res['skipped']} skipped); median MASE model"
+        f"footfall ({res['origin_set']} origins): {res['evaluated']} sensor-origins ({res['skipped']} skipped);"
+        f" median MASE model"
         f" {res['median_mase']:.3f} vs seasonal-naive {res['median_mase_naive']:.3f}: ratio {res['ratio']:.3f};"
         f" 80 % interval coverage {res['coverage_80']:.3f} of {res['hours']} h (below {res['below_lower']:.3f},"
         f" above {res['above_upper']:.3f}); fit {res['fit_s_mean']:.2f} s per forecast"
