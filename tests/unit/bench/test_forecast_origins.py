@@ -12,8 +12,11 @@ from bench.forecast.footfall import (
     GRID_STEP_DAYS,
     HORIZON,
     ORIGINS,
+    by_window_class,
     grid_origins,
     origin_set,
+    summarize,
+    window_class,
     window_kind,
 )
 
@@ -76,3 +79,38 @@ def test_origin_sets() -> None:
     assert "lockdown" in notes["2021-11-04"] and "Christmas Day" in notes["2025-12-25"]
     with pytest.raises(ValueError, match="unknown origin set"):
         origin_set("best", FIRST, END)
+
+
+def test_window_classes_and_their_misses() -> None:
+    def kind(**on: bool) -> dict[str, bool]:
+        return {"lockdown": False, "holiday": False, "near_holiday": False, "christmas": False} | on
+
+    assert window_class(kind()) == "ordinary"
+    assert window_class(kind(holiday=True, near_holiday=True)) == "holiday"
+    assert window_class(kind(holiday=True, christmas=True)) == "christmas"
+    assert window_class(kind(holiday=True, christmas=True, lockdown=True)) == "lockdown"
+
+    def row(origin: str, covered: int, below: int, above: int) -> dict[str, object]:
+        return {
+            "origin": origin,
+            "covered": covered,
+            "below": below,
+            "above": above,
+            "hours": 48,
+            "mase": 1.0,
+            "mase_naive": 1.5,
+        }
+
+    done = [row("2021-09-09", 8, 40, 0), row("2025-12-25", 38, 10, 0), row("2025-03-20", 44, 2, 2)]
+    out = by_window_class(done, ["2021-09-09", "2025-12-25", "2025-03-20", "2025-03-27"])
+    assert out["windows_with"] == {"lockdown": 1, "holiday": 1, "near_holiday": 1, "christmas": 1}
+    assert out["lockdown"]["coverage_80"] == pytest.approx(8 / 48)  # type: ignore[index]
+    assert out["lockdown"]["share_of_misses"] == pytest.approx(40 / 54)  # type: ignore[index]
+    assert out["ordinary"]["windows"] == 2 and out["ordinary"]["sensor_origins"] == 1  # type: ignore[index]
+    assert out["holiday"] == {"windows": 0, "sensor_origins": 0, "hours": 0}
+
+
+def test_merging_parts_of_two_origin_sets_is_refused() -> None:
+    part = {"origins": [], "sensors": [], "rows": [], "peak_rss_growth_mb": 0, "wall_s": 0}
+    with pytest.raises(ValueError, match="different origin sets"):
+        summarize([part | {"origin_set": "stress"}, part | {"origin_set": "grid"}])
