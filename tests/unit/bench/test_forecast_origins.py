@@ -14,6 +14,7 @@ from bench.forecast.footfall import (
     ORIGINS,
     by_window_class,
     grid_origins,
+    lockdown_onset,
     origin_set,
     summarize,
     window_class,
@@ -61,6 +62,9 @@ def test_window_kinds_come_from_the_dates() -> None:
     }
     assert window_kind(date(2020, 8, 11), hol)["lockdown"]  # its second day is the first of a lockdown
     assert not window_kind(date(2021, 12, 3), hol)["lockdown"]  # the day after the last
+    # The stress set's three onsets (25 Mar 2020 is AL4's first day, AL3's second), and not Easter in lockdown.
+    assert [lockdown_onset(date.fromisoformat(d)) for d in ("2020-03-25", "2020-08-12", "2021-08-18")] == [True] * 3
+    assert not lockdown_onset(date(2020, 4, 9)) and not lockdown_onset(date(2021, 8, 20))
     christmas = window_kind(date(2025, 12, 25), hol)
     assert christmas["holiday"] and christmas["christmas"] and not christmas["lockdown"]
     assert window_kind(date(2023, 7, 15), hol) == {
