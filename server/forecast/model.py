@@ -29,11 +29,10 @@ roughly like a Poisson's) and by a *difficulty*, a small LightGBM fitted,
 cross-fitted too, to those scores' absolute values from the prediction, ``h``,
 the day kind and ``log(day_ratio)`` (errors grow after a level shift and
 around holidays, and the interval with them). The conformal quantiles of the
-scores (finite-sample step; a Mondrian split into three day kinds: holidays
-and their neighbours, the Christmas-New Year period, other days) are put
-around the point forecast of a model fitted on everything. Intervals are
-clipped to ``[lower, upper]`` (0 and, for a lot, its bays). Cost:
-``folds + 1`` point fits and ``folds`` difficulty fits.
+scores (finite-sample step; a Mondrian split for holidays and their
+neighbours) are put around the point forecast of a model fitted on
+everything. Intervals are clipped to ``[lower, upper]`` (0 and, for a lot,
+its bays). Cost: ``folds + 1`` point fits and ``folds`` difficulty fits.
 
 Bad input raises :class:`ForecastError` (``code``: ``bad_input`` or
 ``insufficient_history``).
@@ -160,23 +159,11 @@ def holiday_calendar(country: str | None, subdiv: str | None = None) -> HolidayT
     return lambda d: d in cal
 
 
-def in_year_end(day: date) -> bool:
-    """Whether a local date lies in the Christmas-New Year period, 24 December to 2 January inclusive.
-
-    Those days are unlike the rest of the year and unlike other holidays: on Auckland's footfall
-    (bench/forecast/README.md) Christmas Day draws about half a Sunday while other holidays draw 0.8-1.0 of
-    one (Matariki 1.3), and the working days between draw 0.6-0.85 of the same weekday a month before (the summer
-    closedown; in Germany the days "between the years"), but they come once a year.
-    """
-    return (day.month == 12 and day.day >= 24) or (day.month == 1 and day.day <= 2)
-
-
 def calendar(start: datetime, n: int, cfg: ModelConfig, tz: ZoneInfo, is_holiday: HolidayTest) -> Array:
-    """Per step from ``start`` (UTC, aware): columns slot of the local day, weekday (0 Monday), holiday (0/1),
-    and the Christmas-New Year period (0/1, :func:`in_year_end`)."""
+    """Per step from ``start`` (UTC, aware): columns slot of the local day, weekday (0 Monday), holiday (0/1)."""
     if start.tzinfo is None:
         raise ForecastError("bad_input", "start must be timezone-aware")
-    out = np.empty((n, 4))
+    out = np.empty((n, 3))
     step_s = 86_400 // cfg.steps_per_day
     cache: dict[date, float] = {}
     for i in range(n):
@@ -187,7 +174,6 @@ def calendar(start: datetime, n: int, cfg: ModelConfig, tz: ZoneInfo, is_holiday
         out[i, 0] = (local.hour * 3600 + local.minute * 60) // step_s
         out[i, 1] = local.weekday()
         out[i, 2] = cache[day]
-        out[i, 3] = 1.0 if in_year_end(day) else 0.0
     return out
 
 
@@ -235,19 +221,13 @@ def _features(y: Array, cal: Array, origins: npt.NDArray[np.int64], horizon: int
     )
 
 
-#: The day kinds of :func:`_day_kind`, each with its own conformal quantiles (a Mondrian split).
-DAY_KINDS = (0, 1, 2)
-
-
 def _day_kind(cal: Array, t: npt.NDArray[np.int64], cfg: ModelConfig) -> npt.NDArray[np.int64]:
-    """Per step ``t``: 2 in the Christmas-New Year period (:func:`in_year_end`), else 1 on a public holiday or
-    the day before or after one, else 0."""
+    """1 where step ``t`` falls on a public holiday or the day before or after one, else 0."""
     d = cfg.steps_per_day
     near = np.zeros(len(t), dtype=bool)
     for shift in (-d, 0, d):
         near |= cal[np.clip(t + shift, 0, len(cal) - 1), 2] > 0
-    year_end = cal[np.clip(t, 0, len(cal) - 1), 3] > 0
-    return np.where(year_end, 2, near.astype(np.int64))
+    return near.astype(np.int64)
 
 
 def _fit(x: Array, target: Array, cfg: ModelConfig) -> Any:
@@ -395,12 +375,11 @@ def forecast(
     score = raw[ok] / sigma[ok]
     kinds = kinds_all[ok]
     tail = (1 - cfg.coverage) / 2
-    # Mondrian split (Vovk et al. 2005, ch. 4): holidays and their neighbours, and the Christmas-New Year
-    # period, get their own quantiles when the history holds enough of them (a day's worth of steps), the
-    # pooled ones otherwise.
+    # Mondrian split (Vovk et al. 2005, ch. 4): holidays and their neighbours get their own quantiles when
+    # the history holds enough of them (a day's worth of steps), the pooled ones otherwise.
     pooled = _conformal_quantiles(score, tail)
     quant = {}
-    for g in DAY_KINDS:
+    for g in (0, 1):
         sel = score[kinds == g]
         quant[g] = _conformal_quantiles(sel, tail) if len(sel) >= cfg.steps_per_day else pooled
 
@@ -411,8 +390,8 @@ def forecast(
     fx = _difficulty_features(mean, xf, fk)
     sigma_f = np.maximum(np.mean([_predict(dm, fx) for dm in diff_models], axis=0), floor)
     spread = (mean + scale) ** cfg.spread_power * sigma_f
-    q_lo = np.select([fk == 2, fk == 1], [quant[2][0], quant[1][0]], quant[0][0])
-    q_hi = np.select([fk == 2, fk == 1], [quant[2][1], quant[1][1]], quant[0][1])
+    q_lo = np.where(fk == 1, quant[1][0], quant[0][0])
+    q_hi = np.where(fk == 1, quant[1][1], quant[0][1])
     lo = np.clip(mean + q_lo * spread, lower, upper)
     hi = np.clip(mean + q_hi * spread, lower, upper)
     return Forecast(start=start + n * cfg.step, step=cfg.step, mean=mean, lower=lo, upper=hi, coverage=cfg.coverage)

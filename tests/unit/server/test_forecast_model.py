@@ -14,11 +14,8 @@ from server.forecast.model import (
     ForecastError,
     ModelConfig,
     _conformal_quantiles,
-    _day_kind,
-    calendar,
     forecast,
     holiday_calendar,
-    in_year_end,
     seasonal_naive,
 )
 
@@ -132,42 +129,3 @@ def test_coverage_over_many_series_is_near_nominal() -> None:
         inside += int(np.count_nonzero((actual >= fc.lower) & (actual <= fc.upper)))
         total += 48
     assert 0.7 <= inside / total <= 0.9, inside / total
-
-
-def test_year_end_is_its_own_day_kind() -> None:
-    assert [in_year_end(date(2025, 12, d)) for d in (23, 24, 31)] == [False, True, True]
-    assert [in_year_end(date(2026, 1, d)) for d in (1, 2, 3)] == [True, True, False]
-    start = datetime(2025, 12, 22, tzinfo=UTC)  # 01:00 local (Berlin) on Monday 22 Dec
-    cfg = ModelConfig()
-    cal = calendar(start, 24 * 14, cfg, TZ, lambda d: d == date(2025, 12, 22))
-    kinds = _day_kind(cal, np.arange(24 * 14, dtype=np.int64), cfg)
-    local_day = [(start + timedelta(hours=i)).astimezone(TZ).date() for i in range(24 * 14)]
-    expect = [2 if in_year_end(d) else 1 if d <= date(2025, 12, 23) else 0 for d in local_day]
-    assert kinds.tolist() == expect
-
-
-def test_year_end_intervals_learn_from_last_year_end(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Footfall falls to 40 % from 24 December to 2 January and the calendar knows no holiday: forecasting
-    Christmas, the year-end quantiles from last year's Christmas cover more of the fall than quantiles shared
-    with the rest of the year do (the point forecast is the same: it knows nothing of the fall)."""
-    rng = np.random.default_rng(3)
-    start = datetime(2024, 12, 2, tzinfo=UTC)
-    n = int((datetime(2025, 12, 26, tzinfo=UTC) - start).total_seconds() // 3600)
-    y = np.empty(n)
-    for i in range(n):
-        local = (start + timedelta(hours=i)).astimezone(TZ)
-        level = 0.4 if in_year_end(local.date()) else 1.0
-        y[i] = rng.poisson(200 * level * np.exp(-((local.hour - 13) ** 2) / 18) + 5)
-    origin = int((datetime(2025, 12, 24, tzinfo=TZ) - start).total_seconds() // 3600)
-    actual = y[origin : origin + 48]
-
-    def covered(fc: Forecast) -> float:
-        return float(np.mean((actual >= fc.lower) & (actual <= fc.upper)))
-
-    with_kind = forecast(y[:origin], start, 48, tz=TZ, is_holiday=lambda _d: False)
-    monkeypatch.setattr("server.forecast.model.in_year_end", lambda _d: False)
-    without = forecast(y[:origin], start, 48, tz=TZ, is_holiday=lambda _d: False)
-    assert covered(with_kind) >= 0.6 and covered(with_kind) > covered(without) + 0.2, (
-        covered(with_kind),
-        covered(without),
-    )
