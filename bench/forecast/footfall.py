@@ -19,8 +19,13 @@ Each sensor and origin is fitted once (the model's own cross-fitting included), 
 per forecast and as the growth of the process's peak resident memory over the fits (``ru_maxrss``, after
 the data and libraries are loaded).
 
-Run: ``nice .venv/bin/python bench/forecast/footfall.py [--origins N] [--sensors N] [--out results.json]
-[--markdown]``
+Two sets of origins (``--origin-set``): ``stress`` (the default), 15 hand-picked windows heavy in holidays and
+lockdown onsets, and ``grid``, the textbook rolling origin (Tashman 2000, Int. J. Forecasting 16:437, sec. 2):
+local midnight every :data:`GRID_STEP_DAYS` days from the first midnight with :data:`ZONE_HISTORY_DAYS` full days
+of data before it (:func:`grid_origins`), so holidays and lockdowns enter in the share of days they hold.
+
+Run: ``nice .venv/bin/python bench/forecast/footfall.py [--origin-set stress|grid] [--origins N] [--sensors N]
+[--out results.json] [--markdown]``
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -61,7 +66,94 @@ ORIGINS: list[tuple[str, str]] = [
     ("2025-12-24", "Christmas Eve and Christmas Day"),
 ]
 
+#: The grid's step: 8 weeks, so every origin falls on the same weekday (the first origin's).
+GRID_STEP_DAYS = 56
+#: Days Auckland spent at COVID-19 Alert Level 3 or 4 (local dates, first and last, inclusive), from the
+#: government's announcements (covid19.govt.nz alert-level history): AL3 from 23 Mar 2020 and AL4 from 23:59
+#: 25 Mar to 23:59 27 Apr, AL3 to 23:59 13 May; Auckland AL3 from 12:00 12 Aug to 23:59 30 Aug 2020; from 23:59
+#: 14 Feb to 23:59 17 Feb 2021; from 06:00 28 Feb to 06:00 7 Mar 2021; AL4 from 23:59 17 Aug 2021, AL3 from
+#: 23:59 21 Sep, until the traffic-light system at 23:59 2 Dec 2021.
+LOCKDOWNS: list[tuple[date, date]] = [
+    (date(2020, 3, 24), date(2020, 5, 13)),
+    (date(2020, 8, 12), date(2020, 8, 30)),
+    (date(2021, 2, 15), date(2021, 2, 17)),
+    (date(2021, 2, 28), date(2021, 3, 6)),
+    (date(2021, 8, 18), date(2021, 12, 2)),
+]
+
 UTC_ZONE = ZoneInfo("UTC")
+
+
+def grid_origins(first_hour: datetime, end: datetime, history_days: int, step_days: int = GRID_STEP_DAYS) -> list[date]:
+    """Rolling origins at a fixed step (Tashman 2000, sec. 2), as local dates (the origin is their midnight).
+
+    ``first_hour``: the first hour of the data (wall clock; any tz, compared naively); ``end``: the end of the
+    last hour (exclusive). The first origin is the first midnight with ``history_days`` full days of data before
+    it; then every ``step_days`` days (a multiple of 7 keeps the weekday) while the ``HORIZON``-hour window ends
+    by ``end``. Raises ``ValueError`` for a step under one day or a history of no days.
+    """
+    if step_days < 1 or history_days < 1:
+        raise ValueError(f"step_days and history_days must be >= 1, got {step_days}, {history_days}")
+    first_midnight = first_hour.replace(hour=0, minute=0, second=0, microsecond=0)
+    if first_midnight < first_hour:
+        first_midnight += timedelta(days=1)
+    at = first_midnight + timedelta(days=history_days)
+    out = []
+    while at + timedelta(hours=HORIZON) <= end:
+        out.append(at.date())
+        at += timedelta(days=step_days)
+    return out
+
+
+def window_kind(day: date, is_holiday: Callable[[date], bool]) -> dict[str, bool]:
+    """What the 48-hour window from ``day``'s midnight holds (the two local dates ``day`` and the next).
+
+    ``lockdown``: a day inside :data:`LOCKDOWNS`; ``holiday``: a public holiday (``is_holiday``); ``near_holiday``:
+    a holiday on either day or the day before or after them (the model's Mondrian day kind); ``christmas``:
+    a day from 24 December to 2 January.
+    """
+    days = [day, day + timedelta(days=1)]
+    around = [day - timedelta(days=1), *days, day + timedelta(days=2)]
+    return {
+        "lockdown": any(a <= d <= b for d in days for a, b in LOCKDOWNS),
+        "holiday": any(is_holiday(d) for d in days),
+        "near_holiday": any(is_holiday(d) for d in around),
+        "christmas": any((d.month, d.day) >= (12, 24) or (d.month, d.day) <= (1, 2) for d in days),
+    }
+
+
+def lockdown_onset(day: date) -> bool:
+    """Whether the window from ``day`` opens within a day of a lockdown's first day (:data:`LOCKDOWNS`): the
+    history then shows little or none of the fall."""
+    return any(abs((day - a).days) <= 1 for a, _ in LOCKDOWNS)
+
+
+def grid_note(day: date, is_holiday: Callable[[date], bool], names: Callable[[date], str | None]) -> str:
+    """A grid origin's note: weekday, the holidays in its window, and a lockdown if one holds it."""
+    days = [day, day + timedelta(days=1)]
+    parts = [day.strftime("%a")]
+    hol = [f"{names(d)} ({d.strftime('%a %d %b')})" for d in days if is_holiday(d)]
+    if hol:
+        parts.append("holiday: " + ", ".join(hol))
+    for a, b in LOCKDOWNS:
+        if any(a <= d <= b for d in days):
+            parts.append(f"lockdown (Alert Level 3/4, {a:%d %b} - {b:%d %b %Y}), day {(day - a).days + 1}")
+    return "; ".join(parts)
+
+
+def origin_set(name: str, first_hour: datetime, end: datetime) -> list[tuple[str, str]]:
+    """(date, note) of the origins of set ``name``: ``stress`` (:data:`ORIGINS`) or ``grid`` (:func:`grid_origins`)."""
+    if name == "stress":
+        return list(ORIGINS)
+    if name != "grid":
+        raise ValueError(f"unknown origin set {name!r}: stress or grid")
+    import holidays
+
+    cal = holidays.country_holidays("NZ", subdiv="AUK")
+    return [
+        (d.isoformat(), grid_note(d, lambda x: x in cal, cal.get))
+        for d in grid_origins(first_hour, end, ZONE_HISTORY_DAYS)
+    ]
 
 
 def load() -> tuple[datetime, dict[str, np.ndarray]]:
@@ -90,6 +182,7 @@ def evaluate(
     cfg: ModelConfig | None = None,
     shard: tuple[int, int] = (0, 1),
     progress: Callable[[dict[str, object]], None] | None = None,
+    origin_set_name: str = "stress",
 ) -> dict[str, object]:
     """Every row of the run; ``shard`` (k, n): only every n-th sensor from the k-th (merge with :func:`summarize`).
 
@@ -100,7 +193,11 @@ def evaluate(
     start, series = load()
     is_holiday = holiday_calendar("NZ", "AUK")
     cfg = cfg or ZONE_CONFIG
-    origins = ORIGINS[:n_origins] if n_origins else ORIGINS
+    n_hours = len(next(iter(series.values())))
+    all_origins = origin_set(
+        origin_set_name, start.replace(tzinfo=None), (start + timedelta(hours=n_hours)).replace(tzinfo=None)
+    )
+    origins = all_origins[:n_origins] if n_origins else all_origins
     sensors = sorted(series)[:n_sensors] if n_sensors else sorted(series)
     sensors = sensors[shard[0] :: shard[1]]
     rows: list[dict[str, object]] = []
@@ -108,6 +205,7 @@ def evaluate(
 
     def so_far(done_sensors: list[str]) -> dict[str, object]:
         return {
+            "origin_set": origin_set_name,
             "origins": [{"date": d, "note": n} for d, n in origins],
             "sensors": done_sensors,
             "peak_rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024,  # KiB
@@ -159,8 +257,60 @@ def evaluate(
     return so_far(sensors)
 
 
+#: The classes of :func:`window_class`, in the order of the README's table.
+WINDOW_CLASSES = ("ordinary", "holiday", "christmas", "lockdown")
+
+
+def window_class(kind: dict[str, bool]) -> str:
+    """One class per window (:func:`window_kind`): ``lockdown`` before ``christmas`` (24 Dec - 2 Jan) before
+    ``holiday`` (a public holiday in the 48 hours) before ``ordinary``."""
+    if kind["lockdown"]:
+        return "lockdown"
+    if kind["christmas"]:
+        return "christmas"
+    return "holiday" if kind["holiday"] else "ordinary"
+
+
+def by_window_class(done: list[dict[str, object]], origins: list[str]) -> dict[str, object]:
+    """Windows, coverage and the misses below / above the interval per :func:`window_class`, and how many of
+    ``origins`` hold a lockdown day, a public holiday, a holiday's neighbour, a year-end day."""
+    import holidays
+
+    cal = holidays.country_holidays("NZ", subdiv="AUK")
+    kinds = {o: window_kind(date.fromisoformat(o), lambda d: d in cal) for o in origins}
+    miss = sum(int(r["below"]) + int(r["above"]) for r in done)  # type: ignore[call-overload]
+    out: dict[str, object] = {
+        "windows_with": {
+            k: sum(kd[k] for kd in kinds.values()) for k in ("lockdown", "holiday", "near_holiday", "christmas")
+        },
+        "windows": len(origins),
+    }
+    for cls in WINDOW_CLASSES:
+        mine_o = [o for o in origins if window_class(kinds[o]) == cls]
+        mine = [r for r in done if r["origin"] in mine_o]
+        hours = sum(int(r["hours"]) for r in mine)  # type: ignore[call-overload]
+        row: dict[str, object] = {"windows": len(mine_o), "sensor_origins": len(mine), "hours": hours}
+        if hours:
+            below = sum(int(r["below"]) for r in mine)  # type: ignore[call-overload]
+            above = sum(int(r["above"]) for r in mine)  # type: ignore[call-overload]
+            row |= {
+                "coverage_80": sum(int(r["covered"]) for r in mine) / hours,  # type: ignore[call-overload]
+                "below_lower": below / hours,
+                "above_upper": above / hours,
+                "share_of_misses": (below + above) / miss if miss else 0.0,
+                "median_mase": statistics.median(float(r["mase"]) for r in mine),  # type: ignore[arg-type]
+                "median_mase_naive": statistics.median(float(r["mase_naive"]) for r in mine),  # type: ignore[arg-type]
+            }
+        out[cls] = row
+    return out
+
+
 def summarize(parts: list[dict[str, object]]) -> dict[str, object]:
-    """Medians, ratio, coverage, per sensor and per origin, over the rows of one run or of its shards."""
+    """Medians, ratio, coverage, per sensor, per origin and per window class, over the rows of one run or of its
+    shards (all of one origin set: ``ValueError`` otherwise)."""
+    names = {str(p.get("origin_set", "stress")) for p in parts}
+    if len(names) > 1:
+        raise ValueError(f"parts of different origin sets: {sorted(names)}")
     rows: list[dict[str, object]] = [r for p in parts for r in p["rows"]]  # type: ignore[attr-defined]
     sensors = sorted({s for p in parts for s in p["sensors"]})  # type: ignore[attr-defined]
     origins = [(o["date"], o["note"]) for o in parts[0]["origins"]]  # type: ignore[attr-defined]
@@ -200,11 +350,12 @@ def summarize(parts: list[dict[str, object]]) -> dict[str, object]:
     above = sum(int(r["above"]) for r in done)  # type: ignore[call-overload]
     med = statistics.median(float(r["mase"]) for r in done)  # type: ignore[arg-type]
     med_naive = statistics.median(float(r["mase_naive"]) for r in done)  # type: ignore[arg-type]
-    onset = {d for d, n in origins if "lockdown" in n and ("day 1" in n or "first day" in n or "back to" in n)}
+    onset = {d for d, _ in origins if lockdown_onset(date.fromisoformat(d))}
     calm = [r for r in done if r["origin"] not in onset]
     covered = sum(int(r["covered"]) for r in done)  # type: ignore[call-overload]
     hours = sum(int(r["hours"]) for r in done)  # type: ignore[call-overload]
     return {
+        "origin_set": names.pop(),
         "horizon_h": HORIZON,
         "history_days": ZONE_HISTORY_DAYS,
         "origins": [{"date": d, "note": n} for d, n in origins],
@@ -218,6 +369,7 @@ def summarize(parts: list[dict[str, object]]) -> dict[str, object]:
         "below_lower": below / hours,
         "above_upper": above / hours,
         "hours": hours,
+        "lockdown_onsets": len(onset),
         "coverage_80_without_lockdown_onsets": sum(int(r["covered"]) for r in calm)  # type: ignore[call-overload]
         / sum(int(r["hours"]) for r in calm),  # type: ignore[call-overload]
         "ratio_without_lockdown_onsets": statistics.median(float(r["mase"]) for r in calm)  # type: ignore[arg-type]
@@ -226,6 +378,7 @@ def summarize(parts: list[dict[str, object]]) -> dict[str, object]:
         "fit_cpu_s_mean": statistics.mean(float(r["fit_cpu_s"]) for r in done),  # type: ignore[arg-type]
         "peak_rss_growth_mb": max(float(p["peak_rss_growth_mb"]) for p in parts),  # type: ignore[arg-type]
         "wall_s": max(float(p["wall_s"]) for p in parts),  # type: ignore[arg-type]
+        "by_window_class": by_window_class(done, [d for d, _ in origins]),
         "per_sensor": per_sensor,
         "per_origin": per_origin,
         "rows": rows,
@@ -248,6 +401,24 @@ def markdown(res: dict[str, object]) -> str:
         f"| **all sensor-origins (median)** | {res['evaluated']} | **{res['median_mase']:.3f}** |"
         f" **{res['median_mase_naive']:.3f}** | **{res['ratio']:.3f}** | **{res['coverage_80']:.3f}** |"
     )
+    cls = res["by_window_class"]
+    head = "| windows | origins | sensor-origins | median MASE model | seasonal-naive | 80 % coverage | below | above |"
+    out += ["", head + " share of all misses |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in WINDOW_CLASSES:
+        c = cls[name]  # type: ignore[index]
+        if not c["hours"]:
+            out.append(f"| {name} | {c['windows']} | 0 | – | – | – | – | – | – |")
+            continue
+        out.append(
+            f"| {name} | {c['windows']} | {c['sensor_origins']} | {c['median_mase']:.3f} |"
+            f" {c['median_mase_naive']:.3f} |"
+            f" {c['coverage_80']:.3f} | {c['below_lower']:.3f} | {c['above_upper']:.3f} | {c['share_of_misses']:.2f} |"
+        )
+    w = cls["windows_with"]  # type: ignore[index]
+    out.append(
+        f"\nOf {cls['windows']} windows, {w['lockdown']} hold a lockdown day, {w['holiday']} a public holiday,"  # type: ignore[index]
+        f" {w['near_holiday']} a holiday or its neighbour, {w['christmas']} a day of 24 Dec - 2 Jan."
+    )
     out += ["", "| origin | what | sensors | median MASE model | seasonal-naive | 80 % coverage |"]
     out.append("|---|---|---:|---:|---:|---:|")
     for o in res["per_origin"]:  # type: ignore[attr-defined]
@@ -260,6 +431,12 @@ def markdown(res: dict[str, object]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--origin-set",
+        choices=("stress", "grid"),
+        default="stress",
+        help="stress: the 15 hand-picked windows; grid: every 56 days from the first full year (Tashman 2000)",
+    )
     ap.add_argument("--origins", type=int, default=None, help="first N origins only (a quick look)")
     ap.add_argument("--sensors", type=int, default=None, help="first N sensors only")
     ap.add_argument("--out", type=Path, default=None, help="write every row as JSON here")
@@ -277,7 +454,7 @@ def main() -> None:
             if out and n > 1:
                 out.write_text(json.dumps(part, indent=1))
 
-        parts = [evaluate(args.origins, args.sensors, shard=(k, n), progress=save)]
+        parts = [evaluate(args.origins, args.sensors, shard=(k, n), progress=save, origin_set_name=args.origin_set)]
         if n > 1:  # one shard's rows, for --merge
             if args.out:
                 args.out.write_text(json.dumps(parts[0], indent=1))
@@ -289,12 +466,14 @@ def main() -> None:
     if args.markdown:
         print(markdown(res))
     print(
-        f"footfall: {res['evaluated']} sensor-origins ({res['skipped']} skipped); median MASE model"
+        f"footfall ({res['origin_set']} origins): {res['evaluated']} sensor-origins ({res['skipped']} skipped);"
+        f" median MASE model"
         f" {res['median_mase']:.3f} vs seasonal-naive {res['median_mase_naive']:.3f}: ratio {res['ratio']:.3f};"
         f" 80 % interval coverage {res['coverage_80']:.3f} of {res['hours']} h (below {res['below_lower']:.3f},"
         f" above {res['above_upper']:.3f}); fit {res['fit_s_mean']:.2f} s per forecast"
         f" ({res['fit_cpu_s_mean']:.2f} s CPU), peak memory"
-        f" +{res['peak_rss_growth_mb']:.0f} MB; {res['wall_s']:.0f} s in all. Without the three lockdown onsets: ratio"
+        f" +{res['peak_rss_growth_mb']:.0f} MB; {res['wall_s']:.0f} s in all."
+        f" Without the {res['lockdown_onsets']} lockdown onsets: ratio"
         f" {res['ratio_without_lockdown_onsets']:.3f}, coverage {res['coverage_80_without_lockdown_onsets']:.3f}"
     )
 
