@@ -210,6 +210,11 @@ class MqttPublisher:
         """Readings the broker has acknowledged that wait for the gateway's confirmation (any thread)."""
         return len(self._awaiting)
 
+    @property
+    def in_flight(self) -> int:
+        """Readings published on this connection that the broker has not acknowledged yet (any thread)."""
+        return len(self._inflight)
+
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="mqtt", daemon=True)

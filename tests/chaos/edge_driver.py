@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                             "pending": agent.outbox.pending,
                             "connected": agent.publisher.connected.is_set(),
                             "awaiting": agent.publisher.awaiting_confirmation,
+                            "in_flight": agent.publisher.in_flight,
                             **agent.publisher.stats,
                         },
                     )

@@ -301,6 +301,27 @@ class Edge:
 
         wait_until(check, timeout, f"{self.device_id} to hand every reading to the broker", interval=0.2)
 
+    def wait_holding(self, timeout: float) -> None:
+        """Every reading emitted, and the publisher connected with nothing left in flight to the broker: what
+        it published waits in the broker for the gateway, the rest in the outbox. With nobody confirming, a
+        reconnected edge keeps its backlog (edge/pacing.py ``ConfirmWindow``: replays are clocked by
+        confirmations) instead of piling it into the broker's queue."""
+
+        def check() -> bool:
+            if not self.proc.alive():
+                raise RuntimeError(f"edge driver died:\n{self.proc.log_text()[-2000:]}")
+            s = self.status()
+            return (
+                s.get("emitted") == self.count
+                and bool(s.get("connected"))
+                and s.get("in_flight") == 0
+                and int(s.get("awaiting", 0)) > 0
+            )
+
+        wait_until(
+            check, timeout, f"{self.device_id} to emit everything and hold what it does not publish", interval=0.2
+        )
+
     def wait_drained(self, timeout: float) -> None:
         """Every reading emitted and the outbox empty (the gateway confirmed every one)."""
 
@@ -533,8 +554,9 @@ devices:
 
 def run_broker_kill(workdir: Path, n: int, rate: float, timeout: float = 120) -> Figures:
     """Gateway away, edge publishes ``n``; the broker is SIGKILLed and restarted (same port, same
-    persistence) twice while that backlog is queued for the gateway: mid-stream, and once the edge
-    has handed over everything. Then the gateway comes back and drains."""
+    persistence) twice while readings are queued for the gateway: mid-stream, and once the edge has
+    emitted everything (after the first restart it keeps its backlog in the outbox while nobody
+    confirms, and what it publishes live waits in the broker). Then the gateway comes back and drains."""
     with cluster(workdir) as c:
         started = time.monotonic()
         c.start_gateway()  # once, so the broker holds its session and subscription
@@ -547,7 +569,7 @@ def run_broker_kill(workdir: Path, n: int, rate: float, timeout: float = 120) ->
         edge.wait_acked(n // 2, timeout)
         c.kill_broker()
         c.restart_broker()
-        edge.wait_handed_over(timeout)
+        edge.wait_holding(timeout)
         c.kill_broker()
         c.restart_broker()
         c.start_gateway(wait_subscribed=False)
