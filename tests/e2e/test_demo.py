@@ -1,5 +1,6 @@
 """``district demo`` as a user runs it: up within 30 s, free counts moving
-within 20 s, health and OpenAPI complete, and Ctrl-C stops every process."""
+within 20 s, every lot live within 45 s, health and OpenAPI complete, and
+Ctrl-C stops every process."""
 
 from __future__ import annotations
 
@@ -146,13 +147,17 @@ def test_demo_serves_changing_counts_and_stops_cleanly(tmp_path: Path) -> None:
             changed = now != first
         assert changed, f"free counts did not change within 20 s: {first}"
         # Until a lot's first full table read arrives (Centrum-Galerie's 1,059
-        # bays take 1.3 s at 19200 baud) it is honestly 'nodata'.
-        deadline = time.monotonic() + 20
+        # bays take 1.3 s at 19200 baud) it is honestly 'nodata'. On a loaded
+        # box the first refresh (read at once) reaches the broker slowly: with
+        # two CPU hogs beside it, City Center's 350 readings sat in its outbox
+        # for 24 s on main before and after the replay window (2 of 3 and 3 of 3
+        # runs over 20 s), so the wait is 45 s; quiet, it takes 11-13 s.
+        deadline = time.monotonic() + 45
         while True:
             lots = get(f"{api}/v1/parking/lots")[1]
             if all(lot["state"] in ("open", "full") and lot["fresh"] for lot in lots):
                 break
-            assert time.monotonic() < deadline, f"lots not all live within 20 s: {lots}"
+            assert time.monotonic() < deadline, f"lots not all live within 45 s: {lots}"
             time.sleep(0.5)
         for lot in lots:
             assert lot["free"] + lot["occupied"] + lot["unknown"] == lot["total"]
