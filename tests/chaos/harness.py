@@ -271,10 +271,14 @@ class Edge:
             return []
         return [line for line in self.ledger.read_text().split("\n") if line]
 
+    def _check_alive(self) -> None:
+        """Raise with the driver's log tail if this run's edge driver has died (a wait would only time out)."""
+        if not self.proc.alive():
+            raise RuntimeError(f"edge driver died:\n{self.proc.log_text()[-2000:]}")
+
     def wait_emitted(self, n: int, timeout: float) -> None:
         def check() -> bool:
-            if not self.proc.alive():
-                raise RuntimeError(f"edge driver died:\n{self.proc.log_text()[-2000:]}")
+            self._check_alive()
             return self.emitted() >= n
 
         wait_until(check, timeout, f"{self.device_id} to emit {n}")
@@ -283,8 +287,7 @@ class Edge:
         """This run's publisher has had ``n`` PUBACKs from the broker."""
 
         def check() -> bool:
-            if not self.proc.alive():
-                raise RuntimeError(f"edge driver died:\n{self.proc.log_text()[-2000:]}")
+            self._check_alive()
             return int(self.status().get("broker_acked", 0)) >= n
 
         wait_until(check, timeout, f"{self.device_id} to have {n} readings acknowledged")
@@ -294,8 +297,7 @@ class Edge:
         confirms it stored them (end-to-end confirmation), so ``pending`` = ``awaiting``."""
 
         def check() -> bool:
-            if not self.proc.alive():
-                raise RuntimeError(f"edge driver died:\n{self.proc.log_text()[-2000:]}")
+            self._check_alive()
             s = self.status()
             return s.get("emitted") == self.count and s.get("pending") == s.get("awaiting")
 
@@ -308,8 +310,7 @@ class Edge:
         confirmations) instead of piling it into the broker's queue."""
 
         def check() -> bool:
-            if not self.proc.alive():
-                raise RuntimeError(f"edge driver died:\n{self.proc.log_text()[-2000:]}")
+            self._check_alive()
             s = self.status()
             return (
                 s.get("emitted") == self.count
@@ -326,8 +327,7 @@ class Edge:
         """Every reading emitted and the outbox empty (the gateway confirmed every one)."""
 
         def check() -> bool:
-            if not self.proc.alive():
-                raise RuntimeError(f"edge driver died:\n{self.proc.log_text()[-2000:]}")
+            self._check_alive()
             s = self.status()
             return s.get("emitted") == self.count and s.get("pending") == 0
 
