@@ -535,11 +535,11 @@ class MqttPublisher:
             return
         if c.device_id != self.config.device.id or c.epoch != self.outbox.epoch:
             return  # for an earlier outbox file: nothing of it is left here
+        heard = time.monotonic()
         self._confirmed.extend(c.seqs)
-        self._last_confirmed_at = time.monotonic()
+        self._last_confirmed_at = heard
         self._silent.reset()
         self._silent_wait = self._silent.next_delay()
-        heard = time.monotonic()
         by = c.by or ""
         newest = self._confirmed_by.get(by, (0.0, heard))[0]
         popped: list[tuple[int, float]] = []  # (row, when published) of what this confirmation settles
