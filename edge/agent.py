@@ -133,6 +133,7 @@ class EdgeAgent:
         for bus in self.buses:
             bus.join(JOIN_TIMEOUT_S)
         if self.publisher is not None:
+            self.publisher.wake()  # it may be asleep for up to IDLE_WAIT_S
             self.publisher.join(JOIN_TIMEOUT_S)
         if self.outbox is not None:
             pending = self.outbox.pending

@@ -98,8 +98,14 @@ class Outbox:
             self._db.close()
             raise OutboxError(f"cannot use outbox {self.path}: {exc}") from exc
         self._closed = False
+        #: Called (on the writer's thread, after the commit) when rows were added: the publisher's wake-up.
+        self._listeners: list[Callable[[], None]] = []
         if self._pending:
             log.info("outbox %s: %d reading(s) pending from before", self.path, self._pending)
+
+    def add_listener(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` after every write that added rows (from the writing thread; it must not block)."""
+        self._listeners.append(fn)
 
     # -- writing ---------------------------------------------------------------------------------
     def put(self, topic: str, payload: bytes) -> None:
@@ -151,6 +157,11 @@ class Outbox:
                         dropped,
                         self._dropped,
                     )
+        for listener in self._listeners:
+            try:
+                listener()
+            except Exception:  # a wake-up that fails must not fail the write that is already committed
+                log.exception("outbox listener failed")
         return [row[0] for row in rows]
 
     # -- reading and acknowledging ---------------------------------------------------------------

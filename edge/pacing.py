@@ -75,6 +75,13 @@ class TokenBucket:
         self._tokens -= granted
         return granted
 
+    def wait_s(self) -> float:
+        """Seconds until :meth:`take` can grant one token (0.0: now; always 0.0 when unlimited)."""
+        if self.rate is None:
+            return 0.0
+        tokens = min(float(self.burst), self._tokens + (self._clock() - self._at) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
 
 class ConfirmWindow:
     """How many backlog readings may be out (published, not yet confirmed by the gateway) at once.
@@ -303,6 +310,18 @@ class ReplayPacer:
                 else:
                     self._backlog_cursor = self.boundary
         return items
+
+    def wait_s(self, room: int, backlog_out: int = 0) -> float | None:
+        """How long until :meth:`next` may release a row with nothing else happening, in seconds.
+
+        ``None``: only an event can (a new row in the outbox, a PUBACK that frees ``room``, a confirmation that
+        opens the window); a number: the token bucket's wait for the next backlog row (0.0: now).
+        """
+        if room <= 0 or self.backlog_done:
+            return None
+        if self.window is not None and self.window.size - backlog_out <= 0:
+            return None
+        return self.bucket.wait_s()
 
     def rewind(self, row: int) -> None:
         """Publish every pending row from ``row`` on again (backlog rows paced again, live rows at once)."""

@@ -231,6 +231,23 @@ def produced_rate(stats: list[dict[str, Any]], start: float, end: float) -> floa
     return float((b["pending"] + b["confirmed"]) - (a["pending"] + a["confirmed"])) / float(b["t"] - a["t"])
 
 
+def timeline(stats: list[dict[str, Any]], start: float, end: float, every: float = 5.0) -> list[dict[str, Any]]:
+    """The catch-up as it went: every ``every`` s from ``start``, the devices connected, the readings pending in
+    their outboxes, and the readings confirmed per second since the previous point (where the time goes)."""
+    out: list[dict[str, Any]] = []
+    prev: dict[str, Any] | None = None
+    for s in stats:
+        t = s.get("t", 0)
+        if t < start or t > end or (prev is not None and t - prev["t"] < every):
+            continue
+        point = {"t_s": round(t - start, 1), "connected": s.get("connected"), "pending": s.get("pending")}
+        if prev is not None and "confirmed" in s and "confirmed" in prev:
+            point["confirmed_per_s"] = round((s["confirmed"] - prev["confirmed"]) / (t - prev["t"]), 1)
+        out.append(point)
+        prev = s
+    return out
+
+
 def catch_up(sampler: Sampler, since: float, level: float, timeout: float) -> float | None:
     """Seconds from ``since`` until the fleet's pending readings are back at ``level`` or below; None: not
     within ``timeout`` (the bench goes on and says so)."""
@@ -423,6 +440,7 @@ def main() -> int:
             "api_latency_p99_ms": 1000 * (pct([v for t, v in poller.latency if o1 <= t <= o1 + took_o], 99) or 0),
             "cpu": cpu_summary(sampler, o1, o1 + took_o),
             "load_average": os.getloadavg(),
+            "timeline": timeline(sampler.stats, o1, o1 + took_o),
         }
         print("outage", json.dumps(outage), flush=True)
         time.sleep(max(0.0, LIVE_WINDOW_S - took_o))

@@ -162,6 +162,7 @@ class SimDevice:
 
     def signal_stop(self) -> None:
         self.stop_event.set()
+        self.publisher.wake()
 
     def join(self, timeout: float = 10.0) -> None:
         self.publisher.join(timeout)

@@ -113,3 +113,20 @@ def test_readings_are_numbered_by_their_row_and_the_epoch_survives_a_restart(tmp
     other = Outbox(tmp_path / "new.sqlite", max_messages=3)
     assert other.epoch != epoch  # a new file is a new sequence
     other.close()
+
+
+@pytest.mark.allow_logged_exceptions
+def test_a_write_calls_the_listeners_after_its_commit_and_a_failing_one_loses_nothing(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite", 100)
+    seen: list[int] = []
+    box.add_listener(lambda: seen.append(box.pending))
+
+    def broken() -> None:
+        raise RuntimeError("listener bug")
+
+    box.add_listener(broken)
+    box.put_many([("t/a", b"1"), ("t/a", b"2")])
+    box.put("t/a", b"3")
+    assert seen == [2, 3], "once per write, after the rows are in"
+    assert _payloads(box) == [b"1", b"2", b"3"], "a listener that raises does not undo or lose the write"
+    box.close()

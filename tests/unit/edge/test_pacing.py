@@ -214,3 +214,34 @@ def test_the_resend_timeout_follows_rfc_6298() -> None:
     assert floor.value == 30.0, "never below the configured timeout"
     floor.sample(500.0)
     assert floor.value == 60.0, "nor above the ceiling"
+
+
+def test_the_bucket_says_how_long_until_its_next_token() -> None:
+    clock = Clock()
+    bucket = TokenBucket(10.0, 5, clock)
+    assert bucket.wait_s() == 0.0, "full: now"
+    bucket.take(5)
+    assert bucket.wait_s() == pytest.approx(0.1), "one token every 1/rate s"
+    clock.now += 0.04
+    assert bucket.wait_s() == pytest.approx(0.06)
+    clock.now += 0.06
+    assert bucket.wait_s() == 0.0 and bucket.take(1) == 1
+    assert TokenBucket(None, 1, clock).wait_s() == 0.0, "unlimited never waits"
+
+
+def test_the_pacer_names_the_wait_only_a_clock_can_end(outbox: Outbox) -> None:
+    """What the MQTT thread sleeps on: a number when only the token bucket holds the backlog back, None when an
+    event must (a confirmation opening the window, a PUBACK freeing room, a new row), so it never polls."""
+    clock = Clock()
+    window = ConfirmWindow(initial=8, minimum=2, maximum=1000, target_delay_s=2.0)
+    pacer = ReplayPacer(outbox, rate_per_s=100.0, burst=4, window=window, clock=clock)
+    pacer.begin()
+    assert pacer.wait_s(50, backlog_out=0) == 0.0, "tokens and window room: go now"
+    assert len(pacer.next(50, backlog_out=0)) == 4, "the burst"
+    assert pacer.wait_s(50, backlog_out=4) == pytest.approx(0.01), "the bucket refills in 1/rate s"
+    assert pacer.wait_s(50, backlog_out=8) is None, "the window is full: wait for a confirmation"
+    assert pacer.wait_s(0, backlog_out=0) is None, "no room (in flight, unconfirmed): wait for the broker"
+    unpaced = ReplayPacer(outbox, rate_per_s=None)
+    unpaced.begin()
+    unpaced.next(1000)
+    assert unpaced.backlog_done and unpaced.wait_s(50) is None, "backlog sent: only a new row wakes it"
