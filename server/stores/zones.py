@@ -1,4 +1,4 @@
-"""Crowd levels per zone, from the cameras' footfall intervals.
+"""Crowd levels per zone, from the cameras' footfall intervals, under the k rule of issue 14.
 
 Each camera sends, every interval (a minute by default), how many people
 crossed each of its counting lines into the zone (``towards``) and out of it
@@ -7,19 +7,50 @@ This store keeps the intervals of the last :data:`KEEP_S` seconds, each once
 (a redelivered or replayed interval has the same reading id and is not counted
 twice), and each camera's newest occupancy estimate.
 
-Windows: an interval counts in "the last 15 minutes" when it *ended* (was
-heard) within them; intervals are short, so a window is exact to one interval.
+What the store answers is public (``/v1/zones``, the live SSE feed, NGSI-LD,
+people signs), so every figure follows the privacy threshold k of the site's
+``analytics.k`` (:mod:`server.analytics.privacy`, docs/analytics.md):
+
+* **Flows** come from *aligned* windows, not sliding ones: the last completed
+  quarter hour and the last completed hour, on the clock of the site's time
+  zone (a quarter hour is the same in UTC for every zone whose offset is a
+  multiple of 15 minutes, which is all of today's IANA zones; the hour
+  follows the site's offset, e.g. :30 UTC in India, as the operators' hourly
+  history does). An interval counts in a window when it was *heard* within
+  ``[start, end)``. A window is published (``ok``) when it rests on at least
+  k people by the zone-bucket rule of the history
+  (:data:`server.analytics.figures.ZONE_CROSSINGS`: crossings in and out),
+  else ``suppressed`` with null counts; with no interval heard in it,
+  ``nodata``. Since a window only changes when the next one completes, two
+  answers a minute apart show the same window or two disjoint published ones:
+  no difference of them rests on a few people (a sliding window recomputed at
+  every change would: its difference is a minute's crossings).
+* **The hour and its quarters**: anyone who watched the feed for the hour has
+  seen its four quarters; the hour is published only if it rests on k people
+  *and* its suppressed quarters together do too (or it has none), so the
+  hour minus its published quarters never reveals an under-k remainder
+  (complementary disclosure, as :func:`~server.analytics.privacy.publish`
+  guards in a series).
+* **Occupancy** (the cameras' estimate now) and its ``share`` are published
+  when the estimate is at least k (:data:`OCCUPANCY`), else null with
+  ``occupancy_state`` ``suppressed``.
+* **Level** is a coarsened figure (a band of shares); at or above k people it
+  is published as it is. Below k it is published only when every count under
+  k falls in the same band (the zone's ``low`` band reaches k - 1 people):
+  then it says no more than "fewer than k". Otherwise (a small zone, e.g.
+  capacity 12 with the default thresholds: low 0-4, moderate 5-8, high
+  9-10) the band would narrow an under-k count to a few people, so it is
+  ``suppressed``.
+* **Trend**: the net flow (entries minus exits) of the last completed
+  quarter, ``rising`` or ``falling`` when it exceeds :data:`TREND_SHARE` of
+  the capacity (at least :data:`TREND_MIN_PEOPLE`), else ``steady``; from a
+  suppressed quarter ``suppressed``, from one without data ``unknown``.
 
 A zone is ``nodata`` when none of its cameras works: no interval heard within
 the zone's ``stale_after_s``, or the camera's own health (from its device's
-status) says ``frozen``, ``black`` or ``disconnected``. Then every live number
-is null, never 0 people.
-
-Level: occupancy as a share of the zone's ``capacity``, against its
-``crowd_levels`` (:class:`contracts.site.CrowdLevels`). Trend: the net flow
-(entries minus exits) of the last 15 minutes, ``rising`` or ``falling`` when
-it exceeds :data:`TREND_SHARE` of the capacity (at least
-:data:`TREND_MIN_PEOPLE`), else ``steady``.
+status) says ``frozen``, ``black`` or ``disconnected``. Then occupancy, share,
+level and trend are null or ``nodata``/``unknown``, never 0 people; the
+completed windows still say what they hold.
 """
 
 from __future__ import annotations
@@ -34,15 +65,21 @@ from typing import TYPE_CHECKING
 from contracts import FootfallCount
 from contracts.site import SiteConfig, Zone
 from server import models
+from server.analytics.figures import ZONE_CROSSINGS
+from server.analytics.privacy import Rule, merge_counts, publishable
+from server.history import site_zone
 from server.stores.base import Freshness
 
 if TYPE_CHECKING:
     from server.influx import InfluxClient
 
-#: Seconds of intervals kept: the longest window asked for (an hour) and a margin.
-KEEP_S = 3900.0
-WINDOW_SHORT_S = 900.0
-WINDOW_LONG_S = 3600.0
+#: Seconds of intervals kept: the last completed hour starts up to two hours ago; and a margin.
+KEEP_S = 7500.0
+#: The aligned windows: a quarter hour and an hour of the site's clock.
+WINDOW_SHORT_S = 900
+WINDOW_LONG_S = 3600
+#: Live occupancy rests on the people it counts (the camera's estimate of who is in the zone now).
+OCCUPANCY = Rule(value=lambda c: c["occupancy"], people=lambda c: c["occupancy"], digits=0)
 TREND_SHARE = 0.02
 TREND_MIN_PEOPLE = 5
 #: Camera health states in which a camera counts nothing.
@@ -89,6 +126,8 @@ class ZoneStore:
         self._keys: dict[str, deque[tuple[float, tuple[str | None, str, str]]]] = {z: deque() for z in self._zones}
         self._lock = threading.Lock()
         self.counts: dict[str, int] = {"applied": 0, "duplicate": 0, "unknown_zone": 0}
+        self.k = site.analytics.k
+        self._tz = site_zone(site.site.timezone)
 
     # -- writes ----------------------------------------------------------------
 
@@ -189,66 +228,72 @@ class ZoneStore:
             "stale_after_s": zone.stale_after_s,
             "cameras": cameras,
         }
+        short = self._window(state, now_ts, WINDOW_SHORT_S)
+        long = self._hour(state, now_ts)
         if not working:
             return models.ZoneCrowd(
-                **base,
-                state="nodata",
-                fresh=False,
-                occupancy=None,
-                share=None,
-                level="nodata",
-                trend="unknown",
-                last_15m=None,
-                last_1h=None,
-            )
-        short = self._flow(state, now_ts, WINDOW_SHORT_S)
-        long = self._flow(state, now_ts, WINDOW_LONG_S)
+                **base, state="nodata", fresh=False, occupancy=None, share=None, occupancy_state="nodata",
+                level="nodata", trend="unknown", last_15m=short, last_1h=long,
+            )  # fmt: skip
         occ = [o.value for cam, o in state.occupancy.items() if cam in working and o.heard > fresh_after]
         occupancy = sum(occ) if occ else None
-        share = None if occupancy is None or not zone.capacity else round(occupancy / zone.capacity, 4)
+        occupancy_state: models.FigureState = "nodata"
+        if occupancy is not None:
+            occupancy_state = "ok" if publishable({"occupancy": occupancy}, OCCUPANCY, self.k) else "suppressed"
         level: models.CrowdLevel | None = None
-        if share is not None:
-            lv = zone.crowd_levels
-            level = (
-                "very_high"
-                if share >= lv.very_high
-                else "high"
-                if share >= lv.high
-                else "moderate"
-                if share >= lv.moderate
-                else "low"
-            )
-        net = short.entries - short.exits
-        threshold = max(TREND_MIN_PEOPLE, TREND_SHARE * (zone.capacity or 0))
-        trend: models.CrowdTrend = "rising" if net >= threshold else "falling" if net <= -threshold else "steady"
+        if occupancy is not None and zone.capacity:
+            level = _level(zone, occupancy)
+            if occupancy_state == "suppressed" and _level(zone, self.k - 1) != _level(zone, 0):
+                level = "suppressed"  # the band would narrow a count under k down to a few people
+        shown = occupancy if occupancy_state == "ok" else None
+        share = None if shown is None or not zone.capacity else round(shown / zone.capacity, 4)
         return models.ZoneCrowd(
-            **base,
-            state="ok",
-            fresh=fresh.fresh,
-            occupancy=occupancy,
-            share=share,
-            level=level,
-            trend=trend,
-            last_15m=short,
-            last_1h=long,
-        )
+            **base, state="ok", fresh=fresh.fresh, occupancy=shown, share=share, occupancy_state=occupancy_state,
+            level=level, trend=_trend(zone, short), last_15m=short, last_1h=long,
+        )  # fmt: skip
+
+    def _aligned_end(self, now_ts: float, step_s: int) -> float:
+        """The end of the last completed ``step_s`` window on the site's clock (its UTC offset now)."""
+        offset = self._tz.utcoffset(datetime.fromtimestamp(now_ts, UTC))
+        offset_s = 0.0 if offset is None else offset.total_seconds()
+        return float(int((now_ts + offset_s) // step_s) * step_s - offset_s)
 
     @staticmethod
-    def _flow(state: _ZoneState, now_ts: float, window_s: float) -> models.ZoneFlow:
-        start = now_ts - window_s
+    def _counts(state: _ZoneState, start: float, end: float) -> dict[str, float] | None:
+        """Entries and exits heard in ``[start, end)``; None when no interval was heard in it."""
         entries = exits = 0
-        for iv in reversed(state.intervals):
-            if iv.heard <= start:
-                break
-            if iv.heard <= now_ts:
+        heard = False
+        for iv in state.intervals:
+            if start <= iv.heard < end:
+                heard = True
                 entries += iv.towards
                 exits += iv.away
-        return models.ZoneFlow(
-            entries=entries,
-            exits=exits,
-            start=datetime.fromtimestamp(start, UTC),
-            end=datetime.fromtimestamp(now_ts, UTC),
-        )
+        return {"entries": entries, "exits": exits} if heard else None
+
+    def _cell(self, counts: dict[str, float] | None, start: float, end: float, publish: bool) -> models.ZoneFlow:
+        out = {"start": datetime.fromtimestamp(start, UTC), "end": datetime.fromtimestamp(end, UTC)}
+        if counts is None:
+            return models.ZoneFlow(**out, state="nodata", entries=None, exits=None)
+        if not publish:
+            return models.ZoneFlow(**out, state="suppressed", entries=None, exits=None)
+        return models.ZoneFlow(**out, state="ok", entries=int(counts["entries"]), exits=int(counts["exits"]))
+
+    def _window(self, state: _ZoneState, now_ts: float, step_s: int) -> models.ZoneFlow:
+        end = self._aligned_end(now_ts, step_s)
+        counts = self._counts(state, end - step_s, end)
+        return self._cell(counts, end - step_s, end, counts is not None and publishable(counts, ZONE_CROSSINGS, self.k))
+
+    def _hour(self, state: _ZoneState, now_ts: float) -> models.ZoneFlow:
+        """The last completed hour; published only if its suppressed quarters together rest on k people too."""
+        end = self._aligned_end(now_ts, WINDOW_LONG_S)
+        start = end - WINDOW_LONG_S
+        counts = self._counts(state, start, end)
+        ok = counts is not None and publishable(counts, ZONE_CROSSINGS, self.k)
+        if ok:
+            quarters = [self._counts(state, q, q + WINDOW_SHORT_S) for q in range(int(start), int(end), WINDOW_SHORT_S)]
+            hidden = [c for c in quarters if c is not None and not publishable(c, ZONE_CROSSINGS, self.k)]
+            ok = not hidden or publishable(merge_counts(hidden), ZONE_CROSSINGS, self.k)
+        return self._cell(counts, start, end, ok)
 
     def missing(self) -> int:
         return 0
@@ -264,3 +309,25 @@ class ZoneStore:
             heard = occ.received_ts if occ.received_ts is not None else occ.observed_at.timestamp()
             self.set_occupancy(occ.zone, occ.camera, occ.observed_at.timestamp(), heard, occ.occupancy)
         return len(rows), applied
+
+
+def _level(zone: Zone, occupancy: int) -> models.CrowdLevel:
+    """The crowd level of ``occupancy`` people in ``zone`` (which has a capacity)."""
+    share = occupancy / (zone.capacity or 1)
+    lv = zone.crowd_levels
+    if share >= lv.very_high:
+        return "very_high"
+    if share >= lv.high:
+        return "high"
+    return "moderate" if share >= lv.moderate else "low"
+
+
+def _trend(zone: Zone, quarter: models.ZoneFlow) -> models.CrowdTrend:
+    """From the last completed quarter's net flow; only a published quarter has one."""
+    if quarter.state == "suppressed":
+        return "suppressed"
+    if quarter.entries is None or quarter.exits is None:
+        return "unknown"
+    net = quarter.entries - quarter.exits
+    threshold = max(TREND_MIN_PEOPLE, TREND_SHARE * (zone.capacity or 0))
+    return "rising" if net >= threshold else "falling" if net <= -threshold else "steady"
