@@ -55,6 +55,7 @@ completed windows still say what they hold.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
 from collections.abc import Mapping
@@ -102,10 +103,12 @@ class _Occupancy:
 
 
 class _ZoneState:
-    __slots__ = ("intervals", "occupancy", "seen")
+    __slots__ = ("intervals", "occupancy", "quarters", "seen")
 
     def __init__(self) -> None:
         self.intervals: deque[Interval] = deque()
+        #: Completed quarter hours summed once, by start (None: nothing heard in it); a late interval drops its own.
+        self.quarters: dict[float, dict[str, float] | None] = {}
         #: (camera, line, reading id) of intervals held, so none is counted twice.
         self.seen: set[tuple[str | None, str, str]] = set()
         self.occupancy: dict[str | None, _Occupancy] = {}
@@ -154,6 +157,8 @@ class ZoneStore:
             else:
                 state.intervals.append(iv)
             self.counts["applied"] += 1
+            for start in [q for q in state.quarters if q <= heard < q + WINDOW_SHORT_S]:
+                del state.quarters[start]  # a replay into a quarter summed already
             self._prune(zone_id, state, heard)
             return True
 
@@ -187,6 +192,8 @@ class ZoneStore:
         keys = self._keys[zone_id]
         while keys and keys[0][0] < horizon:
             state.seen.discard(keys.popleft()[1])
+        for start in [q for q in state.quarters if q < horizon]:
+            del state.quarters[start]
 
     # -- reads -----------------------------------------------------------------
 
@@ -206,9 +213,12 @@ class ZoneStore:
         state = self._state[zone.id]
         self._prune(zone.id, state, now_ts)
         fresh_after = now_ts - zone.stale_after_s
-        newest = max((iv.heard for iv in state.intervals if iv.heard <= now_ts + 300), default=None)
+        # Intervals are held in heard order: walk back from the newest only as far as each answer needs.
+        newest = next((iv.heard for iv in reversed(state.intervals) if iv.heard <= now_ts + 300), None)
         configured = self._cameras.get(zone.id, [])
-        heard_cameras = {iv.camera for iv in state.intervals if iv.heard > fresh_after}
+        heard_cameras = set(
+            iv.camera for iv in itertools.takewhile(lambda iv: iv.heard > fresh_after, reversed(state.intervals))
+        )
         # A camera works if it was heard recently and its device does not say it is broken. An
         # unnamed camera (a device with one camera) is judged by what it sends alone.
         working = [c for c in heard_cameras if c is None or camera_states.get(c) not in BROKEN]
@@ -228,8 +238,7 @@ class ZoneStore:
             "stale_after_s": zone.stale_after_s,
             "cameras": cameras,
         }
-        short = self._window(state, now_ts, WINDOW_SHORT_S)
-        long = self._hour(state, now_ts)
+        short, long = self._flows(state, now_ts)
         if not working:
             return models.ZoneCrowd(
                 **base, state="nodata", fresh=False, occupancy=None, share=None, occupancy_state="nodata",
@@ -259,16 +268,22 @@ class ZoneStore:
         return float(int((now_ts + offset_s) // step_s) * step_s - offset_s)
 
     @staticmethod
-    def _counts(state: _ZoneState, start: float, end: float) -> dict[str, float] | None:
-        """Entries and exits heard in ``[start, end)``; None when no interval was heard in it."""
-        entries = exits = 0
-        heard = False
-        for iv in state.intervals:
-            if start <= iv.heard < end:
-                heard = True
-                entries += iv.towards
-                exits += iv.away
-        return {"entries": entries, "exits": exits} if heard else None
+    def _quarters(state: _ZoneState, start: float, end: float) -> dict[float, dict[str, float]]:
+        """Entries and exits heard in ``[start, end)`` by quarter hour (its start); one pass, newest first.
+
+        A quarter in which no interval was heard is absent (``nodata``), not 0.
+        """
+        out: dict[float, dict[str, float]] = {}
+        for iv in reversed(state.intervals):  # held in heard order
+            if iv.heard >= end:
+                continue
+            if iv.heard < start:
+                break
+            key = start + (iv.heard - start) // WINDOW_SHORT_S * WINDOW_SHORT_S
+            counts = out.setdefault(key, {"entries": 0, "exits": 0})
+            counts["entries"] += iv.towards
+            counts["exits"] += iv.away
+        return out
 
     def _cell(self, counts: dict[str, float] | None, start: float, end: float, publish: bool) -> models.ZoneFlow:
         out = {"start": datetime.fromtimestamp(start, UTC), "end": datetime.fromtimestamp(end, UTC)}
@@ -278,22 +293,32 @@ class ZoneStore:
             return models.ZoneFlow(**out, state="suppressed", entries=None, exits=None)
         return models.ZoneFlow(**out, state="ok", entries=int(counts["entries"]), exits=int(counts["exits"]))
 
-    def _window(self, state: _ZoneState, now_ts: float, step_s: int) -> models.ZoneFlow:
-        end = self._aligned_end(now_ts, step_s)
-        counts = self._counts(state, end - step_s, end)
-        return self._cell(counts, end - step_s, end, counts is not None and publishable(counts, ZONE_CROSSINGS, self.k))
-
-    def _hour(self, state: _ZoneState, now_ts: float) -> models.ZoneFlow:
-        """The last completed hour; published only if its suppressed quarters together rest on k people too."""
-        end = self._aligned_end(now_ts, WINDOW_LONG_S)
-        start = end - WINDOW_LONG_S
-        counts = self._counts(state, start, end)
-        ok = counts is not None and publishable(counts, ZONE_CROSSINGS, self.k)
+    def _flows(self, state: _ZoneState, now_ts: float) -> tuple[models.ZoneFlow, models.ZoneFlow]:
+        """The last completed quarter hour and hour (module docstring: the k rule and the hour's quarters)."""
+        q_end = self._aligned_end(now_ts, WINDOW_SHORT_S)
+        h_end = self._aligned_end(now_ts, WINDOW_LONG_S)
+        h_start = h_end - WINDOW_LONG_S
+        # Both are aligned on the site's clock: the hour's quarters and the last quarter are keys of one map.
+        # Completed quarters do not change (intervals are placed by when this server heard them), so each is
+        # summed once and kept until an interval heard in it arrives late (a replay from history) or it ages out.
+        wanted = {h_start + i * WINDOW_SHORT_S for i in range(4)} | {q_end - WINDOW_SHORT_S}
+        if not wanted <= state.quarters.keys():
+            summed = self._quarters(state, min(wanted), q_end)
+            for start in wanted:
+                state.quarters[start] = summed.get(start)
+        quarters = {start: c for start in wanted if (c := state.quarters[start]) is not None}
+        last = quarters.get(q_end - WINDOW_SHORT_S)
+        short = self._cell(last, q_end - WINDOW_SHORT_S, q_end, last is not None and self._publishable(last))
+        of_hour = [c for start, c in quarters.items() if h_start <= start < h_end]
+        hour = merge_counts(of_hour) if of_hour else None
+        ok = hour is not None and self._publishable(hour)
         if ok:
-            quarters = [self._counts(state, q, q + WINDOW_SHORT_S) for q in range(int(start), int(end), WINDOW_SHORT_S)]
-            hidden = [c for c in quarters if c is not None and not publishable(c, ZONE_CROSSINGS, self.k)]
-            ok = not hidden or publishable(merge_counts(hidden), ZONE_CROSSINGS, self.k)
-        return self._cell(counts, start, end, ok)
+            hidden = [c for c in of_hour if not self._publishable(c)]
+            ok = not hidden or self._publishable(merge_counts(hidden))
+        return short, self._cell(hour, h_start, h_end, ok)
+
+    def _publishable(self, counts: dict[str, float]) -> bool:
+        return publishable(counts, ZONE_CROSSINGS, self.k)
 
     def missing(self) -> int:
         return 0

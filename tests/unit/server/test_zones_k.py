@@ -30,10 +30,10 @@ K = DEFAULT_K
 _ids = iter(range(1, 10**9))
 
 
-def make_site() -> SiteConfig:
+def make_site(timezone: str = "UTC") -> SiteConfig:
     return SiteConfig.model_validate(
         {
-            "site": {"id": "s1", "name": "Test"},
+            "site": {"id": "s1", "name": "Test", "timezone": timezone},
             "zones": [
                 # Every count under k is "low" here (moderate from 40 people) ...
                 {"id": "shop", "name": "Shop", "capacity": 100},
@@ -206,3 +206,28 @@ def test_answers_a_minute_apart_never_subtract_into_fewer_than_k_people(live: Li
             shown = sum(v or 0 for s in seen if s is not None for state, v in [s] if state == "ok")
             remainder = hour.entries + hour.exits - shown
             assert remainder == 0 or remainder >= K, (hour, seen)
+
+
+def test_the_hour_follows_the_sites_clock(clock: FakeClock) -> None:
+    """India is UTC+5:30: its hours end at :30 UTC, its quarter hours on UTC's (the same for every zone today)."""
+    live = LiveState(make_site("Asia/Kolkata"), clock)
+    clock.advance(40 * 60)  # 12:40 UTC = 18:10 in Kolkata
+    count(live, "shop", 0, 0, occupancy=50)
+    zone = live.zone("shop")
+    assert zone is not None
+    assert (zone.last_1h.start, zone.last_1h.end) == (T0 - timedelta(minutes=30), T0 + timedelta(minutes=30))
+    assert (zone.last_15m.start, zone.last_15m.end) == (T0 + timedelta(minutes=15), T0 + timedelta(minutes=30))
+
+
+def test_an_interval_replayed_into_a_completed_quarter_counts(live: LiveState, clock: FakeClock) -> None:
+    """Completed quarters are summed once and kept; one heard late (history loaded after a gap) is not lost."""
+    clock.advance(60)
+    count(live, "shop", 5, 0, occupancy=50)
+    clock.advance(15 * 60)
+    count(live, "shop", 0, 0, occupancy=50)
+    zone = live.zone("shop")
+    assert zone is not None and zone.last_15m.state == "suppressed"  # 5 people, and now summed
+    heard = (T0 + timedelta(minutes=10)).timestamp()
+    assert live.zones.add("shop", "cam1", "door", "late000001", heard, 6, 0)
+    zone = live.zone("shop")
+    assert zone is not None and (zone.last_15m.state, zone.last_15m.entries) == ("ok", 11)
