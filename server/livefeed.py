@@ -19,8 +19,11 @@ the resources a change moves (a bay its lot list; a device's status the
 zones, since a broken camera makes a zone ``nodata``); every ``tick_s`` all
 are looked at, because time alone moves a summary (a bay turning stale, a
 lot going ``nodata``). A resource gets an event only when its summary changed
-in more than the fields that move with the clock (``age_s``, flow windows,
-``open_s``); signs when the display list's ETag changed. At most one round
+in more than the fields that move with the clock (``age_s``, ``window_s``,
+``open_s``); signs when the display list's ETag changed. A zone's flows are
+clock-aligned windows under the k rule (:mod:`server.stores.zones`): they
+change only when a window completes, and the event carries only the public
+figures, so a zones event every minute reveals no per-minute count. At most one round
 of events per ``min_interval_s`` (0.5 s): each resource at most twice a second.
 
 Subscribers reuse the display streams' machinery (:mod:`server.displays.sse`):
@@ -60,7 +63,7 @@ MOVES: dict[str, tuple[str, ...]] = {
     "devices": ("zones",),
 }
 #: Fields that change with the clock alone: they ride along but never cause an event.
-VOLATILE = frozenset({"age_s", "open_s", "window_s", "start", "end"})
+VOLATILE = frozenset({"age_s", "open_s", "window_s"})
 
 _LOTS = TypeAdapter(list[models.ParkingLot])
 _LOCKERS = TypeAdapter(list[models.LockerBank])

@@ -19,8 +19,11 @@ LotType = Literal["garage", "underground", "surface", "street"]
 TrendDirection = Literal["filling", "emptying", "steady", "unknown"]
 LockerBankState = Literal["open", "full", "out_of_service", "nodata"]
 CompartmentSize = Literal["S", "M", "L", "XL"]
-CrowdLevel = Literal["low", "moderate", "high", "very_high", "nodata"]
-CrowdTrend = Literal["rising", "falling", "steady", "unknown"]
+CrowdLevel = Literal["low", "moderate", "high", "very_high", "nodata", "suppressed"]
+CrowdTrend = Literal["rising", "falling", "steady", "unknown", "suppressed"]
+#: A live figure under the k rule: ``ok`` shown; ``suppressed`` rests on fewer than k people (null, never 0);
+#: ``nodata`` nothing counted.
+FigureState = Literal["ok", "suppressed", "nodata"]
 
 
 class _Out(BaseModel):
@@ -121,12 +124,24 @@ class LockerBank(_Out):
 
 
 class ZoneFlow(_Out):
-    """People crossing into (entries) and out of (exits) a zone within [start, end]."""
+    """People crossing into (entries) and out of (exits) a zone in one completed, clock-aligned window [start, end).
 
-    entries: int = Field(description="Crossings into the zone (FIWARE CrowdFlowObserved peopleCountTowards).")
-    exits: int = Field(description="Crossings out of the zone (peopleCountAway).")
-    start: datetime
-    end: datetime
+    Under the k rule (docs/analytics.md, "Privacy"): published only when the window rests on at least k people
+    (its crossings, in and out); otherwise the counts are null, never 0.
+    """
+
+    start: datetime = Field(description="Start of the window (UTC), on a quarter-hour or hour of the site's clock.")
+    end: datetime = Field(description="End of the window (UTC, excluded): the window is complete, it never moves"
+                          " until the next one completes.")  # fmt: skip
+    state: FigureState = Field(
+        description="ok: rests on at least k people (site `analytics.k`, default 10: its entries plus exits);"
+        " suppressed: on fewer (for the hour also: its suppressed quarters together rest on fewer, so the hour"
+        " minus its published quarters would reveal them); nodata: no camera interval was heard in the window."
+    )
+    entries: int | None = Field(
+        description="Crossings into the zone (FIWARE CrowdFlowObserved peopleCountTowards); null unless ok."
+    )
+    exits: int | None = Field(description="Crossings out of the zone (peopleCountAway); null unless ok.")
 
 
 class ZoneCameras(_Out):
@@ -136,24 +151,36 @@ class ZoneCameras(_Out):
 
 
 class ZoneCrowd(_Out):
-    """Crowd level of one zone, from its cameras' footfall counts."""
+    """Crowd level of one zone, from its cameras' footfall counts; public, so every figure follows the k rule."""
 
     id: str
     name: str
     capacity: int | None = Field(description="People the zone holds comfortably (site configuration).")
     coords: Coords | None = None
-    state: Literal["ok", "nodata"] = Field(description="nodata: no working camera; every live number is then null.")
-    occupancy: int | None = Field(description="Estimated people in the zone: the cameras' in-minus-out estimates.")
-    share: float | None = Field(description="occupancy / capacity; null without either.")
+    state: Literal["ok", "nodata"] = Field(
+        description="nodata: no working camera; occupancy, share and level are then null or nodata."
+    )
+    occupancy: int | None = Field(
+        description="Estimated people in the zone now: the cameras' in-minus-out estimates; null unless"
+        " `occupancy_state` is ok (at least k people, site `analytics.k`, default 10), never 0 for a suppressed one."
+    )
+    share: float | None = Field(description="occupancy / capacity; null when occupancy is null or without capacity.")
+    occupancy_state: FigureState = Field(
+        description="ok: occupancy and share shown; suppressed: the estimate is under k people, so neither is"
+        " published; nodata: no working camera or no estimate."
+    )
     level: CrowdLevel | None = Field(
-        description="low / moderate / high / very_high by the zone's crowd_levels thresholds on share"
-        " (defaults 0.4 / 0.7 / 0.9); nodata without a working camera; null when the zone has no capacity."
+        description="A coarsened figure: low / moderate / high / very_high by the zone's crowd_levels thresholds on"
+        " the share (defaults 0.4 / 0.7 / 0.9). Under k people it is shown only when every count under k is in the"
+        " same band (the zone's low band reaches k - 1 people), else suppressed (a small zone's bands would narrow"
+        " an under-k count to a few people); nodata without a working camera; null when the zone has no capacity."
     )
     trend: CrowdTrend = Field(
-        description="rising / falling: net flow of the last 15 min beyond max(5, 2 % of capacity); steady otherwise."
+        description="From the net flow of `last_15m`: rising / falling beyond max(5, 2 % of capacity), steady"
+        " otherwise; suppressed when that quarter is suppressed; unknown when it has no data."
     )
-    last_15m: ZoneFlow | None
-    last_1h: ZoneFlow | None
+    last_15m: ZoneFlow = Field(description="The last completed quarter hour of the site's clock.")
+    last_1h: ZoneFlow = Field(description="The last completed hour of the site's clock.")
     observed_at: datetime | None = Field(description="When the newest interval was heard (server clock).")
     age_s: float | None
     fresh: bool
@@ -428,13 +455,19 @@ class SignSource(_Out):
 
     id: str = Field(description="Lot id, `lot/level`, or zone id.")
     kind: Literal["lot", "level", "zone"]
-    value: int | None = Field(description="Free spaces (lot, level) or people (zone); null without fresh data.")
+    value: int | None = Field(
+        description="Free spaces (lot, level) or people (zone); null without fresh data, or for a zone whose"
+        " occupancy rests on fewer than k people (`suppressed`; never 0)."
+    )
     capacity: int = Field(description="Bays (lot, level) or the zone's configured capacity (0 when none).")
     reporting: int = Field(description="Bays with a fresh free/occupied reading; for a zone, 1 when it has data.")
     fresh: bool = Field(description="Its newest reading is younger than the display's stale_after_s.")
     data_age_s: int | None = Field(description="Whole seconds since its newest reading was heard; null if never.")
     closed: bool = Field(description="A lot closed in the site configuration (levels: their lot).")
-    level: CrowdLevel | None = Field(None, description="A zone's crowd level.")
+    level: CrowdLevel | None = Field(None, description="A zone's crowd level (a coarsened figure, as /v1/zones).")
+    suppressed: bool = Field(
+        False, description="A zone whose occupancy is under k people (site `analytics.k`): its value is withheld."
+    )
 
 
 class SignOverride(_Out):
@@ -457,7 +490,8 @@ class SignState(_Out):
         " trusted, override), across displays and server restarts; the SSE id and the ETag."
     )
     value: int | None = Field(
-        description="The number behind the sign; null when it shows none (fallback, blank, text)."
+        description="The number behind the sign; null when it shows none (fallback, blank, text), and on a people"
+        " sign when a zone's occupancy is under k people (the sign shows the crowd level or its fallback instead)."
     )
     text: str = Field(
         description="Exactly what the sign shows: the number, low_text, full_text, closed_text, fallback_text,"

@@ -104,6 +104,7 @@ def _source_out(s: SourceView, stale_limit_s: float) -> models.SignSource:
         data_age_s=whole_seconds(s.age_s),
         closed=s.closed,
         level=s.level,
+        suppressed=s.suppressed,
     )
 
 

@@ -20,6 +20,14 @@ order of the rules is the documentation (docs/displays.md, "Rendering"):
 5. spaces: at or below ``full_threshold`` ``full_text``, at or below
    ``low_threshold`` ``low_text``, else the number; people: the crowd level of
    the most crowded zone (``LOW`` … ``VERY HIGH``), the number without one.
+
+People and the k rule (issue 14; docs/displays.md): a zone's occupancy under
+k people is not published (:mod:`server.stores.zones`), so it reaches the
+sign as ``suppressed``, not as a missing reading. A people sign's value is
+the sum only when every zone's occupancy is published (each at least k, so
+the sum is too, and no zone's hidden count can be had by subtracting the
+others from it); otherwise the value is null and the sign shows the level
+text, or, with no level to show, its fallback: never 0 for a hidden count.
 """
 
 from __future__ import annotations
@@ -70,6 +78,8 @@ class SourceView:
     age_s: float | None
     closed: bool = False
     level: models.CrowdLevel | None = None
+    #: A zone whose occupancy is under k people: value None, yet the zone has data.
+    suppressed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +114,7 @@ def render(display: Display, sources: Sequence[SourceView], override: Override |
     trust = round(reporting / weight, 4) if weight else 0.0
     # Exact in integers: reporting / weight >= trust_share, without float rounding at the boundary.
     trusted = weight > 0 and reporting >= math.ceil(display.trust_share * weight - 1e-9)
-    if any(s.value is None for s in sources):
+    if any(s.value is None and not s.suppressed for s in sources):
         trusted = False  # a zone without data: the sum would leave it out
     data_age_s = whole_seconds(age)
 
@@ -132,10 +142,13 @@ def render(display: Display, sources: Sequence[SourceView], override: Override |
     total = sum(s.value for s in sources if s.value is not None)
     value = min(max(total + display.offset, display.min_value), display.max_value)
     if display.shows == "people":
+        shown = None if any(s.suppressed for s in sources) else value
         levels = [s.level for s in sources if s.level in LEVEL_TEXT]
         if levels:
             worst = max(levels, key=_LEVEL_ORDER.index)
-            return sign(value, LEVEL_TEXT[worst], "auto", "open")
+            return sign(shown, LEVEL_TEXT[worst], "auto", "open")
+        if shown is None:  # under k people and no level to show: the fallback, never 0
+            return sign(None, display.fallback_text if display.fallback == "text" else "", "auto", "fallback")
         return sign(value, str(value), "auto", "open")
     if value <= display.full_threshold:
         return sign(value, display.full_text, "auto", "full")
@@ -177,7 +190,8 @@ def gather(site: SiteConfig, live: LiveState, display: Display, now: datetime) -
         crowd = live.zone(zone_id, now)
         if crowd is None:
             continue
-        ok = crowd.state == "ok" and crowd.occupancy is not None
+        suppressed = crowd.state == "ok" and crowd.occupancy_state == "suppressed"
+        ok = crowd.state == "ok" and (crowd.occupancy is not None or suppressed)
         out.append(
             SourceView(
                 zone_id,
@@ -188,6 +202,7 @@ def gather(site: SiteConfig, live: LiveState, display: Display, now: datetime) -
                 1,
                 crowd.age_s,
                 level=crowd.level if ok else None,
+                suppressed=suppressed,
             )
         )
     return out

@@ -203,11 +203,17 @@ class ParkingSpotKeyValues(_Strict):
     context: Context
 
 
-CrowdLevelValue = Literal["low", "moderate", "high", "very_high", "nodata"]
+CrowdLevelValue = Literal["low", "moderate", "high", "very_high", "nodata", "suppressed"]
+#: Why the peopleCount* attributes are absent although the zone is live: they rest on fewer than k people.
+PeopleCountState = Literal["suppressed"]
 
 
 class CrowdLevelProperty(_Property):
     value: CrowdLevelValue
+
+
+class PeopleCountStateProperty(_Property):
+    value: PeopleCountState
 
 
 class CrowdFlowObservedNormalized(_Strict):
@@ -221,6 +227,7 @@ class CrowdFlowObservedNormalized(_Strict):
     peopleCountTowards: IntProperty | None = None
     peopleCountAway: IntProperty | None = None
     peopleCount: IntProperty | None = None
+    peopleCountState: PeopleCountStateProperty | None = None
     occupancy: ShareProperty | None = None
     congested: BoolProperty | None = None
     crowdLevel: CrowdLevelProperty
@@ -238,6 +245,7 @@ class CrowdFlowObservedKeyValues(_Strict):
     peopleCountTowards: int | None = None
     peopleCountAway: int | None = None
     peopleCount: int | None = None
+    peopleCountState: PeopleCountState | None = None
     occupancy: Annotated[float, Field(ge=0, le=1)] | None = None
     congested: bool | None = None
     crowdLevel: CrowdLevelValue

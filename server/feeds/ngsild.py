@@ -12,7 +12,12 @@
   ``peopleCount`` (their sum), ``dateObserved``/``dateObservedFrom``/
   ``dateObservedTo`` (the 15-minute window), ``occupancy`` (estimate /
   capacity, 0-1), ``congested`` (level very_high), and ``crowdLevel``, our
-  level (an extension attribute, not in the Smart Data Model).
+  level (an extension attribute, not in the Smart Data Model). The window
+  is the last completed quarter hour of the site's clock, and the figures
+  follow the k rule (:mod:`server.stores.zones`): counts resting on fewer
+  than k people are absent (NGSI-LD lets an attribute be absent) and the
+  extension attribute ``peopleCountState`` is ``suppressed``; an occupancy
+  under k is absent too; ``crowdLevel`` may be ``suppressed``.
 
 Ids are ``urn:ngsi-ld:<Type>:<site>:<id>`` (a bay: ``<lot>:<bay>``). The
 normalized form gives Property / GeoProperty / Relationship with
@@ -163,6 +168,7 @@ def parking_spot(
 
 
 def crowd_flow_observed(site_id: str, zone: ZoneState, *, key_values: bool) -> dict[str, Any]:
+    """A zone as CrowdFlowObserved, under the k rule (module docstring; docs/feeds.md)."""
     attrs = [Attr("name", zone.name)]
     if zone.coords is not None:
         attrs.append(Attr("location", _point(zone.coords), "GeoProperty"))
@@ -175,16 +181,19 @@ def crowd_flow_observed(site_id: str, zone: ZoneState, *, key_values: bool) -> d
     elif at is not None:
         attrs.append(Attr("dateObserved", iso_z(at)))
     if live:
-        if zone.entries_15m is not None:
-            attrs.append(Attr("peopleCountTowards", zone.entries_15m, observed_at=at))
-        if zone.exits_15m is not None:
-            attrs.append(Attr("peopleCountAway", zone.exits_15m, observed_at=at))
-        if zone.entries_15m is not None and zone.exits_15m is not None:
-            attrs.append(Attr("peopleCount", zone.entries_15m + zone.exits_15m, observed_at=at))
-        if zone.occupancy is not None and zone.capacity:
+        # The counts of a completed quarter hour were measured at its end.
+        counted = end or at
+        if zone.flow_state == "ok" and zone.entries_15m is not None and zone.exits_15m is not None:
+            attrs.append(Attr("peopleCountTowards", zone.entries_15m, observed_at=counted))
+            attrs.append(Attr("peopleCountAway", zone.exits_15m, observed_at=counted))
+            attrs.append(Attr("peopleCount", zone.entries_15m + zone.exits_15m, observed_at=counted))
+        elif zone.flow_state == "suppressed":
+            # Under k people: the counts are absent (an NGSI-LD attribute may be), and this says why.
+            attrs.append(Attr("peopleCountState", "suppressed", observed_at=counted))
+        if zone.occupancy is not None and zone.capacity:  # None under k people as well
             share = round(min(1.0, max(0.0, zone.occupancy / zone.capacity)), 4)
             attrs.append(Attr("occupancy", share, observed_at=at))
-        if zone.level is not None:  # None: the zone has no capacity, so no level
+        if zone.level is not None and zone.level != "suppressed":  # None: the zone has no capacity, so no level
             attrs.append(Attr("congested", zone.level in CONGESTED_LEVELS, observed_at=at))
     if not live or zone.level is not None:
         attrs.append(Attr("crowdLevel", zone.level if live else "nodata", observed_at=at if live else None))

@@ -5,6 +5,11 @@ The feeds depend only on this shape, so any object with these attributes fits
 store's answer (:class:`server.models.ZoneCrowd`); :func:`zones_without_data`
 gives every configured zone as ``nodata``: a zone with no working camera says
 so, never 0 people.
+
+The zone store's answer is already public (the k rule of issue 14,
+:mod:`server.stores.zones`): counts and occupancy are None when they rest on
+fewer than k people, and ``flow_state`` says why (``suppressed``) so a feed
+can omit them rather than write 0.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Literal, Protocol
 from contracts.site import SiteConfig
 from server import models
 
-CrowdLevel = Literal["low", "moderate", "high", "very_high", "nodata"]
+CrowdLevel = Literal["low", "moderate", "high", "very_high", "nodata", "suppressed"]
 
 
 class ZoneState(Protocol):
@@ -36,7 +41,10 @@ class ZoneState(Protocol):
     def entries_15m(self) -> int | None: ...
     @property
     def exits_15m(self) -> int | None: ...
-    #: The window the 15-minute counts cover.
+    #: ok / suppressed / nodata: whether the 15-minute counts are published (the k rule).
+    @property
+    def flow_state(self) -> str: ...
+    #: The window the 15-minute counts cover (the last completed quarter hour).
     @property
     def window_start(self) -> datetime | None: ...
     @property
@@ -63,6 +71,7 @@ class ZoneSnapshot:
     occupancy: int | None = None
     entries_15m: int | None = None
     exits_15m: int | None = None
+    flow_state: str = "nodata"
     window_start: datetime | None = None
     window_end: datetime | None = None
     level: CrowdLevel | None = "nodata"
@@ -85,7 +94,7 @@ def zones_without_data(site: SiteConfig) -> list[ZoneSnapshot]:
 
 
 def from_crowd(zone: models.ZoneCrowd) -> ZoneSnapshot:
-    """The feeds' view of one zone of the live zone store (the 15-minute window)."""
+    """The feeds' view of one zone of the live zone store (the last completed quarter hour)."""
     window = zone.last_15m
     return ZoneSnapshot(
         id=zone.id,
@@ -93,10 +102,11 @@ def from_crowd(zone: models.ZoneCrowd) -> ZoneSnapshot:
         coords=zone.coords,
         capacity=zone.capacity,
         occupancy=zone.occupancy,
-        entries_15m=None if window is None else window.entries,
-        exits_15m=None if window is None else window.exits,
-        window_start=None if window is None else window.start,
-        window_end=None if window is None else window.end,
+        entries_15m=window.entries,
+        exits_15m=window.exits,
+        flow_state=window.state,
+        window_start=window.start,
+        window_end=window.end,
         level=zone.level,
         trend=zone.trend,
         observed_at=zone.observed_at,

@@ -17,6 +17,11 @@ _RULES = (
     " against its crowd_levels thresholds (defaults: moderate from 0.4, high from 0.7, very_high from 0.9)."
     " A zone with no working camera (none heard within its `stale_after_s`, or every one reported frozen,"
     " black or disconnected) is `nodata` with every live number null, never 0 people."
+    ' Public, so under the k rule (site `analytics.k`, default 10; docs/analytics.md, "The public live crowd"):'
+    " `last_15m` and `last_1h` are the last completed quarter hour and hour of the site's clock (not sliding"
+    " windows, which two answers a minute apart would subtract into a minute's crossings), published when they"
+    " rest on at least k people and otherwise `suppressed` with null counts; `occupancy` and `share` are shown"
+    " from k people (`occupancy_state`), and the level under k only when it cannot narrow the count."
 )
 
 

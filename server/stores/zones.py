@@ -1,4 +1,4 @@
-"""Crowd levels per zone, from the cameras' footfall intervals.
+"""Crowd levels per zone, from the cameras' footfall intervals, under the k rule of issue 14.
 
 Each camera sends, every interval (a minute by default), how many people
 crossed each of its counting lines into the zone (``towards``) and out of it
@@ -7,23 +7,55 @@ This store keeps the intervals of the last :data:`KEEP_S` seconds, each once
 (a redelivered or replayed interval has the same reading id and is not counted
 twice), and each camera's newest occupancy estimate.
 
-Windows: an interval counts in "the last 15 minutes" when it *ended* (was
-heard) within them; intervals are short, so a window is exact to one interval.
+What the store answers is public (``/v1/zones``, the live SSE feed, NGSI-LD,
+people signs), so every figure follows the privacy threshold k of the site's
+``analytics.k`` (:mod:`server.analytics.privacy`, docs/analytics.md):
+
+* **Flows** come from *aligned* windows, not sliding ones: the last completed
+  quarter hour and the last completed hour, on the clock of the site's time
+  zone (a quarter hour is the same in UTC for every zone whose offset is a
+  multiple of 15 minutes, which is all of today's IANA zones; the hour
+  follows the site's offset, e.g. :30 UTC in India, as the operators' hourly
+  history does). An interval counts in a window when it was *heard* within
+  ``[start, end)``. A window is published (``ok``) when it rests on at least
+  k people by the zone-bucket rule of the history
+  (:data:`server.analytics.figures.ZONE_CROSSINGS`: crossings in and out),
+  else ``suppressed`` with null counts; with no interval heard in it,
+  ``nodata``. Since a window only changes when the next one completes, two
+  answers a minute apart show the same window or two disjoint published ones:
+  no difference of them rests on a few people (a sliding window recomputed at
+  every change would: its difference is a minute's crossings).
+* **The hour and its quarters**: anyone who watched the feed for the hour has
+  seen its four quarters; the hour is published only if it rests on k people
+  *and* its suppressed quarters together do too (or it has none), so the
+  hour minus its published quarters never reveals an under-k remainder
+  (complementary disclosure, as :func:`~server.analytics.privacy.publish`
+  guards in a series).
+* **Occupancy** (the cameras' estimate now) and its ``share`` are published
+  when the estimate is at least k (:data:`OCCUPANCY`), else null with
+  ``occupancy_state`` ``suppressed``.
+* **Level** is a coarsened figure (a band of shares); at or above k people it
+  is published as it is. Below k it is published only when every count under
+  k falls in the same band (the zone's ``low`` band reaches k - 1 people):
+  then it says no more than "fewer than k". Otherwise (a small zone, e.g.
+  capacity 12 with the default thresholds: low 0-4, moderate 5-8, high
+  9-10) the band would narrow an under-k count to a few people, so it is
+  ``suppressed``.
+* **Trend**: the net flow (entries minus exits) of the last completed
+  quarter, ``rising`` or ``falling`` when it exceeds :data:`TREND_SHARE` of
+  the capacity (at least :data:`TREND_MIN_PEOPLE`), else ``steady``; from a
+  suppressed quarter ``suppressed``, from one without data ``unknown``.
 
 A zone is ``nodata`` when none of its cameras works: no interval heard within
 the zone's ``stale_after_s``, or the camera's own health (from its device's
-status) says ``frozen``, ``black`` or ``disconnected``. Then every live number
-is null, never 0 people.
-
-Level: occupancy as a share of the zone's ``capacity``, against its
-``crowd_levels`` (:class:`contracts.site.CrowdLevels`). Trend: the net flow
-(entries minus exits) of the last 15 minutes, ``rising`` or ``falling`` when
-it exceeds :data:`TREND_SHARE` of the capacity (at least
-:data:`TREND_MIN_PEOPLE`), else ``steady``.
+status) says ``frozen``, ``black`` or ``disconnected``. Then occupancy, share,
+level and trend are null or ``nodata``/``unknown``, never 0 people; the
+completed windows still say what they hold.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
 from collections.abc import Mapping
@@ -34,15 +66,21 @@ from typing import TYPE_CHECKING
 from contracts import FootfallCount
 from contracts.site import SiteConfig, Zone
 from server import models
+from server.analytics.figures import ZONE_CROSSINGS
+from server.analytics.privacy import Rule, merge_counts, publishable
+from server.history import site_zone
 from server.stores.base import Freshness
 
 if TYPE_CHECKING:
     from server.influx import InfluxClient
 
-#: Seconds of intervals kept: the longest window asked for (an hour) and a margin.
-KEEP_S = 3900.0
-WINDOW_SHORT_S = 900.0
-WINDOW_LONG_S = 3600.0
+#: Seconds of intervals kept: the last completed hour starts up to two hours ago; and a margin.
+KEEP_S = 7500.0
+#: The aligned windows: a quarter hour and an hour of the site's clock.
+WINDOW_SHORT_S = 900
+WINDOW_LONG_S = 3600
+#: Live occupancy rests on the people it counts (the camera's estimate of who is in the zone now).
+OCCUPANCY = Rule(value=lambda c: c["occupancy"], people=lambda c: c["occupancy"], digits=0)
 TREND_SHARE = 0.02
 TREND_MIN_PEOPLE = 5
 #: Camera health states in which a camera counts nothing.
@@ -65,10 +103,12 @@ class _Occupancy:
 
 
 class _ZoneState:
-    __slots__ = ("intervals", "occupancy", "seen")
+    __slots__ = ("intervals", "occupancy", "quarters", "seen")
 
     def __init__(self) -> None:
         self.intervals: deque[Interval] = deque()
+        #: Completed quarter hours summed once, by start (None: nothing heard in it); a late interval drops its own.
+        self.quarters: dict[float, dict[str, float] | None] = {}
         #: (camera, line, reading id) of intervals held, so none is counted twice.
         self.seen: set[tuple[str | None, str, str]] = set()
         self.occupancy: dict[str | None, _Occupancy] = {}
@@ -89,6 +129,8 @@ class ZoneStore:
         self._keys: dict[str, deque[tuple[float, tuple[str | None, str, str]]]] = {z: deque() for z in self._zones}
         self._lock = threading.Lock()
         self.counts: dict[str, int] = {"applied": 0, "duplicate": 0, "unknown_zone": 0}
+        self.k = site.analytics.k
+        self._tz = site_zone(site.site.timezone)
 
     # -- writes ----------------------------------------------------------------
 
@@ -115,6 +157,8 @@ class ZoneStore:
             else:
                 state.intervals.append(iv)
             self.counts["applied"] += 1
+            for start in [q for q in state.quarters if q <= heard < q + WINDOW_SHORT_S]:
+                del state.quarters[start]  # a replay into a quarter summed already
             self._prune(zone_id, state, heard)
             return True
 
@@ -148,6 +192,8 @@ class ZoneStore:
         keys = self._keys[zone_id]
         while keys and keys[0][0] < horizon:
             state.seen.discard(keys.popleft()[1])
+        for start in [q for q in state.quarters if q < horizon]:
+            del state.quarters[start]
 
     # -- reads -----------------------------------------------------------------
 
@@ -167,9 +213,12 @@ class ZoneStore:
         state = self._state[zone.id]
         self._prune(zone.id, state, now_ts)
         fresh_after = now_ts - zone.stale_after_s
-        newest = max((iv.heard for iv in state.intervals if iv.heard <= now_ts + 300), default=None)
+        # Intervals are held in heard order: walk back from the newest only as far as each answer needs.
+        newest = next((iv.heard for iv in reversed(state.intervals) if iv.heard <= now_ts + 300), None)
         configured = self._cameras.get(zone.id, [])
-        heard_cameras = {iv.camera for iv in state.intervals if iv.heard > fresh_after}
+        heard_cameras = set(
+            iv.camera for iv in itertools.takewhile(lambda iv: iv.heard > fresh_after, reversed(state.intervals))
+        )
         # A camera works if it was heard recently and its device does not say it is broken. An
         # unnamed camera (a device with one camera) is judged by what it sends alone.
         working = [c for c in heard_cameras if c is None or camera_states.get(c) not in BROKEN]
@@ -189,66 +238,87 @@ class ZoneStore:
             "stale_after_s": zone.stale_after_s,
             "cameras": cameras,
         }
+        short, long = self._flows(state, now_ts)
         if not working:
             return models.ZoneCrowd(
-                **base,
-                state="nodata",
-                fresh=False,
-                occupancy=None,
-                share=None,
-                level="nodata",
-                trend="unknown",
-                last_15m=None,
-                last_1h=None,
-            )
-        short = self._flow(state, now_ts, WINDOW_SHORT_S)
-        long = self._flow(state, now_ts, WINDOW_LONG_S)
+                **base, state="nodata", fresh=False, occupancy=None, share=None, occupancy_state="nodata",
+                level="nodata", trend="unknown", last_15m=short, last_1h=long,
+            )  # fmt: skip
         occ = [o.value for cam, o in state.occupancy.items() if cam in working and o.heard > fresh_after]
         occupancy = sum(occ) if occ else None
-        share = None if occupancy is None or not zone.capacity else round(occupancy / zone.capacity, 4)
+        occupancy_state: models.FigureState = "nodata"
+        if occupancy is not None:
+            occupancy_state = "ok" if publishable({"occupancy": occupancy}, OCCUPANCY, self.k) else "suppressed"
         level: models.CrowdLevel | None = None
-        if share is not None:
-            lv = zone.crowd_levels
-            level = (
-                "very_high"
-                if share >= lv.very_high
-                else "high"
-                if share >= lv.high
-                else "moderate"
-                if share >= lv.moderate
-                else "low"
-            )
-        net = short.entries - short.exits
-        threshold = max(TREND_MIN_PEOPLE, TREND_SHARE * (zone.capacity or 0))
-        trend: models.CrowdTrend = "rising" if net >= threshold else "falling" if net <= -threshold else "steady"
+        if occupancy is not None and zone.capacity:
+            level = _level(zone, occupancy)
+            if occupancy_state == "suppressed" and _level(zone, self.k - 1) != _level(zone, 0):
+                level = "suppressed"  # the band would narrow a count under k down to a few people
+        shown = occupancy if occupancy_state == "ok" else None
+        share = None if shown is None or not zone.capacity else round(shown / zone.capacity, 4)
         return models.ZoneCrowd(
-            **base,
-            state="ok",
-            fresh=fresh.fresh,
-            occupancy=occupancy,
-            share=share,
-            level=level,
-            trend=trend,
-            last_15m=short,
-            last_1h=long,
-        )
+            **base, state="ok", fresh=fresh.fresh, occupancy=shown, share=share, occupancy_state=occupancy_state,
+            level=level, trend=_trend(zone, short), last_15m=short, last_1h=long,
+        )  # fmt: skip
+
+    def _aligned_end(self, now_ts: float, step_s: int) -> float:
+        """The end of the last completed ``step_s`` window on the site's clock (its UTC offset now)."""
+        offset = self._tz.utcoffset(datetime.fromtimestamp(now_ts, UTC))
+        offset_s = 0.0 if offset is None else offset.total_seconds()
+        return float(int((now_ts + offset_s) // step_s) * step_s - offset_s)
 
     @staticmethod
-    def _flow(state: _ZoneState, now_ts: float, window_s: float) -> models.ZoneFlow:
-        start = now_ts - window_s
-        entries = exits = 0
-        for iv in reversed(state.intervals):
-            if iv.heard <= start:
+    def _quarters(state: _ZoneState, start: float, end: float) -> dict[float, dict[str, float]]:
+        """Entries and exits heard in ``[start, end)`` by quarter hour (its start); one pass, newest first.
+
+        A quarter in which no interval was heard is absent (``nodata``), not 0.
+        """
+        out: dict[float, dict[str, float]] = {}
+        for iv in reversed(state.intervals):  # held in heard order
+            if iv.heard >= end:
+                continue
+            if iv.heard < start:
                 break
-            if iv.heard <= now_ts:
-                entries += iv.towards
-                exits += iv.away
-        return models.ZoneFlow(
-            entries=entries,
-            exits=exits,
-            start=datetime.fromtimestamp(start, UTC),
-            end=datetime.fromtimestamp(now_ts, UTC),
-        )
+            key = start + (iv.heard - start) // WINDOW_SHORT_S * WINDOW_SHORT_S
+            counts = out.setdefault(key, {"entries": 0, "exits": 0})
+            counts["entries"] += iv.towards
+            counts["exits"] += iv.away
+        return out
+
+    def _cell(self, counts: dict[str, float] | None, start: float, end: float, publish: bool) -> models.ZoneFlow:
+        out = {"start": datetime.fromtimestamp(start, UTC), "end": datetime.fromtimestamp(end, UTC)}
+        if counts is None:
+            return models.ZoneFlow(**out, state="nodata", entries=None, exits=None)
+        if not publish:
+            return models.ZoneFlow(**out, state="suppressed", entries=None, exits=None)
+        return models.ZoneFlow(**out, state="ok", entries=int(counts["entries"]), exits=int(counts["exits"]))
+
+    def _flows(self, state: _ZoneState, now_ts: float) -> tuple[models.ZoneFlow, models.ZoneFlow]:
+        """The last completed quarter hour and hour (module docstring: the k rule and the hour's quarters)."""
+        q_end = self._aligned_end(now_ts, WINDOW_SHORT_S)
+        h_end = self._aligned_end(now_ts, WINDOW_LONG_S)
+        h_start = h_end - WINDOW_LONG_S
+        # Both are aligned on the site's clock: the hour's quarters and the last quarter are keys of one map.
+        # Completed quarters do not change (intervals are placed by when this server heard them), so each is
+        # summed once and kept until an interval heard in it arrives late (a replay from history) or it ages out.
+        wanted = {h_start + i * WINDOW_SHORT_S for i in range(4)} | {q_end - WINDOW_SHORT_S}
+        if not wanted <= state.quarters.keys():
+            summed = self._quarters(state, min(wanted), q_end)
+            for start in wanted:
+                state.quarters[start] = summed.get(start)
+        quarters = {start: c for start in wanted if (c := state.quarters[start]) is not None}
+        last = quarters.get(q_end - WINDOW_SHORT_S)
+        short = self._cell(last, q_end - WINDOW_SHORT_S, q_end, last is not None and self._publishable(last))
+        of_hour = [c for start, c in quarters.items() if h_start <= start < h_end]
+        hour = merge_counts(of_hour) if of_hour else None
+        ok = hour is not None and self._publishable(hour)
+        if ok:
+            hidden = [c for c in of_hour if not self._publishable(c)]
+            ok = not hidden or self._publishable(merge_counts(hidden))
+        return short, self._cell(hour, h_start, h_end, ok)
+
+    def _publishable(self, counts: dict[str, float]) -> bool:
+        return publishable(counts, ZONE_CROSSINGS, self.k)
 
     def missing(self) -> int:
         return 0
@@ -264,3 +334,25 @@ class ZoneStore:
             heard = occ.received_ts if occ.received_ts is not None else occ.observed_at.timestamp()
             self.set_occupancy(occ.zone, occ.camera, occ.observed_at.timestamp(), heard, occ.occupancy)
         return len(rows), applied
+
+
+def _level(zone: Zone, occupancy: int) -> models.CrowdLevel:
+    """The crowd level of ``occupancy`` people in ``zone`` (which has a capacity)."""
+    share = occupancy / (zone.capacity or 1)
+    lv = zone.crowd_levels
+    if share >= lv.very_high:
+        return "very_high"
+    if share >= lv.high:
+        return "high"
+    return "moderate" if share >= lv.moderate else "low"
+
+
+def _trend(zone: Zone, quarter: models.ZoneFlow) -> models.CrowdTrend:
+    """From the last completed quarter's net flow; only a published quarter has one."""
+    if quarter.state == "suppressed":
+        return "suppressed"
+    if quarter.entries is None or quarter.exits is None:
+        return "unknown"
+    net = quarter.entries - quarter.exits
+    threshold = max(TREND_MIN_PEOPLE, TREND_SHARE * (zone.capacity or 0))
+    return "rising" if net >= threshold else "falling" if net <= -threshold else "steady"

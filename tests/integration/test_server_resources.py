@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import urllib.parse
 import urllib.request
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -116,22 +116,31 @@ def test_lockers_and_zones_follow_the_stream(
         pub.publish(cam_topic, encode(interval(6, 0, occupancy=14)))
         wait_for(lambda: zone(client)["occupancy"] == 14, what="second interval applied")
         z = zone(client)
-        assert (z["state"], z["level"], z["trend"]) == ("ok", "high", "rising")
-        assert (z["last_15m"]["entries"], z["last_15m"]["exits"]) == (15, 1)
+        assert (z["state"], z["occupancy_state"], z["level"], z["share"]) == ("ok", "ok", "high", 0.7)
+        # The flows are of the last completed quarter hour, which these intervals (heard now) are not in,
+        # unless a quarter ended between the two: then it holds the first, 9 in and 1 out (10 people, = k).
+        q = z["last_15m"]
+        end = datetime.fromisoformat(q["end"])
+        assert end.timestamp() % 900 == 0 and datetime.fromisoformat(q["start"]) == end - timedelta(minutes=15)
+        if q["state"] == "nodata":
+            assert (q["entries"], q["exits"], z["trend"]) == (None, None, "unknown")
+        else:
+            assert (q["state"], q["entries"], q["exits"], z["trend"]) == ("ok", 9, 1, "rising")
 
 
 def test_a_restarted_server_loads_lockers_and_footfall_from_influxdb(
     mosquitto: Service, influx_db: Influx, prefix: str, site_file: Path
 ) -> None:
     now = utcnow()
+    quarter_end = datetime.fromtimestamp(now.timestamp() // 900 * 900, UTC)  # the last completed quarter hour's
     write(
         influx_db,
         [
             compartment("S01", "free", at=now - timedelta(seconds=40)),
             compartment("S01", "occupied", at=now - timedelta(seconds=20)),  # S01's last state
             compartment("S02", "out_of_service", at=now - timedelta(seconds=30)),
-            interval(4, 1, occupancy=3, end=now - timedelta(minutes=30)),
-            interval(2, 2, occupancy=3, end=now - timedelta(seconds=30)),
+            interval(8, 3, occupancy=3, end=quarter_end - timedelta(minutes=10)),
+            interval(2, 2, occupancy=3, end=max(now - timedelta(seconds=30), quarter_end + timedelta(seconds=1))),
         ],
     )
     settings = settings_for(site_file, prefix, mosquitto, influx_db.url, influx_db.db)
@@ -140,5 +149,15 @@ def test_a_restarted_server_loads_lockers_and_footfall_from_influxdb(
         body = bank(client)
         assert (body["occupied"], body["out_of_service"], body["unknown"], body["state"]) == (1, 1, 1, "full")
         z = zone(client)
-        assert (z["state"], z["occupancy"], z["level"]) == ("ok", 3, "low")
-        assert (z["last_15m"]["entries"], z["last_1h"]["entries"], z["last_1h"]["exits"]) == (2, 6, 3)
+        # 3 people: under k = 10, and in a zone of 20 the bands under k (low 0-7, moderate 8-13) would narrow it.
+        assert (z["state"], z["occupancy"], z["occupancy_state"], z["level"]) == (
+            "ok",
+            None,
+            "suppressed",
+            "suppressed",
+        )
+        q = z["last_15m"]
+        if datetime.fromisoformat(q["end"]) == quarter_end:
+            assert (q["state"], q["entries"], q["exits"]) == ("ok", 8, 3)  # 11 people: published
+        else:  # a quarter ended since: it holds the 2 in and 2 out only
+            assert (q["state"], q["entries"], q["exits"]) == ("suppressed", None, None)

@@ -156,6 +156,9 @@
     if (zone.state === "nodata") return "lv-nodata";
     return zone.level ? `lv-${zone.level}` : "lv-ok";
   }
+  // The k rule (issue 14): a figure under k people is withheld and said so, never shown as 0.
+  const peopleText = (z) => (z.occupancy_state === "suppressed" ? "fewer than k people" : `${z.occupancy} people`);
+  const flowText = (f) => (!f || f.state === "nodata" ? dash : f.state === "suppressed" ? "< k" : `${f.entries} / ${f.exits}`);
   const levelWord = (z) => (z.state === "nodata" ? "no data" : z.level ? z.level.replace("_", " ") : dash);
 
   // -- the site plan -------------------------------------------------------------------------------
@@ -350,8 +353,8 @@
       if (!m) continue;
       const selected = m.g.classList.contains("selected");
       m.g.setAttribute("class", `mark zone ${zoneClass(z)}${selected ? " selected" : ""}`);
-      m.title.textContent = `${z.name}: ${z.state === "nodata" ? "no data" : `${z.occupancy} people, ${levelWord(z)}`}`;
-      m.sub.textContent = z.state === "nodata" ? "no data" : `${z.occupancy} people · ${levelWord(z)}`;
+      m.title.textContent = `${z.name}: ${z.state === "nodata" ? "no data" : `${peopleText(z)}, ${levelWord(z)}`}`;
+      m.sub.textContent = z.state === "nodata" ? "no data" : `${peopleText(z)} · ${levelWord(z)}`;
     }
     for (const d of S.displays) {
       setMark(`sign:${d.display_id}`, `st-${d.state}`, d.text === "" ? " " : d.text,
@@ -434,14 +437,14 @@
 
   function renderZones() {
     $("#zones-table tbody").replaceChildren(...S.zones.map((z) => {
-      const flow = z.last_15m ? `${z.last_15m.entries} / ${z.last_15m.exits}` : dash;
+      const flow = flowText(z.last_15m);
       const cams = `${z.cameras.working}/${z.cameras.configured} working${z.cameras.broken.length ? `; broken: ${z.cameras.broken.join(", ")}` : ""}`;
       const tr = h("tr", { "data-id": z.id, class: "selectable" },
         h("td", null, z.name),
-        h("td", { class: "num", "data-field": "occupancy" }, num(z.occupancy)),
+        h("td", { class: "num", "data-field": "occupancy" }, z.occupancy_state === "suppressed" ? "< k" : num(z.occupancy)),
         h("td", { class: "num" }, num(z.capacity)),
         h("td", { "data-field": "level" }, badge(levelWord(z), zoneClass(z))),
-        h("td", null, z.trend === "unknown" ? dash : z.trend),
+        h("td", null, z.trend === "unknown" ? dash : z.trend === "suppressed" ? "< k people" : z.trend),
         h("td", { class: "num" }, flow),
         h("td", null, cams));
       tr.classList.toggle("selected", S.history.kind === "zone" && S.history.id === z.id);

@@ -184,6 +184,7 @@ def test_a_sign_follows_its_bays_and_only_changes_advance_the_event_id(
             "data_age_s": 0,
             "closed": False,
             "level": None,
+            "suppressed": False,
         }
     ]
     lv = body(e, "lv")
@@ -266,6 +267,50 @@ def test_a_people_sign_shows_people_and_the_crowd_level(make_engine: Any, live: 
     r.sync(e.refresh)
     p = body(e, "p")
     assert (p["value"], p["text"], p["state"], p["shows"]) == (45, "MODERATE", "open", "people")
+
+
+@pytest.mark.parametrize(
+    ("occupancy", "value", "text", "source_value"),
+    [(9, None, "LOW", None), (10, 10, "LOW", 10), (11, 11, "LOW", 11)],  # k = 10 (the site's default)
+)
+def test_a_people_sign_never_shows_a_count_under_k(
+    make_engine: Any,
+    live: LiveState,
+    clock: Clock,
+    occupancy: int,
+    value: int | None,
+    text: str,
+    source_value: int | None,
+) -> None:
+    from contracts import FootfallCount
+
+    r = make_engine()
+    e = r.engine
+    live.apply(
+        FootfallCount.model_validate(
+            {"device_id": "cam", "observed_at": clock(), "reading_id": "f000000001", "zone_id": "z",
+             "interval_start": clock() - timedelta(seconds=60), "lines": [{"line_id": "l1", "towards": 3, "away": 0}],
+             "occupancy": occupancy}
+        ),
+        clock(),
+    )  # fmt: skip
+    r.sync(e.refresh)
+    p = body(e, "p")
+    # Under k the number is withheld (null, never 0) and the sign shows the level, trusted: the zone has data.
+    assert (p["value"], p["text"], p["state"], p["trusted"]) == (value, text, "open", True)
+    [src] = p["sources"]
+    assert (src["value"], src["suppressed"], src["level"]) == (source_value, occupancy < 10, "low")
+
+
+def test_a_people_sign_with_nothing_publishable_shows_its_fallback() -> None:
+    from server.displays.render import SourceView, render
+
+    display = make_site().display("p")
+    assert display is not None
+    hidden = SourceView("z", "zone", None, 0, 1, 1, 1.0, suppressed=True)  # under k, a zone without capacity
+    shown = render(display, [hidden])
+    assert (shown.value, shown.state, shown.trusted) == (None, "fallback", True)
+    assert render(display, [SourceView("z", "zone", 12, 0, 1, 1, 1.0)]).text == "12"
 
 
 def test_event_ids_stay_monotonic_across_restarts_and_clock_steps(

@@ -149,36 +149,40 @@ def test_a_compartment_not_in_the_site_is_refused_and_counted(live: LiveState) -
 def test_a_zone_without_a_camera_report_has_no_data_never_zero_people(live: LiveState) -> None:
     zone = live.zone("z1")
     assert zone is not None
-    assert (zone.state, zone.occupancy, zone.level, zone.last_15m, zone.trend) == (
+    assert (zone.state, zone.occupancy, zone.occupancy_state, zone.level, zone.trend) == (
         "nodata",
         None,
         "nodata",
-        None,
+        "nodata",
         "unknown",
     )
+    assert (zone.last_15m.state, zone.last_15m.entries, zone.last_1h.state) == ("nodata", None, "nodata")
 
 
-def test_entries_and_exits_in_the_last_15_minutes_and_hour(live: LiveState, clock: FakeClock) -> None:
-    footfall(live, "z1", "cam1", {"l1": (5, 1), "l2": (2, 0)}, occupancy=6)
-    clock.advance(20 * 60)
-    footfall(live, "z1", "cam1", {"l1": (3, 2)}, occupancy=7)
+def test_entries_and_exits_of_the_last_completed_quarter_and_hour(live: LiveState, clock: FakeClock) -> None:
+    clock.advance(60)  # 12:01
+    footfall(live, "z1", "cam1", {"l1": (8, 1), "l2": (2, 0)}, occupancy=16)
+    clock.advance(19 * 60)  # 12:20
+    footfall(live, "z1", "cam1", {"l1": (9, 3)}, occupancy=22)
     zone = live.zone("z1")
-    assert zone is not None and zone.last_15m is not None and zone.last_1h is not None
-    assert (zone.last_15m.entries, zone.last_15m.exits) == (3, 2)
-    assert (zone.last_1h.entries, zone.last_1h.exits) == (10, 3)
-    assert (zone.state, zone.occupancy, zone.share, zone.level) == ("ok", 7, 0.07, "low")
-    clock.advance(41 * 60)  # the first interval leaves the hour
-    footfall(live, "z1", "cam1", {"l1": (0, 0)}, occupancy=7)
+    assert zone is not None
+    q, h = zone.last_15m, zone.last_1h
+    assert (q.start, q.end, q.state, q.entries, q.exits) == (T0, T0 + timedelta(minutes=15), "ok", 10, 1)
+    assert (h.start, h.end, h.state, h.entries) == (T0 - timedelta(hours=1), T0, "nodata", None)
+    assert (zone.state, zone.occupancy, zone.share, zone.level) == ("ok", 22, 0.22, "low")
+    clock.advance(45 * 60)  # 13:05: the hour 12:00-13:00 is complete
     zone = live.zone("z1")
-    assert zone is not None and zone.last_1h is not None
-    assert (zone.last_1h.entries, zone.last_1h.exits) == (3, 2)
+    assert zone is not None
+    assert (zone.last_1h.state, zone.last_1h.entries, zone.last_1h.exits) == ("ok", 19, 4)
+    assert zone.last_1h.end == T0 + timedelta(hours=1)
 
 
-def test_a_redelivered_interval_is_counted_once(live: LiveState) -> None:
-    msg = footfall(live, "z1", "cam1", {"l1": (4, 0)}, occupancy=4, rid="dup0000001")
+def test_a_redelivered_interval_is_counted_once(live: LiveState, clock: FakeClock) -> None:
+    msg = footfall(live, "z1", "cam1", {"l1": (12, 0)}, occupancy=12, rid="dup0000001")
     live.apply(msg, live.clock())
+    clock.advance(15 * 60)
     zone = live.zone("z1")
-    assert zone is not None and zone.last_15m is not None and zone.last_15m.entries == 4
+    assert zone is not None and zone.last_15m.entries == 12
     assert live.zones.counts["duplicate"] == 1
 
 
@@ -208,19 +212,21 @@ def test_a_zone_goes_nodata_when_its_camera_is_silent_or_reported_broken(live: L
     assert live.zone("z2").state == "nodata"  # type: ignore[union-attr]
 
 
-def test_trend_follows_the_net_flow_of_the_last_15_minutes(live: LiveState) -> None:
-    footfall(live, "z1", "cam1", {"l1": (10, 2)}, occupancy=8)
-    assert live.zone("z1").trend == "rising"  # type: ignore[union-attr]
-    footfall(live, "z1", "cam1", {"l1": (0, 14)}, occupancy=0)
-    assert live.zone("z1").trend == "falling"  # type: ignore[union-attr]
-    footfall(live, "z1", "cam1", {"l1": (4, 0)}, occupancy=4)
-    assert live.zone("z1").trend == "steady"  # type: ignore[union-attr]
+def test_trend_follows_the_net_flow_of_the_last_completed_quarter(live: LiveState, clock: FakeClock) -> None:
+    quarters = [((10, 2), "rising"), ((0, 14), "falling"), ((4, 0), "suppressed"), ((8, 6), "steady")]
+    clock.advance(60)  # 12:01
+    footfall(live, "z1", "cam1", {"l1": quarters[0][0]}, occupancy=20)
+    for i, (lines, trend) in enumerate(quarters):
+        clock.advance(15 * 60)  # the quarter is complete; the next one's counts keep the zone fresh
+        nxt = quarters[i + 1][0] if i + 1 < len(quarters) else (0, 0)
+        footfall(live, "z1", "cam1", {"l1": nxt}, occupancy=20)
+        assert live.zone("z1").trend == trend, lines  # type: ignore[union-attr]
 
 
 def test_a_zone_without_capacity_has_counts_but_no_level(live: LiveState) -> None:
-    footfall(live, "z3", "cam9", {"lx": (1, 0)}, occupancy=1)
+    footfall(live, "z3", "cam9", {"lx": (1, 0)}, occupancy=12)
     zone = live.zone("z3")
-    assert zone is not None and (zone.state, zone.occupancy, zone.level, zone.share) == ("ok", 1, None, None)
+    assert zone is not None and (zone.state, zone.occupancy, zone.level, zone.share) == ("ok", 12, None, None)
 
 
 # -- routes ----------------------------------------------------------------------
@@ -238,7 +244,7 @@ def get(live: LiveState, tmp_path: Path, path: str) -> httpx.Response:
 
 def test_routes_answer_lockers_and_zones_and_404_for_unknown_ids(live: LiveState, tmp_path: Path) -> None:
     locker(live, "S01", "free")
-    footfall(live, "z1", "cam1", {"l1": (3, 1)}, occupancy=2)
+    footfall(live, "z1", "cam1", {"l1": (3, 1)}, occupancy=12)
     banks = get(live, tmp_path, "/v1/lockers").json()
     assert [(b["id"], b["free"], b["state"]) for b in banks] == [("k1", 1, "open")]
     assert get(live, tmp_path, "/v1/lockers/k1").json()["sizes"][0]["size"] == "S"
@@ -246,15 +252,19 @@ def test_routes_answer_lockers_and_zones_and_404_for_unknown_ids(live: LiveState
     assert [(z["id"], z["state"]) for z in zones] == [("z1", "ok"), ("z2", "nodata"), ("z3", "nodata")]
     one = get(live, tmp_path, "/v1/zones/z1")
     assert one.headers["cache-control"] == "no-store"
-    assert (one.json()["occupancy"], one.json()["last_15m"]["entries"]) == (2, 3)
+    # Heard at 12:00, the interval is in the quarter 12:00-12:15, not complete yet: 11:45-12:00 has no data.
+    assert (one.json()["occupancy"], one.json()["last_15m"]["state"]) == (12, "nodata")
     for path in ("/v1/lockers/nope", "/v1/zones/nope"):
         r = get(live, tmp_path, path)
         assert r.status_code == 404 and r.json()["error"] == "not_found"
 
 
-def test_the_crowd_feed_carries_the_live_zone(live: LiveState, tmp_path: Path) -> None:
+def test_the_crowd_feed_carries_the_live_zone(live: LiveState, clock: FakeClock, tmp_path: Path) -> None:
     footfall(live, "z1", "cam1", {"l1": (30, 4)}, occupancy=95)
-    footfall(live, "z3", "cam9", {"lx": (3, 1)}, occupancy=2)
+    footfall(live, "z3", "cam9", {"lx": (13, 1)}, occupancy=12)
+    clock.advance(15 * 60)  # the quarter 12:00-12:15 is complete; the cameras still report
+    footfall(live, "z1", "cam1", {"l1": (0, 0)}, occupancy=95)
+    footfall(live, "z3", "cam9", {"lx": (0, 0)}, occupancy=12)
     r = get(live, tmp_path, "/ngsi-ld/v1/entities/urn:ngsi-ld:CrowdFlowObserved:s1:z1?options=keyValues")
     assert r.status_code == 200, r.text
     body = r.json()
@@ -264,4 +274,4 @@ def test_the_crowd_feed_carries_the_live_zone(live: LiveState, tmp_path: Path) -
     assert r.json()["crowdLevel"] == "nodata" and "peopleCountTowards" not in r.json()
     r = get(live, tmp_path, "/ngsi-ld/v1/entities/urn:ngsi-ld:CrowdFlowObserved:s1:z3?options=keyValues")
     body = r.json()
-    assert "crowdLevel" not in body and body["peopleCountTowards"] == 3  # no capacity: counts, no level
+    assert "crowdLevel" not in body and body["peopleCountTowards"] == 13  # no capacity: counts, no level

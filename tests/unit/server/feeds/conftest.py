@@ -113,6 +113,7 @@ LIVE_ZONE = ZoneSnapshot(
     occupancy=150,
     entries_15m=40,
     exits_15m=25,
+    flow_state="ok",
     window_start=T0 - timedelta(minutes=15),
     window_end=T0,
     level="high",

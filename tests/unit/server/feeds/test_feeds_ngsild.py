@@ -171,6 +171,7 @@ def test_a_bay_reporting_closed_or_unknown_passes_through(live: LiveState) -> No
 
 def test_a_live_zone_normalized() -> None:
     at = "2026-05-04T11:59:55Z"
+    counted = "2026-05-04T12:00:00Z"  # the end of the completed quarter hour the counts are of
     e = checked(ngsild.crowd_flow_observed("s1", LIVE_ZONE, key_values=False), False)
     assert e == {
         "id": "urn:ngsi-ld:CrowdFlowObserved:s1:z-live",
@@ -180,9 +181,9 @@ def test_a_live_zone_normalized() -> None:
         "dateObserved": {"type": "Property", "value": "2026-05-04T11:45:00Z/2026-05-04T12:00:00Z"},
         "dateObservedFrom": {"type": "Property", "value": {"@type": "DateTime", "@value": "2026-05-04T11:45:00Z"}},
         "dateObservedTo": {"type": "Property", "value": {"@type": "DateTime", "@value": "2026-05-04T12:00:00Z"}},
-        "peopleCountTowards": {"type": "Property", "value": 40, "observedAt": at},
-        "peopleCountAway": {"type": "Property", "value": 25, "observedAt": at},
-        "peopleCount": {"type": "Property", "value": 65, "observedAt": at},
+        "peopleCountTowards": {"type": "Property", "value": 40, "observedAt": counted},
+        "peopleCountAway": {"type": "Property", "value": 25, "observedAt": counted},
+        "peopleCount": {"type": "Property", "value": 65, "observedAt": counted},
         "occupancy": {"type": "Property", "value": 0.75, "observedAt": at},
         "congested": {"type": "Property", "value": False, "observedAt": at},
         "crowdLevel": {"type": "Property", "value": "high", "observedAt": at},
@@ -223,14 +224,22 @@ def test_a_zone_without_fresh_data_says_nodata_and_gives_no_counts() -> None:
     assert e["crowdLevel"] == {"type": "Property", "value": "nodata"}
 
 
-def test_partial_zone_counts_publish_what_is_known() -> None:
+def test_figures_under_k_people_are_absent_and_marked_never_zero() -> None:
     from dataclasses import replace
 
-    partial = replace(LIVE_ZONE, exits_15m=None, capacity=None, window_start=None)
-    e = checked(ngsild.crowd_flow_observed("s1", partial, key_values=True), True)
-    assert e["peopleCountTowards"] == 40
-    assert "peopleCountAway" not in e and "peopleCount" not in e and "occupancy" not in e
-    assert e["dateObserved"] == "2026-05-04T11:59:55Z" and "dateObservedFrom" not in e
+    # What the zone store gives for a quarter and an occupancy under k in a small zone (server.stores.zones).
+    under = replace(LIVE_ZONE, entries_15m=None, exits_15m=None, flow_state="suppressed", occupancy=None,
+                    level="suppressed")  # fmt: skip
+    e = checked(ngsild.crowd_flow_observed("s1", under, key_values=True), True)
+    assert not {"peopleCountTowards", "peopleCountAway", "peopleCount", "occupancy", "congested"} & set(e)
+    assert (e["peopleCountState"], e["crowdLevel"]) == ("suppressed", "suppressed")
+    assert e["dateObservedTo"] == "2026-05-04T12:00:00Z"  # the interval the withheld counts are of
+    e = checked(ngsild.crowd_flow_observed("s1", under, key_values=False), False)
+    assert e["peopleCountState"] == {"type": "Property", "value": "suppressed", "observedAt": "2026-05-04T12:00:00Z"}
+    # A quarter with no camera interval in it: no counts, and nothing claims they were withheld.
+    empty = replace(LIVE_ZONE, entries_15m=None, exits_15m=None, flow_state="nodata")
+    e = checked(ngsild.crowd_flow_observed("s1", empty, key_values=True), True)
+    assert "peopleCountState" not in e and "peopleCount" not in e and e["occupancy"] == 0.75
 
 
 # -- ids -----------------------------------------------------------------------
