@@ -14,6 +14,7 @@ from server.forecast.model import (
     ForecastError,
     ModelConfig,
     _conformal_quantiles,
+    _level,
     forecast,
     holiday_calendar,
     seasonal_naive,
@@ -81,6 +82,9 @@ def test_naive_start_and_unknown_calendar_are_refused() -> None:
     assert holiday_calendar("DE", "SN")(date(2025, 11, 19))  # Buß- und Bettag, Saxony only
     assert not holiday_calendar("DE", "BE")(date(2025, 11, 19))
     assert not holiday_calendar(None)(date(2025, 12, 25))
+    with pytest.raises(ForecastError, match="point_objective") as err:
+        ModelConfig(point_objective="huber")
+    assert err.value.code == "bad_input"
 
 
 def test_conformal_quantiles_take_the_finite_sample_step() -> None:
@@ -114,8 +118,10 @@ def test_intervals_widen_after_a_level_shift() -> None:
     def rel_width(fc: Forecast) -> float:
         return float(np.mean((fc.upper - fc.lower) / np.sqrt(fc.mean + m)))
 
-    # 1.31 measured; with a constant difficulty (plain split-conformal) 0.94.
-    assert rel_width(shifted) > 1.15 * rel_width(calm), (rel_width(shifted), rel_width(calm))
+    # 1.14 measured. The squared-error model on counts gave 1.31 (and 0.94 with a constant difficulty, plain
+    # split-conformal); the relative target follows part of the drop in the point forecast (mean 16 instead
+    # of 22), so less of it is left for the interval to absorb.
+    assert rel_width(shifted) > 1.05 * rel_width(calm), (rel_width(shifted), rel_width(calm))
 
 
 def test_coverage_over_many_series_is_near_nominal() -> None:
@@ -129,3 +135,30 @@ def test_coverage_over_many_series_is_near_nominal() -> None:
         inside += int(np.count_nonzero((actual >= fc.lower) & (actual <= fc.upper)))
         total += 48
     assert 0.7 <= inside / total <= 0.9, inside / total
+
+
+def test_point_forecast_is_a_median_not_pulled_up_by_rare_spikes() -> None:
+    """Rare bursts (5 % of the first eight weeks' hours at four times their count), two calm weeks after: the
+    absolute-loss point model forecasts the calm level, a squared-error one (the conditional mean) lies higher."""
+    y = synthetic(10, seed=5)
+    calm = y.copy()
+    rng = np.random.default_rng(7)
+    y[rng.choice(8 * 168, 8 * 168 // 20, replace=False)] *= 4
+    origin = len(y) - 48
+
+    def error(objective: str) -> float:
+        cfg = ModelConfig(point_objective=objective)
+        fc = forecast(y[:origin], START, 48, tz=TZ, is_holiday=lambda _d: False, cfg=cfg)
+        return float(np.mean(np.abs(fc.mean - calm[origin:])))
+
+    l1, l2 = error("l1"), error("regression")
+    assert l1 < 0.7 * l2, (l1, l2)  # 5.0 against 10.3 measured
+
+
+def test_level_is_last_weeks_mean_plus_one_with_a_four_week_fallback() -> None:
+    cfg = ModelConfig(steps_per_day=24)
+    y = np.concatenate([np.full(3 * 168, 9.0), np.full(168, 19.0)])
+    assert _level(y, np.array([4 * 168]), cfg)[0] == 20.0
+    y[3 * 168 + 18 :] = np.nan  # 18 hours left in the last week: less than a day, so the four weeks'
+    assert _level(y, np.array([4 * 168]), cfg)[0] == pytest.approx(1 + (3 * 168 * 9 + 18 * 19) / (3 * 168 + 18))
+    assert np.isnan(_level(np.full(4 * 168, np.nan), np.array([4 * 168]), cfg)[0])
