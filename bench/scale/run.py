@@ -281,8 +281,13 @@ def main() -> int:
                     "on its own schedule and at shutdown (README: at city scale 100 stalls it)")  # fmt: skip
     ap.add_argument("--warm-up-timeout-s", type=float, default=600.0)
     ap.add_argument("--catch-up-timeout-s", type=float, default=300.0, help="give up waiting for a catch-up")
-    ap.add_argument("--sim-nice", type=int, default=0, metavar="N",
-                    help="run the simulated fleet at nice N (0: same priority as the system under test)")
+    ap.add_argument(
+        "--sim-nice",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the simulated fleet at nice N (0: same priority as the system under test)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, ledger)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
