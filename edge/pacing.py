@@ -16,21 +16,16 @@ backlog.)
   devices replaying at once leave room for live traffic at the gateway and
   the server;
 * **live**: rows written after (``id > boundary``), published first, as soon
-  as there is room in the in-flight window, never paced.
-
-The backlog's own order: its **fresh tail** first, the rows written in the
-last ``fresh_s`` seconds before the connection (``mqtt.replay_fresh_s``,
-30 s), then the rest from its oldest row. A device finds the broker again
-only at its next reconnect attempt, up to ``reconnect_max_s`` (30 s) after
-the broker came back, and what it read meanwhile is the district's present,
-not its history: sent oldest first behind a 10-minute backlog, a lot's
-readings of those seconds reached the API only when the whole backlog had
-(bench/scale: live lag p99 18 s in the catch-up of a 10-minute broker
-outage). The tail stays backlog, paced and inside the window: sent unpaced,
-every device's last 30 s at once (10,000 readings for the city) filled the
-queues that live readings wait in (a 60 s cut of every device: live lag p99
-3.9 -> 16 s). The stamps are the device's wall clock: a clock stepped back
-makes more rows count as fresh, which only changes their order.
+  as there is room in the in-flight window, never paced. The rows written in
+  the last ``fresh_s`` seconds before the connection (``mqtt.replay_fresh_s``,
+  30 s) count as live too: a device finds the broker again only at its next
+  reconnect attempt, up to ``reconnect_max_s`` (30 s) after the broker came
+  back, and what it read meanwhile is the district's present, not its
+  history. Sent oldest first behind a 10-minute backlog, a lot's readings of
+  those seconds reached the API only when the whole backlog had (bench/scale:
+  live lag p99 18 s in the catch-up of a 10-minute broker outage). The
+  stamps are the device's wall clock: a clock stepped back makes more rows
+  count as fresh, which only publishes them unpaced.
 
 A rate alone does not keep the broker's queue short: at city scale 600 devices
 replaying 200 readings a second each offer 120,000 a second to gateways that
@@ -282,9 +277,6 @@ class ReplayPacer:
         self.bucket = TokenBucket(rate_per_s, burst, clock)
         #: Rows up to here were in the outbox when the connection began: the backlog.
         self.boundary = 0
-        #: The backlog's fresh tail starts here (None: no tail; after a rewind, one oldest-first walk).
-        self.fresh_from: int | None = None
-        self._fresh_cursor = 0
         self._backlog_cursor = 0
         self._live_cursor = 0
         #: Rows published from the backlog and live on this connection (for the bench and the log).
@@ -292,15 +284,13 @@ class ReplayPacer:
         self.sent_live = 0
 
     def begin(self) -> None:
-        """A new connection: what is pending now is backlog: its rows of the last ``fresh_s`` seconds (the
-        outbox's own wall-clock stamps) first, then the rest from its oldest row."""
+        """A new connection: what is pending now is backlog, to be walked from its oldest row, except the rows
+        written in the last ``fresh_s`` seconds (the outbox's own wall-clock stamps), which go as live."""
         self.boundary = self.outbox.last_id
-        self.fresh_from = None
         if self._fresh_s > 0 and self.boundary:
-            self.fresh_from = self.outbox.first_id_since(self._wall() - self._fresh_s)
-            if self.fresh_from is not None and self.fresh_from > self.boundary:
-                self.fresh_from = None  # written since the call above: live rows
-        self._fresh_cursor = (self.fresh_from or 1) - 1
+            recent = self.outbox.first_id_since(self._wall() - self._fresh_s)
+            if recent is not None:
+                self.boundary = min(self.boundary, recent - 1)
         self._backlog_cursor = 0
         self._live_cursor = self.boundary
         self.bucket = TokenBucket(self._rate, self._burst, self._clock)
@@ -313,30 +303,9 @@ class ReplayPacer:
         return row <= self.boundary
 
     @property
-    def _older_upto(self) -> int:
-        """The last row of the backlog's oldest-first walk (the row before the fresh tail, if any)."""
-        return self.boundary if self.fresh_from is None else self.fresh_from - 1
-
-    @property
-    def _fresh_done(self) -> bool:
-        return self.fresh_from is None or self._fresh_cursor >= self.boundary
-
-    @property
     def backlog_done(self) -> bool:
         """Every backlog row has been published at least once on this connection."""
-        return self._fresh_done and self._backlog_cursor >= self._older_upto
-
-    def _backlog_rows(self, allowed: int) -> list[OutboxItem]:
-        """Up to ``allowed`` backlog rows: the fresh tail's next, then the oldest-first walk's."""
-        rows: list[OutboxItem] = []
-        if not self._fresh_done:
-            rows = self.outbox.pending_after(self._fresh_cursor, allowed, upto=self.boundary)
-            self._fresh_cursor = rows[-1].id if len(rows) == allowed else self.boundary
-        if len(rows) < allowed and self._backlog_cursor < self._older_upto:
-            older = self.outbox.pending_after(self._backlog_cursor, allowed - len(rows), upto=self._older_upto)
-            self._backlog_cursor = older[-1].id if older else self._older_upto
-            rows += older
-        return rows
+        return self._backlog_cursor >= self.boundary
 
     def next(self, room: int, backlog_out: int = 0) -> list[OutboxItem]:
         """Up to ``room`` rows to publish now: live rows (oldest first), then backlog rows the bucket allows,
@@ -355,9 +324,13 @@ class ReplayPacer:
             # which errs on the slow side.
             allowed = self.bucket.take(room)
             if allowed:
-                backlog = self._backlog_rows(allowed)
-                self.sent_backlog += len(backlog)
-                items = items + backlog
+                backlog = self.outbox.pending_after(self._backlog_cursor, allowed, upto=self.boundary)
+                if backlog:
+                    self._backlog_cursor = backlog[-1].id
+                    self.sent_backlog += len(backlog)
+                    items = items + backlog
+                else:
+                    self._backlog_cursor = self.boundary
         return items
 
     def wait_s(self, room: int, backlog_out: int = 0) -> float | None:
@@ -373,11 +346,6 @@ class ReplayPacer:
         return self.bucket.wait_s()
 
     def rewind(self, row: int) -> None:
-        """Publish every pending row from ``row`` on again (backlog rows paced again, live rows at once).
-
-        The backlog then becomes one oldest-first walk from ``row`` (or from where its older part had got to,
-        if that is earlier: rows never published yet are never skipped).
-        """
-        self.fresh_from = None
+        """Publish every pending row from ``row`` on again (backlog rows paced again, live rows at once)."""
         self._backlog_cursor = min(self._backlog_cursor, row - 1)
         self._live_cursor = min(self._live_cursor, max(row - 1, self.boundary))
