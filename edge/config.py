@@ -107,10 +107,6 @@ class MqttConfig(StrictModel):
     replay_rate_per_s: Annotated[float, Field(gt=0)] | None = 200.0
     #: Backlog readings the pacer may send at once after a quiet spell (token bucket size).
     replay_burst: Annotated[int, Field(ge=1, le=100_000)] = 200
-    #: Readings written in the last this many seconds before a connection go with the live ones, not behind
-    #: the backlog (edge/pacing.py): up to ``reconnect_max_s`` may pass between the broker's return and our
-    #: reconnect, and what was read meanwhile is the present. 0: only readings taken since the connection.
-    replay_fresh_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
     #: ``stored`` delivery: backlog readings out (published, unconfirmed) at once, a window clocked by the
     #: gateway's confirmations (edge/pacing.py ``ConfirmWindow``): it starts at ``replay_window_initial``,
     #: grows while confirmations come back within ``replay_target_delay_s`` and halves when they come later,

@@ -220,9 +220,7 @@ class MqttPublisher:
             if self.end_to_end
             else None
         )
-        self.pacer = ReplayPacer(
-            outbox, rate_per_s=m.replay_rate_per_s, burst=m.replay_burst, window=window, fresh_s=m.replay_fresh_s
-        )
+        self.pacer = ReplayPacer(outbox, rate_per_s=m.replay_rate_per_s, burst=m.replay_burst, window=window)
         #: Backlog rows of this connection published and not yet confirmed (what the window bounds).
         self._backlog_out = 0
         #: How late confirmations come (RFC 6298): a re-send waits at least this long.

@@ -180,15 +180,6 @@ class Outbox:
             ).fetchall()
         return [OutboxItem(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
 
-    def first_id_since(self, created_at: float) -> int | None:
-        """The id of the oldest pending row written at or after ``created_at`` (Unix seconds); None: none is."""
-        with self._lock:
-            self._check_open()
-            row = self._db.execute(
-                "SELECT id FROM outbox WHERE created_at >= ? ORDER BY id LIMIT 1", (created_at,)
-            ).fetchone()
-        return None if row is None else int(row[0])
-
     def ack(self, ids: Iterable[int]) -> int:
         """Delete acknowledged items; returns how many were still there."""
         batch = [(i,) for i in ids]

@@ -16,16 +16,7 @@ backlog.)
   devices replaying at once leave room for live traffic at the gateway and
   the server;
 * **live**: rows written after (``id > boundary``), published first, as soon
-  as there is room in the in-flight window, never paced. The rows written in
-  the last ``fresh_s`` seconds before the connection (``mqtt.replay_fresh_s``,
-  30 s) count as live too: a device finds the broker again only at its next
-  reconnect attempt, up to ``reconnect_max_s`` (30 s) after the broker came
-  back, and what it read meanwhile is the district's present, not its
-  history. Sent oldest first behind a 10-minute backlog, a lot's readings of
-  those seconds reached the API only when the whole backlog had (bench/scale:
-  live lag p99 18 s in the catch-up of a 10-minute broker outage). The
-  stamps are the device's wall clock: a clock stepped back makes more rows
-  count as fresh, which only publishes them unpaced.
+  as there is room in the in-flight window, never paced.
 
 A rate alone does not keep the broker's queue short: at city scale 600 devices
 replaying 200 readings a second each offer 120,000 a second to gateways that
@@ -239,8 +230,6 @@ class PendingRows(Protocol):
     @property
     def last_id(self) -> int: ...
 
-    def first_id_since(self, created_at: float) -> int | None: ...
-
     def pending_after(self, after_id: int, limit: int, upto: int | None = None) -> list[OutboxItem]: ...
 
 
@@ -261,16 +250,10 @@ class ReplayPacer:
         rate_per_s: float | None = None,
         burst: int = 100,
         window: ConfirmWindow | None = None,
-        fresh_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
     ) -> None:
-        if fresh_s < 0:
-            raise ValueError("fresh_s must not be negative")
         self.outbox = outbox
         self.window = window
-        self._fresh_s = fresh_s
-        self._wall = wall
         self._rate = rate_per_s
         self._burst = burst
         self._clock = clock
@@ -284,13 +267,8 @@ class ReplayPacer:
         self.sent_live = 0
 
     def begin(self) -> None:
-        """A new connection: what is pending now is backlog, to be walked from its oldest row, except the rows
-        written in the last ``fresh_s`` seconds (the outbox's own wall-clock stamps), which go as live."""
+        """A new connection: everything pending now is backlog, to be walked from its oldest row."""
         self.boundary = self.outbox.last_id
-        if self._fresh_s > 0 and self.boundary:
-            recent = self.outbox.first_id_since(self._wall() - self._fresh_s)
-            if recent is not None:
-                self.boundary = min(self.boundary, recent - 1)
         self._backlog_cursor = 0
         self._live_cursor = self.boundary
         self.bucket = TokenBucket(self._rate, self._burst, self._clock)

@@ -90,15 +90,8 @@ def test_a_live_reading_overtakes_the_replay_and_nothing_is_lost(
     cfg = DeviceConfig.model_validate(
         {
             "device": {"id": DEVICE, "site_id": "dresden"},
-            # replay_fresh_s 0: the backlog below is written a moment before the connection but stands for an
-            # outage's worth; with the default its rows would count as "read in the last 30 s" and go unpaced.
             "mqtt": mqtt_access(mosquitto).edge_mqtt(
-                topic_prefix=prefix,
-                reconnect_min_s=0.1,
-                reconnect_max_s=0.5,
-                replay_rate_per_s=RATE,
-                replay_burst=100,
-                replay_fresh_s=0,
+                topic_prefix=prefix, reconnect_min_s=0.1, reconnect_max_s=0.5, replay_rate_per_s=RATE, replay_burst=100
             ),
             "outbox": {"path": str(tmp_path / "outbox.sqlite"), "max_messages": 10 * BACKLOG},
             "status_interval_s": 30,

@@ -28,8 +28,7 @@ def publisher(tmp_path: Path) -> MqttPublisher:
     cfg = DeviceConfig.model_validate(
         {
             "device": {"id": "bays-1", "site_id": "s1"},
-            # replay_fresh_s 0: the ten rows, written just now, are a backlog here (not "read in the last 30 s")
-            "mqtt": {"host": "localhost", "confirm_timeout_s": TIMEOUT_S, "replay_fresh_s": 0},
+            "mqtt": {"host": "localhost", "confirm_timeout_s": TIMEOUT_S},
             "outbox": {"path": str(tmp_path / "outbox.sqlite"), "max_messages": 1000},
         }
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -246,23 +245,3 @@ def test_the_pacer_names_the_wait_only_a_clock_can_end(outbox: Outbox) -> None:
     unpaced.begin()
     unpaced.next(1000)
     assert unpaced.backlog_done and unpaced.wait_s(50) is None, "backlog sent: only a new row wakes it"
-
-
-def test_rows_of_the_last_seconds_before_a_connection_go_with_the_live_ones(outbox: Outbox) -> None:
-    """The device may find the broker again only up to reconnect_max_s after it came back: what it read in those
-    seconds is the present and goes first, unpaced, outside the window; the older backlog stays paced behind."""
-    outbox._db.execute("UPDATE outbox SET created_at = created_at - 3600 WHERE id <= 990")  # an hour-old backlog
-    window = ConfirmWindow(initial=8, minimum=2, maximum=1000, target_delay_s=2.0)
-    pacer = ReplayPacer(outbox, rate_per_s=100.0, burst=4, window=window, fresh_s=30.0)
-    pacer.begin()
-    assert pacer.boundary == 990 and pacer.is_backlog(990) and not pacer.is_backlog(991)
-    first = [i.id for i in pacer.next(50, backlog_out=0)]
-    assert first[:10] == list(range(991, 1001)), "the last 30 s first, oldest of them first, all at once"
-    assert first[10:] == [1, 2, 3, 4], "then the backlog from its oldest row, paced"
-    # Off (0 s), or nothing written lately: everything pending is backlog, as before.
-    for fresh_s, wall in ((0.0, 0.0), (30.0, 10_000.0)):
-        p = ReplayPacer(outbox, rate_per_s=100.0, burst=4, fresh_s=fresh_s, wall=lambda w=wall: time.time() + w)
-        p.begin()
-        assert p.boundary == 1000 and [i.id for i in p.next(50)] == [1, 2, 3, 4]
-    with pytest.raises(ValueError, match="negative"):
-        ReplayPacer(outbox, fresh_s=-1.0)
