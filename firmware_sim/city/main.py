@@ -39,9 +39,10 @@ from firmware_sim.city.sitegen import CityShape, write_site
 
 log = logging.getLogger(__name__)
 
-#: Devices per simulator process. paho's network loop uses select(), which takes no file descriptor
-#: above 1023 (FD_SETSIZE); each device holds a socket and its outbox's three SQLite files, so one
-#: process must stay well under ~250 devices. 150 also spreads the publisher threads over the cores.
+#: Devices per simulator process: 150 spreads the publisher threads over the cores (one GIL per process).
+#: The edge's publisher waits on a selectors selector (epoll), not paho's select() loop, so FD_SETSIZE
+#: (1,024 descriptors: a device holds a socket, a wake-up pair and its outbox's three SQLite files) does not
+#: bound it; it did before (edge/mqtt.py).
 DEVICES_PER_PROCESS = 150
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "parking" / "parkapi-dresden"
