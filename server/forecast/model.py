@@ -257,6 +257,14 @@ def _day_kind(cal: Array, t: npt.NDArray[np.int64], cfg: ModelConfig) -> npt.NDA
 
 #: Columns of :data:`FEATURES` in the series' units (divided by the level when ``cfg.relative``).
 LEVEL_FEATURES = ("lag_week", "lag_2weeks", "median_4weeks", "last", "last_vs_week", "lag_year")
+_LEVEL_COLS = [FEATURES.index(f) for f in LEVEL_FEATURES]
+
+
+def _over_level(x: Array, level: Array | float) -> Array:
+    """``x`` with its :data:`LEVEL_FEATURES` columns divided by ``level`` (one per row, or one for all)."""
+    out = x.copy()
+    out[:, _LEVEL_COLS] /= np.reshape(level, (-1, 1))
+    return out
 
 
 def _level(y: Array, origins: npt.NDArray[np.int64], cfg: ModelConfig) -> Array:
@@ -406,14 +414,9 @@ def forecast(
     ]  # a block without data (a sensor that was down for months) calibrates nothing
     if len(usable) < 2:
         raise ForecastError("insufficient_history", "too few blocks of the history can calibrate the intervals")
-    if cfg.relative:
-        lvl = np.repeat(_level(y_ext, origins, cfg), horizon)
-        cols = [FEATURES.index(f) for f in LEVEL_FEATURES]
-        xp = x.copy()
-        xp[:, cols] /= lvl[:, None]
-        tp = target / lvl
-    else:
-        lvl, xp, tp = np.ones(len(target)), x, target
+    # Without ``relative`` the level is 1: the same path, and dividing by 1.0 changes no value.
+    lvl = np.repeat(_level(y_ext, origins, cfg), horizon) if cfg.relative else np.ones(len(target))
+    xp, tp = _over_level(x, lvl), target / lvl
     oof = np.full(len(target), np.nan)
     for k in usable:
         held = fold == k
@@ -444,13 +447,8 @@ def forecast(
 
     model = _fit(xp, tp, cfg)
     xf = _features(y_ext, cal, np.array([n], dtype=np.int64), horizon, cfg)
-    if cfg.relative:
-        lvl_f = float(_level(y_ext, np.array([n], dtype=np.int64), cfg)[0])
-        xfp = xf.copy()
-        xfp[:, cols] /= lvl_f
-        mean = np.clip(_predict(model, xfp) * lvl_f, lower, upper)
-    else:
-        mean = np.clip(_predict(model, xf), lower, upper)
+    lvl_f = float(_level(y_ext, np.array([n], dtype=np.int64), cfg)[0]) if cfg.relative else 1.0
+    mean = np.clip(_predict(model, _over_level(xf, lvl_f)) * lvl_f, lower, upper)
     fk = _day_kind(cal, n + np.arange(horizon), cfg)
     fx = _difficulty_features(mean, xf, fk)
     sigma_f = np.maximum(np.mean([_predict(dm, fx) for dm in diff_models], axis=0), floor)
