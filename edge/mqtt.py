@@ -425,14 +425,13 @@ class MqttPublisher:
             else:
                 readable = bool(mask & selectors.EVENT_READ)
                 writable = bool(mask & selectors.EVENT_WRITE)
-        if readable or pending:
-            rc = client.loop_read()
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or client.socket() is None:
-                return rc if rc != MQTTErrorCode.MQTT_ERR_SUCCESS else MQTTErrorCode.MQTT_ERR_CONN_LOST
-        if writable:
-            rc = client.loop_write()
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or client.socket() is None:
-                return rc if rc != MQTTErrorCode.MQTT_ERR_SUCCESS else MQTTErrorCode.MQTT_ERR_CONN_LOST
+        for due, step in ((readable or pending, client.loop_read), (writable, client.loop_write)):
+            if due:
+                rc = step()
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    return rc
+                if client.socket() is None:
+                    return MQTTErrorCode.MQTT_ERR_CONN_LOST
         return client.loop_misc()
 
     def _room(self) -> int:

@@ -69,7 +69,7 @@ class TokenBucket:
         if self.rate is None:
             return n
         now = self._clock()
-        self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
+        self._tokens = self._available(now)
         self._at = now
         granted = min(n, int(self._tokens))
         self._tokens -= granted
@@ -79,8 +79,13 @@ class TokenBucket:
         """Seconds until :meth:`take` can grant one token (0.0: now; always 0.0 when unlimited)."""
         if self.rate is None:
             return 0.0
-        tokens = min(float(self.burst), self._tokens + (self._clock() - self._at) * self.rate)
+        tokens = self._available(self._clock())
         return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
+    def _available(self, now: float) -> float:
+        """Tokens saved up at ``now``: the refill since the last take, at most ``burst`` (``rate`` is set)."""
+        assert self.rate is not None
+        return min(float(self.burst), self._tokens + (now - self._at) * self.rate)
 
 
 class ConfirmWindow:
