@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Protocol
 
 from contracts.site import SiteConfig
 from server import models
 
-CrowdLevel = Literal["low", "moderate", "high", "very_high", "nodata", "suppressed"]
+#: The live zone store's level (one definition: :data:`server.models.CrowdLevel`).
+CrowdLevel = models.CrowdLevel
 
 
 class ZoneState(Protocol):
@@ -43,7 +44,7 @@ class ZoneState(Protocol):
     def exits_15m(self) -> int | None: ...
     #: ok / suppressed / nodata: whether the 15-minute counts are published (the k rule).
     @property
-    def flow_state(self) -> str: ...
+    def flow_state(self) -> models.FigureState: ...
     #: The window the 15-minute counts cover (the last completed quarter hour).
     @property
     def window_start(self) -> datetime | None: ...
@@ -71,7 +72,7 @@ class ZoneSnapshot:
     occupancy: int | None = None
     entries_15m: int | None = None
     exits_15m: int | None = None
-    flow_state: str = "nodata"
+    flow_state: models.FigureState = "nodata"
     window_start: datetime | None = None
     window_end: datetime | None = None
     level: CrowdLevel | None = "nodata"
