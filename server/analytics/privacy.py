@@ -99,6 +99,30 @@ def publishable(counts: Mapping[str, float], rule: Rule, k: int) -> bool:
     return rule.people(counts) >= k
 
 
+def round_to_base(count: int, base: int) -> int:
+    """``count`` (whole people, >= 0) rounded to the nearest multiple of ``base`` (>= 1); a half rounds up.
+
+    *Conventional rounding* in statistical disclosure control: every count
+    is replaced by the nearest multiple of a fixed rounding base (Hundepool
+    et al., *Statistical Disclosure Control*, Wiley 2012, the ESSnet
+    Handbook on SDC: ch. 5 "Frequency tables", the section on rounding,
+    5.5 in the online edition; the term and the half-up convention for a
+    count ending in 5 at base 10 from the Eurostat/UNECE *Glossary of
+    Statistical Disclosure Control*, 2005). Every published count is then a
+    multiple of the base, so two of them differ by 0 or by at least the base.
+    The live occupancy is rounded to base k (:mod:`server.stores.zones`).
+
+    Examples with base 10: 10-14 -> 10, 15-24 -> 20. Raises ``ValueError``
+    for a negative count or a base under 1 (a count under k is suppressed
+    by the caller before it gets here, never rounded to 0).
+    """
+    if base < 1:
+        raise ValueError(f"rounding base must be at least 1, got {base}")
+    if count < 0:
+        raise ValueError(f"a count of people cannot be negative, got {count}")
+    return (count + base // 2) // base * base
+
+
 def publish_cell(
     cell: Cell, rule: Rule, k: int, *, local: Callable[[datetime], datetime] = _identity
 ) -> dict[str, Any]:

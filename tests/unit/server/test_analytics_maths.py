@@ -9,7 +9,7 @@ import pytest
 
 from contracts.storage import to_ns
 from server.analytics import figures, maths
-from server.analytics.privacy import Cell, publish, publish_cell
+from server.analytics.privacy import Cell, publish, publish_cell, round_to_base
 from server.history import Window
 
 T0 = datetime(2026, 3, 10, 9, tzinfo=UTC)
@@ -263,3 +263,18 @@ def test_a_weekday_peak_is_chosen_among_the_hours_that_reach_k_only() -> None:
     assert hour is None and publish_cell(cell, figures.ZONE_PEAK_HOUR, 10)["state"] == "suppressed"
     hour, cell = {n: (h, c) for n, h, c, _ in figures.zone_weekday_peaks(window, {}, 10)}["monday"]
     assert hour is None and publish_cell(cell, figures.ZONE_PEAK_HOUR, 10)["state"] == "nodata"
+
+
+@pytest.mark.parametrize(
+    ("count", "base", "rounded"),
+    # The nearest multiple of the base, a half up (an odd base has no half): conventional rounding.
+    [(10, 10, 10), (14, 10, 10), (15, 10, 20), (24, 10, 20), (7, 5, 5), (8, 5, 10), (5, 1, 5), (4, 10, 0), (0, 3, 0)],
+)
+def test_round_to_base_gives_the_nearest_multiple_a_half_up(count: int, base: int, rounded: int) -> None:
+    assert round_to_base(count, base) == rounded
+
+
+@pytest.mark.parametrize(("count", "base", "message"), [(-1, 10, "negative"), (5, 0, "base"), (5, -10, "base")])
+def test_round_to_base_refuses_a_negative_count_or_a_base_under_1(count: int, base: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        round_to_base(count, base)
