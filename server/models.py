@@ -21,9 +21,12 @@ LockerBankState = Literal["open", "full", "out_of_service", "nodata"]
 CompartmentSize = Literal["S", "M", "L", "XL"]
 CrowdLevel = Literal["low", "moderate", "high", "very_high", "nodata", "suppressed"]
 CrowdTrend = Literal["rising", "falling", "steady", "unknown", "suppressed"]
-#: A live figure under the k rule: ``ok`` shown; ``suppressed`` rests on fewer than k people (null, never 0);
-#: ``nodata`` nothing counted.
-FigureState = Literal["ok", "suppressed", "nodata"]
+#: A live figure under the k rule, in the words of the analytics cells (:data:`CellState`): ``ok`` shown as
+#: counted; ``coarsened`` shown coarser than counted and marked so (the live occupancy, rounded to a multiple
+#: of k); ``suppressed`` rests on fewer than k people (null, never 0); ``nodata`` nothing counted.
+FigureState = Literal["ok", "coarsened", "suppressed", "nodata"]
+#: A completed window's counts: published whole (``ok``) or not at all; an aligned window is never coarsened.
+FlowState = Literal["ok", "suppressed", "nodata"]
 
 
 class _Out(BaseModel):
@@ -133,7 +136,7 @@ class ZoneFlow(_Out):
     start: datetime = Field(description="Start of the window (UTC), on a quarter-hour or hour of the site's clock.")
     end: datetime = Field(description="End of the window (UTC, excluded): the window is complete, it never moves"
                           " until the next one completes.")  # fmt: skip
-    state: FigureState = Field(
+    state: FlowState = Field(
         description="ok: rests on at least k people (site `analytics.k`, default 10: its entries plus exits);"
         " suppressed: on fewer (for the hour also: its suppressed quarters together rest on fewer, so the hour"
         " minus its published quarters would reveal them); nodata: no camera interval was heard in the window."
@@ -161,19 +164,31 @@ class ZoneCrowd(_Out):
         description="nodata: no working camera; occupancy, share and level are then null or nodata."
     )
     occupancy: int | None = Field(
-        description="Estimated people in the zone now: the cameras' in-minus-out estimates; null unless"
-        " `occupancy_state` is ok (at least k people, site `analytics.k`, default 10), never 0 for a suppressed one."
+        description="Estimated people in the zone now (the cameras' in-minus-out estimates), rounded to the nearest"
+        " multiple of `occupancy_base` (conventional rounding, a half up: with k = 10, 10-14 people are 10, 15-24"
+        " are 20), so two answers differ by 0 or by at least k people, never by the few who came or went in a"
+        " minute. Published from k people (site `analytics.k`, default 10), so never under k and never 0; null"
+        " when `occupancy_state` is suppressed or nodata."
     )
-    share: float | None = Field(description="occupancy / capacity; null when occupancy is null or without capacity.")
+    occupancy_base: int | None = Field(
+        description="The rounding base of `occupancy`, in people: the site's k (1 means not rounded); null when"
+        " occupancy is null."
+    )
+    share: float | None = Field(
+        description="The published (rounded) occupancy / capacity, 4 decimals (may exceed 1); null when occupancy"
+        " is null or the zone has no capacity."
+    )
     occupancy_state: FigureState = Field(
-        description="ok: occupancy and share shown; suppressed: the estimate is under k people, so neither is"
-        " published; nodata: no working camera or no estimate."
+        description="coarsened: occupancy and share shown, rounded to a multiple of `occupancy_base` (k); ok: shown"
+        " as estimated (only when k is 1); suppressed: the estimate is under k people, so neither is published;"
+        " nodata: no working camera or no estimate."
     )
     level: CrowdLevel | None = Field(
         description="A coarsened figure: low / moderate / high / very_high by the zone's crowd_levels thresholds on"
-        " the share (defaults 0.4 / 0.7 / 0.9). Under k people it is shown only when every count under k is in the"
-        " same band (the zone's low band reaches k - 1 people), else suppressed (a small zone's bands would narrow"
-        " an under-k count to a few people); nodata without a working camera; null when the zone has no capacity."
+        " `share` (defaults 0.4 / 0.7 / 0.9), i.e. on the published (rounded) occupancy, so level and share agree."
+        " Under k people it is shown only when every count under k is in the same band (the zone's low band reaches"
+        " k - 1 people), else suppressed (a small zone's bands would narrow an under-k count to a few people);"
+        " nodata without a working camera; null when the zone has no capacity."
     )
     trend: CrowdTrend = Field(
         description="From the net flow of `last_15m`: rising / falling beyond max(5, 2 % of capacity), steady"
@@ -456,8 +471,9 @@ class SignSource(_Out):
     id: str = Field(description="Lot id, `lot/level`, or zone id.")
     kind: Literal["lot", "level", "zone"]
     value: int | None = Field(
-        description="Free spaces (lot, level) or people (zone); null without fresh data, or for a zone whose"
-        " occupancy rests on fewer than k people (`suppressed`; never 0)."
+        description="Free spaces (lot, level) or people (zone: its published occupancy, a multiple of k as in"
+        " /v1/zones); null without fresh data, or for a zone whose occupancy rests on fewer than k people"
+        " (`suppressed`; never 0)."
     )
     capacity: int = Field(description="Bays (lot, level) or the zone's configured capacity (0 when none).")
     reporting: int = Field(description="Bays with a fresh free/occupied reading; for a zone, 1 when it has data.")
@@ -492,6 +508,8 @@ class SignState(_Out):
     value: int | None = Field(
         description="The number behind the sign; null when it shows none (fallback, blank, text), and on a people"
         " sign when a zone's occupancy is under k people (the sign shows the crowd level or its fallback instead)."
+        " A people sign's number is the sum of its zones' published occupancies, each a multiple of k, so the"
+        " sum is one too (before the display's configured offset and clamp)."
     )
     text: str = Field(
         description="Exactly what the sign shows: the number, low_text, full_text, closed_text, fallback_text,"

@@ -23,11 +23,17 @@ order of the rules is the documentation (docs/displays.md, "Rendering"):
 
 People and the k rule (issue 14; docs/displays.md): a zone's occupancy under
 k people is not published (:mod:`server.stores.zones`), so it reaches the
-sign as ``suppressed``, not as a missing reading. A people sign's value is
-the sum only when every zone's occupancy is published (each at least k, so
-the sum is too, and no zone's hidden count can be had by subtracting the
-others from it); otherwise the value is null and the sign shows the level
-text, or, with no level to show, its fallback: never 0 for a hidden count.
+sign as ``suppressed``, not as a missing reading; a published one is rounded
+to a multiple of k. A people sign's value is the sum only when every zone's
+occupancy is published (each at least k, so the sum is too, and no zone's
+hidden count can be had by subtracting the others from it); otherwise the
+value is null and the sign shows the level text, or, with no level to show,
+its fallback: never 0 for a hidden count. The sum is of the *published*
+occupancies, not the exact sum rounded: a sum of multiples of k is one
+itself, so two values of a sign differ by 0 or at least k people, and the
+sign tells nothing the zones' published figures do not (the exact sum,
+rounded, would: beside two zones shown as 10 and 10, i.e. 10-14 each, a
+sum shown as 30 would say they hold 25-28 together).
 """
 
 from __future__ import annotations

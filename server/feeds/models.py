@@ -206,6 +206,9 @@ class ParkingSpotKeyValues(_Strict):
 CrowdLevelValue = Literal["low", "moderate", "high", "very_high", "nodata", "suppressed"]
 #: Why the peopleCount* attributes are absent although the zone is live: they rest on fewer than k people.
 PeopleCountState = Literal["suppressed"]
+#: How ``occupancy`` is published: ``coarsened`` (the share of the occupancy rounded to a multiple of
+#: ``occupancyBase``, the site's k) or ``suppressed`` (absent: the estimate is under k people).
+OccupancyState = Literal["coarsened", "suppressed"]
 
 
 class CrowdLevelProperty(_Property):
@@ -214,6 +217,14 @@ class CrowdLevelProperty(_Property):
 
 class PeopleCountStateProperty(_Property):
     value: PeopleCountState
+
+
+class OccupancyStateProperty(_Property):
+    value: OccupancyState
+
+
+class OccupancyBaseProperty(_Property):
+    value: Annotated[int, Field(ge=1, description="The rounding base of the occupancy, in people (k).")]
 
 
 class CrowdFlowObservedNormalized(_Strict):
@@ -229,6 +240,8 @@ class CrowdFlowObservedNormalized(_Strict):
     peopleCount: IntProperty | None = None
     peopleCountState: PeopleCountStateProperty | None = None
     occupancy: ShareProperty | None = None
+    occupancyState: OccupancyStateProperty | None = None
+    occupancyBase: OccupancyBaseProperty | None = None
     congested: BoolProperty | None = None
     crowdLevel: CrowdLevelProperty
     context: Context
@@ -247,6 +260,8 @@ class CrowdFlowObservedKeyValues(_Strict):
     peopleCount: int | None = None
     peopleCountState: PeopleCountState | None = None
     occupancy: Annotated[float, Field(ge=0, le=1)] | None = None
+    occupancyState: OccupancyState | None = None
+    occupancyBase: Annotated[int, Field(ge=1)] | None = None
     congested: bool | None = None
     crowdLevel: CrowdLevelValue
     context: Context

@@ -17,7 +17,10 @@
   follow the k rule (:mod:`server.stores.zones`): counts resting on fewer
   than k people are absent (NGSI-LD lets an attribute be absent) and the
   extension attribute ``peopleCountState`` is ``suppressed``; an occupancy
-  under k is absent too; ``crowdLevel`` may be ``suppressed``.
+  under k is absent too, with the extension attribute ``occupancyState``
+  ``suppressed``; a published one is the share of the occupancy rounded to
+  a multiple of k, with ``occupancyState`` ``coarsened`` and
+  ``occupancyBase`` k (people); ``crowdLevel`` may be ``suppressed``.
 
 Ids are ``urn:ngsi-ld:<Type>:<site>:<id>`` (a bay: ``<lot>:<bay>``). The
 normalized form gives Property / GeoProperty / Relationship with
@@ -191,8 +194,14 @@ def crowd_flow_observed(site_id: str, zone: ZoneState, *, key_values: bool) -> d
             # Under k people: the counts are absent (an NGSI-LD attribute may be), and this says why.
             attrs.append(Attr("peopleCountState", "suppressed", observed_at=counted))
         if zone.occupancy is not None and zone.capacity:  # None under k people as well
+            # The published occupancy is rounded to a multiple of k: the share is of that, and says so.
             share = round(min(1.0, max(0.0, zone.occupancy / zone.capacity)), 4)
             attrs.append(Attr("occupancy", share, observed_at=at))
+            if zone.occupancy_state == "coarsened" and zone.occupancy_base is not None:
+                attrs.append(Attr("occupancyState", "coarsened", observed_at=at))
+                attrs.append(Attr("occupancyBase", zone.occupancy_base, observed_at=at))
+        elif zone.occupancy_state == "suppressed" and zone.capacity:
+            attrs.append(Attr("occupancyState", "suppressed", observed_at=at))  # under k: absent, and why
         if zone.level is not None and zone.level != "suppressed":  # None: the zone has no capacity, so no level
             attrs.append(Attr("congested", zone.level in CONGESTED_LEVELS, observed_at=at))
     if not live or zone.level is not None:

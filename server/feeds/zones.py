@@ -8,8 +8,10 @@ so, never 0 people.
 
 The zone store's answer is already public (the k rule of issue 14,
 :mod:`server.stores.zones`): counts and occupancy are None when they rest on
-fewer than k people, and ``flow_state`` says why (``suppressed``) so a feed
-can omit them rather than write 0.
+fewer than k people, and ``flow_state`` / ``occupancy_state`` say why
+(``suppressed``) so a feed can omit them rather than write 0; a published
+occupancy is rounded to a multiple of ``occupancy_base`` (k), and
+``occupancy_state`` ``coarsened`` says so.
 """
 
 from __future__ import annotations
@@ -35,16 +37,22 @@ class ZoneState(Protocol):
     #: People the zone holds comfortably (site configuration).
     @property
     def capacity(self) -> int | None: ...
-    #: Estimated people in the zone now (entries minus exits).
+    #: Estimated people in the zone now (entries minus exits), as published: a multiple of ``occupancy_base``.
     @property
     def occupancy(self) -> int | None: ...
+    #: coarsened (rounded to ``occupancy_base``) / ok (k = 1) / suppressed (under k people) / nodata.
+    @property
+    def occupancy_state(self) -> models.FigureState: ...
+    #: The rounding base of ``occupancy`` in people (the site's k); None when occupancy is None.
+    @property
+    def occupancy_base(self) -> int | None: ...
     @property
     def entries_15m(self) -> int | None: ...
     @property
     def exits_15m(self) -> int | None: ...
     #: ok / suppressed / nodata: whether the 15-minute counts are published (the k rule).
     @property
-    def flow_state(self) -> models.FigureState: ...
+    def flow_state(self) -> models.FlowState: ...
     #: The window the 15-minute counts cover (the last completed quarter hour).
     @property
     def window_start(self) -> datetime | None: ...
@@ -70,9 +78,11 @@ class ZoneSnapshot:
     coords: models.Coords | None = None
     capacity: int | None = None
     occupancy: int | None = None
+    occupancy_state: models.FigureState = "nodata"
+    occupancy_base: int | None = None
     entries_15m: int | None = None
     exits_15m: int | None = None
-    flow_state: models.FigureState = "nodata"
+    flow_state: models.FlowState = "nodata"
     window_start: datetime | None = None
     window_end: datetime | None = None
     level: CrowdLevel | None = "nodata"
@@ -103,6 +113,8 @@ def from_crowd(zone: models.ZoneCrowd) -> ZoneSnapshot:
         coords=zone.coords,
         capacity=zone.capacity,
         occupancy=zone.occupancy,
+        occupancy_state=zone.occupancy_state,
+        occupancy_base=zone.occupancy_base,
         entries_15m=window.entries,
         exits_15m=window.exits,
         flow_state=window.state,

@@ -31,11 +31,19 @@ people signs), so every figure follows the privacy threshold k of the site's
   hour minus its published quarters never reveals an under-k remainder
   (complementary disclosure, as :func:`~server.analytics.privacy.publish`
   guards in a series).
-* **Occupancy** (the cameras' estimate now) and its ``share`` are published
-  when the estimate is at least k (:data:`OCCUPANCY`), else null with
-  ``occupancy_state`` ``suppressed``.
+* **Occupancy** (the cameras' estimate now) is published when the estimate
+  is at least k (:data:`OCCUPANCY`), rounded to the nearest multiple of k
+  (:func:`~server.analytics.privacy.round_to_base`: 10-14 people are 10,
+  15-24 are 20 with k = 10), with ``occupancy_state`` ``coarsened`` and
+  ``occupancy_base`` k; below k, null with ``occupancy_state``
+  ``suppressed``. The occupancy is a stock: two exact answers a minute apart
+  would differ by that minute's net flow (23, then 24: one person). Rounded,
+  any two published answers differ by 0 or by a multiple of k. ``share`` is
+  the published occupancy over the capacity.
 * **Level** is a coarsened figure (a band of shares); at or above k people it
-  is published as it is. Below k it is published only when every count under
+  is the band of the published ``share`` (so level and share agree, and the
+  moment a band edge is crossed says no more than the rounded occupancy
+  does). Below k it is published only when every count under
   k falls in the same band (the zone's ``low`` band reaches k - 1 people):
   then it says no more than "fewer than k". Otherwise (a small zone, e.g.
   capacity 12 with the default thresholds: low 0-4, moderate 5-8, high
@@ -67,7 +75,7 @@ from contracts import FootfallCount
 from contracts.site import SiteConfig, Zone
 from server import models
 from server.analytics.figures import ZONE_CROSSINGS
-from server.analytics.privacy import Rule, merge_counts, publishable
+from server.analytics.privacy import Rule, merge_counts, publishable, round_to_base
 from server.history import site_zone
 from server.stores.base import Freshness
 
@@ -241,24 +249,32 @@ class ZoneStore:
         short, long = self._flows(state, now_ts)
         if not working:
             return models.ZoneCrowd(
-                **base, state="nodata", fresh=False, occupancy=None, share=None, occupancy_state="nodata",
-                level="nodata", trend="unknown", last_15m=short, last_1h=long,
+                **base, state="nodata", fresh=False, occupancy=None, occupancy_base=None, share=None,
+                occupancy_state="nodata", level="nodata", trend="unknown", last_15m=short, last_1h=long,
             )  # fmt: skip
         occ = [o.value for cam, o in state.occupancy.items() if cam in working and o.heard > fresh_after]
         occupancy = sum(occ) if occ else None
         occupancy_state: models.FigureState = "nodata"
+        shown: int | None = None  # what is published: the estimate rounded to a multiple of k
         if occupancy is not None:
-            occupancy_state = "ok" if publishable({"occupancy": occupancy}, OCCUPANCY, self.k) else "suppressed"
+            if publishable({"occupancy": occupancy}, OCCUPANCY, self.k):
+                shown = round_to_base(occupancy, self.k)  # at least k: the nearest multiple is k or more, never 0
+                occupancy_state = "coarsened" if self.k > 1 else "ok"
+            else:
+                occupancy_state = "suppressed"
         level: models.CrowdLevel | None = None
         if occupancy is not None and zone.capacity:
-            level = _level(zone, occupancy)
-            if occupancy_state == "suppressed" and _level(zone, self.k - 1) != _level(zone, 0):
+            if shown is not None:
+                level = _level(zone, shown)  # the band of the published share, not of the exact estimate
+            elif _level(zone, self.k - 1) == _level(zone, 0):
+                level = _level(zone, 0)  # every count under k is in this band: it says "fewer than k", no more
+            else:
                 level = "suppressed"  # the band would narrow a count under k down to a few people
-        shown = occupancy if occupancy_state == "ok" else None
         share = None if shown is None or not zone.capacity else round(shown / zone.capacity, 4)
         return models.ZoneCrowd(
-            **base, state="ok", fresh=fresh.fresh, occupancy=shown, share=share, occupancy_state=occupancy_state,
-            level=level, trend=_trend(zone, short), last_15m=short, last_1h=long,
+            **base, state="ok", fresh=fresh.fresh, occupancy=shown, occupancy_base=None if shown is None else self.k,
+            share=share, occupancy_state=occupancy_state, level=level, trend=_trend(zone, short), last_15m=short,
+            last_1h=long,
         )  # fmt: skip
 
     def _aligned_end(self, now_ts: float, step_s: int) -> float:

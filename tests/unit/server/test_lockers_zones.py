@@ -169,7 +169,8 @@ def test_entries_and_exits_of_the_last_completed_quarter_and_hour(live: LiveStat
     q, h = zone.last_15m, zone.last_1h
     assert (q.start, q.end, q.state, q.entries, q.exits) == (T0, T0 + timedelta(minutes=15), "ok", 10, 1)
     assert (h.start, h.end, h.state, h.entries) == (T0 - timedelta(hours=1), T0, "nodata", None)
-    assert (zone.state, zone.occupancy, zone.share, zone.level) == ("ok", 22, 0.22, "low")
+    # 22 people, published rounded to a multiple of k = 10 (server.stores.zones), and the share of that.
+    assert (zone.state, zone.occupancy, zone.share, zone.level) == ("ok", 20, 0.2, "low")
     clock.advance(45 * 60)  # 13:05: the hour 12:00-13:00 is complete
     zone = live.zone("z1")
     assert zone is not None
@@ -188,8 +189,10 @@ def test_a_redelivered_interval_is_counted_once(live: LiveState, clock: FakeCloc
 
 @pytest.mark.parametrize(
     ("occupancy", "level"),
-    [(0, "low"), (39, "low"), (40, "moderate"), (69, "moderate"), (70, "high"), (90, "very_high"), (250, "very_high")],
-)
+    # Shares of the published occupancy (rounded to a multiple of k = 10, a half up): 34 is 30, 35 is 40.
+    [(0, "low"), (34, "low"), (35, "moderate"), (40, "moderate"), (64, "moderate"), (65, "high"),
+     (90, "very_high"), (250, "very_high")],
+)  # fmt: skip
 def test_crowd_level_thresholds_are_shares_of_capacity(live: LiveState, occupancy: int, level: str) -> None:
     footfall(live, "z1", "cam1", {"l1": (0, 0)}, occupancy=occupancy)
     zone = live.zone("z1")
@@ -226,7 +229,7 @@ def test_trend_follows_the_net_flow_of_the_last_completed_quarter(live: LiveStat
 def test_a_zone_without_capacity_has_counts_but_no_level(live: LiveState) -> None:
     footfall(live, "z3", "cam9", {"lx": (1, 0)}, occupancy=12)
     zone = live.zone("z3")
-    assert zone is not None and (zone.state, zone.occupancy, zone.level, zone.share) == ("ok", 12, None, None)
+    assert zone is not None and (zone.state, zone.occupancy, zone.level, zone.share) == ("ok", 10, None, None)
 
 
 # -- routes ----------------------------------------------------------------------
@@ -253,7 +256,7 @@ def test_routes_answer_lockers_and_zones_and_404_for_unknown_ids(live: LiveState
     one = get(live, tmp_path, "/v1/zones/z1")
     assert one.headers["cache-control"] == "no-store"
     # Heard at 12:00, the interval is in the quarter 12:00-12:15, not complete yet: 11:45-12:00 has no data.
-    assert (one.json()["occupancy"], one.json()["last_15m"]["state"]) == (12, "nodata")
+    assert (one.json()["occupancy"], one.json()["last_15m"]["state"]) == (10, "nodata")  # 12, rounded to k
     for path in ("/v1/lockers/nope", "/v1/zones/nope"):
         r = get(live, tmp_path, path)
         assert r.status_code == 404 and r.json()["error"] == "not_found"
@@ -268,7 +271,9 @@ def test_the_crowd_feed_carries_the_live_zone(live: LiveState, clock: FakeClock,
     r = get(live, tmp_path, "/ngsi-ld/v1/entities/urn:ngsi-ld:CrowdFlowObserved:s1:z1?options=keyValues")
     assert r.status_code == 200, r.text
     body = r.json()
-    assert (body["peopleCountTowards"], body["peopleCountAway"], body["occupancy"]) == (30, 4, 0.95)
+    # 95 people are published as 100 (rounded to a multiple of k = 10), so the share is 1.0.
+    assert (body["peopleCountTowards"], body["peopleCountAway"], body["occupancy"]) == (30, 4, 1.0)
+    assert (body["occupancyState"], body["occupancyBase"]) == ("coarsened", 10)
     assert (body["crowdLevel"], body["congested"]) == ("very_high", True)
     r = get(live, tmp_path, "/ngsi-ld/v1/entities/urn:ngsi-ld:CrowdFlowObserved:s1:z2?options=keyValues")
     assert r.json()["crowdLevel"] == "nodata" and "peopleCountTowards" not in r.json()

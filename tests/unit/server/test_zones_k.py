@@ -1,9 +1,10 @@
 """The k rule on the public live crowd (issue 14 item 2): /v1/zones, the SSE zones event, CrowdFlowObserved, signs.
 
 A synthetic site with known counts, at k - 1, k and k + 1 people (k = 10, the
-site's default), each figure read through every public door; then the
-differencing channel the aligned windows close: answers a minute apart never
-subtract into a figure resting on fewer than k people.
+site's default), each figure read through every public door; the live
+occupancy, rounded to a multiple of k, for several k; then the differencing
+channels the aligned windows and the rounding close: answers a minute apart
+never subtract into a figure resting on fewer than k people.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import pytest
 from contracts import FootfallCount, LineCount
 from contracts.site import DEFAULT_K, SiteConfig
 from server.displays.render import gather, render
+from server.feeds.ngsild import crowd_flow_observed
+from server.feeds.zones import from_crowd
 from server.live import LiveState
 from server.livefeed import LiveFeed
 from tests.unit.server.test_lockers_zones import get
@@ -30,10 +33,11 @@ K = DEFAULT_K
 _ids = iter(range(1, 10**9))
 
 
-def make_site(timezone: str = "UTC") -> SiteConfig:
+def make_site(timezone: str = "UTC", k: int = K) -> SiteConfig:
     return SiteConfig.model_validate(
         {
             "site": {"id": "s1", "name": "Test", "timezone": timezone},
+            "analytics": {"k": k},
             "zones": [
                 # Every count under k is "low" here (moderate from 40 people) ...
                 {"id": "shop", "name": "Shop", "capacity": 100},
@@ -47,6 +51,7 @@ def make_site(timezone: str = "UTC") -> SiteConfig:
             "displays": [
                 {"id": "p", "kind": "wayfinding", "coords": {"lat": 51.0, "lng": 13.7}, "zones": ["shop"]},
                 {"id": "pk", "kind": "wayfinding", "coords": {"lat": 51.0, "lng": 13.7}, "zones": ["kiosk"]},
+                {"id": "both", "kind": "wayfinding", "coords": {"lat": 51.0, "lng": 13.7}, "zones": ["shop", "kiosk"]},
             ],
         }
     )
@@ -110,6 +115,63 @@ def test_a_quarter_hour_is_published_at_k_people_and_withheld_below(
         assert "peopleCountState" not in ngsi
 
 
+def band(people: int, capacity: int) -> str:
+    """The crowd level of ``people`` by the default crowd_levels (0.4 / 0.7 / 0.9 of the capacity)."""
+    share = people / capacity
+    return "very_high" if share >= 0.9 else "high" if share >= 0.7 else "moderate" if share >= 0.4 else "low"
+
+
+#: (k, the cameras' estimate, what is published: the nearest multiple of k, a half up; None: withheld).
+#: For each k: k - 1, k, k + 1, the last count that rounds down to k (under 1.5 k), the first that rounds up
+#: to 2 k (1.5 k, or the next whole count for an odd k), 2 k + 3.
+ROUNDING = [
+    (10, 9, None), (10, 10, 10), (10, 11, 10), (10, 14, 10), (10, 15, 20), (10, 23, 20), (10, 25, 30),
+    (5, 4, None), (5, 5, 5), (5, 6, 5), (5, 7, 5), (5, 8, 10), (5, 13, 15),
+    (3, 2, None), (3, 3, 3), (3, 4, 3), (3, 5, 6), (3, 9, 9),
+    (2, 1, None), (2, 2, 2), (2, 3, 4), (2, 7, 8),
+    (25, 24, None), (25, 25, 25), (25, 26, 25), (25, 37, 25), (25, 38, 50), (25, 53, 50),
+    (1, 0, None), (1, 1, 1), (1, 2, 2), (1, 5, 5),  # k = 1: base 1, nothing to round ("ok")
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("k", "n", "published"), ROUNDING)
+@pytest.mark.parametrize("zone", ["shop", "kiosk"])
+def test_occupancy_is_published_rounded_to_a_multiple_of_k_through_every_door(
+    clock: FakeClock, tmp_path: Path, k: int, n: int, published: int | None, zone: str
+) -> None:
+    live = LiveState(make_site(k=k), clock)
+    count(live, zone, 0, 0, occupancy=n)
+    got = public(live, tmp_path, zone)
+    api, ngsi, sign = got["api"], got["ngsi"], got["sign"]
+    assert api == got["sse"]  # the SSE event carries the same public figures
+    capacity = 100 if zone == "shop" else 12
+    if published is None:
+        assert (api["occupancy"], api["share"], api["occupancy_state"], api["occupancy_base"]) == (
+            None, None, "suppressed", None,
+        )  # fmt: skip
+        assert "occupancy" not in ngsi and "occupancyBase" not in ngsi
+        assert ngsi["occupancyState"] == "suppressed"
+        assert sign.value is None  # never 0
+        # Under k the level is shown only when every count under k is in the same band (then it is "low").
+        level = "low" if band(k - 1, capacity) == "low" else "suppressed"
+        assert (api["level"], ngsi["crowdLevel"]) == (level, level)
+        assert (sign.text, sign.state) == (("LOW", "open") if level == "low" else ("", "fallback"))
+        return
+    state = "coarsened" if k > 1 else "ok"
+    assert (api["occupancy"], api["occupancy_state"], api["occupancy_base"]) == (published, state, k)
+    assert published >= k and published % k == 0  # never under k, never 0
+    assert api["share"] == round(published / capacity, 4)  # the share of what is published, not of n
+    assert ngsi["occupancy"] == round(min(1.0, published / capacity), 4)
+    if k > 1:
+        assert (ngsi["occupancyState"], ngsi["occupancyBase"]) == ("coarsened", k)
+    else:
+        assert "occupancyState" not in ngsi and "occupancyBase" not in ngsi
+    assert sign.value == published and sign.state == "open"
+    # The level is the band of the published share, so it agrees with the share a client sees.
+    assert api["level"] == ngsi["crowdLevel"] == band(published, capacity)
+    assert sign.text == {"low": "LOW", "moderate": "MODERATE", "high": "HIGH", "very_high": "VERY HIGH"}[api["level"]]
+
+
 @pytest.mark.parametrize("n", [K - 1, K, K + 1])
 @pytest.mark.parametrize("zone", ["shop", "kiosk"])
 def test_occupancy_is_published_at_k_people_and_withheld_below(
@@ -132,10 +194,75 @@ def test_occupancy_is_published_at_k_people_and_withheld_below(
             "open" if zone == "shop" else "fallback"
         )
     else:
-        assert (api["occupancy"], api["share"], api["occupancy_state"]) == (n, round(n / capacity, 4), "ok")
-        assert ngsi["occupancy"] == round(min(1.0, n / capacity), 4)
-        assert sign.value == n
+        # k and k + 1 people are both published as k (rounded to a multiple of k).
+        assert (api["occupancy"], api["share"], api["occupancy_state"]) == (K, round(K / capacity, 4), "coarsened")
+        assert ngsi["occupancy"] == round(min(1.0, K / capacity), 4)
+        assert sign.value == K
         assert api["level"] in ("low", "high", "very_high") and api["level"] == ngsi["crowdLevel"]
+
+
+def walk(rng: random.Random, k: int, minutes: int) -> list[int]:
+    """A zone's occupancy, a minute at a time: people enter one by one up to 4 k, leave one by one, then wander."""
+    up = list(range(0, 4 * k + 1))
+    path = up + up[::-1]
+    n = 0
+    for _ in range(minutes - len(path)):
+        n = max(0, n + rng.choice((-1, 0, 1)))
+        path.append(n)
+    return path
+
+
+def read_all(live: LiveState, zone: str) -> dict[str, Any]:
+    """What the public sees of the zone now: the store's answer (= API), the SSE frame, NGSI-LD, its signs."""
+    crowd = live.zone(zone)
+    assert crowd is not None
+    _, frame = LiveFeed(live)._build("zones", live.clock()) or (None, b"[]")
+    sse = next(z for z in json.loads(frame) if z["id"] == zone)
+    ngsi = crowd_flow_observed("s1", from_crowd(crowd), key_values=True)
+    signs = {}
+    for did in ("p" if zone == "shop" else "pk", "both"):
+        display = live.site.display(did)
+        assert display is not None
+        signs[did] = render(display, gather(live.site, live, display, live.clock())).value
+    return {"crowd": crowd, "sse": sse, "ngsi": ngsi, "sign": signs}
+
+
+@pytest.mark.parametrize("k", [2, 5, 10, 25])
+def test_a_zone_read_every_minute_never_shows_two_occupancies_fewer_than_k_apart(clock: FakeClock, k: int) -> None:
+    """People enter one by one (and leave, and wander); every read's published figures, pairwise, differ by 0 or k+.
+
+    The exact estimate would let two reads a minute apart subtract into one person (23, then 24). The published
+    occupancy, the people a share stands for, and a sign's number (one zone, or the sum of two) are multiples of
+    k: any two of them differ by 0 or at least k people. A withheld value is null (absent in NGSI-LD), never 0.
+    """
+    live = LiveState(make_site(k=k), clock)
+    kiosk = k + k // 2 - (1 if k % 2 == 0 else 0)  # the last count rounded down to k: the sign sums k for it
+    seen: dict[str, set[int]] = {"occupancy": set(), "share": set(), "ngsi": set(), "p": set(), "both": set()}
+    for n in walk(random.Random(k), k, minutes=12 * k + 60):
+        clock.advance(60)
+        count(live, "shop", 0, 0, occupancy=n)
+        count(live, "kiosk", 0, 0, occupancy=kiosk)
+        got = read_all(live, "shop")
+        crowd, sse, ngsi, sign = got["crowd"], got["sse"], got["ngsi"], got["sign"]
+        assert sse == crowd.model_dump(mode="json")
+        if n < k:
+            assert (crowd.occupancy, crowd.share, crowd.occupancy_state) == (None, None, "suppressed")
+            assert "occupancy" not in ngsi and ngsi["occupancyState"] == "suppressed"
+            assert sign == {"p": None, "both": None}  # withheld, not 0
+            continue
+        assert crowd.occupancy is not None and crowd.share is not None and crowd.occupancy_state == "coarsened"
+        assert crowd.occupancy >= k and abs(crowd.occupancy - n) <= k / 2  # the nearest multiple of k
+        seen["occupancy"].add(crowd.occupancy)
+        seen["share"].add(round(crowd.share * 100))  # the people the share stands for (capacity 100)
+        seen["ngsi"].add(round(ngsi["occupancy"] * 100))
+        assert sign["p"] is not None and sign["both"] is not None
+        seen["p"].add(sign["p"])
+        seen["both"].add(sign["both"])
+        assert sign["both"] == crowd.occupancy + k  # the sum of the published values (the kiosk's is k)
+    assert len(seen["occupancy"]) >= 4  # the walk crossed several rounding steps
+    for name, values in seen.items():
+        for a, b in itertools.combinations(sorted(values), 2):
+            assert b - a >= k, (name, a, b)  # never 1 .. k - 1 people apart
 
 
 @pytest.mark.parametrize(

@@ -110,7 +110,9 @@ LIVE_ZONE = ZoneSnapshot(
     name="Market",
     coords=models.Coords(lat=51.05, lng=13.74),
     capacity=200,
-    occupancy=150,
+    occupancy=150,  # published by the zone store as a multiple of k
+    occupancy_state="coarsened",
+    occupancy_base=10,
     entries_15m=40,
     exits_15m=25,
     flow_state="ok",

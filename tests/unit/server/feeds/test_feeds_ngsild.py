@@ -185,6 +185,8 @@ def test_a_live_zone_normalized() -> None:
         "peopleCountAway": {"type": "Property", "value": 25, "observedAt": counted},
         "peopleCount": {"type": "Property", "value": 65, "observedAt": counted},
         "occupancy": {"type": "Property", "value": 0.75, "observedAt": at},
+        "occupancyState": {"type": "Property", "value": "coarsened", "observedAt": at},
+        "occupancyBase": {"type": "Property", "value": 10, "observedAt": at},
         "congested": {"type": "Property", "value": False, "observedAt": at},
         "crowdLevel": {"type": "Property", "value": "high", "observedAt": at},
         "@context": [ngsild.TRANSPORTATION_CONTEXT, ngsild.CORE_CONTEXT],
@@ -229,13 +231,21 @@ def test_figures_under_k_people_are_absent_and_marked_never_zero() -> None:
 
     # What the zone store gives for a quarter and an occupancy under k in a small zone (server.stores.zones).
     under = replace(LIVE_ZONE, entries_15m=None, exits_15m=None, flow_state="suppressed", occupancy=None,
-                    level="suppressed")  # fmt: skip
+                    occupancy_state="suppressed", occupancy_base=None, level="suppressed")  # fmt: skip
     e = checked(ngsild.crowd_flow_observed("s1", under, key_values=True), True)
-    assert not {"peopleCountTowards", "peopleCountAway", "peopleCount", "occupancy", "congested"} & set(e)
-    assert (e["peopleCountState"], e["crowdLevel"]) == ("suppressed", "suppressed")
+    assert not {
+        "peopleCountTowards",
+        "peopleCountAway",
+        "peopleCount",
+        "occupancy",
+        "occupancyBase",
+        "congested",
+    } & set(e)
+    assert (e["peopleCountState"], e["occupancyState"], e["crowdLevel"]) == ("suppressed", "suppressed", "suppressed")
     assert e["dateObservedTo"] == "2026-05-04T12:00:00Z"  # the interval the withheld counts are of
     e = checked(ngsild.crowd_flow_observed("s1", under, key_values=False), False)
     assert e["peopleCountState"] == {"type": "Property", "value": "suppressed", "observedAt": "2026-05-04T12:00:00Z"}
+    assert e["occupancyState"] == {"type": "Property", "value": "suppressed", "observedAt": "2026-05-04T11:59:55Z"}
     # A quarter with no camera interval in it: no counts, and nothing claims they were withheld.
     empty = replace(LIVE_ZONE, entries_15m=None, exits_15m=None, flow_state="nodata")
     e = checked(ngsild.crowd_flow_observed("s1", empty, key_values=True), True)
