@@ -156,8 +156,20 @@
     if (zone.state === "nodata") return "lv-nodata";
     return zone.level ? `lv-${zone.level}` : "lv-ok";
   }
-  // The k rule (issue 14): a figure under k people is withheld and said so, never shown as 0.
-  const peopleText = (z) => (z.occupancy_state === "suppressed" ? "fewer than k people" : `${z.occupancy} people`);
+  // The k rule (issue 14): a figure under k people is withheld and said so, never shown as 0; a published
+  // occupancy is rounded to a multiple of k (occupancy_state "coarsened"), so it reads "about".
+  function occupancyText(z) {
+    if (z.occupancy_state === "suppressed") return "< k";
+    if (z.occupancy === null || z.occupancy === undefined) return dash;
+    return z.occupancy_state === "coarsened" ? `about ${z.occupancy}` : String(z.occupancy);
+  }
+  function peopleText(z) {
+    if (z.occupancy_state === "suppressed") return "fewer than k people";
+    if (z.occupancy === null || z.occupancy === undefined) return "no estimate";
+    return `${occupancyText(z)} people`;
+  }
+  const occupancyTitle = (z) => (z.occupancy_state === "coarsened"
+    ? `rounded to a multiple of ${z.occupancy_base} people (the k rule)` : null);
   const flowText = (f) => (!f || f.state === "nodata" ? dash : f.state === "suppressed" ? "< k" : `${f.entries} / ${f.exits}`);
   const levelWord = (z) => (z.state === "nodata" ? "no data" : z.level ? z.level.replace("_", " ") : dash);
 
@@ -441,7 +453,7 @@
       const cams = `${z.cameras.working}/${z.cameras.configured} working${z.cameras.broken.length ? `; broken: ${z.cameras.broken.join(", ")}` : ""}`;
       const tr = h("tr", { "data-id": z.id, class: "selectable" },
         h("td", null, z.name),
-        h("td", { class: "num", "data-field": "occupancy" }, z.occupancy_state === "suppressed" ? "< k" : num(z.occupancy)),
+        h("td", { class: "num", "data-field": "occupancy", title: occupancyTitle(z) }, occupancyText(z)),
         h("td", { class: "num" }, num(z.capacity)),
         h("td", { "data-field": "level" }, badge(levelWord(z), zoneClass(z))),
         h("td", null, z.trend === "unknown" ? dash : z.trend === "suppressed" ? "< k people" : z.trend),
