@@ -31,7 +31,9 @@ Run: ``nice .venv/bin/python bench/forecast/footfall.py [--origin-set stress|gri
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import resource
 import statistics
 import time
@@ -42,7 +44,14 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from server.forecast.model import ForecastError, ModelConfig, forecast, holiday_calendar, seasonal_naive
+from server.forecast.model import (
+    ForecastError,
+    ModelConfig,
+    forecast,
+    holiday_calendar,
+    point_forecast,
+    seasonal_naive,
+)
 from server.forecast.service import ZONE_CONFIG, ZONE_HISTORY_DAYS
 
 HORIZON = 48
@@ -183,8 +192,12 @@ def evaluate(
     shard: tuple[int, int] = (0, 1),
     progress: Callable[[dict[str, object]], None] | None = None,
     origin_set_name: str = "stress",
+    point_only: bool = False,
 ) -> dict[str, object]:
     """Every row of the run; ``shard`` (k, n): only every n-th sensor from the k-th (merge with :func:`summarize`).
+
+    ``point_only``: fit the point forecast alone (:func:`server.forecast.model.point_forecast`, the same ``mean``
+    as the full forecast's at about a third of the cost); rows then carry no coverage.
 
     ``progress`` gets the rows of the sensors done so far after each sensor (a shard's file stays usable if
     the run is stopped).
@@ -206,6 +219,8 @@ def evaluate(
     def so_far(done_sensors: list[str]) -> dict[str, object]:
         return {
             "origin_set": origin_set_name,
+            "config": dataclasses.asdict(cfg),
+            "point_only": point_only,
             "origins": [{"date": d, "note": n} for d, n in origins],
             "sensors": done_sensors,
             "peak_rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024,  # KiB
@@ -237,7 +252,11 @@ def evaluate(
             h_start = at - len(hist) * cfg.step
             t, cpu = time.monotonic(), time.process_time()
             try:
-                fc = forecast(hist, h_start, HORIZON, tz=UTC_ZONE, is_holiday=is_holiday, cfg=cfg)
+                if point_only:
+                    mean = point_forecast(hist, h_start, HORIZON, tz=UTC_ZONE, is_holiday=is_holiday, cfg=cfg)
+                else:
+                    fc = forecast(hist, h_start, HORIZON, tz=UTC_ZONE, is_holiday=is_holiday, cfg=cfg)
+                    mean = fc.mean
             except ForecastError as exc:
                 row["skipped"] = f"{exc.code}: {exc}"
                 rows.append(row)
@@ -246,13 +265,16 @@ def evaluate(
             row["fit_cpu_s"] = time.process_time() - cpu
             naive = seasonal_naive(hist, HORIZON, SEASON)
             ok = ~np.isnan(actual)
-            row["mase"] = float(np.mean(np.abs(fc.mean[ok] - actual[ok])) / scale)
+            row["mase"] = float(np.mean(np.abs(mean[ok] - actual[ok])) / scale)
             ok_n = ok & ~np.isnan(naive)
             row["mase_naive"] = float(np.mean(np.abs(naive[ok_n] - actual[ok_n])) / scale)
+            row["hours"] = int(np.count_nonzero(ok))
+            if point_only:
+                rows.append(row)
+                continue
             row["covered"] = int(np.count_nonzero((actual[ok] >= fc.lower[ok]) & (actual[ok] <= fc.upper[ok])))
             row["below"] = int(np.count_nonzero(actual[ok] < fc.lower[ok]))
             row["above"] = int(np.count_nonzero(actual[ok] > fc.upper[ok]))
-            row["hours"] = int(np.count_nonzero(ok))
             rows.append(row)
     return so_far(sensors)
 
@@ -271,6 +293,15 @@ def window_class(kind: dict[str, bool]) -> str:
     return "holiday" if kind["holiday"] else "ordinary"
 
 
+def _share(rows: list[dict[str, object]], key: str) -> float:
+    """Hours counted under ``key`` (``covered``, ``below``, ``above``) over all hours of ``rows``; NaN if a row has
+    no interval (``--point-only``) or there are no hours."""
+    hours = sum(int(r["hours"]) for r in rows)  # type: ignore[call-overload]
+    if not hours or any(key not in r for r in rows):
+        return math.nan
+    return sum(int(r[key]) for r in rows) / hours  # type: ignore[call-overload]
+
+
 def by_window_class(done: list[dict[str, object]], origins: list[str]) -> dict[str, object]:
     """Windows, coverage and the misses below / above the interval per :func:`window_class`, and how many of
     ``origins`` hold a lockdown day, a public holiday, a holiday's neighbour, a year-end day."""
@@ -278,7 +309,7 @@ def by_window_class(done: list[dict[str, object]], origins: list[str]) -> dict[s
 
     cal = holidays.country_holidays("NZ", subdiv="AUK")
     kinds = {o: window_kind(date.fromisoformat(o), lambda d: d in cal) for o in origins}
-    miss = sum(int(r["below"]) + int(r["above"]) for r in done)  # type: ignore[call-overload]
+    miss = sum(int(r.get("below", 0)) + int(r.get("above", 0)) for r in done)  # type: ignore[call-overload]
     out: dict[str, object] = {
         "windows_with": {
             k: sum(kd[k] for kd in kinds.values()) for k in ("lockdown", "holiday", "near_holiday", "christmas")
@@ -291,12 +322,12 @@ def by_window_class(done: list[dict[str, object]], origins: list[str]) -> dict[s
         hours = sum(int(r["hours"]) for r in mine)  # type: ignore[call-overload]
         row: dict[str, object] = {"windows": len(mine_o), "sensor_origins": len(mine), "hours": hours}
         if hours:
-            below = sum(int(r["below"]) for r in mine)  # type: ignore[call-overload]
-            above = sum(int(r["above"]) for r in mine)  # type: ignore[call-overload]
+            below = sum(int(r.get("below", 0)) for r in mine)  # type: ignore[call-overload]
+            above = sum(int(r.get("above", 0)) for r in mine)  # type: ignore[call-overload]
             row |= {
-                "coverage_80": sum(int(r["covered"]) for r in mine) / hours,  # type: ignore[call-overload]
-                "below_lower": below / hours,
-                "above_upper": above / hours,
+                "coverage_80": _share(mine, "covered"),
+                "below_lower": _share(mine, "below"),
+                "above_upper": _share(mine, "above"),
                 "share_of_misses": (below + above) / miss if miss else 0.0,
                 "median_mase": statistics.median(float(r["mase"]) for r in mine),  # type: ignore[arg-type]
                 "median_mase_naive": statistics.median(float(r["mase_naive"]) for r in mine),  # type: ignore[arg-type]
@@ -327,8 +358,7 @@ def summarize(parts: list[dict[str, object]]) -> dict[str, object]:
                 "evaluated": len(mine),
                 "median_mase": statistics.median(float(r["mase"]) for r in mine),  # type: ignore[arg-type]
                 "median_mase_naive": statistics.median(float(r["mase_naive"]) for r in mine),  # type: ignore[arg-type]
-                "coverage_80": sum(int(r["covered"]) for r in mine)  # type: ignore[call-overload]
-                / sum(int(r["hours"]) for r in mine),  # type: ignore[call-overload]
+                "coverage_80": _share(mine, "covered"),
             }
         )
     per_origin = []
@@ -342,17 +372,13 @@ def summarize(parts: list[dict[str, object]]) -> dict[str, object]:
                     "evaluated": len(mine),
                     "median_mase": statistics.median(float(r["mase"]) for r in mine),  # type: ignore[arg-type]
                     "median_mase_naive": statistics.median(float(r["mase_naive"]) for r in mine),  # type: ignore[arg-type]
-                    "coverage_80": sum(int(r["covered"]) for r in mine)  # type: ignore[call-overload]
-                    / sum(int(r["hours"]) for r in mine),  # type: ignore[call-overload]
+                    "coverage_80": _share(mine, "covered"),
                 }
             )
-    below = sum(int(r["below"]) for r in done)  # type: ignore[call-overload]
-    above = sum(int(r["above"]) for r in done)  # type: ignore[call-overload]
     med = statistics.median(float(r["mase"]) for r in done)  # type: ignore[arg-type]
     med_naive = statistics.median(float(r["mase_naive"]) for r in done)  # type: ignore[arg-type]
     onset = {d for d, _ in origins if lockdown_onset(date.fromisoformat(d))}
     calm = [r for r in done if r["origin"] not in onset]
-    covered = sum(int(r["covered"]) for r in done)  # type: ignore[call-overload]
     hours = sum(int(r["hours"]) for r in done)  # type: ignore[call-overload]
     return {
         "origin_set": names.pop(),
@@ -365,13 +391,12 @@ def summarize(parts: list[dict[str, object]]) -> dict[str, object]:
         "median_mase": med,
         "median_mase_naive": med_naive,
         "ratio": med / med_naive,
-        "coverage_80": covered / hours,
-        "below_lower": below / hours,
-        "above_upper": above / hours,
+        "coverage_80": _share(done, "covered"),
+        "below_lower": _share(done, "below"),
+        "above_upper": _share(done, "above"),
         "hours": hours,
         "lockdown_onsets": len(onset),
-        "coverage_80_without_lockdown_onsets": sum(int(r["covered"]) for r in calm)  # type: ignore[call-overload]
-        / sum(int(r["hours"]) for r in calm),  # type: ignore[call-overload]
+        "coverage_80_without_lockdown_onsets": _share(calm, "covered"),
         "ratio_without_lockdown_onsets": statistics.median(float(r["mase"]) for r in calm)  # type: ignore[arg-type]
         / statistics.median(float(r["mase_naive"]) for r in calm),  # type: ignore[arg-type]
         "fit_s_mean": statistics.mean(float(r["fit_s"]) for r in done),  # type: ignore[arg-type]
@@ -429,6 +454,28 @@ def markdown(res: dict[str, object]) -> str:
     return "\n".join(out)
 
 
+def config_with(base: ModelConfig, settings: list[str]) -> ModelConfig:
+    """``base`` with ``FIELD=VALUE`` settings applied (VALUE parsed as the field's type; ``true``/``false`` for a
+    flag). ``SystemExit`` names an unknown field or a value that does not parse."""
+    fields = {f.name: f for f in dataclasses.fields(base)}
+    changes: dict[str, object] = {}
+    for item in settings:
+        name, sep, raw = item.partition("=")
+        if not sep or name not in fields:
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}")
+        kind = type(getattr(base, name))
+        try:
+            if kind is bool:
+                if raw.lower() not in ("true", "false"):
+                    raise ValueError(raw)
+                changes[name] = raw.lower() == "true"
+            else:
+                changes[name] = kind(raw)
+        except ValueError:
+            raise SystemExit(f"--set {item!r}: {raw!r} is not a {kind.__name__}") from None
+    return dataclasses.replace(base, **changes)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -443,6 +490,16 @@ def main() -> None:
     ap.add_argument("--markdown", action="store_true", help="print the per-sensor and per-origin tables")
     ap.add_argument("--shard", default="0/1", help="k/n: every n-th sensor from the k-th (a second core)")
     ap.add_argument("--merge", type=Path, nargs="+", help="summarize the --out files of shards; fit nothing")
+    ap.add_argument(
+        "--point-only", action="store_true", help="the point forecast alone (its MASE is the full run's; no coverage)"
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a candidate setting: the zones' ModelConfig with this field changed (repeatable), e.g. learning_rate=0.1",
+    )
     args = ap.parse_args()
     if args.merge:
         parts = [json.loads(p.read_text()) for p in args.merge]
@@ -454,7 +511,18 @@ def main() -> None:
             if out and n > 1:
                 out.write_text(json.dumps(part, indent=1))
 
-        parts = [evaluate(args.origins, args.sensors, shard=(k, n), progress=save, origin_set_name=args.origin_set)]
+        cfg = config_with(ZONE_CONFIG, args.set)
+        parts = [
+            evaluate(
+                args.origins,
+                args.sensors,
+                cfg=cfg,
+                shard=(k, n),
+                progress=save,
+                origin_set_name=args.origin_set,
+                point_only=args.point_only,
+            )
+        ]
         if n > 1:  # one shard's rows, for --merge
             if args.out:
                 args.out.write_text(json.dumps(parts[0], indent=1))
