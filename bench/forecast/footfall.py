@@ -40,14 +40,17 @@ import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from server.forecast.model import (
+    Forecast,
     ForecastError,
     ModelConfig,
     forecast,
+    forecast_pooled,
     holiday_calendar,
     point_forecast,
     seasonal_naive,
@@ -185,6 +188,31 @@ def mase_scale(history: np.ndarray) -> float:
     return float(np.nanmean(diff)) if np.any(~np.isnan(diff)) else float("nan")
 
 
+def skip_reason(hist: np.ndarray, actual: np.ndarray) -> str | None:
+    """Why a window is not scored (the bench README's rules), or None."""
+    if not np.nansum(actual) > 0:
+        return "the sensor reported only zeros or nothing"
+    scale = mase_scale(hist)
+    if np.isnan(actual).mean() > 0.25 or not scale > 0:
+        return "no data" if not scale > 0 or np.isnan(actual).all() else "over 25 % of the window missing"
+    return None
+
+
+def score(row: dict[str, object], hist: np.ndarray, actual: np.ndarray, mean: np.ndarray, fc: Forecast | None) -> None:
+    """Add MASE (model and seasonal-naive), hours and, with an interval (``fc``), covered / below / above."""
+    scale = mase_scale(hist)
+    naive = seasonal_naive(hist, HORIZON, SEASON)
+    ok = ~np.isnan(actual)
+    row["mase"] = float(np.mean(np.abs(mean[ok] - actual[ok])) / scale)
+    ok_n = ok & ~np.isnan(naive)
+    row["mase_naive"] = float(np.mean(np.abs(naive[ok_n] - actual[ok_n])) / scale)
+    row["hours"] = int(np.count_nonzero(ok))
+    if fc is not None:
+        row["covered"] = int(np.count_nonzero((actual[ok] >= fc.lower[ok]) & (actual[ok] <= fc.upper[ok])))
+        row["below"] = int(np.count_nonzero(actual[ok] < fc.lower[ok]))
+        row["above"] = int(np.count_nonzero(actual[ok] > fc.upper[ok]))
+
+
 def evaluate(
     n_origins: int | None,
     n_sensors: int | None,
@@ -193,14 +221,16 @@ def evaluate(
     progress: Callable[[dict[str, object]], None] | None = None,
     origin_set_name: str = "stress",
     point_only: bool = False,
+    pooled: bool = False,
 ) -> dict[str, object]:
     """Every row of the run; ``shard`` (k, n): only every n-th sensor from the k-th (merge with :func:`summarize`).
 
     ``point_only``: fit the point forecast alone (:func:`server.forecast.model.point_forecast`, the same ``mean``
     as the full forecast's at about a third of the cost); rows then carry no coverage.
 
-    ``progress`` gets the rows of the sensors done so far after each sensor (a shard's file stays usable if
-    the run is stopped).
+    ``pooled``: one point model per origin for all sensors (:func:`server.forecast.model.forecast_pooled`, as the
+    server fits a site's zones); ``shard`` then splits the origins, not the sensors, and each row's CPU is the
+    origin's fit over the sensors it forecast.
     """
     t0 = time.monotonic()
     start, series = load()
@@ -212,7 +242,8 @@ def evaluate(
     )
     origins = all_origins[:n_origins] if n_origins else all_origins
     sensors = sorted(series)[:n_sensors] if n_sensors else sorted(series)
-    sensors = sensors[shard[0] :: shard[1]]
+    if not pooled:
+        sensors = sensors[shard[0] :: shard[1]]
     rows: list[dict[str, object]] = []
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
@@ -221,6 +252,7 @@ def evaluate(
             "origin_set": origin_set_name,
             "config": dataclasses.asdict(cfg),
             "point_only": point_only,
+            "pooled": pooled,
             "origins": [{"date": d, "note": n} for d, n in origins],
             "sensors": done_sensors,
             "peak_rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024,  # KiB
@@ -228,29 +260,54 @@ def evaluate(
             "rows": rows,
         }
 
+    def window(y: np.ndarray, day: str) -> tuple[datetime, np.ndarray, np.ndarray]:
+        at = datetime.fromisoformat(day).replace(tzinfo=UTC)
+        o = int((at - start).total_seconds() // 3600)
+        return at, y[max(0, o - ZONE_HISTORY_DAYS * 24) : o], y[o : o + HORIZON]
+
+    if pooled:
+        for day, note in origins[shard[0] :: shard[1]]:
+            wins = {sensor: window(series[sensor], day) for sensor in sensors}
+            t, cpu = time.monotonic(), time.process_time()
+            found = forecast_pooled(
+                {sensor: (hist, at - len(hist) * cfg.step) for sensor, (at, hist, _) in wins.items()},
+                HORIZON,
+                tz=UTC_ZONE,
+                is_holiday=is_holiday,
+                cfg=cfg,
+            )
+            made = sum(isinstance(fc, Forecast) for fc in found.values())
+            wall_each, cpu_each = (time.monotonic() - t) / max(made, 1), (time.process_time() - cpu) / max(made, 1)
+            for sensor, (_, hist, actual) in wins.items():
+                row: dict[str, object] = {"sensor": sensor, "origin": day, "note": note}
+                fc = found[sensor]
+                reason = skip_reason(hist, actual)
+                if reason is None and isinstance(fc, ForecastError):
+                    reason = f"{fc.code}: {fc}"
+                if reason is not None or not isinstance(fc, Forecast):
+                    row["skipped"] = reason
+                else:
+                    row["fit_s"], row["fit_cpu_s"] = wall_each, cpu_each
+                    score(row, hist, actual, fc.mean, fc)
+                rows.append(row)
+            if progress:
+                progress(so_far(sensors))
+        return so_far(sensors)
+
     for si, sensor in enumerate(sensors):
         if progress and si:
             progress(so_far(sensors[:si]))
-        y = series[sensor]
         for day, note in origins:
-            at = datetime.fromisoformat(day).replace(tzinfo=UTC)
-            o = int((at - start).total_seconds() // 3600)
-            hist = y[max(0, o - ZONE_HISTORY_DAYS * 24) : o]
-            actual = y[o : o + HORIZON]
-            row: dict[str, object] = {"sensor": sensor, "origin": day, "note": note}
-            scale = mase_scale(hist)
-            if not np.nansum(actual) > 0:
-                row["skipped"] = "the sensor reported only zeros or nothing"
-                rows.append(row)
-                continue
-            if np.isnan(actual).mean() > 0.25 or not scale > 0:
-                row["skipped"] = (
-                    "no data" if not scale > 0 or np.isnan(actual).all() else "over 25 % of the window missing"
-                )
+            at, hist, actual = window(series[sensor], day)
+            row = {"sensor": sensor, "origin": day, "note": note}
+            reason = skip_reason(hist, actual)
+            if reason is not None:
+                row["skipped"] = reason
                 rows.append(row)
                 continue
             h_start = at - len(hist) * cfg.step
             t, cpu = time.monotonic(), time.process_time()
+            fc: Forecast | ForecastError | None = None
             try:
                 if point_only:
                     mean = point_forecast(hist, h_start, HORIZON, tz=UTC_ZONE, is_holiday=is_holiday, cfg=cfg)
@@ -263,18 +320,7 @@ def evaluate(
                 continue
             row["fit_s"] = time.monotonic() - t
             row["fit_cpu_s"] = time.process_time() - cpu
-            naive = seasonal_naive(hist, HORIZON, SEASON)
-            ok = ~np.isnan(actual)
-            row["mase"] = float(np.mean(np.abs(mean[ok] - actual[ok])) / scale)
-            ok_n = ok & ~np.isnan(naive)
-            row["mase_naive"] = float(np.mean(np.abs(naive[ok_n] - actual[ok_n])) / scale)
-            row["hours"] = int(np.count_nonzero(ok))
-            if point_only:
-                rows.append(row)
-                continue
-            row["covered"] = int(np.count_nonzero((actual[ok] >= fc.lower[ok]) & (actual[ok] <= fc.upper[ok])))
-            row["below"] = int(np.count_nonzero(actual[ok] < fc.lower[ok]))
-            row["above"] = int(np.count_nonzero(actual[ok] > fc.upper[ok]))
+            score(row, hist, actual, mean, fc if isinstance(fc, Forecast) else None)
             rows.append(row)
     return so_far(sensors)
 
@@ -458,7 +504,7 @@ def config_with(base: ModelConfig, settings: list[str]) -> ModelConfig:
     """``base`` with ``FIELD=VALUE`` settings applied (VALUE parsed as the field's type; ``true``/``false`` for a
     flag). ``SystemExit`` names an unknown field or a value that does not parse."""
     fields = {f.name: f for f in dataclasses.fields(base)}
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     for item in settings:
         name, sep, raw = item.partition("=")
         if not sep or name not in fields:
@@ -500,6 +546,9 @@ def main() -> None:
         metavar="FIELD=VALUE",
         help="a candidate setting: the zones' ModelConfig with this field changed (repeatable), e.g. learning_rate=0.1",
     )
+    ap.add_argument(
+        "--pooled", action="store_true", help="one point model per origin for all sensors; --shard splits origins"
+    )
     args = ap.parse_args()
     if args.merge:
         parts = [json.loads(p.read_text()) for p in args.merge]
@@ -521,6 +570,7 @@ def main() -> None:
                 progress=save,
                 origin_set_name=args.origin_set,
                 point_only=args.point_only,
+                pooled=args.pooled,
             )
         ]
         if n > 1:  # one shard's rows, for --merge
