@@ -50,7 +50,6 @@ from server.forecast.model import (
     ForecastError,
     ModelConfig,
     forecast,
-    forecast_pooled,
     holiday_calendar,
     point_forecast,
     seasonal_naive,
@@ -221,16 +220,11 @@ def evaluate(
     progress: Callable[[dict[str, object]], None] | None = None,
     origin_set_name: str = "stress",
     point_only: bool = False,
-    pooled: bool = False,
 ) -> dict[str, object]:
     """Every row of the run; ``shard`` (k, n): only every n-th sensor from the k-th (merge with :func:`summarize`).
 
     ``point_only``: fit the point forecast alone (:func:`server.forecast.model.point_forecast`, the same ``mean``
     as the full forecast's at about a third of the cost); rows then carry no coverage.
-
-    ``pooled``: one point model per origin for all sensors (:func:`server.forecast.model.forecast_pooled`, as the
-    server fits a site's zones); ``shard`` then splits the origins, not the sensors, and each row's CPU is the
-    origin's fit over the sensors it forecast.
     """
     t0 = time.monotonic()
     start, series = load()
@@ -242,8 +236,7 @@ def evaluate(
     )
     origins = all_origins[:n_origins] if n_origins else all_origins
     sensors = sorted(series)[:n_sensors] if n_sensors else sorted(series)
-    if not pooled:
-        sensors = sensors[shard[0] :: shard[1]]
+    sensors = sensors[shard[0] :: shard[1]]
     rows: list[dict[str, object]] = []
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
@@ -252,7 +245,6 @@ def evaluate(
             "origin_set": origin_set_name,
             "config": dataclasses.asdict(cfg),
             "point_only": point_only,
-            "pooled": pooled,
             "origins": [{"date": d, "note": n} for d, n in origins],
             "sensors": done_sensors,
             "peak_rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024,  # KiB
@@ -264,35 +256,6 @@ def evaluate(
         at = datetime.fromisoformat(day).replace(tzinfo=UTC)
         o = int((at - start).total_seconds() // 3600)
         return at, y[max(0, o - ZONE_HISTORY_DAYS * 24) : o], y[o : o + HORIZON]
-
-    if pooled:
-        for day, note in origins[shard[0] :: shard[1]]:
-            wins = {sensor: window(series[sensor], day) for sensor in sensors}
-            t, cpu = time.monotonic(), time.process_time()
-            found = forecast_pooled(
-                {sensor: (hist, at - len(hist) * cfg.step) for sensor, (at, hist, _) in wins.items()},
-                HORIZON,
-                tz=UTC_ZONE,
-                is_holiday=is_holiday,
-                cfg=cfg,
-            )
-            made = sum(isinstance(fc, Forecast) for fc in found.values())
-            wall_each, cpu_each = (time.monotonic() - t) / max(made, 1), (time.process_time() - cpu) / max(made, 1)
-            for sensor, (_, hist, actual) in wins.items():
-                row: dict[str, object] = {"sensor": sensor, "origin": day, "note": note}
-                fc = found[sensor]
-                reason = skip_reason(hist, actual)
-                if reason is None and isinstance(fc, ForecastError):
-                    reason = f"{fc.code}: {fc}"
-                if reason is not None or not isinstance(fc, Forecast):
-                    row["skipped"] = reason
-                else:
-                    row["fit_s"], row["fit_cpu_s"] = wall_each, cpu_each
-                    score(row, hist, actual, fc.mean, fc)
-                rows.append(row)
-            if progress:
-                progress(so_far(sensors))
-        return so_far(sensors)
 
     for si, sensor in enumerate(sensors):
         if progress and si:
@@ -546,9 +509,6 @@ def main() -> None:
         metavar="FIELD=VALUE",
         help="a candidate setting: the zones' ModelConfig with this field changed (repeatable), e.g. learning_rate=0.1",
     )
-    ap.add_argument(
-        "--pooled", action="store_true", help="one point model per origin for all sensors; --shard splits origins"
-    )
     args = ap.parse_args()
     if args.merge:
         parts = [json.loads(p.read_text()) for p in args.merge]
@@ -570,7 +530,6 @@ def main() -> None:
                 progress=save,
                 origin_set_name=args.origin_set,
                 point_only=args.point_only,
-                pooled=args.pooled,
             )
         ]
         if n > 1:  # one shard's rows, for --merge

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -538,80 +538,6 @@ def _with_intervals(
     lo = np.clip(mean + q_lo * spread, lower, upper)
     hi = np.clip(mean + q_hi * spread, lower, upper)
     return Forecast(start=dz.start + n * cfg.step, step=cfg.step, mean=mean, lower=lo, upper=hi, coverage=cfg.coverage)
-
-
-def forecast_pooled(
-    series: Mapping[str, tuple[Sequence[float] | Array, datetime]],
-    horizon: int,
-    *,
-    tz: ZoneInfo,
-    is_holiday: HolidayTest,
-    cfg: ModelConfig | None = None,
-    lower: float = 0.0,
-    upper: float = math.inf,
-) -> dict[str, Forecast | ForecastError]:
-    """Forecast several series of one site with one point model fitted on all their rows (a *global* model).
-
-    ``series``: key -> (values, start) as for :func:`forecast`; every series must end at the same time (a site's
-    zones read up to the same hour), or ``bad_input``. Needs ``cfg.relative`` (the series then share one scale).
-    Each key maps to its :class:`Forecast` or the :class:`ForecastError` that :func:`forecast` would raise for it.
-
-    The point model's rows are pooled (Montero-Manso & Hyndman 2021, Int. J. Forecasting 37:1632; the global
-    LightGBM models of the M5 competition, Makridakis et al. 2022, Int. J. Forecasting 38:1346). The cross-fitting
-    blocks are cut by *time* across all series, so no series' out-of-fold forecast comes from a model that saw
-    another series over the same days (a lockdown seen in a neighbour's counts would make the errors look small).
-    Intervals stay per series (its own out-of-fold errors, difficulty and quantiles). A series whose history does
-    not reach into two blocks (a zone younger than the others) is fitted alone, with :func:`forecast`.
-    """
-    cfg = cfg or ModelConfig()
-    if not cfg.relative:
-        raise ForecastError("bad_input", "a pooled model needs cfg.relative: series of different sizes share it")
-    out: dict[str, Forecast | ForecastError] = {}
-    designs: dict[str, _Design] = {}
-    for key, (values, start) in series.items():
-        try:
-            designs[key] = _design(values, start, horizon, tz, is_holiday, cfg, lower, upper)
-        except ForecastError as exc:
-            out[key] = exc
-    ends = {dz.start + dz.n * cfg.step for dz in designs.values()}
-    if len(ends) > 1:
-        raise ForecastError("bad_input", f"pooled series must end together, got {len(ends)} different ends")
-    if not designs:
-        return out
-    # Each row's origin in steps before the common end; blocks by time, shared by every series.
-    before = {k: np.repeat(dz.n - dz.origins, horizon) for k, dz in designs.items()}
-    oldest = max(int(b.max()) for b in before.values())
-    newest = min(int(b.min()) for b in before.values())
-    span = oldest - newest + 1
-    fold = {k: np.minimum((oldest - b) * cfg.folds // span, cfg.folds - 1) for k, b in before.items()}
-    keys = list(designs)
-    xp = np.concatenate([_over_level(designs[k].x, designs[k].lvl, cfg) for k in keys])
-    tp = np.concatenate([designs[k].target / designs[k].lvl for k in keys])
-    owner = np.concatenate([np.full(len(designs[k].target), i) for i, k in enumerate(keys)])
-    all_fold = np.concatenate([fold[k] for k in keys])
-    oof_all = np.full(len(tp), np.nan)
-    for f in range(cfg.folds):
-        held = all_fold == f
-        if np.count_nonzero(~np.isnan(tp[~held])) < 20 * horizon or not held.any():
-            continue
-        oof_all[held] = _predict(_fit(xp[~held], tp[~held], cfg), xp[held])
-    model = _fit(xp, tp, cfg)
-    for i, k in enumerate(keys):
-        dz = designs[k]
-        mine = owner == i
-        both = ~np.isnan(oof_all[mine]) & ~np.isnan(dz.target)  # rows with an out-of-fold forecast and a value
-        usable = [f for f in range(cfg.folds) if np.any(both & (fold[k] == f))]
-        if len(usable) < 2:  # this series' history lies in one block: calibrate it on its own
-            out[k] = forecast(*series[k], horizon, tz=tz, is_holiday=is_holiday, cfg=cfg, lower=lower, upper=upper)
-            continue
-        oof = np.maximum(oof_all[mine] * dz.lvl, lower)
-        origin = np.array([dz.n], dtype=np.int64)
-        xf = _features(dz.y_ext, dz.cal, origin, horizon, cfg)
-        lvl_f = float(_level(dz.y_ext, origin, cfg)[0])
-        mean = np.clip(_predict(model, _over_level(xf, lvl_f, cfg)) * lvl_f, lower, upper)
-        local = _Design(dz.start, dz.n, dz.cal, dz.y_ext, dz.origins, dz.x, dz.target, dz.lvl, fold[k], usable)
-        out[k] = _with_intervals(local, oof, mean, xf, horizon, cfg, lower, upper)
-    return out
 
 
 def seasonal_naive(values: Sequence[float] | Array, horizon: int, season: int) -> Array:

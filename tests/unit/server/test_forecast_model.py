@@ -19,7 +19,6 @@ from server.forecast.model import (
     _level,
     calendar,
     forecast,
-    forecast_pooled,
     holiday_calendar,
     point_forecast,
     seasonal_naive,
@@ -196,55 +195,3 @@ def test_recent_day_inputs_are_the_latest_day_before_the_origin_and_a_week_befor
     assert np.all(lag_day < o) and np.all(lag_day >= o - 48)
     assert np.array_equal(week, lag_day - 168)
     assert ModelConfig(recent_day=False).features == FEATURES  # off: the columns before it, unchanged
-
-
-def test_pooled_forecasts_every_series_on_its_own_scale_with_its_own_intervals() -> None:
-    """Three series of one site: two of very different sizes and one with too little history. One model serves
-    both long ones (each forecast beats seasonal-naive on its own scale, and its interval is its own); the short
-    one gets the error :func:`forecast` would raise for it."""
-    cfg = ModelConfig(recent_day=True)
-    big, small = synthetic(9, seed=11), synthetic(9, seed=12) / 20
-    origin = len(big) - 48
-    found = forecast_pooled(
-        {"big": (big[:origin], START), "small": (small[:origin], START), "new": (big[origin - 200 : origin], START
-         + timedelta(hours=origin - 200))},
-        48,
-        tz=TZ,
-        is_holiday=lambda _d: False,
-        cfg=cfg,
-    )  # fmt: skip
-    assert isinstance(found["new"], ForecastError) and found["new"].code == "insufficient_history"
-    for key, y in (("big", big), ("small", small)):
-        fc = found[key]
-        assert isinstance(fc, Forecast) and fc.start == START + timedelta(hours=origin)
-        actual, naive = y[origin:], seasonal_naive(y[:origin], 48, 168)
-        assert np.mean(np.abs(fc.mean - actual)) < 0.8 * np.mean(np.abs(naive - actual)), key
-        assert np.all(fc.lower <= fc.mean) and np.all(fc.mean <= fc.upper)
-    width = {k: float(np.mean(found[k].upper - found[k].lower)) for k in ("big", "small")}  # type: ignore[union-attr]
-    assert width["small"] < 0.2 * width["big"], width  # not one pooled width for both
-
-
-def test_pooled_refuses_series_that_end_apart_or_a_count_scale() -> None:
-    y = synthetic(6, seed=2)
-    with pytest.raises(ForecastError, match="end together"):
-        forecast_pooled(
-            {"a": (y, START), "b": (y[:-1], START)}, 24, tz=TZ, is_holiday=lambda _d: False, cfg=ModelConfig()
-        )
-    with pytest.raises(ForecastError, match="relative"):
-        forecast_pooled({"a": (y, START)}, 24, tz=TZ, is_holiday=lambda _d: False, cfg=ModelConfig(relative=False))
-
-
-def test_pooled_calibrates_a_young_series_alone() -> None:
-    """A series whose history lies wholly in the newer block (five weeks beside nine) is forecast with
-    :func:`forecast`, value for value."""
-    cfg = ModelConfig(recent_day=True)
-    old, young = synthetic(9, seed=21), synthetic(9, seed=22)
-    cut = len(young) - 5 * 168
-    young_start = START + timedelta(hours=cut)
-    found = forecast_pooled(
-        {"old": (old, START), "young": (young[cut:], young_start)}, 48, tz=TZ, is_holiday=lambda _d: False, cfg=cfg
-    )
-    alone = forecast(young[cut:], young_start, 48, tz=TZ, is_holiday=lambda _d: False, cfg=cfg)
-    fc = found["young"]
-    assert isinstance(fc, Forecast)
-    assert np.array_equal(fc.mean, alone.mean) and np.array_equal(fc.upper, alone.upper)
