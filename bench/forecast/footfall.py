@@ -79,6 +79,9 @@ ORIGINS: list[tuple[str, str]] = [
 
 #: The grid's step: 8 weeks, so every origin falls on the same weekday (the first origin's).
 GRID_STEP_DAYS = 56
+#: The ``fresh`` set: the grid moved on by this many days (half its step: still a Thursday, and every window
+#: four weeks from any grid window), origins never used to choose the model (README, the third round's rule).
+FRESH_SHIFT_DAYS = 28
 #: Days Auckland spent at COVID-19 Alert Level 3 or 4 (local dates, first and last, inclusive), from the
 #: government's announcements (covid19.govt.nz alert-level history): AL3 from 23 Mar 2020 and AL4 from 23:59
 #: 25 Mar to 23:59 27 Apr, AL3 to 23:59 13 May; Auckland AL3 from 12:00 12 Aug to 23:59 30 Aug 2020; from 23:59
@@ -153,18 +156,23 @@ def grid_note(day: date, is_holiday: Callable[[date], bool], names: Callable[[da
 
 
 def origin_set(name: str, first_hour: datetime, end: datetime) -> list[tuple[str, str]]:
-    """(date, note) of the origins of set ``name``: ``stress`` (:data:`ORIGINS`) or ``grid`` (:func:`grid_origins`)."""
+    """(date, note) of the origins of set ``name``: ``stress`` (:data:`ORIGINS`), ``grid`` (:func:`grid_origins`)
+    or ``fresh`` (the grid moved on by :data:`FRESH_SHIFT_DAYS`, windows inside the data and sharing no day with a
+    grid or stress window: 26 Mar 2020 and 11 Jul 2024 are dropped, each the day after a stress origin): 37."""
     if name == "stress":
         return list(ORIGINS)
-    if name != "grid":
-        raise ValueError(f"unknown origin set {name!r}: stress or grid")
+    if name not in ("grid", "fresh"):
+        raise ValueError(f"unknown origin set {name!r}: stress, grid or fresh")
     import holidays
 
     cal = holidays.country_holidays("NZ", subdiv="AUK")
-    return [
-        (d.isoformat(), grid_note(d, lambda x: x in cal, cal.get))
-        for d in grid_origins(first_hour, end, ZONE_HISTORY_DAYS)
-    ]
+    days = grid_origins(first_hour, end, ZONE_HISTORY_DAYS)
+    if name == "fresh":
+        days = [d + timedelta(days=FRESH_SHIFT_DAYS) for d in days]
+        days = [d for d in days if datetime.combine(d, datetime.min.time()) + timedelta(hours=HORIZON) <= end]
+        used = [*grid_origins(first_hour, end, ZONE_HISTORY_DAYS), *(date.fromisoformat(o) for o, _ in ORIGINS)]
+        days = [d for d in days if all(abs((d - u).days) >= 2 for u in used)]  # no day shared with a used window
+    return [(d.isoformat(), grid_note(d, lambda x: x in cal, cal.get)) for d in days]
 
 
 def load() -> tuple[datetime, dict[str, np.ndarray]]:
@@ -489,7 +497,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--origin-set",
-        choices=("stress", "grid"),
+        choices=("stress", "grid", "fresh"),
         default="stress",
         help="stress: the 15 hand-picked windows; grid: every 56 days from the first full year (Tashman 2000)",
     )
