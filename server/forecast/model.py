@@ -14,7 +14,11 @@ target is ``y[o + h]`` and the features are known at ``o``:
   known at ``o`` for every horizon up to a week);
 - the state at the origin: the last observed value, its deviation from the
   value one week earlier, the mean of the last day against the same day a
-  week before (a level shift, e.g. a lockdown, shows here first), and ``h``.
+  week before (a level shift, e.g. a lockdown, shows here first), and ``h``;
+- the latest day's profile (``recent_day``): the target's slot on the latest
+  day before the origin and that slot a week earlier (day-ahead load
+  forecasting's "lag 24 h beside lag 168 h", Hong & Fan 2016, Int. J.
+  Forecasting 32:914).
 
 Training rows come from origins every ``stride`` steps over the history, so
 one model serves every horizon; the trees are few and shallow (cheap on a
