@@ -31,18 +31,29 @@ Run: ``nice .venv/bin/python bench/forecast/footfall.py [--origin-set stress|gri
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import resource
 import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from server.forecast.model import ForecastError, ModelConfig, forecast, holiday_calendar, seasonal_naive
+from server.forecast.model import (
+    Forecast,
+    ForecastError,
+    ModelConfig,
+    forecast,
+    holiday_calendar,
+    point_forecast,
+    seasonal_naive,
+)
 from server.forecast.service import ZONE_CONFIG, ZONE_HISTORY_DAYS
 
 HORIZON = 48
@@ -68,6 +79,9 @@ ORIGINS: list[tuple[str, str]] = [
 
 #: The grid's step: 8 weeks, so every origin falls on the same weekday (the first origin's).
 GRID_STEP_DAYS = 56
+#: The ``fresh`` set: the grid moved on by this many days (half its step: still a Thursday, and every window
+#: four weeks from any grid window), origins never used to choose the model (README, the third round's rule).
+FRESH_SHIFT_DAYS = 28
 #: Days Auckland spent at COVID-19 Alert Level 3 or 4 (local dates, first and last, inclusive), from the
 #: government's announcements (covid19.govt.nz alert-level history): AL3 from 23 Mar 2020 and AL4 from 23:59
 #: 25 Mar to 23:59 27 Apr, AL3 to 23:59 13 May; Auckland AL3 from 12:00 12 Aug to 23:59 30 Aug 2020; from 23:59
@@ -142,18 +156,23 @@ def grid_note(day: date, is_holiday: Callable[[date], bool], names: Callable[[da
 
 
 def origin_set(name: str, first_hour: datetime, end: datetime) -> list[tuple[str, str]]:
-    """(date, note) of the origins of set ``name``: ``stress`` (:data:`ORIGINS`) or ``grid`` (:func:`grid_origins`)."""
+    """(date, note) of the origins of set ``name``: ``stress`` (:data:`ORIGINS`), ``grid`` (:func:`grid_origins`)
+    or ``fresh`` (the grid moved on by :data:`FRESH_SHIFT_DAYS`, windows inside the data and sharing no day with a
+    grid or stress window: 26 Mar 2020 and 11 Jul 2024 are dropped, each the day after a stress origin): 37."""
     if name == "stress":
         return list(ORIGINS)
-    if name != "grid":
-        raise ValueError(f"unknown origin set {name!r}: stress or grid")
+    if name not in ("grid", "fresh"):
+        raise ValueError(f"unknown origin set {name!r}: stress, grid or fresh")
     import holidays
 
     cal = holidays.country_holidays("NZ", subdiv="AUK")
-    return [
-        (d.isoformat(), grid_note(d, lambda x: x in cal, cal.get))
-        for d in grid_origins(first_hour, end, ZONE_HISTORY_DAYS)
-    ]
+    days = grid_origins(first_hour, end, ZONE_HISTORY_DAYS)
+    if name == "fresh":
+        days = [d + timedelta(days=FRESH_SHIFT_DAYS) for d in days]
+        days = [d for d in days if datetime.combine(d, datetime.min.time()) + timedelta(hours=HORIZON) <= end]
+        used = [*grid_origins(first_hour, end, ZONE_HISTORY_DAYS), *(date.fromisoformat(o) for o, _ in ORIGINS)]
+        days = [d for d in days if all(abs((d - u).days) >= 2 for u in used)]  # no day shared with a used window
+    return [(d.isoformat(), grid_note(d, lambda x: x in cal, cal.get)) for d in days]
 
 
 def load() -> tuple[datetime, dict[str, np.ndarray]]:
@@ -176,6 +195,31 @@ def mase_scale(history: np.ndarray) -> float:
     return float(np.nanmean(diff)) if np.any(~np.isnan(diff)) else float("nan")
 
 
+def skip_reason(hist: np.ndarray, actual: np.ndarray) -> str | None:
+    """Why a window is not scored (the bench README's rules), or None."""
+    if not np.nansum(actual) > 0:
+        return "the sensor reported only zeros or nothing"
+    scale = mase_scale(hist)
+    if np.isnan(actual).mean() > 0.25 or not scale > 0:
+        return "no data" if not scale > 0 or np.isnan(actual).all() else "over 25 % of the window missing"
+    return None
+
+
+def score(row: dict[str, object], hist: np.ndarray, actual: np.ndarray, mean: np.ndarray, fc: Forecast | None) -> None:
+    """Add MASE (model and seasonal-naive), hours and, with an interval (``fc``), covered / below / above."""
+    scale = mase_scale(hist)
+    naive = seasonal_naive(hist, HORIZON, SEASON)
+    ok = ~np.isnan(actual)
+    row["mase"] = float(np.mean(np.abs(mean[ok] - actual[ok])) / scale)
+    ok_n = ok & ~np.isnan(naive)
+    row["mase_naive"] = float(np.mean(np.abs(naive[ok_n] - actual[ok_n])) / scale)
+    row["hours"] = int(np.count_nonzero(ok))
+    if fc is not None:
+        row["covered"] = int(np.count_nonzero((actual[ok] >= fc.lower[ok]) & (actual[ok] <= fc.upper[ok])))
+        row["below"] = int(np.count_nonzero(actual[ok] < fc.lower[ok]))
+        row["above"] = int(np.count_nonzero(actual[ok] > fc.upper[ok]))
+
+
 def evaluate(
     n_origins: int | None,
     n_sensors: int | None,
@@ -183,11 +227,12 @@ def evaluate(
     shard: tuple[int, int] = (0, 1),
     progress: Callable[[dict[str, object]], None] | None = None,
     origin_set_name: str = "stress",
+    point_only: bool = False,
 ) -> dict[str, object]:
     """Every row of the run; ``shard`` (k, n): only every n-th sensor from the k-th (merge with :func:`summarize`).
 
-    ``progress`` gets the rows of the sensors done so far after each sensor (a shard's file stays usable if
-    the run is stopped).
+    ``point_only``: fit the point forecast alone (:func:`server.forecast.model.point_forecast`, the same ``mean``
+    as the full forecast's at about a third of the cost); rows then carry no coverage.
     """
     t0 = time.monotonic()
     start, series = load()
@@ -206,6 +251,8 @@ def evaluate(
     def so_far(done_sensors: list[str]) -> dict[str, object]:
         return {
             "origin_set": origin_set_name,
+            "config": dataclasses.asdict(cfg),
+            "point_only": point_only,
             "origins": [{"date": d, "note": n} for d, n in origins],
             "sensors": done_sensors,
             "peak_rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024,  # KiB
@@ -213,46 +260,38 @@ def evaluate(
             "rows": rows,
         }
 
+    def window(y: np.ndarray, day: str) -> tuple[datetime, np.ndarray, np.ndarray]:
+        at = datetime.fromisoformat(day).replace(tzinfo=UTC)
+        o = int((at - start).total_seconds() // 3600)
+        return at, y[max(0, o - ZONE_HISTORY_DAYS * 24) : o], y[o : o + HORIZON]
+
     for si, sensor in enumerate(sensors):
         if progress and si:
             progress(so_far(sensors[:si]))
-        y = series[sensor]
         for day, note in origins:
-            at = datetime.fromisoformat(day).replace(tzinfo=UTC)
-            o = int((at - start).total_seconds() // 3600)
-            hist = y[max(0, o - ZONE_HISTORY_DAYS * 24) : o]
-            actual = y[o : o + HORIZON]
-            row: dict[str, object] = {"sensor": sensor, "origin": day, "note": note}
-            scale = mase_scale(hist)
-            if not np.nansum(actual) > 0:
-                row["skipped"] = "the sensor reported only zeros or nothing"
-                rows.append(row)
-                continue
-            if np.isnan(actual).mean() > 0.25 or not scale > 0:
-                row["skipped"] = (
-                    "no data" if not scale > 0 or np.isnan(actual).all() else "over 25 % of the window missing"
-                )
+            at, hist, actual = window(series[sensor], day)
+            row = {"sensor": sensor, "origin": day, "note": note}
+            reason = skip_reason(hist, actual)
+            if reason is not None:
+                row["skipped"] = reason
                 rows.append(row)
                 continue
             h_start = at - len(hist) * cfg.step
             t, cpu = time.monotonic(), time.process_time()
+            fc: Forecast | ForecastError | None = None
             try:
-                fc = forecast(hist, h_start, HORIZON, tz=UTC_ZONE, is_holiday=is_holiday, cfg=cfg)
+                if point_only:
+                    mean = point_forecast(hist, h_start, HORIZON, tz=UTC_ZONE, is_holiday=is_holiday, cfg=cfg)
+                else:
+                    fc = forecast(hist, h_start, HORIZON, tz=UTC_ZONE, is_holiday=is_holiday, cfg=cfg)
+                    mean = fc.mean
             except ForecastError as exc:
                 row["skipped"] = f"{exc.code}: {exc}"
                 rows.append(row)
                 continue
             row["fit_s"] = time.monotonic() - t
             row["fit_cpu_s"] = time.process_time() - cpu
-            naive = seasonal_naive(hist, HORIZON, SEASON)
-            ok = ~np.isnan(actual)
-            row["mase"] = float(np.mean(np.abs(fc.mean[ok] - actual[ok])) / scale)
-            ok_n = ok & ~np.isnan(naive)
-            row["mase_naive"] = float(np.mean(np.abs(naive[ok_n] - actual[ok_n])) / scale)
-            row["covered"] = int(np.count_nonzero((actual[ok] >= fc.lower[ok]) & (actual[ok] <= fc.upper[ok])))
-            row["below"] = int(np.count_nonzero(actual[ok] < fc.lower[ok]))
-            row["above"] = int(np.count_nonzero(actual[ok] > fc.upper[ok]))
-            row["hours"] = int(np.count_nonzero(ok))
+            score(row, hist, actual, mean, fc if isinstance(fc, Forecast) else None)
             rows.append(row)
     return so_far(sensors)
 
@@ -271,6 +310,15 @@ def window_class(kind: dict[str, bool]) -> str:
     return "holiday" if kind["holiday"] else "ordinary"
 
 
+def _share(rows: list[dict[str, object]], key: str) -> float:
+    """Hours counted under ``key`` (``covered``, ``below``, ``above``) over all hours of ``rows``; NaN if a row has
+    no interval (``--point-only``) or there are no hours."""
+    hours = sum(int(r["hours"]) for r in rows)  # type: ignore[call-overload]
+    if not hours or any(key not in r for r in rows):
+        return math.nan
+    return sum(int(r[key]) for r in rows) / hours  # type: ignore[call-overload]
+
+
 def by_window_class(done: list[dict[str, object]], origins: list[str]) -> dict[str, object]:
     """Windows, coverage and the misses below / above the interval per :func:`window_class`, and how many of
     ``origins`` hold a lockdown day, a public holiday, a holiday's neighbour, a year-end day."""
@@ -278,7 +326,7 @@ def by_window_class(done: list[dict[str, object]], origins: list[str]) -> dict[s
 
     cal = holidays.country_holidays("NZ", subdiv="AUK")
     kinds = {o: window_kind(date.fromisoformat(o), lambda d: d in cal) for o in origins}
-    miss = sum(int(r["below"]) + int(r["above"]) for r in done)  # type: ignore[call-overload]
+    miss = sum(int(r.get("below", 0)) + int(r.get("above", 0)) for r in done)  # type: ignore[call-overload]
     out: dict[str, object] = {
         "windows_with": {
             k: sum(kd[k] for kd in kinds.values()) for k in ("lockdown", "holiday", "near_holiday", "christmas")
@@ -291,12 +339,12 @@ def by_window_class(done: list[dict[str, object]], origins: list[str]) -> dict[s
         hours = sum(int(r["hours"]) for r in mine)  # type: ignore[call-overload]
         row: dict[str, object] = {"windows": len(mine_o), "sensor_origins": len(mine), "hours": hours}
         if hours:
-            below = sum(int(r["below"]) for r in mine)  # type: ignore[call-overload]
-            above = sum(int(r["above"]) for r in mine)  # type: ignore[call-overload]
+            below = sum(int(r.get("below", 0)) for r in mine)  # type: ignore[call-overload]
+            above = sum(int(r.get("above", 0)) for r in mine)  # type: ignore[call-overload]
             row |= {
-                "coverage_80": sum(int(r["covered"]) for r in mine) / hours,  # type: ignore[call-overload]
-                "below_lower": below / hours,
-                "above_upper": above / hours,
+                "coverage_80": _share(mine, "covered"),
+                "below_lower": _share(mine, "below"),
+                "above_upper": _share(mine, "above"),
                 "share_of_misses": (below + above) / miss if miss else 0.0,
                 "median_mase": statistics.median(float(r["mase"]) for r in mine),  # type: ignore[arg-type]
                 "median_mase_naive": statistics.median(float(r["mase_naive"]) for r in mine),  # type: ignore[arg-type]
@@ -327,8 +375,7 @@ def summarize(parts: list[dict[str, object]]) -> dict[str, object]:
                 "evaluated": len(mine),
                 "median_mase": statistics.median(float(r["mase"]) for r in mine),  # type: ignore[arg-type]
                 "median_mase_naive": statistics.median(float(r["mase_naive"]) for r in mine),  # type: ignore[arg-type]
-                "coverage_80": sum(int(r["covered"]) for r in mine)  # type: ignore[call-overload]
-                / sum(int(r["hours"]) for r in mine),  # type: ignore[call-overload]
+                "coverage_80": _share(mine, "covered"),
             }
         )
     per_origin = []
@@ -342,17 +389,13 @@ def summarize(parts: list[dict[str, object]]) -> dict[str, object]:
                     "evaluated": len(mine),
                     "median_mase": statistics.median(float(r["mase"]) for r in mine),  # type: ignore[arg-type]
                     "median_mase_naive": statistics.median(float(r["mase_naive"]) for r in mine),  # type: ignore[arg-type]
-                    "coverage_80": sum(int(r["covered"]) for r in mine)  # type: ignore[call-overload]
-                    / sum(int(r["hours"]) for r in mine),  # type: ignore[call-overload]
+                    "coverage_80": _share(mine, "covered"),
                 }
             )
-    below = sum(int(r["below"]) for r in done)  # type: ignore[call-overload]
-    above = sum(int(r["above"]) for r in done)  # type: ignore[call-overload]
     med = statistics.median(float(r["mase"]) for r in done)  # type: ignore[arg-type]
     med_naive = statistics.median(float(r["mase_naive"]) for r in done)  # type: ignore[arg-type]
     onset = {d for d, _ in origins if lockdown_onset(date.fromisoformat(d))}
     calm = [r for r in done if r["origin"] not in onset]
-    covered = sum(int(r["covered"]) for r in done)  # type: ignore[call-overload]
     hours = sum(int(r["hours"]) for r in done)  # type: ignore[call-overload]
     return {
         "origin_set": names.pop(),
@@ -365,13 +408,12 @@ def summarize(parts: list[dict[str, object]]) -> dict[str, object]:
         "median_mase": med,
         "median_mase_naive": med_naive,
         "ratio": med / med_naive,
-        "coverage_80": covered / hours,
-        "below_lower": below / hours,
-        "above_upper": above / hours,
+        "coverage_80": _share(done, "covered"),
+        "below_lower": _share(done, "below"),
+        "above_upper": _share(done, "above"),
         "hours": hours,
         "lockdown_onsets": len(onset),
-        "coverage_80_without_lockdown_onsets": sum(int(r["covered"]) for r in calm)  # type: ignore[call-overload]
-        / sum(int(r["hours"]) for r in calm),  # type: ignore[call-overload]
+        "coverage_80_without_lockdown_onsets": _share(calm, "covered"),
         "ratio_without_lockdown_onsets": statistics.median(float(r["mase"]) for r in calm)  # type: ignore[arg-type]
         / statistics.median(float(r["mase_naive"]) for r in calm),  # type: ignore[arg-type]
         "fit_s_mean": statistics.mean(float(r["fit_s"]) for r in done),  # type: ignore[arg-type]
@@ -429,11 +471,33 @@ def markdown(res: dict[str, object]) -> str:
     return "\n".join(out)
 
 
+def config_with(base: ModelConfig, settings: list[str]) -> ModelConfig:
+    """``base`` with ``FIELD=VALUE`` settings applied (VALUE parsed as the field's type; ``true``/``false`` for a
+    flag). ``SystemExit`` names an unknown field or a value that does not parse."""
+    fields = {f.name: f for f in dataclasses.fields(base)}
+    changes: dict[str, Any] = {}
+    for item in settings:
+        name, sep, raw = item.partition("=")
+        if not sep or name not in fields:
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}")
+        kind = type(getattr(base, name))
+        try:
+            if kind is bool:
+                if raw.lower() not in ("true", "false"):
+                    raise ValueError(raw)
+                changes[name] = raw.lower() == "true"
+            else:
+                changes[name] = kind(raw)
+        except ValueError:
+            raise SystemExit(f"--set {item!r}: {raw!r} is not a {kind.__name__}") from None
+    return dataclasses.replace(base, **changes)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--origin-set",
-        choices=("stress", "grid"),
+        choices=("stress", "grid", "fresh"),
         default="stress",
         help="stress: the 15 hand-picked windows; grid: every 56 days from the first full year (Tashman 2000)",
     )
@@ -443,6 +507,16 @@ def main() -> None:
     ap.add_argument("--markdown", action="store_true", help="print the per-sensor and per-origin tables")
     ap.add_argument("--shard", default="0/1", help="k/n: every n-th sensor from the k-th (a second core)")
     ap.add_argument("--merge", type=Path, nargs="+", help="summarize the --out files of shards; fit nothing")
+    ap.add_argument(
+        "--point-only", action="store_true", help="the point forecast alone (its MASE is the full run's; no coverage)"
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a candidate setting: the zones' ModelConfig with this field changed (repeatable), e.g. learning_rate=0.1",
+    )
     args = ap.parse_args()
     if args.merge:
         parts = [json.loads(p.read_text()) for p in args.merge]
@@ -454,7 +528,18 @@ def main() -> None:
             if out and n > 1:
                 out.write_text(json.dumps(part, indent=1))
 
-        parts = [evaluate(args.origins, args.sensors, shard=(k, n), progress=save, origin_set_name=args.origin_set)]
+        cfg = config_with(ZONE_CONFIG, args.set)
+        parts = [
+            evaluate(
+                args.origins,
+                args.sensors,
+                cfg=cfg,
+                shard=(k, n),
+                progress=save,
+                origin_set_name=args.origin_set,
+                point_only=args.point_only,
+            )
+        ]
         if n > 1:  # one shard's rows, for --merge
             if args.out:
                 args.out.write_text(json.dumps(parts[0], indent=1))

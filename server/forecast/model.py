@@ -14,7 +14,11 @@ target is ``y[o + h]`` and the features are known at ``o``:
   known at ``o`` for every horizon up to a week);
 - the state at the origin: the last observed value, its deviation from the
   value one week earlier, the mean of the last day against the same day a
-  week before (a level shift, e.g. a lockdown, shows here first), and ``h``.
+  week before (a level shift, e.g. a lockdown, shows here first), and ``h``;
+- the latest day's profile (``recent_day``): the target's slot on the latest
+  day before the origin and that slot a week earlier (day-ahead load
+  forecasting's "lag 24 h beside lag 168 h", Hong & Fan 2016, Int. J.
+  Forecasting 32:914).
 
 Training rows come from origins every ``stride`` steps over the history, so
 one model serves every horizon; the trees are few and shallow (cheap on a
@@ -82,6 +86,9 @@ FEATURES = (
     "lag_year",
     "h",
 )
+#: Inputs added with ``ModelConfig.recent_day`` (after :data:`FEATURES`): the same slot on the latest day fully
+#: observed before the origin, and that slot one week earlier.
+RECENT_DAY_FEATURES = ("lag_day", "lag_day_week")
 
 
 class ForecastError(ValueError):
@@ -122,6 +129,10 @@ class ModelConfig:
     #: Fit the point model to values over the origin's level (:func:`_level`), then multiply back, so a
     #: level the history never held is still forecast (DeepAR's scale handling, Salinas et al. 2020, sec. 3.3).
     relative: bool = True
+    #: Add :data:`RECENT_DAY_FEATURES`: the latest observed day's value at the target's slot, and a week before
+    #: it (the "lag 24 h beside lag 168 h" of day-ahead load forecasting; Hong & Fan 2016, Int. J. Forecasting
+    #: 32:914, sec. 3). Kept on bench/forecast by a rule written before the runs (its README).
+    recent_day: bool = True
 
     def __post_init__(self) -> None:
         if self.steps_per_day <= 0 or 86_400 % self.steps_per_day:
@@ -142,6 +153,11 @@ class ModelConfig:
     @property
     def week(self) -> int:
         return 7 * self.steps_per_day
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """The feature matrix's columns, in order."""
+        return FEATURES + RECENT_DAY_FEATURES if self.recent_day else FEATURES
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,9 +257,12 @@ def _features(y: Array, cal: Array, origins: npt.NDArray[np.int64], horizon: int
     c = cal[t]
     c_week = cal[np.clip(t - w, 0, len(cal) - 1)]
     daytype = np.where(c[:, 2] > 0, 6.0, c[:, 1])
-    return np.column_stack(
-        [c[:, 0], daytype, c[:, 2], c_week[:, 2], lag_w, lag_2w, med4, last, last_vs, ratio, lag_year, hh]
-    )
+    cols = [c[:, 0], daytype, c[:, 2], c_week[:, 2], lag_w, lag_2w, med4, last, last_vs, ratio, lag_year, hh]
+    if cfg.recent_day:
+        # The same slot, the fewest whole days back that lie before the origin: one day for the first day ahead.
+        recent = t - d * (np.tile(h, len(origins)) // d + 1)
+        cols += [at(recent), at(recent - w)]
+    return np.column_stack(cols)
 
 
 def _day_kind(cal: Array, t: npt.NDArray[np.int64], cfg: ModelConfig) -> npt.NDArray[np.int64]:
@@ -255,15 +274,15 @@ def _day_kind(cal: Array, t: npt.NDArray[np.int64], cfg: ModelConfig) -> npt.NDA
     return near.astype(np.int64)
 
 
-#: Columns of :data:`FEATURES` in the series' units (divided by the level when ``cfg.relative``).
-LEVEL_FEATURES = ("lag_week", "lag_2weeks", "median_4weeks", "last", "last_vs_week", "lag_year")
-_LEVEL_COLS = [FEATURES.index(f) for f in LEVEL_FEATURES]
+#: Columns of ``cfg.features`` in the series' units (divided by the level when ``cfg.relative``).
+LEVEL_FEATURES = ("lag_week", "lag_2weeks", "median_4weeks", "last", "last_vs_week", "lag_year", *RECENT_DAY_FEATURES)
 
 
-def _over_level(x: Array, level: Array | float) -> Array:
+def _over_level(x: Array, level: Array | float, cfg: ModelConfig) -> Array:
     """``x`` with its :data:`LEVEL_FEATURES` columns divided by ``level`` (one per row, or one for all)."""
     out = x.copy()
-    out[:, _LEVEL_COLS] /= np.reshape(level, (-1, 1))
+    cols = [k for k, name in enumerate(cfg.features) if name in LEVEL_FEATURES]
+    out[:, cols] /= np.reshape(level, (-1, 1))
     return out
 
 
@@ -317,7 +336,7 @@ def _difficulty_features(pred: Array, x: Array, kind: npt.NDArray[np.int64]) -> 
     """What the difficulty model sees: the point forecast, ``h``, the day kind (:func:`_day_kind`) and the
     level shift at the origin, ``log(day_ratio)`` (0 when the last day matched the same day a week before;
     a lockdown's first days show here)."""
-    i = {name: k for k, name in enumerate(FEATURES)}
+    i = {name: k for k, name in enumerate(FEATURES)}  # the base columns come first in every feature set
     with np.errstate(all="ignore"):
         shift = np.log(x[:, i["day_ratio"]])
     return np.column_stack([pred, x[:, i["h"]], kind, np.where(np.isfinite(shift), shift, 0.0)])
@@ -351,29 +370,33 @@ def _conformal_quantiles(score: Array, tail: float) -> Array:
     return np.quantile(score, [lo, hi], method="inverted_cdf")
 
 
-def forecast(
+@dataclass(frozen=True, slots=True)
+class _Design:
+    """A history turned into training rows (:func:`_design`): what both the point fit and the intervals use."""
+
+    start: datetime  # of the first step kept
+    n: int  # steps of history kept
+    cal: Array  # :func:`calendar` over the history and the horizon
+    y_ext: Array  # the history, then ``horizon`` NaNs
+    origins: npt.NDArray[np.int64]  # training origins
+    x: Array  # features, origin-major then h
+    target: Array
+    lvl: Array  # each row's level (1 without ``cfg.relative``)
+    fold: npt.NDArray[np.int64]  # each row's cross-fitting block
+    usable: list[int]  # blocks that can calibrate
+
+
+def _design(
     values: Sequence[float] | Array,
     start: datetime,
     horizon: int,
-    *,
     tz: ZoneInfo,
     is_holiday: HolidayTest,
-    cfg: ModelConfig | None = None,
-    lower: float = 0.0,
-    upper: float = math.inf,
-) -> Forecast:
-    """Forecast ``horizon`` steps after a regular series.
-
-    ``values``: one number per step (NaN where missing), the first step
-    starting at ``start`` (aware; UTC or any zone), step ``cfg.step``; the
-    forecast starts right after the last value. ``tz``: the site's time zone
-    (calendar features are local). ``lower``/``upper`` clip the answer (0 and
-    a lot's bays). Raises :class:`ForecastError`: ``bad_input`` (horizon not in
-    1..one week, bounds reversed, naive ``start``), ``insufficient_history``
-    (fewer than :data:`MIN_HISTORY_WEEKS` weeks, or fewer than half of the
-    last four weeks' values present).
-    """
-    cfg = cfg or ModelConfig()
+    cfg: ModelConfig,
+    lower: float,
+    upper: float,
+) -> _Design:
+    """Check the request and build the training rows; raises :class:`ForecastError` as :func:`forecast` says."""
     if not 1 <= horizon <= cfg.week:
         raise ForecastError("bad_input", f"horizon must be 1..{cfg.week} steps, got {horizon}")
     if not lower < upper:
@@ -402,8 +425,6 @@ def forecast(
     target = y_ext[(origins[:, None] + np.arange(horizon)[None, :]).ravel()]
     if np.count_nonzero(~np.isnan(target)) < 50 * horizon:
         raise ForecastError("insufficient_history", "too few complete training windows")
-    scale = float(np.nanmean(np.abs(y)) or 1.0)
-    steps = (origins[:, None] + np.arange(horizon)[None, :]).ravel()
     # Contiguous blocks of origins: each is predicted by models fitted on the others (cross-fitting), so the
     # calibration spans the whole history (its holidays and disruptions), not one recent month.
     fold = np.repeat(np.minimum(np.arange(len(origins)) * cfg.folds // len(origins), cfg.folds - 1), horizon)
@@ -416,11 +437,78 @@ def forecast(
         raise ForecastError("insufficient_history", "too few blocks of the history can calibrate the intervals")
     # Without ``relative`` the level is 1: the same path, and dividing by 1.0 changes no value.
     lvl = np.repeat(_level(y_ext, origins, cfg), horizon) if cfg.relative else np.ones(len(target))
-    xp, tp = _over_level(x, lvl), target / lvl
-    oof = np.full(len(target), np.nan)
-    for k in usable:
-        held = fold == k
-        oof[held] = np.maximum(_predict(_fit(xp[~held], tp[~held], cfg), xp[held]) * lvl[held], lower)
+    return _Design(start, n, cal, y_ext, origins, x, target, lvl, fold, usable)
+
+
+def _point(dz: _Design, horizon: int, cfg: ModelConfig, lower: float, upper: float) -> tuple[Array, Array]:
+    """The point forecast of a model fitted on every training row, clipped; and the forecast's feature rows."""
+    model = _fit(_over_level(dz.x, dz.lvl, cfg), dz.target / dz.lvl, cfg)
+    origin = np.array([dz.n], dtype=np.int64)
+    xf = _features(dz.y_ext, dz.cal, origin, horizon, cfg)
+    lvl_f = float(_level(dz.y_ext, origin, cfg)[0]) if cfg.relative else 1.0
+    return np.clip(_predict(model, _over_level(xf, lvl_f, cfg)) * lvl_f, lower, upper), xf
+
+
+def point_forecast(
+    values: Sequence[float] | Array,
+    start: datetime,
+    horizon: int,
+    *,
+    tz: ZoneInfo,
+    is_holiday: HolidayTest,
+    cfg: ModelConfig | None = None,
+    lower: float = 0.0,
+    upper: float = math.inf,
+) -> Array:
+    """:func:`forecast`'s ``mean`` alone, value for value, at about a third of its cost (one fit, no intervals).
+
+    For screening a change of the point model on bench/forecast; same arguments and errors as :func:`forecast`.
+    """
+    cfg = cfg or ModelConfig()
+    return _point(_design(values, start, horizon, tz, is_holiday, cfg, lower, upper), horizon, cfg, lower, upper)[0]
+
+
+def forecast(
+    values: Sequence[float] | Array,
+    start: datetime,
+    horizon: int,
+    *,
+    tz: ZoneInfo,
+    is_holiday: HolidayTest,
+    cfg: ModelConfig | None = None,
+    lower: float = 0.0,
+    upper: float = math.inf,
+) -> Forecast:
+    """Forecast ``horizon`` steps after a regular series.
+
+    ``values``: one number per step (NaN where missing), the first step
+    starting at ``start`` (aware; UTC or any zone), step ``cfg.step``; the
+    forecast starts right after the last value. ``tz``: the site's time zone
+    (calendar features are local). ``lower``/``upper`` clip the answer (0 and
+    a lot's bays). Raises :class:`ForecastError`: ``bad_input`` (horizon not in
+    1..one week, bounds reversed, naive ``start``), ``insufficient_history``
+    (fewer than :data:`MIN_HISTORY_WEEKS` weeks, or fewer than half of the
+    last four weeks' values present).
+    """
+    cfg = cfg or ModelConfig()
+    dz = _design(values, start, horizon, tz, is_holiday, cfg, lower, upper)
+    xp, tp = _over_level(dz.x, dz.lvl, cfg), dz.target / dz.lvl
+    oof = np.full(len(dz.target), np.nan)
+    for k in dz.usable:
+        held = dz.fold == k
+        oof[held] = np.maximum(_predict(_fit(xp[~held], tp[~held], cfg), xp[held]) * dz.lvl[held], lower)
+    mean, xf = _point(dz, horizon, cfg, lower, upper)
+    return _with_intervals(dz, oof, mean, xf, horizon, cfg, lower, upper)
+
+
+def _with_intervals(
+    dz: _Design, oof: Array, mean: Array, xf: Array, horizon: int, cfg: ModelConfig, lower: float, upper: float
+) -> Forecast:
+    """The forecast ``mean`` (features ``xf``) with its interval, calibrated on the out-of-fold forecasts ``oof``
+    of the training rows of ``dz`` (module docstring: locally weighted split-conformal, Mondrian holidays)."""
+    x, target, fold, n, cal = dz.x, dz.target, dz.fold, dz.n, dz.cal
+    scale = float(np.nanmean(np.abs(dz.y_ext[:n])) or 1.0)
+    steps = (dz.origins[:, None] + np.arange(horizon)[None, :]).ravel()
     ok = ~np.isnan(target) & ~np.isnan(oof)
     # Scores: out-of-fold errors over a Poisson-like spread, then over a learned difficulty (below).
     raw = (target - oof) / (oof + scale) ** cfg.spread_power
@@ -429,7 +517,7 @@ def forecast(
     floor = 0.05 * float(np.mean(np.abs(raw[ok])))
     sigma = np.full(len(target), np.nan)
     diff_models = []
-    for k in usable:
+    for k in dz.usable:
         held, other = (fold == k) & ok, (fold != k) & ok
         dm = _fit_difficulty(diff_x[other], np.abs(raw[other]), cfg)
         diff_models.append(dm)
@@ -445,10 +533,6 @@ def forecast(
         sel = score[kinds == g]
         quant[g] = _conformal_quantiles(sel, tail) if len(sel) >= cfg.steps_per_day else pooled
 
-    model = _fit(xp, tp, cfg)
-    xf = _features(y_ext, cal, np.array([n], dtype=np.int64), horizon, cfg)
-    lvl_f = float(_level(y_ext, np.array([n], dtype=np.int64), cfg)[0]) if cfg.relative else 1.0
-    mean = np.clip(_predict(model, _over_level(xf, lvl_f)) * lvl_f, lower, upper)
     fk = _day_kind(cal, n + np.arange(horizon), cfg)
     fx = _difficulty_features(mean, xf, fk)
     sigma_f = np.maximum(np.mean([_predict(dm, fx) for dm in diff_models], axis=0), floor)
@@ -457,7 +541,7 @@ def forecast(
     q_hi = np.where(fk == 1, quant[1][1], quant[0][1])
     lo = np.clip(mean + q_lo * spread, lower, upper)
     hi = np.clip(mean + q_hi * spread, lower, upper)
-    return Forecast(start=start + n * cfg.step, step=cfg.step, mean=mean, lower=lo, upper=hi, coverage=cfg.coverage)
+    return Forecast(start=dz.start + n * cfg.step, step=cfg.step, mean=mean, lower=lo, upper=hi, coverage=cfg.coverage)
 
 
 def seasonal_naive(values: Sequence[float] | Array, horizon: int, season: int) -> Array:

@@ -47,6 +47,7 @@ ZONE_CONFIG = ModelConfig(steps_per_day=24, stride=6)
 #: capped by the bays, so a fuller week flattens the daily curve's top instead of scaling it. Chosen after the
 #: parking run of bench/forecast showed it (ratio 0.735 against 0.872 with ``relative``), not by a rule written
 #: before: bench/forecast/README.md "Parking" says so, and what those curves (forecasts, not counts) can show.
+#: The latest day's profile (``recent_day``) they share with zones, by the rule that kept it (ratio 0.680).
 LOT_CONFIG = ModelConfig(steps_per_day=96, stride=24, relative=False)
 #: The 5-minute rollup is read in spans the history module accepts (31 days of 5m buckets).
 _CHUNK = timedelta(days=31)

@@ -118,3 +118,16 @@ def test_merging_parts_of_two_origin_sets_is_refused() -> None:
     part = {"origins": [], "sensors": [], "rows": [], "peak_rss_growth_mb": 0, "wall_s": 0}
     with pytest.raises(ValueError, match="different origin sets"):
         summarize([part | {"origin_set": "stress"}, part | {"origin_set": "grid"}])
+
+
+def test_fresh_origins_are_the_grid_four_weeks_on_and_share_no_window() -> None:
+    grid = [date.fromisoformat(d) for d, _ in origin_set("grid", FIRST, END)]
+    fresh = [date.fromisoformat(d) for d, _ in origin_set("fresh", FIRST, END)]
+    shifted = [d + timedelta(days=28) for d in grid[:-1]]  # the last one would end after the data
+    # Two land the day after a stress origin (25 Mar 2020, 10 Jul 2024), so their windows share a day: dropped.
+    assert fresh == [d for d in shifted if d not in (date(2020, 3, 26), date(2024, 7, 11))] and len(fresh) == 37
+    assert {d.weekday() for d in fresh} == {3}
+    last = datetime.combine(fresh[-1], datetime.min.time())
+    assert last + timedelta(hours=HORIZON) <= END
+    used = grid + [date.fromisoformat(d) for d, _ in ORIGINS]
+    assert all(abs((f - u).days) >= 2 for f in fresh for u in used)  # 48-hour windows: none overlaps

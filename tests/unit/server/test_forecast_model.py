@@ -10,13 +10,17 @@ import numpy as np
 import pytest
 
 from server.forecast.model import (
+    FEATURES,
     Forecast,
     ForecastError,
     ModelConfig,
     _conformal_quantiles,
+    _features,
     _level,
+    calendar,
     forecast,
     holiday_calendar,
+    point_forecast,
     seasonal_naive,
 )
 
@@ -162,3 +166,32 @@ def test_level_is_last_weeks_mean_plus_one_with_a_four_week_fallback() -> None:
     y[3 * 168 + 18 :] = np.nan  # 18 hours left in the last week: less than a day, so the four weeks'
     assert _level(y, np.array([4 * 168]), cfg)[0] == pytest.approx(1 + (3 * 168 * 9 + 18 * 19) / (3 * 168 + 18))
     assert np.isnan(_level(np.full(4 * 168, np.nan), np.array([4 * 168]), cfg)[0])
+
+
+@pytest.mark.parametrize("cfg", [ModelConfig(), ModelConfig(recent_day=True, learning_rate=0.1)])
+def test_point_forecast_is_the_full_forecasts_mean(cfg: ModelConfig) -> None:
+    """The screening path (one fit, no intervals) gives the full forecast's point values exactly."""
+    y = synthetic(8, seed=3)
+    full = forecast(y, START, 48, tz=TZ, is_holiday=lambda _d: False, cfg=cfg)
+    assert np.array_equal(point_forecast(y, START, 48, tz=TZ, is_holiday=lambda _d: False, cfg=cfg), full.mean)
+    with pytest.raises(ForecastError) as err:
+        point_forecast(y[:100], START, 48, tz=TZ, is_holiday=lambda _d: False, cfg=cfg)
+    assert err.value.code == "insufficient_history"
+
+
+def test_recent_day_inputs_are_the_latest_day_before_the_origin_and_a_week_before_it() -> None:
+    """For an origin at 06:00, step h = 3 (09:00) reads 09:00 yesterday; h = 20 (02:00 tomorrow) reads 02:00
+    today (before the origin); h = 40 (22:00 tomorrow) reads 22:00 yesterday: never a value at or after the
+    origin. ``lag_day_week`` is the same slot one week earlier."""
+    cfg = ModelConfig(recent_day=True)
+    y = np.arange(3 * 168, dtype=np.float64)  # y[i] = i: a feature's value is the index it was read at
+    cal = calendar(START, len(y) + 48, cfg, TZ, lambda _d: False)
+    o = 2 * 168 + 6
+    x = _features(np.concatenate([y, np.full(48, np.nan)]), cal, np.array([o]), 48, cfg)
+    lag_day = x[:, cfg.features.index("lag_day")]
+    week = x[:, cfg.features.index("lag_day_week")]
+    assert cfg.features[: len(FEATURES)] == FEATURES
+    assert [lag_day[3], lag_day[20], lag_day[40]] == [o + 3 - 24, o + 20 - 24, o + 40 - 48]
+    assert np.all(lag_day < o) and np.all(lag_day >= o - 48)
+    assert np.array_equal(week, lag_day - 168)
+    assert ModelConfig(recent_day=False).features == FEATURES  # off: the columns before it, unchanged
