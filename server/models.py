@@ -619,11 +619,27 @@ _K_STATE = (
 )
 
 
+#: The parts of a zone history bucket or line that the k rule can withhold one by one.
+ZonePart = Literal["entries", "exits"]
+
+_PART_RULE = (
+    "Within an ok or coarsened bucket each part (the bucket's entries and exits, each line's entries and exits)"
+    " is shown only if it rests on at least k people; else it is null (never 0) and named in `withheld`. Parts"
+    " add up (entries: the total is the sum of the lines' entries; exits likewise), so within each of the two"
+    " groups the withheld line parts of a shown total sum to at least k (secondary suppression: more parts are"
+    " withheld, the smallest first), and none can be recovered by subtraction (docs/history.md)."
+)
+
+
 class LineFlow(_Out):
     camera: str | None
     line: str
-    entries: int = Field(description="Crossings into the zone (towards).")
-    exits: int = Field(description="Crossings out of the zone (away).")
+    entries: int | None = Field(description="Crossings into the zone (towards); null when withheld (`withheld`).")
+    exits: int | None = Field(description="Crossings out of the zone (away); null when withheld (`withheld`).")
+    withheld: list[ZonePart] = Field(
+        description="This line's parts withheld by the k rule (null above), whether under k themselves or withheld"
+        f" so that another cannot be recovered: the two are not told apart. {_PART_RULE}"
+    )
 
 
 class ZoneHistoryBucket(_Out):
@@ -631,15 +647,21 @@ class ZoneHistoryBucket(_Out):
     end: datetime = Field(description="Bucket end, exclusive; a coarsened bucket spans several requested buckets.")
     state: CellState = Field(description=f"The k rule (docs/history.md). {_K_STATE}")
     entries: int | None = Field(
-        description="Crossings into the zone on all its lines (people); null unless `state` is ok or coarsened."
+        description="Crossings into the zone on all its lines (people); null unless `state` is ok or coarsened,"
+        " and null in such a bucket when withheld (named in `withheld`: under k)."
     )
     exits: int | None = Field(description="Crossings out of the zone on all its lines; null as `entries`.")
+    withheld: list[ZonePart] = Field(
+        description="The bucket's totals (`entries`, `exits`) withheld by the k rule in an ok or coarsened bucket;"
+        f" empty in a suppressed or nodata bucket, whose state already says every count is withheld. {_PART_RULE}"
+    )
     occupancy_mean: float | None = Field(
         description="Mean estimated people in the zone (the sum of its cameras' mean estimates); null when no camera"
         " reported one, or unless `state` is ok or coarsened."
     )
     lines: list[LineFlow] = Field(
         description="Per counting line with data (parts of the bucket's crossings); empty unless ok or coarsened."
+        " A line whose parts are all withheld is still listed (that it reported is not a count)."
     )
 
 

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from contracts.storage import from_ns, to_ns
 from server.analytics import maths
-from server.analytics.privacy import Cell, Counts, Rule, merge_counts, publishable
+from server.analytics.privacy import Cell, Counts, Rule, merge_counts, publishable, withhold_parts
 from server.history import WEEKDAYS, Weekday, Window, floor_bucket
 
 # -- the figure kinds: value from counts, and the people it rests on -------------------------------
@@ -297,29 +297,54 @@ def zone_history_cells(
 
 
 def zone_history_bucket(
-    published: Mapping[str, object], lines: Sequence[LineKey], cameras: Sequence[str]
+    published: Mapping[str, object], lines: Sequence[LineKey], cameras: Sequence[str], k: int
 ) -> dict[str, object]:
     """One published cell (:func:`server.analytics.privacy.publish`) as a bucket of the zone history.
 
     Shape (``server.models.ZoneHistoryBucket``): ``start``, ``end`` (a
     ``coarsened`` bucket spans the merged interval), ``state``, ``entries``,
-    ``exits``, ``occupancy_mean`` (people: the sum over cameras of each one's
-    mean estimate over the bucket) and ``lines`` (per line with data). Withheld
-    (``suppressed``, ``nodata``): counts null and no lines, never 0.
+    ``exits``, ``withheld``, ``occupancy_mean`` (people: the sum over cameras
+    of each one's mean estimate over the bucket) and ``lines`` (per line with
+    data: ``camera``, ``line``, ``entries``, ``exits``, ``withheld``).
+    Withheld buckets (``suppressed``, ``nodata``): counts null, no lines and
+    ``withheld`` empty (the state says it all), never 0.
+
+    Within a published bucket each part is shown only if it rests on at least
+    ``k`` people, by :func:`server.analytics.privacy.withhold_parts` applied
+    to two groups: the entries (the total and each line's) and the exits. A
+    withheld part is null and its name (``entries``/``exits``) is in the
+    ``withheld`` list of the bucket (for the totals) or of its line; whether
+    it was under k or withheld to protect another is not said (that would
+    narrow it).
     """
     bucket: dict[str, object] = {
         "start": published["start"], "end": published["end"], "state": published["state"],
-        "entries": None, "exits": None, "occupancy_mean": None, "lines": [],
+        "entries": None, "exits": None, "withheld": [], "occupancy_mean": None, "lines": [],
     }  # fmt: skip
     counts = published["counts"]
     if not isinstance(counts, Mapping):
         return bucket
-    bucket["entries"], bucket["exits"] = int(counts["entries"]), int(counts["exits"])
-    bucket["lines"] = [
-        {"camera": camera or None, "line": line, "entries": int(counts[f"towards:{i}"]),
-         "exits": int(counts[f"away:{i}"])}
-        for i, (camera, line) in enumerate(lines) if f"towards:{i}" in counts
-    ]  # fmt: skip
+    present = [(i, camera, line) for i, (camera, line) in enumerate(lines) if f"towards:{i}" in counts]
+    line_withheld: list[list[str]] = [[] for _ in present]
+    rows: list[dict[str, object]] = [
+        {"camera": camera or None, "line": line, "entries": None, "exits": None, "withheld": hid}
+        for (_, camera, line), hid in zip(present, line_withheld, strict=True)
+    ]
+    withheld: list[str] = []
+    for part, prefix in (("entries", "towards"), ("exits", "away")):
+        values = [int(counts[f"{prefix}:{i}"]) for i, _, _ in present]
+        total = int(counts[part])
+        total_hidden, hidden = withhold_parts(total, values, k)
+        if total_hidden:
+            withheld.append(part)
+        else:
+            bucket[part] = total
+        for row, hid, value, hide in zip(rows, line_withheld, values, hidden, strict=True):
+            if hide:
+                hid.append(part)
+            else:
+                row[part] = value
+    bucket["withheld"], bucket["lines"] = withheld, rows
     means = [
         counts[f"occupancy_sum:{j}"] / counts[f"samples:{j}"] for j in range(len(cameras)) if counts.get(f"samples:{j}")
     ]

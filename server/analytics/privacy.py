@@ -234,3 +234,48 @@ def merge_counts(parts: Any) -> Counts:
         for name, value in counts.items():
             total[name] = total.get(name, 0.0) + value
     return total
+
+
+def withhold_parts(total: int, parts: Sequence[int], k: int) -> tuple[bool, tuple[bool, ...]]:
+    """Which parts of one additive group to withhold so that none rests on fewer than ``k`` people or can be
+    recovered by subtraction: ``(total withheld, per part withheld)``.
+
+    ``total`` and ``parts`` are whole people (crossings), ``total == sum(parts)``
+    (e.g. a zone history bucket's entries and its lines' entries). The rule:
+    primary and secondary cell suppression (Hundepool et al., *Statistical
+    Disclosure Control*, Wiley 2012, the ESSnet Handbook on SDC, ch. 5
+    "Frequency tables", the sections on primary and secondary suppression):
+
+    1. a total under k withholds the whole group, total and every part;
+    2. else each part under k (0 included: it rests on no one) is withheld
+       (primary suppression);
+    3. if some part is withheld and the withheld parts sum to fewer than k,
+       the shown parts are withheld too, the smallest first (the earlier on a
+       tie), until the withheld ones together reach k (secondary
+       suppression). They always can: all of them sum to the total, >= k.
+
+    So every shown part is at least k, and the withheld parts of a shown total
+    sum to 0 (none withheld) or to at least k: subtracting the shown parts
+    from the total gives a sum of at least k people, never one part under k.
+    One part (a single line) equals its total and is withheld with it.
+
+    Raises ``ValueError`` for ``k`` under 1, a negative count, or parts that
+    do not sum to the total.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if total < 0 or any(p < 0 for p in parts):
+        raise ValueError(f"a count of people cannot be negative: {total}, {list(parts)}")
+    if sum(parts) != total:
+        raise ValueError(f"the parts {list(parts)} do not sum to the total {total}")
+    if total < k:
+        return True, (True,) * len(parts)
+    withheld = [p < k for p in parts]
+    hidden = sum(p for p, w in zip(parts, withheld, strict=True) if w)
+    if any(withheld):
+        for i in sorted((i for i, w in enumerate(withheld) if not w), key=lambda i: (parts[i], i)):
+            if hidden >= k:
+                break
+            withheld[i] = True
+            hidden += parts[i]
+    return False, tuple(withheld)

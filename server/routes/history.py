@@ -240,7 +240,7 @@ async def zone_history(
             "name": zone.name,
             "window": window_out(window, flows.sources, occupancy.sources),
             "privacy": {"k": k},
-            "buckets": [figures.zone_history_bucket(c, line_keys, camera_keys) for c in published],
+            "buckets": [figures.zone_history_bucket(c, line_keys, camera_keys, k) for c in published],
         }
     )
 

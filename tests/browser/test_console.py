@@ -702,3 +702,46 @@ def test_a_zone_history_under_k_reads_as_suppressed_never_as_0(api: Api, fleet: 
     assert "under the privacy threshold" in empty
     browser.screenshot("07-history-suppressed")
     no_console_errors(browser)
+
+
+def test_a_zone_history_part_under_k_reads_as_withheld_never_as_0(api: Api, fleet: Fleet, browser: Browser) -> None:
+    """30 in and 2 out two days ago (32 crossings, k = 10): the bucket is published, its 2 exits are not.
+
+    Two days back, so the last day's answer of the test above is left alone; this one reads the 7-day view
+    (hourly), where the 5 crossings written above, if run, join this bucket and leave its exits under k.
+    """
+    at = utcnow() - timedelta(days=2)
+    some = FootfallCount(
+        device_id="edge-cam-altmarkt", observed_at=at, reading_id=new_reading_id(), zone_id="prager-strasse",
+        camera_id="cam-altmarkt-north", interval_start=at - timedelta(seconds=60),
+        lines=[LineCount(line_id="pavement", towards=30, away=2)],
+    )  # fmt: skip
+    write_influx(api, "\n".join(line_protocol(p) for p in to_points(some, site_id=SITE_ID, received_at=at)))
+    # The last day (5-minute buckets, as the test above reads): untouched, 0 or 5 crossings.
+    history = api.get("/v1/zones/prager-strasse/history?every=5m", api.keys["operator"])
+    assert all(b["state"] in ("nodata", "suppressed") for b in history["buckets"])
+    history = api.get("/v1/zones/prager-strasse/history?every=1h", api.keys["operator"])  # the last 7 days
+    (shown,) = [b for b in history["buckets"] if b["state"] in ("ok", "coarsened")]
+    assert shown["entries"] in (30, 33) and (shown["exits"], shown["withheld"]) == (None, ["exits"])
+    assert [(ln["entries"], ln["exits"], ln["withheld"]) for ln in shown["lines"]] == [
+        (shown["entries"], None, ["exits"])
+    ]
+
+    open_console(browser, api, api.keys["operator"])
+    browser.js(
+        "const p = document.getElementById('history-span'); p.value = '7d'; p.dispatchEvent(new Event('change'));"
+        " const s = document.getElementById('history-of'); s.value = 'zone:prager-strasse';"
+        " s.dispatchEvent(new Event('change'));"
+    )
+    wait_page(browser, "document.getElementById('history-k') !== null && document.getElementById('history-k')"
+              ".dataset.withheld === '1'", what="the k note under the zone's 7-day history")  # fmt: skip
+    note = browser.js("return document.getElementById('history-k').textContent")
+    assert "1 with entries or exits" in note and "< k = 10" in note and "never 0" in note
+    # The entries are drawn; the exits are a series with no point (a gap, not a line at 0).
+    assert browser.js("return document.querySelector('#history-chart canvas')") is not None
+    labels = browser.js(
+        "return [...document.querySelectorAll('#history-chart .u-legend .u-label')].map(e => e.textContent)"
+    )
+    assert "entries" in labels and "exits" in labels
+    browser.screenshot("07b-history-part-withheld")
+    no_console_errors(browser)

@@ -435,6 +435,27 @@ def withheld_cells(body: Any) -> Iterator[dict[str, Any]]:
             yield from withheld_cells(v)
 
 
+def zone_part_failures(body: Any) -> list[str]:
+    """In a zone history answer: every shown part of a published bucket (its entries and exits, each line's) is at
+    least k, every part named in `withheld` is null (never 0), and per group (entries, exits) the withheld line
+    parts of a shown total sum to 0 (none) or to at least k, so none is recovered by subtraction."""
+    failures = []
+    k = body.get("privacy", {}).get("k", DEFAULT_K) if isinstance(body, dict) else DEFAULT_K
+    for b in body.get("buckets", []) if isinstance(body, dict) else []:
+        if "lines" not in b or b["state"] not in ("ok", "coarsened"):
+            continue
+        for part in ("entries", "exits"):
+            rows = [b, *b["lines"]]
+            for row in rows:
+                if (row[part] is None) != (part in row["withheld"]) or (row[part] is not None and row[part] < k):
+                    failures.append(f"{part} of {row} in {b['start']}")
+            if b[part] is not None:
+                hidden = b[part] - sum(r[part] for r in b["lines"] if r[part] is not None)
+                if not ((hidden == 0 and all(r[part] is not None for r in b["lines"])) or hidden >= k):
+                    failures.append(f"{part}: {hidden} recoverable in {b}")
+    return failures
+
+
 def test_no_figure_rests_on_fewer_than_k_people_on_any_endpoint(server: tuple[httpx.Client, Influx]) -> None:
     client, influx = server
     points: list[StoredPoint] = []
@@ -463,17 +484,50 @@ def test_no_figure_rests_on_fewer_than_k_people_on_any_endpoint(server: tuple[ht
                 ok = cell["state"] == "suppressed" and not any(cell.get(key) is not None for key in SHOWN)
                 ok = ok and not cell.get("lines")
             else:
-                required = [key for key in REQUIRED if key in cell]
+                # A part of a zone history bucket may be withheld on its own (named in `withheld`, null).
+                required = [key for key in REQUIRED if key in cell and key not in cell.get("withheld", ())]
                 ok = cell["state"] == PUBLISHED_AS.get(name, "ok") and all(cell[key] is not None for key in required)
             if not ok:
                 failures.append(f"{name} n={n}: {cell}")
+            failures += [f"{name} n={n}: {f}" for f in zone_part_failures(body)]
     assert not failures, "\n".join(failures)
-    # The published zone history shows the n written (and its one line), nothing else.
+    # The published zone history shows the n written (and its one line); the 0 exits are withheld, not 0.
     for n, day in CASES.items():
         got = api(client, K_TABLE["zone history"][0](day))["buckets"][0]
         if n >= DEFAULT_K:
-            assert (got["entries"], got["exits"]) == (n, 0)
-            assert got["lines"] == [{"camera": "cam1", "line": "door", "entries": n, "exits": 0}]
+            assert (got["entries"], got["exits"], got["withheld"]) == (n, None, ["exits"])
+            assert got["lines"] == [
+                {"camera": "cam1", "line": "door", "entries": n, "exits": None, "withheld": ["exits"]}
+            ]
     # These snapshots carry no arrivals count (as before the gateway counted them): the rises stood in.
     day = CASES[DEFAULT_K]
     assert api(client, K_TABLE["parking arrivals"][0](day))["arrivals_method"] == "net_rise"
+
+
+#: A day of its own for the zone history's parts: three lines of the shop (two not in the site file: the
+#: history reads whatever lines a zone's counts name).
+PARTS_DAY = date(2026, 6, 17)
+
+
+def test_a_zone_history_bucket_withholds_its_parts_under_k_and_enough_beside_them(
+    server: tuple[httpx.Client, Influx],
+) -> None:
+    """Entries door 25, side 4, back 30; exits 6, 5, 0 (k = 10): the bucket has 70 crossings, but only the
+    parts that reach k are shown, and the withheld ones of each direction sum to at least k."""
+    client, influx = server
+    at = local(PARTS_DAY, 10)
+    points = (
+        footfall(at, "shop", "door", 25, 6) + footfall(at, "shop", "side", 4, 5) + footfall(at, "shop", "back", 30, 0)
+    )
+    write_lines(influx, [line_protocol(p) for p in points])
+    body = api(client, f"/v1/zones/shop/history?{_day(PARTS_DAY)}&every=1d")
+    (bucket,) = body["buckets"]
+    assert bucket["state"] == "ok" and not zone_part_failures(body)
+    # Entries: side's 4 is under k; 4 alone would be 59 - 25 - 30, so the smallest shown (door's 25) goes too.
+    # Exits: each line under k (6, 5, 0), together 11: the total is shown, every line's exits withheld.
+    assert (bucket["entries"], bucket["exits"], bucket["withheld"]) == (59, 11, [])
+    assert {r["line"]: (r["entries"], r["exits"], r["withheld"]) for r in bucket["lines"]} == {
+        "back": (30, None, ["exits"]),
+        "door": (None, None, ["entries", "exits"]),
+        "side": (None, None, ["entries", "exits"]),
+    }

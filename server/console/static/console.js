@@ -769,11 +769,19 @@
         }
       }
       for (const k of Object.keys(vals)) if (!names.includes(k)) names.push(k);
-      parsed.push([t, vals]);
+      // A zone bucket's parts withheld under k (docs/history.md): null, drawn as gaps, read as "< k".
+      parsed.push([t, vals, new Set(Array.isArray(row.withheld) ? row.withheld : [])]);
     }
     parsed.sort((a, b) => a[0] - b[0]);
-    const shown = names.filter((n) => parsed.some(([, v]) => typeof v[n] === "number")).slice(0, COLORS.length);
-    return { xs: parsed.map((p) => p[0]), names: shown, ys: shown.map((n) => parsed.map(([, v]) => (typeof v[n] === "number" ? v[n] : null))) };
+    const withheld = names.filter((n) => parsed.some(([, , w]) => w.has(n)));
+    const shown = names.filter((n) => parsed.some(([, v]) => typeof v[n] === "number") || withheld.includes(n))
+      .slice(0, COLORS.length);
+    return {
+      xs: parsed.map((p) => p[0]),
+      names: shown,
+      ys: shown.map((n) => parsed.map(([, v]) => (typeof v[n] === "number" ? v[n] : null))),
+      withheld: parsed.map(([, , w]) => w),
+    };
   }
 
   function clearChart() {
@@ -809,19 +817,25 @@
     const count = (state) => rows.filter((r) => r && r.state === state).length;
     const suppressed = count("suppressed");
     const coarsened = count("coarsened");
-    if (!suppressed && !coarsened) return null;
+    const parts = (r) => [...(r.withheld || []), ...(r.lines || []).flatMap((l) => l.withheld || [])];
+    const partial = rows.filter((r) => r && (r.state === "ok" || r.state === "coarsened") && parts(r).length).length;
+    if (!suppressed && !coarsened && !partial) return null;
     const k = data && data.privacy && Number.isFinite(data.privacy.k) ? ` = ${data.privacy.k}` : "";
-    const parts = [];
+    const said = [];
     if (suppressed) {
-      parts.push(`${suppressed} ${suppressed === 1 ? "bucket" : "buckets"} suppressed: fewer than k${k} people,`
+      said.push(`${suppressed} ${suppressed === 1 ? "bucket" : "buckets"} suppressed: fewer than k${k} people,`
         + " left as gaps, never 0");
     }
     if (coarsened) {
-      parts.push(`${coarsened} coarsened: merged with neighbouring buckets to reach k${k} people, drawn at the`
+      said.push(`${coarsened} coarsened: merged with neighbouring buckets to reach k${k} people, drawn at the`
         + " start of the merged interval");
     }
+    if (partial) {
+      said.push(`${partial} with entries or exits (in all or on a line) withheld: < k${k} people, or withheld so`
+        + " that one under k cannot be had by subtraction; left as gaps, read \u201c< k\u201d, never 0");
+    }
     return h("p", { id: "history-k", class: "muted", "data-suppressed": String(suppressed),
-      "data-coarsened": String(coarsened) }, `${parts.join("; ")}.`);
+      "data-coarsened": String(coarsened), "data-withheld": String(partial) }, `${said.join("; ")}.`);
   }
 
   function drawChart(series, title, note) {
@@ -848,7 +862,11 @@
       axes: [{ values: (u, splits) => timeTicks(splits) }, {}],
       series: [{}].concat(series.names.map((n, i) => {
         const minmax = /(^|\.)(min|max)$/.test(n);
-        return { label: n, stroke: COLORS[i % COLORS.length], width: minmax ? 1 : 2, dash: minmax ? [4, 4] : undefined };
+        // The legend reads a withheld part as "< k" (the live zones' word), not as a missing value.
+        const value = (u, v, si, di) => (v === null && di !== null && series.withheld && series.withheld[di]
+          && series.withheld[di].has(n) ? "< k" : v === null || v === undefined ? "--" : String(v));
+        return { label: n, stroke: COLORS[i % COLORS.length], width: minmax ? 1 : 2, dash: minmax ? [4, 4] : undefined,
+          value };
       })),
     };
     S.history.chart = new window.uPlot(opts, [series.xs, ...series.ys], box);

@@ -6,10 +6,12 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from contracts.storage import to_ns
 from server.analytics import figures, maths
-from server.analytics.privacy import Cell, publish, publish_cell, round_to_base
+from server.analytics.privacy import Cell, publish, publish_cell, round_to_base, withhold_parts
 from server.history import Window
 
 T0 = datetime(2026, 3, 10, 9, tzinfo=UTC)
@@ -213,41 +215,100 @@ def _zone_history(
             cameras["cam1"][to_ns(start)] = (120.0, 60.0)  # 2 people on average
     cells, line_keys, camera_keys = figures.zone_history_cells(window, lines, cameras)
     published = publish(cells, figures.ZONE_CROSSINGS, k, coarsen=True)
-    return [figures.zone_history_bucket(c, line_keys, camera_keys) for c in published]
+    return [figures.zone_history_bucket(c, line_keys, camera_keys, k) for c in published]
 
 
 def test_zone_history_buckets_rest_on_their_crossings_in_and_out_on_all_lines() -> None:
-    # 6 in + 4 out = 10 crossings: ok at k = 10, though every single count is under k.
+    # 6 in + 4 out = 10 crossings: ok at k = 10, but every single count is under k: each one withheld.
     (ok,) = _zone_history(_hours(1), [((4, 2), (2, 2))])
-    assert ok["state"] == "ok" and (ok["entries"], ok["exits"]) == (6, 4) and ok["occupancy_mean"] == 2.0
+    assert ok["state"] == "ok" and (ok["entries"], ok["exits"]) == (None, None) and ok["occupancy_mean"] == 2.0
+    assert ok["withheld"] == ["entries", "exits"]
     assert ok["lines"] == [
-        {"camera": "cam1", "line": "north", "entries": 4, "exits": 2},
-        {"camera": "cam1", "line": "south", "entries": 2, "exits": 2},
+        {"camera": "cam1", "line": "north", "entries": None, "exits": None, "withheld": ["entries", "exits"]},
+        {"camera": "cam1", "line": "south", "entries": None, "exits": None, "withheld": ["entries", "exits"]},
     ]
     # 9 crossings alone: suppressed, every count null and no line rows, never 0.
     (alone,) = _zone_history(_hours(1), [((4, 2), (2, 1))])
     assert alone == {"start": T0, "end": T0 + timedelta(hours=1), "state": "suppressed", "entries": None,
-                     "exits": None, "occupancy_mean": None, "lines": []}  # fmt: skip
+                     "exits": None, "withheld": [], "occupancy_mean": None, "lines": []}  # fmt: skip
     (nothing,) = _zone_history(_hours(1), [None])
     assert nothing["state"] == "nodata" and nothing["entries"] is None
 
 
-def test_zone_history_coarsens_in_time_as_the_analytics_do_and_its_buckets_add_up() -> None:
-    # 3, 4, 5 crossings, then 40, then 2: the first three merge (12), the last joins the 40 before it.
-    hours = [((3, 0), (0, 0)), ((2, 2), (0, 0)), ((0, 0), (5, 0)), ((20, 20), (0, 0)), ((1, 1), (0, 0))]
-    buckets = _zone_history(_hours(5), hours)
-    assert [(b["state"], b["start"], b["end"]) for b in buckets] == [
-        ("coarsened", T0, T0 + timedelta(hours=3)),
-        ("coarsened", T0 + timedelta(hours=3), T0 + timedelta(hours=5)),
+def test_a_published_zone_bucket_shows_only_the_parts_that_reach_k_and_none_recoverable() -> None:
+    # 30 in and 2 out on one line: the 30 shown, the 2 withheld (it was shown before).
+    (one,) = _zone_history(_hours(1), [((30, 2), (0, 0))], k=10)
+    assert (one["state"], one["entries"], one["exits"], one["withheld"]) == ("ok", 30, None, ["exits"])
+    # north 30 in, south 0 in: the 0 is withheld, so the 30 is too (else 30 - 30 gives it); the total shown.
+    assert one["lines"] == [
+        {"camera": "cam1", "line": "north", "entries": None, "exits": None, "withheld": ["entries", "exits"]},
+        {"camera": "cam1", "line": "south", "entries": None, "exits": None, "withheld": ["entries", "exits"]},
     ]
-    assert [(b["entries"], b["exits"]) for b in buckets] == [(10, 2), (21, 21)]
-    assert buckets[0]["lines"] == [
-        {"camera": "cam1", "line": "north", "entries": 5, "exits": 2},
-        {"camera": "cam1", "line": "south", "entries": 5, "exits": 0},
+    # (25, 3) and (20, 0): entries all shown; exits 3 in all, under k: the whole exits group withheld.
+    (two,) = _zone_history(_hours(1), [((25, 3), (20, 0))], k=10)
+    assert (two["entries"], two["exits"], two["withheld"]) == (45, None, ["exits"])
+    assert [(r["entries"], r["exits"], r["withheld"]) for r in two["lines"]] == [
+        (25, None, ["exits"]),
+        (20, None, ["exits"]),
     ]
-    assert buckets[0]["occupancy_mean"] == 2.0  # the camera's mean over the merged samples
-    # The whole window under k: nothing published, each bucket suppressed on its own.
-    assert [b["state"] for b in _zone_history(_hours(2), [((1, 0), (0, 0)), ((2, 0), (0, 0))])] == ["suppressed"] * 2
+    # At k = 3 the same bucket shows the 3 exits, and the 0 beside them withholds the north 3 with it.
+    (low,) = _zone_history(_hours(1), [((25, 3), (20, 0))], k=3)
+    assert (low["entries"], low["exits"], low["withheld"]) == (45, 3, [])
+    assert [(r["entries"], r["exits"]) for r in low["lines"]] == [(25, None), (20, None)]
+
+
+@pytest.mark.parametrize(
+    ("total", "parts", "k", "expected"),
+    [
+        (30, [30], 10, (False, (False,))),  # one line: the part is the total
+        (2, [2], 10, (True, (True,))),  # ... and is withheld with it
+        (45, [25, 20], 10, (False, (False, False))),  # (25, 3), (20, 0): entries
+        (3, [3, 0], 10, (True, (True, True))),  # ... exits: total under k, the whole group
+        (41, [6, 5, 30], 10, (False, (True, True, False))),  # two small parts together reach k
+        (49, [3, 4, 12, 30], 10, (False, (True, True, True, False))),  # 7 < k: the smallest shown (12) joins
+        (56, [2, 12, 12, 30], 10, (False, (True, True, False, False))),  # a tie: the earlier line joins
+        (30, [30, 0], 10, (False, (True, True))),  # a 0 is withheld too (rests on no one), so the 30 with it
+        (9, [5, 4], 10, (True, (True, True))),  # total under k
+        (10, [10], 10, (False, (False,))),  # exactly k is shown
+        (5, [5, 0], 1, (False, (True, True))),  # k = 1: only a 0 is under k ...
+        (5, [3, 2], 1, (False, (False, False))),  # ... so everything else shows
+        (0, [0], 1, (True, (True,))),
+        (0, [], 10, (True, ())),  # no lines: nothing to show
+    ],
+)
+def test_withhold_parts_suppresses_under_k_then_enough_beside_them(
+    total: int, parts: list[int], k: int, expected: tuple[bool, tuple[bool, ...]]
+) -> None:
+    assert withhold_parts(total, parts, k) == expected
+
+
+@pytest.mark.parametrize(
+    ("total", "parts", "k", "message"),
+    [(10, [10], 0, "k must be"), (5, [6, -1], 10, "negative"), (-1, [], 10, "negative"), (10, [4, 5], 10, "sum")],
+)
+def test_withhold_parts_refuses_k_under_1_negative_counts_and_parts_that_do_not_add_up(
+    total: int, parts: list[int], k: int, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        withhold_parts(total, parts, k)
+
+
+@given(parts=st.lists(st.integers(min_value=0, max_value=40), max_size=6), k=st.integers(min_value=1, max_value=15))
+def test_withhold_parts_shows_nothing_under_k_and_nothing_recoverable(parts: list[int], k: int) -> None:
+    total = sum(parts)
+    total_hidden, hidden = withhold_parts(total, parts, k)
+    assert len(hidden) == len(parts)
+    # (a) every shown figure rests on at least k people
+    assert total_hidden or total >= k
+    assert all(p >= k for p, h in zip(parts, hidden, strict=True) if not h)
+    if total_hidden:
+        assert all(hidden) and total < k  # a total is withheld only under k, and takes its parts along
+    else:
+        # (b) the total minus the shown parts: the withheld ones together, 0 (none) or at least k
+        rest = sum(p for p, h in zip(parts, hidden, strict=True) if h)
+        assert (rest == 0 and not any(hidden)) or rest >= k
+        # nothing withheld that need not be: with every part at k or more, all are shown
+        assert any(hidden) or all(p >= k for p in parts)
 
 
 def test_a_weekday_peak_is_chosen_among_the_hours_that_reach_k_only() -> None:
