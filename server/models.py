@@ -27,6 +27,8 @@ CrowdTrend = Literal["rising", "falling", "steady", "unknown", "suppressed"]
 FigureState = Literal["ok", "coarsened", "suppressed", "nodata"]
 #: A completed window's counts: published whole (``ok``) or not at all; an aligned window is never coarsened.
 FlowState = Literal["ok", "suppressed", "nodata"]
+#: The parts of a zone flow (live window, history bucket or line) that the k rule can withhold one by one.
+ZonePart = Literal["entries", "exits"]
 
 
 class _Out(BaseModel):
@@ -129,8 +131,9 @@ class LockerBank(_Out):
 class ZoneFlow(_Out):
     """People crossing into (entries) and out of (exits) a zone in one completed, clock-aligned window [start, end).
 
-    Under the k rule (docs/analytics.md, "Privacy"): published only when the window rests on at least k people
-    (its crossings, in and out); otherwise the counts are null, never 0.
+    Under the k rule (docs/analytics.md, "The public live crowd"): published only when the window rests on at
+    least k people (its crossings, in and out), and within it each direction only when it does; otherwise null,
+    never 0.
     """
 
     start: datetime = Field(description="Start of the window (UTC), on a quarter-hour or hour of the site's clock.")
@@ -142,9 +145,17 @@ class ZoneFlow(_Out):
         " minus its published quarters would reveal them); nodata: no camera interval was heard in the window."
     )
     entries: int | None = Field(
-        description="Crossings into the zone (FIWARE CrowdFlowObserved peopleCountTowards); null unless ok."
+        description="Crossings into the zone (FIWARE CrowdFlowObserved peopleCountTowards); null unless ok, and"
+        " null in an ok window when withheld (named in `withheld`)."
     )
-    exits: int | None = Field(description="Crossings out of the zone (peopleCountAway); null unless ok.")
+    exits: int | None = Field(description="Crossings out of the zone (peopleCountAway); null as `entries`.")
+    withheld: list[ZonePart] = Field(
+        description="The directions of an ok window withheld by the k rule (null above): a direction under k"
+        " people (0 included); for the hour also a direction whose withheld quarters (those of the hour whose"
+        " same direction was not shown, suppressed quarters included) together hold 1 to k - 1 people, so the"
+        " hour minus its shown quarters would reveal them. Empty in a suppressed or nodata window, whose state"
+        " already says both are withheld. Whether a direction was under k itself is not said.",
+    )
 
 
 class ZoneCameras(_Out):
@@ -192,7 +203,8 @@ class ZoneCrowd(_Out):
     )
     trend: CrowdTrend = Field(
         description="From the net flow of `last_15m`: rising / falling beyond max(5, 2 % of capacity), steady"
-        " otherwise; suppressed when that quarter is suppressed; unknown when it has no data."
+        " otherwise; suppressed when that quarter is suppressed or a direction of it is withheld (the net flow"
+        " would narrow the withheld count); unknown when it has no data."
     )
     last_15m: ZoneFlow = Field(description="The last completed quarter hour of the site's clock.")
     last_1h: ZoneFlow = Field(description="The last completed hour of the site's clock.")
@@ -618,9 +630,6 @@ _K_STATE = (
     " `suppressed`: under k even so, every count withheld (null, never 0); `nodata`: no line reported."
 )
 
-
-#: The parts of a zone history bucket or line that the k rule can withhold one by one.
-ZonePart = Literal["entries", "exits"]
 
 _PART_RULE = (
     "Within an ok or coarsened bucket each part (the bucket's entries and exits, each line's entries and exits)"

@@ -170,7 +170,7 @@
   }
   const occupancyTitle = (z) => (z.occupancy_state === "coarsened"
     ? `rounded to a multiple of ${z.occupancy_base} people (the k rule)` : null);
-  const flowText = (f) => (!f || f.state === "nodata" ? dash : f.state === "suppressed" ? "< k" : `${f.entries} / ${f.exits}`);
+  const flowText = (f) => (!f || f.state === "nodata" ? dash : f.state === "suppressed" ? "< k" : `${f.entries ?? "< k"} / ${f.exits ?? "< k"}`);
   const levelWord = (z) => (z.state === "nodata" ? "no data" : z.level ? z.level.replace("_", " ") : dash);
 
   // -- the site plan -------------------------------------------------------------------------------
