@@ -29,6 +29,10 @@ FigureState = Literal["ok", "coarsened", "suppressed", "nodata"]
 FlowState = Literal["ok", "suppressed", "nodata"]
 #: The parts of a zone flow (live window, history bucket or line) that the k rule can withhold one by one.
 ZonePart = Literal["entries", "exits"]
+#: ... of a zone history bucket: its flows, and the mean occupancy (withheld under k people).
+ZoneBucketPart = Literal["entries", "exits", "occupancy_mean"]
+#: ... of a zone peak: the means that give a direction's count back (times `days`).
+ZonePeakPart = Literal["entries_mean", "exits_mean"]
 
 
 class _Out(BaseModel):
@@ -660,13 +664,15 @@ class ZoneHistoryBucket(_Out):
         " and null in such a bucket when withheld (named in `withheld`: under k)."
     )
     exits: int | None = Field(description="Crossings out of the zone on all its lines; null as `entries`.")
-    withheld: list[ZonePart] = Field(
-        description="The bucket's totals (`entries`, `exits`) withheld by the k rule in an ok or coarsened bucket;"
-        f" empty in a suppressed or nodata bucket, whose state already says every count is withheld. {_PART_RULE}"
+    withheld: list[ZoneBucketPart] = Field(
+        description="The bucket's totals (`entries`, `exits`) withheld by the k rule in an ok or coarsened bucket,"
+        " and `occupancy_mean` when under k people; empty in a suppressed or nodata bucket, whose state already"
+        f" says every count is withheld. {_PART_RULE}"
     )
     occupancy_mean: float | None = Field(
         description="Mean estimated people in the zone (the sum of its cameras' mean estimates); null when no camera"
-        " reported one, or unless `state` is ok or coarsened."
+        " reported one, unless `state` is ok or coarsened, and when under k people (then named in `withheld`, never"
+        " 0; as the live `occupancy` is suppressed under k)."
     )
     lines: list[LineFlow] = Field(
         description="Per counting line with data (parts of the bucket's crossings); empty unless ok or coarsened."
@@ -738,8 +744,17 @@ class ZonePeak(_Out):
         description="`ok`: the hour's crossings (entries and exits over the weekday's days) reach k; `suppressed`:"
         " no hour of the weekday does, so no hour is named and the means are null (never 0); `nodata`: no data."
     )
-    entries_mean: float | None = Field(description="Mean entries in that hour over the weekday's days with data.")
-    exits_mean: float | None
+    entries_mean: float | None = Field(
+        description="Mean entries in that hour over the weekday's days with data; null unless ok, and null when"
+        " withheld (`withheld`): the hour's entries over those days are under k, which the mean times `days` would"
+        " give back."
+    )
+    exits_mean: float | None = Field(description="Mean exits in that hour, likewise; null as `entries_mean`.")
+    withheld: list[ZonePeakPart] = Field(
+        description="The means of an ok peak withheld by the k rule because the hour's entries (exits) over the"
+        " weekday's days are under k people, though its crossings reach k. Empty in a suppressed or nodata peak,"
+        " whose state already says both are withheld."
+    )
     days: int
 
 

@@ -831,7 +831,7 @@
         + " start of the merged interval");
     }
     if (partial) {
-      said.push(`${partial} with entries or exits (in all or on a line) withheld: < k${k} people, or withheld so`
+      said.push(`${partial} with entries, exits (in all or on a line) or mean occupancy withheld: < k${k} people, or withheld so`
         + " that one under k cannot be had by subtraction; left as gaps, read \u201c< k\u201d, never 0");
     }
     return h("p", { id: "history-k", class: "muted", "data-suppressed": String(suppressed),
