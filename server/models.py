@@ -27,6 +27,12 @@ CrowdTrend = Literal["rising", "falling", "steady", "unknown", "suppressed"]
 FigureState = Literal["ok", "coarsened", "suppressed", "nodata"]
 #: A completed window's counts: published whole (``ok``) or not at all; an aligned window is never coarsened.
 FlowState = Literal["ok", "suppressed", "nodata"]
+#: The parts of a zone flow (live window, history bucket or line) that the k rule can withhold one by one.
+ZonePart = Literal["entries", "exits"]
+#: ... of a zone history bucket: its flows, and the mean occupancy (withheld under k people).
+ZoneBucketPart = Literal["entries", "exits", "occupancy_mean"]
+#: ... of a zone peak: the means that give a direction's count back (times `days`).
+ZonePeakPart = Literal["entries_mean", "exits_mean"]
 
 
 class _Out(BaseModel):
@@ -129,8 +135,9 @@ class LockerBank(_Out):
 class ZoneFlow(_Out):
     """People crossing into (entries) and out of (exits) a zone in one completed, clock-aligned window [start, end).
 
-    Under the k rule (docs/analytics.md, "Privacy"): published only when the window rests on at least k people
-    (its crossings, in and out); otherwise the counts are null, never 0.
+    Under the k rule (docs/analytics.md, "The public live crowd"): published only when the window rests on at
+    least k people (its crossings, in and out), and within it each direction only when it does; otherwise null,
+    never 0.
     """
 
     start: datetime = Field(description="Start of the window (UTC), on a quarter-hour or hour of the site's clock.")
@@ -142,9 +149,17 @@ class ZoneFlow(_Out):
         " minus its published quarters would reveal them); nodata: no camera interval was heard in the window."
     )
     entries: int | None = Field(
-        description="Crossings into the zone (FIWARE CrowdFlowObserved peopleCountTowards); null unless ok."
+        description="Crossings into the zone (FIWARE CrowdFlowObserved peopleCountTowards); null unless ok, and"
+        " null in an ok window when withheld (named in `withheld`)."
     )
-    exits: int | None = Field(description="Crossings out of the zone (peopleCountAway); null unless ok.")
+    exits: int | None = Field(description="Crossings out of the zone (peopleCountAway); null as `entries`.")
+    withheld: list[ZonePart] = Field(
+        description="The directions of an ok window withheld by the k rule (null above): a direction under k"
+        " people (0 included); for the hour also a direction whose withheld quarters (those of the hour whose"
+        " same direction was not shown, suppressed quarters included) together hold 1 to k - 1 people, so the"
+        " hour minus its shown quarters would reveal them. Empty in a suppressed or nodata window, whose state"
+        " already says both are withheld. Whether a direction was under k itself is not said.",
+    )
 
 
 class ZoneCameras(_Out):
@@ -192,7 +207,8 @@ class ZoneCrowd(_Out):
     )
     trend: CrowdTrend = Field(
         description="From the net flow of `last_15m`: rising / falling beyond max(5, 2 % of capacity), steady"
-        " otherwise; suppressed when that quarter is suppressed; unknown when it has no data."
+        " otherwise; suppressed when that quarter is suppressed or a direction of it is withheld (the net flow"
+        " would narrow the withheld count); unknown when it has no data."
     )
     last_15m: ZoneFlow = Field(description="The last completed quarter hour of the site's clock.")
     last_1h: ZoneFlow = Field(description="The last completed hour of the site's clock.")
@@ -619,9 +635,6 @@ _K_STATE = (
 )
 
 
-#: The parts of a zone history bucket or line that the k rule can withhold one by one.
-ZonePart = Literal["entries", "exits"]
-
 _PART_RULE = (
     "Within an ok or coarsened bucket each part (the bucket's entries and exits, each line's entries and exits)"
     " is shown only if it rests on at least k people; else it is null (never 0) and named in `withheld`. Parts"
@@ -651,13 +664,15 @@ class ZoneHistoryBucket(_Out):
         " and null in such a bucket when withheld (named in `withheld`: under k)."
     )
     exits: int | None = Field(description="Crossings out of the zone on all its lines; null as `entries`.")
-    withheld: list[ZonePart] = Field(
-        description="The bucket's totals (`entries`, `exits`) withheld by the k rule in an ok or coarsened bucket;"
-        f" empty in a suppressed or nodata bucket, whose state already says every count is withheld. {_PART_RULE}"
+    withheld: list[ZoneBucketPart] = Field(
+        description="The bucket's totals (`entries`, `exits`) withheld by the k rule in an ok or coarsened bucket,"
+        " and `occupancy_mean` when under k people; empty in a suppressed or nodata bucket, whose state already"
+        f" says every count is withheld. {_PART_RULE}"
     )
     occupancy_mean: float | None = Field(
         description="Mean estimated people in the zone (the sum of its cameras' mean estimates); null when no camera"
-        " reported one, or unless `state` is ok or coarsened."
+        " reported one, unless `state` is ok or coarsened, and when under k people (then named in `withheld`, never"
+        " 0; as the live `occupancy` is suppressed under k)."
     )
     lines: list[LineFlow] = Field(
         description="Per counting line with data (parts of the bucket's crossings); empty unless ok or coarsened."
@@ -729,8 +744,17 @@ class ZonePeak(_Out):
         description="`ok`: the hour's crossings (entries and exits over the weekday's days) reach k; `suppressed`:"
         " no hour of the weekday does, so no hour is named and the means are null (never 0); `nodata`: no data."
     )
-    entries_mean: float | None = Field(description="Mean entries in that hour over the weekday's days with data.")
-    exits_mean: float | None
+    entries_mean: float | None = Field(
+        description="Mean entries in that hour over the weekday's days with data; null unless ok, and null when"
+        " withheld (`withheld`): the hour's entries over those days are under k, which the mean times `days` would"
+        " give back."
+    )
+    exits_mean: float | None = Field(description="Mean exits in that hour, likewise; null as `entries_mean`.")
+    withheld: list[ZonePeakPart] = Field(
+        description="The means of an ok peak withheld by the k rule because the hour's entries (exits) over the"
+        " weekday's days are under k people, though its crossings reach k. Empty in a suppressed or nodata peak,"
+        " whose state already says both are withheld."
+    )
     days: int
 
 

@@ -304,7 +304,7 @@ def zone_history_bucket(
     Shape (``server.models.ZoneHistoryBucket``): ``start``, ``end`` (a
     ``coarsened`` bucket spans the merged interval), ``state``, ``entries``,
     ``exits``, ``withheld``, ``occupancy_mean`` (people: the sum over cameras
-    of each one's mean estimate over the bucket) and ``lines`` (per line with
+    of each one's mean estimate over the bucket; withheld under k) and ``lines`` (per line with
     data: ``camera``, ``line``, ``entries``, ``exits``, ``withheld``).
     Withheld buckets (``suppressed``, ``nodata``): counts null, no lines and
     ``withheld`` empty (the state says it all), never 0.
@@ -315,7 +315,10 @@ def zone_history_bucket(
     withheld part is null and its name (``entries``/``exits``) is in the
     ``withheld`` list of the bucket (for the totals) or of its line; whether
     it was under k or withheld to protect another is not said (that would
-    narrow it).
+    narrow it). ``occupancy_mean`` under ``k`` people is withheld too (null,
+    ``occupancy_mean`` in the bucket's ``withheld``), as the live zones
+    suppress an occupancy under k (:mod:`server.stores.zones`); it is a
+    mean of a stock, not a part of the crossings, so alone in its group.
     """
     bucket: dict[str, object] = {
         "start": published["start"], "end": published["end"], "state": published["state"],
@@ -348,8 +351,31 @@ def zone_history_bucket(
     means = [
         counts[f"occupancy_sum:{j}"] / counts[f"samples:{j}"] for j in range(len(cameras)) if counts.get(f"samples:{j}")
     ]
-    bucket["occupancy_mean"] = round(sum(means), 3) if means else None
+    if means:
+        mean = round(sum(means), 3)
+        if mean < k:
+            withheld.append("occupancy_mean")
+        else:
+            bucket["occupancy_mean"] = mean
     return bucket
+
+
+def zone_peak_withheld(counts: Mapping[str, float], k: int) -> list[str]:
+    """The means of a published zone peak to withhold: ``entries_mean`` (``exits_mean``) when the slot's entries
+    (exits), summed over its days, are under ``k`` people.
+
+    ``counts``: the slot's ``entries``, ``exits`` and ``days`` (:func:`zone_weekday_peaks`). The slot is
+    published when its crossings reach k (:data:`ZONE_PEAK_HOUR`), but a mean times the weekday's ``days``
+    (shown beside it) gives its sum back, so each direction must reach k on its own: the k rule's primary
+    suppression (:func:`server.analytics.privacy.withhold_parts`, a group of one part each; the crossings
+    themselves are not shown, so nothing is recovered by subtraction).
+    """
+    out = []
+    for part in ("entries", "exits"):
+        total = int(counts[part])
+        if withhold_parts(total, [total], k)[0]:
+            out.append(f"{part}_mean")
+    return out
 
 
 def _busiest(slots: Mapping[int, Counts]) -> int:

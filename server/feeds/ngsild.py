@@ -16,7 +16,11 @@
   is the last completed quarter hour of the site's clock, and the figures
   follow the k rule (:mod:`server.stores.zones`): counts resting on fewer
   than k people are absent (NGSI-LD lets an attribute be absent) and the
-  extension attribute ``peopleCountState`` is ``suppressed``; an occupancy
+  extension attribute ``peopleCountState`` is ``suppressed``; in a window
+  that rests on k people, a direction withheld on its own (under k) is
+  absent with ``peopleCountTowardsState`` / ``peopleCountAwayState``
+  ``suppressed``, and ``peopleCount`` (the sum, which would reveal it) is
+  absent with ``peopleCountState`` ``suppressed``; an occupancy
   under k is absent too, with the extension attribute ``occupancyState``
   ``suppressed``; a published one is the share of the occupancy rounded to
   a multiple of k, with ``occupancyState`` ``coarsened`` and
@@ -186,10 +190,17 @@ def crowd_flow_observed(site_id: str, zone: ZoneState, *, key_values: bool) -> d
     if live:
         # The counts of a completed quarter hour were measured at its end.
         counted = end or at
-        if zone.flow_state == "ok" and zone.entries_15m is not None and zone.exits_15m is not None:
-            attrs.append(Attr("peopleCountTowards", zone.entries_15m, observed_at=counted))
-            attrs.append(Attr("peopleCountAway", zone.exits_15m, observed_at=counted))
-            attrs.append(Attr("peopleCount", zone.entries_15m + zone.exits_15m, observed_at=counted))
+        if zone.flow_state == "ok":
+            # Each direction on its own: one under k is absent, and its extension attribute says why.
+            for name, value in (("peopleCountTowards", zone.entries_15m), ("peopleCountAway", zone.exits_15m)):
+                if value is not None:
+                    attrs.append(Attr(name, value, observed_at=counted))
+                else:
+                    attrs.append(Attr(f"{name}State", "suppressed", observed_at=counted))
+            if zone.entries_15m is not None and zone.exits_15m is not None:
+                attrs.append(Attr("peopleCount", zone.entries_15m + zone.exits_15m, observed_at=counted))
+            else:  # the sum minus the shown direction would give the withheld one
+                attrs.append(Attr("peopleCountState", "suppressed", observed_at=counted))
         elif zone.flow_state == "suppressed":
             # Under k people: the counts are absent (an NGSI-LD attribute may be), and this says why.
             attrs.append(Attr("peopleCountState", "suppressed", observed_at=counted))

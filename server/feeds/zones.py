@@ -9,7 +9,9 @@ so, never 0 people.
 The zone store's answer is already public (the k rule of issue 14,
 :mod:`server.stores.zones`): counts and occupancy are None when they rest on
 fewer than k people, and ``flow_state`` / ``occupancy_state`` say why
-(``suppressed``) so a feed can omit them rather than write 0; a published
+(``suppressed``) so a feed can omit them rather than write 0; within a
+published window a direction under k (or one that would reveal withheld
+quarters) is None too and named in ``flow_withheld``; a published
 occupancy is rounded to a multiple of ``occupancy_base`` (k), and
 ``occupancy_state`` ``coarsened`` says so.
 """
@@ -53,6 +55,9 @@ class ZoneState(Protocol):
     #: ok / suppressed / nodata: whether the 15-minute counts are published (the k rule).
     @property
     def flow_state(self) -> models.FlowState: ...
+    #: The directions ("entries", "exits") of an ok window withheld by the k rule (their counts are None).
+    @property
+    def flow_withheld(self) -> tuple[models.ZonePart, ...]: ...
     #: The window the 15-minute counts cover (the last completed quarter hour).
     @property
     def window_start(self) -> datetime | None: ...
@@ -83,6 +88,7 @@ class ZoneSnapshot:
     entries_15m: int | None = None
     exits_15m: int | None = None
     flow_state: models.FlowState = "nodata"
+    flow_withheld: tuple[models.ZonePart, ...] = ()
     window_start: datetime | None = None
     window_end: datetime | None = None
     level: CrowdLevel | None = "nodata"
@@ -118,6 +124,7 @@ def from_crowd(zone: models.ZoneCrowd) -> ZoneSnapshot:
         entries_15m=window.entries,
         exits_15m=window.exits,
         flow_state=window.state,
+        flow_withheld=tuple(window.withheld),
         window_start=window.start,
         window_end=window.end,
         level=zone.level,

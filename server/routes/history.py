@@ -375,10 +375,15 @@ async def zone_peaks(
         shown = publish_cell(cell, figures.ZONE_PEAK_HOUR, k, local=days.local)
         counts = shown["counts"]
         published = isinstance(counts, dict)
+        withheld = figures.zone_peak_withheld(counts, k) if isinstance(counts, dict) else []
+        entries_mean = None if "entries_mean" in withheld else shown["value"]
+        exits_mean = None
+        if isinstance(counts, dict) and "exits_mean" not in withheld:
+            exits_mean = round(counts["exits"] / counts["days"], 3)
         peaks.append(
             models.ZonePeak(
-                weekday=weekday, hour=hour if published else None, state=shown["state"], entries_mean=shown["value"],
-                exits_mean=round(counts["exits"] / counts["days"], 3) if published else None, days=n_days,
+                weekday=weekday, hour=hour if published else None, state=shown["state"], entries_mean=entries_mean,
+                exits_mean=exits_mean, withheld=withheld, days=n_days,
             )
         )  # fmt: skip
     return models.ZonePeaks(

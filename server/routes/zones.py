@@ -20,7 +20,9 @@ _RULES = (
     ' Public, so under the k rule (site `analytics.k`, default 10; docs/analytics.md, "The public live crowd"):'
     " `last_15m` and `last_1h` are the last completed quarter hour and hour of the site's clock (not sliding"
     " windows, which two answers a minute apart would subtract into a minute's crossings), published when they"
-    " rest on at least k people and otherwise `suppressed` with null counts; `occupancy` is shown from k people,"
+    " rest on at least k people and otherwise `suppressed` with null counts, and within a published window each"
+    " direction only when it reaches k (else null, named in `withheld`; the trend then `suppressed`);"
+    " `occupancy` is shown from k people,"
     " rounded to the nearest multiple of k (`occupancy_state` coarsened, `occupancy_base` k), so two answers never"
     " differ by fewer than k people; `share` and `level` are of that rounded occupancy; the level under k only"
     " when it cannot narrow the count."

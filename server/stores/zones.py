@@ -21,7 +21,10 @@ people signs), so every figure follows the privacy threshold k of the site's
   k people by the zone-bucket rule of the history
   (:data:`server.analytics.figures.ZONE_CROSSINGS`: crossings in and out),
   else ``suppressed`` with null counts; with no interval heard in it,
-  ``nodata``. Since a window only changes when the next one completes, two
+  ``nodata``. Within an ``ok`` window each direction (entries, exits) is
+  shown only if it reaches k itself, else null and named in ``withheld``
+  (30 in and 2 out: the 2 withheld; a 0 too: it rests on no one). Since a
+  window only changes when the next one completes, two
   answers a minute apart show the same window or two disjoint published ones:
   no difference of them rests on a few people (a sliding window recomputed at
   every change would: its difference is a minute's crossings).
@@ -30,7 +33,9 @@ people signs), so every figure follows the privacy threshold k of the site's
   *and* its suppressed quarters together do too (or it has none), so the
   hour minus its published quarters never reveals an under-k remainder
   (complementary disclosure, as :func:`~server.analytics.privacy.publish`
-  guards in a series).
+  guards in a series). Likewise per direction: the hour's entries (exits)
+  are shown only if the quarters of the hour whose entries (exits) were not
+  shown together hold 0 or at least k of them (:meth:`ZoneStore._withheld`).
 * **Occupancy** (the cameras' estimate now) is published when the estimate
   is at least k (:data:`OCCUPANCY`), rounded to the nearest multiple of k
   (:func:`~server.analytics.privacy.round_to_base`: 10-14 people are 10,
@@ -52,7 +57,8 @@ people signs), so every figure follows the privacy threshold k of the site's
 * **Trend**: the net flow (entries minus exits) of the last completed
   quarter, ``rising`` or ``falling`` when it exceeds :data:`TREND_SHARE` of
   the capacity (at least :data:`TREND_MIN_PEOPLE`), else ``steady``; from a
-  suppressed quarter ``suppressed``, from one without data ``unknown``.
+  suppressed quarter, or one with a direction withheld (the net flow would
+  bound it), ``suppressed``; from one without data ``unknown``.
 
 A zone is ``nodata`` when none of its cameras works: no interval heard within
 the zone's ``stale_after_s``, or the camera's own health (from its device's
@@ -75,7 +81,7 @@ from contracts import FootfallCount
 from contracts.site import SiteConfig, Zone
 from server import models
 from server.analytics.figures import ZONE_CROSSINGS
-from server.analytics.privacy import Rule, merge_counts, publishable, round_to_base
+from server.analytics.privacy import Rule, merge_counts, publishable, round_to_base, withhold_parts
 from server.history import site_zone
 from server.stores.base import Freshness
 
@@ -89,6 +95,8 @@ WINDOW_SHORT_S = 900
 WINDOW_LONG_S = 3600
 #: Live occupancy rests on the people it counts (the camera's estimate of who is in the zone now).
 OCCUPANCY = Rule(value=lambda c: c["occupancy"], people=lambda c: c["occupancy"], digits=0)
+#: The directions of a window, each shown or withheld on its own (:class:`server.models.ZoneFlow` ``withheld``).
+DIRECTIONS: tuple[models.ZonePart, ...] = ("entries", "exits")
 TREND_SHARE = 0.02
 TREND_MIN_PEOPLE = 5
 #: Camera health states in which a camera counts nothing.
@@ -301,13 +309,43 @@ class ZoneStore:
             counts["exits"] += iv.away
         return out
 
-    def _cell(self, counts: dict[str, float] | None, start: float, end: float, publish: bool) -> models.ZoneFlow:
+    def _cell(
+        self,
+        counts: dict[str, float] | None,
+        start: float,
+        end: float,
+        publish: bool,
+        quarters: list[dict[str, float]],
+    ) -> models.ZoneFlow:
+        """One window as published; ``quarters``: the counts of its quarter hours with data (module docstring)."""
         out = {"start": datetime.fromtimestamp(start, UTC), "end": datetime.fromtimestamp(end, UTC)}
         if counts is None:
-            return models.ZoneFlow(**out, state="nodata", entries=None, exits=None)
+            return models.ZoneFlow(**out, state="nodata", entries=None, exits=None, withheld=[])
         if not publish:
-            return models.ZoneFlow(**out, state="suppressed", entries=None, exits=None)
-        return models.ZoneFlow(**out, state="ok", entries=int(counts["entries"]), exits=int(counts["exits"]))
+            return models.ZoneFlow(**out, state="suppressed", entries=None, exits=None, withheld=[])
+        withheld = self._withheld(counts, quarters)
+        shown = {part: None if part in withheld else int(counts[part]) for part in DIRECTIONS}
+        return models.ZoneFlow(**out, state="ok", **shown, withheld=withheld)
+
+    def _withheld(self, window: dict[str, float], quarters: list[dict[str, float]]) -> list[models.ZonePart]:
+        """The directions of a published window to withhold (module docstring: each direction on its own).
+
+        Per direction: the window's count (the total) and its quarters' counts (the parts; the last quarter
+        is a window of one). A quarter's direction has been shown (as ``last_15m``) exactly when it reaches
+        k, the primary suppression of :func:`withhold_parts`. The window's direction is withheld when under k
+        itself, or when the quarters whose direction was not shown hold 1 to k - 1 people together (the total
+        minus the shown quarters would reveal them). Unlike :func:`withhold_parts`, which then withholds more
+        parts (secondary suppression), the quarters are public already, so the total is withheld instead; and
+        a withheld sum of 0 leaves the total shown (it rests on no one: the issue's rule, "0 or at least k").
+        """
+        out: list[models.ZonePart] = []
+        for part in DIRECTIONS:
+            parts = [int(q[part]) for q in quarters]
+            total_hidden, hidden = withhold_parts(int(window[part]), parts, self.k)
+            under_k = sum(n for n, hide in zip(parts, hidden, strict=True) if hide and n < self.k)
+            if total_hidden or 0 < under_k < self.k:
+                out.append(part)
+        return out
 
     def _flows(self, state: _ZoneState, now_ts: float) -> tuple[models.ZoneFlow, models.ZoneFlow]:
         """The last completed quarter hour and hour (module docstring: the k rule and the hour's quarters)."""
@@ -324,14 +362,20 @@ class ZoneStore:
                 state.quarters[start] = summed.get(start)
         quarters = {start: c for start in wanted if (c := state.quarters[start]) is not None}
         last = quarters.get(q_end - WINDOW_SHORT_S)
-        short = self._cell(last, q_end - WINDOW_SHORT_S, q_end, last is not None and self._publishable(last))
+        short = self._cell(
+            last,
+            q_end - WINDOW_SHORT_S,
+            q_end,
+            last is not None and self._publishable(last),
+            [] if last is None else [last],
+        )
         of_hour = [c for start, c in quarters.items() if h_start <= start < h_end]
         hour = merge_counts(of_hour) if of_hour else None
         ok = hour is not None and self._publishable(hour)
         if ok:
             hidden = [c for c in of_hour if not self._publishable(c)]
             ok = not hidden or self._publishable(merge_counts(hidden))
-        return short, self._cell(hour, h_start, h_end, ok)
+        return short, self._cell(hour, h_start, h_end, ok, of_hour)
 
     def _publishable(self, counts: dict[str, float]) -> bool:
         return publishable(counts, ZONE_CROSSINGS, self.k)
@@ -364,8 +408,11 @@ def _level(zone: Zone, occupancy: int) -> models.CrowdLevel:
 
 
 def _trend(zone: Zone, quarter: models.ZoneFlow) -> models.CrowdTrend:
-    """From the last completed quarter's net flow; only a published quarter has one."""
-    if quarter.state == "suppressed":
+    """From the last completed quarter's net flow; only a published quarter with both directions shown has one.
+
+    With a direction withheld the net flow (and so the trend's band) would narrow the withheld count: suppressed.
+    """
+    if quarter.state == "suppressed" or quarter.withheld:
         return "suppressed"
     if quarter.entries is None or quarter.exits is None:
         return "unknown"

@@ -736,7 +736,7 @@ def test_a_zone_history_part_under_k_reads_as_withheld_never_as_0(api: Api, flee
     wait_page(browser, "document.getElementById('history-k') !== null && document.getElementById('history-k')"
               ".dataset.withheld === '1'", what="the k note under the zone's 7-day history")  # fmt: skip
     note = browser.js("return document.getElementById('history-k').textContent")
-    assert "1 with entries or exits" in note and "< k = 10" in note and "never 0" in note
+    assert "1 with entries, exits" in note and "< k = 10" in note and "never 0" in note
     # The entries are drawn; the exits are a series with no point (a gap, not a line at 0).
     assert browser.js("return document.querySelector('#history-chart canvas')") is not None
     labels = browser.js(

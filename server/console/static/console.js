@@ -170,7 +170,7 @@
   }
   const occupancyTitle = (z) => (z.occupancy_state === "coarsened"
     ? `rounded to a multiple of ${z.occupancy_base} people (the k rule)` : null);
-  const flowText = (f) => (!f || f.state === "nodata" ? dash : f.state === "suppressed" ? "< k" : `${f.entries} / ${f.exits}`);
+  const flowText = (f) => (!f || f.state === "nodata" ? dash : f.state === "suppressed" ? "< k" : `${f.entries ?? "< k"} / ${f.exits ?? "< k"}`);
   const levelWord = (z) => (z.state === "nodata" ? "no data" : z.level ? z.level.replace("_", " ") : dash);
 
   // -- the site plan -------------------------------------------------------------------------------
@@ -831,7 +831,7 @@
         + " start of the merged interval");
     }
     if (partial) {
-      said.push(`${partial} with entries or exits (in all or on a line) withheld: < k${k} people, or withheld so`
+      said.push(`${partial} with entries, exits (in all or on a line) or mean occupancy withheld: < k${k} people, or withheld so`
         + " that one under k cannot be had by subtraction; left as gaps, read \u201c< k\u201d, never 0");
     }
     return h("p", { id: "history-k", class: "muted", "data-suppressed": String(suppressed),

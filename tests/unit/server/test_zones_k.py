@@ -91,12 +91,33 @@ def public(live: LiveState, tmp_path: Path, zone: str) -> dict[str, Any]:
     return {"api": api, "sse": sse, "ngsi": ngsi.json(), "sign": sign}
 
 
-@pytest.mark.parametrize("n", [K - 1, K, K + 1])
-def test_a_quarter_hour_is_published_at_k_people_and_withheld_below(
-    live: LiveState, clock: FakeClock, tmp_path: Path, n: int
+#: A quarter hour's (entries, exits) with k = 10 -> its state, the entries and exits shown (None: withheld) and
+#: the trend. A direction is shown only if it reaches k itself; the window's crossings alone are not enough.
+QUARTERS = [
+    ((K - 3, 2), "suppressed", None, None, "suppressed"),  # 9 crossings: nothing
+    ((K - 2, 2), "ok", None, None, "suppressed"),  # 10 crossings, but 8 in and 2 out: both under k
+    ((30, 2), "ok", 30, None, "suppressed"),  # 30 shown; the 2 out withheld, and the net flow with them
+    ((12, 0), "ok", 12, None, "suppressed"),  # 0 out rests on no one: withheld, never shown as 0
+    ((5, 5), "ok", None, None, "suppressed"),
+    ((0, 12), "ok", None, 12, "suppressed"),
+    ((K, K), "ok", K, K, "steady"),  # both at k: shown, and the trend from them
+    ((30, 11), "ok", 30, 11, "rising"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("flow", "state", "entries", "exits", "trend"), QUARTERS)
+def test_a_quarter_hour_shows_each_direction_only_at_k_people(
+    live: LiveState,
+    clock: FakeClock,
+    tmp_path: Path,
+    flow: tuple[int, int],
+    state: str,
+    entries: int | None,
+    exits: int | None,
+    trend: str,
 ) -> None:
     clock.advance(60)
-    count(live, "shop", n - 2, 2, occupancy=50)  # n people: n - 2 in, 2 out
+    count(live, "shop", *flow, occupancy=50)
     clock.advance(15 * 60)  # 12:16: the quarter 12:00-12:15 is complete
     count(live, "shop", 0, 0, occupancy=50)
     got = public(live, tmp_path, "shop")
@@ -105,14 +126,23 @@ def test_a_quarter_hour_is_published_at_k_people_and_withheld_below(
     assert (q["start"], q["end"]) == ("2026-05-04T12:00:00Z", "2026-05-04T12:15:00Z")
     ngsi = got["ngsi"]
     assert (ngsi["dateObservedFrom"], ngsi["dateObservedTo"]) == (q["start"], q["end"])
-    if n < K:
-        assert (q["state"], q["entries"], q["exits"], got["api"]["trend"]) == ("suppressed", None, None, "suppressed")
+    withheld = [p for p, v in (("entries", entries), ("exits", exits)) if v is None] if state == "ok" else []
+    assert (q["state"], q["entries"], q["exits"], q["withheld"], got["api"]["trend"]) == (
+        state, entries, exits, withheld, trend
+    )  # fmt: skip
+    if state == "suppressed":
         assert ngsi["peopleCountState"] == "suppressed"
         assert not {"peopleCount", "peopleCountTowards", "peopleCountAway"} & set(ngsi)
-    else:
-        assert (q["state"], q["entries"], q["exits"]) == ("ok", n - 2, 2)
-        assert (ngsi["peopleCountTowards"], ngsi["peopleCountAway"], ngsi["peopleCount"]) == (n - 2, 2, n)
-        assert "peopleCountState" not in ngsi
+        assert not {"peopleCountTowardsState", "peopleCountAwayState"} & set(ngsi)
+        return
+    for name, value in (("peopleCountTowards", entries), ("peopleCountAway", exits)):
+        # A withheld direction is absent, and its extension attribute says why; never 0.
+        assert ngsi.get(name) == value
+        assert ngsi.get(f"{name}State") == (None if value is not None else "suppressed")
+    if entries is not None and exits is not None:
+        assert (ngsi["peopleCount"], "peopleCountState" in ngsi) == (entries + exits, False)
+    else:  # the sum minus the shown direction would be the withheld one
+        assert ("peopleCount" in ngsi, ngsi["peopleCountState"]) == (False, "suppressed")
 
 
 def band(people: int, capacity: int) -> str:
@@ -293,6 +323,46 @@ def test_the_hour_is_withheld_when_it_would_reveal_its_withheld_quarters(
     assert hour.entries == (total if state == "ok" else None)
 
 
+#: The hour's four quarters ((entries, exits); None: nothing heard) -> the hour's entries and exits as shown
+#: (None: withheld), k = 10. A direction of the hour is shown only if it reaches k and the quarters of the hour
+#: whose same direction was not shown together hold 0 or at least k of it: else hour minus shown quarters
+#: would reveal them.
+HOURS = [
+    ([(30, 2), (30, 2), (30, 2), (30, 2)], 120, None),  # 8 exits in the hour: under k
+    ([(30, 4), (30, 4), (30, 4), None], 90, 12),  # no quarter showed its exits; together 12
+    ([(30, 12), (30, 3), (30, 0), None], 90, None),  # 15 exits minus the shown 12 = the withheld 3
+    ([(30, 12), (30, 5), (30, 6), None], 90, 23),  # the withheld 5 + 6 = 11 exits: at least k
+    ([(30, 12), (30, 12), (30, 0), (30, 0)], 120, 24),  # the withheld exits hold 0: nothing to reveal
+    ([(12, 0), (12, 0), (5, 0), (6, 0)], 35, None),  # entries: the withheld 5 + 6 = 11; no exit at all
+    ([(12, 0), (12, 0), (9, 1), None], None, None),  # entries: 33 minus the shown 24 = the withheld 9
+    ([(15, 15), (15, 15), (15, 15), (15, 15)], 60, 60),  # every quarter shown whole
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("quarters", "entries", "exits"), HOURS)
+def test_each_direction_of_the_hour_is_withheld_when_it_would_reveal_its_withheld_quarters(
+    live: LiveState,
+    clock: FakeClock,
+    tmp_path: Path,
+    quarters: list[tuple[int, int] | None],
+    entries: int | None,
+    exits: int | None,
+) -> None:
+    for q in quarters:
+        clock.advance(60)
+        if q is not None:
+            count(live, "shop", *q, occupancy=50)
+        clock.advance(14 * 60)
+    clock.advance(60)  # 13:01
+    count(live, "shop", 0, 0, occupancy=50)
+    got = public(live, tmp_path, "shop")
+    assert got["api"] == got["sse"]
+    hour = got["api"]["last_1h"]
+    withheld = [p for p, v in (("entries", entries), ("exits", exits)) if v is None]
+    assert (hour["start"], hour["state"]) == ("2026-05-04T12:00:00Z", "ok")
+    assert (hour["entries"], hour["exits"], hour["withheld"]) == (entries, exits, withheld)
+
+
 def test_answers_a_minute_apart_never_subtract_into_fewer_than_k_people(live: LiveState, clock: FakeClock) -> None:
     """Two and a half hours of a quiet zone, a few people a minute, read every minute as the SSE would push it.
 
@@ -302,37 +372,41 @@ def test_answers_a_minute_apart_never_subtract_into_fewer_than_k_people(live: Li
     """
     rng = random.Random(14)
     answers = []
-    quarters: dict[datetime, tuple[str, int | None]] = {}  # what each quarter published, by start
-    truth: dict[datetime, int] = {}  # the crossings heard in each quarter
+    quarters: dict[datetime, tuple[str, int | None, int | None]] = {}  # what each quarter published, by start
+    truth: dict[datetime, tuple[int, int]] = {}  # the entries and exits heard in each quarter
     for _ in range(150):
         clock.advance(60)
         towards, away = int(rng.random() < 0.5), int(rng.random() < 0.2)
         count(live, "shop", towards, away, occupancy=50)
         start = datetime.fromtimestamp(clock.now.timestamp() // 900 * 900, UTC)
-        truth[start] = truth.get(start, 0) + towards + away
+        held = truth.get(start, (0, 0))
+        truth[start] = (held[0] + towards, held[1] + away)
         zone = live.zone("shop")
         assert zone is not None
         answers.append(zone)
         q = zone.last_15m
-        quarters[q.start] = (q.state, None if q.entries is None or q.exits is None else q.entries + q.exits)
-    states = {state for state, _ in quarters.values()}
+        quarters[q.start] = (q.state, q.entries, q.exits)
+    states = {state for state, _, _ in quarters.values()}
     assert {"ok", "suppressed"} <= states  # the stream is quiet enough to need the rule, busy enough to pass it
     for a, b in itertools.pairwise(answers):
         for wa, wb in ((a.last_15m, b.last_15m), (a.last_1h, b.last_1h)):
             assert wa == wb or wb.start >= wa.end, (wa, wb)  # the same window, or one that does not overlap
     for zone in answers:
         for w in (zone.last_15m, zone.last_1h):
-            if w.state == "ok":
-                assert w.entries is not None and w.exits is not None and w.entries + w.exits >= K
-                assert w.entries + w.exits == sum(v for s, v in truth.items() if w.start <= s < w.end)
-            else:
-                assert w.entries is None and w.exits is None
+            heard = [v for s, v in truth.items() if w.start <= s < w.end]
+            if w.state != "ok":
+                assert (w.entries, w.exits, w.withheld) == (None, None, [])
+                continue
+            assert sum(e + x for e, x in heard) >= K
+            for i, (name, value) in enumerate((("entries", w.entries), ("exits", w.exits))):
+                assert (value is None) == (name in w.withheld)
+                assert value is None or (value >= K and value == sum(v[i] for v in heard))
         hour = zone.last_1h
-        if hour.state == "ok" and hour.entries is not None and hour.exits is not None:
-            seen = [quarters.get(hour.start + timedelta(minutes=m)) for m in (0, 15, 30, 45)]
-            shown = sum(v or 0 for s in seen if s is not None for state, v in [s] if state == "ok")
-            remainder = hour.entries + hour.exits - shown
-            assert remainder == 0 or remainder >= K, (hour, seen)
+        for i, value in enumerate((hour.entries, hour.exits)):
+            if hour.state == "ok" and value is not None:  # the hour minus its shown quarters, direction by direction
+                seen = [quarters.get(hour.start + timedelta(minutes=m)) for m in (0, 15, 30, 45)]
+                shown = sum(s[1 + i] or 0 for s in seen if s is not None and s[0] == "ok")
+                assert value - shown == 0 or value - shown >= K, (hour, seen)
 
 
 def test_the_hour_follows_the_sites_clock(clock: FakeClock) -> None:
