@@ -35,7 +35,8 @@ people signs), so every figure follows the privacy threshold k of the site's
   (complementary disclosure, as :func:`~server.analytics.privacy.publish`
   guards in a series). Likewise per direction: the hour's entries (exits)
   are shown only if the quarters of the hour whose entries (exits) were not
-  shown together hold 0 or at least k of them (:meth:`ZoneStore._withheld`).
+  shown together hold at least k of them, or there are none
+  (:meth:`ZoneStore._withheld`).
 * **Occupancy** (the cameras' estimate now) is published when the estimate
   is at least k (:data:`OCCUPANCY`), rounded to the nearest multiple of k
   (:func:`~server.analytics.privacy.round_to_base`: 10-14 people are 10,
@@ -334,16 +335,17 @@ class ZoneStore:
         is a window of one). A quarter's direction has been shown (as ``last_15m``) exactly when it reaches
         k, the primary suppression of :func:`withhold_parts`. The window's direction is withheld when under k
         itself, or when the quarters whose direction was not shown hold 1 to k - 1 people together (the total
-        minus the shown quarters would reveal them). Unlike :func:`withhold_parts`, which then withholds more
-        parts (secondary suppression), the quarters are public already, so the total is withheld instead; and
-        a withheld sum of 0 leaves the total shown (it rests on no one: the issue's rule, "0 or at least k").
+        minus the shown quarters would reveal them), 0 included: a withheld 0 is withheld as a figure that rests
+        on no one, so the total must not reveal it either, as :func:`withhold_parts` treats it. Unlike that
+        function, which then withholds more parts (secondary suppression), the quarters are public already, so
+        the total is withheld instead.
         """
         out: list[models.ZonePart] = []
         for part in DIRECTIONS:
             parts = [int(q[part]) for q in quarters]
             total_hidden, hidden = withhold_parts(int(window[part]), parts, self.k)
-            under_k = sum(n for n, hide in zip(parts, hidden, strict=True) if hide and n < self.k)
-            if total_hidden or 0 < under_k < self.k:
+            under_k = [n for n, hide in zip(parts, hidden, strict=True) if hide and n < self.k]
+            if total_hidden or (under_k and sum(under_k) < self.k):
                 out.append(part)
         return out
 

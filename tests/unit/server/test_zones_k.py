@@ -325,14 +325,14 @@ def test_the_hour_is_withheld_when_it_would_reveal_its_withheld_quarters(
 
 #: The hour's four quarters ((entries, exits); None: nothing heard) -> the hour's entries and exits as shown
 #: (None: withheld), k = 10. A direction of the hour is shown only if it reaches k and the quarters of the hour
-#: whose same direction was not shown together hold 0 or at least k of it: else hour minus shown quarters
-#: would reveal them.
+#: whose same direction was not shown together hold at least k of it (or there are none): else hour minus shown
+#: quarters would reveal them, a withheld 0 included.
 HOURS = [
     ([(30, 2), (30, 2), (30, 2), (30, 2)], 120, None),  # 8 exits in the hour: under k
     ([(30, 4), (30, 4), (30, 4), None], 90, 12),  # no quarter showed its exits; together 12
     ([(30, 12), (30, 3), (30, 0), None], 90, None),  # 15 exits minus the shown 12 = the withheld 3
     ([(30, 12), (30, 5), (30, 6), None], 90, 23),  # the withheld 5 + 6 = 11 exits: at least k
-    ([(30, 12), (30, 12), (30, 0), (30, 0)], 120, 24),  # the withheld exits hold 0: nothing to reveal
+    ([(30, 12), (30, 12), (30, 0), (30, 0)], 120, None),  # 24 minus the shown 24 would reveal the withheld 0s
     ([(12, 0), (12, 0), (5, 0), (6, 0)], 35, None),  # entries: the withheld 5 + 6 = 11; no exit at all
     ([(12, 0), (12, 0), (9, 1), None], None, None),  # entries: 33 minus the shown 24 = the withheld 9
     ([(15, 15), (15, 15), (15, 15), (15, 15)], 60, 60),  # every quarter shown whole
