@@ -156,7 +156,8 @@ class ZoneFlow(_Out):
     withheld: list[ZonePart] = Field(
         description="The directions of an ok window withheld by the k rule (null above): a direction under k"
         " people (0 included); for the hour also a direction whose withheld quarters (those of the hour whose"
-        " same direction was not shown, suppressed quarters included) together hold 1 to k - 1 people, so the"
+        " same direction was not shown, suppressed quarters included) together hold fewer than k people (0"
+        " included), so the"
         " hour minus its shown quarters would reveal them. Empty in a suppressed or nodata window, whose state"
         " already says both are withheld. Whether a direction was under k itself is not said.",
     )
