@@ -204,7 +204,9 @@ class ParkingSpotKeyValues(_Strict):
 
 
 CrowdLevelValue = Literal["low", "moderate", "high", "very_high", "nodata", "suppressed"]
-#: Why the peopleCount* attributes are absent although the zone is live: they rest on fewer than k people.
+#: Why a peopleCount* attribute is absent although the zone is live: it rests on fewer than k people, or would give
+#: one back (``peopleCountState`` for the sum or the whole quarter; ``peopleCountTowardsState`` /
+#: ``peopleCountAwayState`` for one direction).
 PeopleCountState = Literal["suppressed"]
 #: How ``occupancy`` is published: ``coarsened`` (the share of the occupancy rounded to a multiple of
 #: ``occupancyBase``, the site's k) or ``suppressed`` (absent: the estimate is under k people).
@@ -239,6 +241,8 @@ class CrowdFlowObservedNormalized(_Strict):
     peopleCountAway: IntProperty | None = None
     peopleCount: IntProperty | None = None
     peopleCountState: PeopleCountStateProperty | None = None
+    peopleCountTowardsState: PeopleCountStateProperty | None = None
+    peopleCountAwayState: PeopleCountStateProperty | None = None
     occupancy: ShareProperty | None = None
     occupancyState: OccupancyStateProperty | None = None
     occupancyBase: OccupancyBaseProperty | None = None
@@ -259,6 +263,8 @@ class CrowdFlowObservedKeyValues(_Strict):
     peopleCountAway: int | None = None
     peopleCount: int | None = None
     peopleCountState: PeopleCountState | None = None
+    peopleCountTowardsState: PeopleCountState | None = None
+    peopleCountAwayState: PeopleCountState | None = None
     occupancy: Annotated[float, Field(ge=0, le=1)] | None = None
     occupancyState: OccupancyState | None = None
     occupancyBase: Annotated[int, Field(ge=1)] | None = None

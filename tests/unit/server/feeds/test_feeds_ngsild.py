@@ -262,3 +262,25 @@ def test_ids_split_back_into_type_and_local_id() -> None:
     assert ngsild.split_entity_id("urn:ngsi-ld:OffStreetParking:s2:open", "s1") is None
     assert ngsild.split_entity_id("urn:ngsi-ld:OffStreetParking:s1:", "s1") is None
     assert ngsild.split_entity_id("urn:ngsi-ld:Vehicle:s1:x", "s1") is None
+
+
+def test_a_withheld_direction_in_normalized_form_is_absent_with_its_state() -> None:
+    """A quarter of 40 in and 3 out (k = 10): the 3 is absent, and so is the sum that would give it back; each
+    absence is said by a normalized Property observed at the quarter's end, never by a 0."""
+    from dataclasses import replace
+
+    counted = "2026-05-04T12:00:00Z"
+    one_way = replace(LIVE_ZONE, exits_15m=None)  # what the zone store gives when the exits are withheld
+    e = checked(ngsild.crowd_flow_observed("s1", one_way, key_values=False), False)
+    assert e["peopleCountTowards"] == {"type": "Property", "value": 40, "observedAt": counted}
+    assert "peopleCountAway" not in e and "peopleCount" not in e
+    assert e["peopleCountAwayState"] == {"type": "Property", "value": "suppressed", "observedAt": counted}
+    assert e["peopleCountState"] == {"type": "Property", "value": "suppressed", "observedAt": counted}
+    assert "peopleCountTowardsState" not in e
+    kv = checked(ngsild.crowd_flow_observed("s1", one_way, key_values=True), True)
+    assert (kv["peopleCountTowards"], kv["peopleCountAwayState"], kv["peopleCountState"]) == (
+        40,
+        "suppressed",
+        "suppressed",
+    )
+    assert "peopleCountAway" not in kv and "peopleCount" not in kv
