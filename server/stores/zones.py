@@ -82,7 +82,7 @@ from contracts import FootfallCount
 from contracts.site import SiteConfig, Zone
 from server import models
 from server.analytics.figures import ZONE_CROSSINGS
-from server.analytics.privacy import Rule, merge_counts, publishable, round_to_base, withhold_parts
+from server.analytics.privacy import Rule, merge_counts, publishable, round_to_base
 from server.history import site_zone
 from server.stores.base import Freshness
 
@@ -331,21 +331,18 @@ class ZoneStore:
     def _withheld(self, window: dict[str, float], quarters: list[dict[str, float]]) -> list[models.ZonePart]:
         """The directions of a published window to withhold (module docstring: each direction on its own).
 
-        Per direction: the window's count (the total) and its quarters' counts (the parts; the last quarter
-        is a window of one). A quarter's direction has been shown (as ``last_15m``) exactly when it reaches
-        k, the primary suppression of :func:`withhold_parts`. The window's direction is withheld when under k
-        itself, or when the quarters whose direction was not shown hold 1 to k - 1 people together (the total
-        minus the shown quarters would reveal them), 0 included: a withheld 0 is withheld as a figure that rests
-        on no one, so the total must not reveal it either, as :func:`withhold_parts` treats it. Unlike that
-        function, which then withholds more parts (secondary suppression), the quarters are public already, so
-        the total is withheld instead.
+        Per direction: the window's count and its quarters' counts (the last quarter is a window of one). A
+        quarter's direction has been shown (as ``last_15m``) exactly when it reaches k: the primary suppression
+        of :func:`~server.analytics.privacy.withhold_parts`. The window's direction is withheld when under k
+        itself, or when the quarters whose direction was not shown hold fewer than k people together, 0
+        included (the window minus the shown quarters would reveal them; a withheld 0 rests on no one, and
+        ``withhold_parts`` withholds it too). Unlike that function, which then withholds more parts (secondary
+        suppression), the quarters are public already, so the window's direction is withheld instead.
         """
         out: list[models.ZonePart] = []
         for part in DIRECTIONS:
-            parts = [int(q[part]) for q in quarters]
-            total_hidden, hidden = withhold_parts(int(window[part]), parts, self.k)
-            under_k = [n for n, hide in zip(parts, hidden, strict=True) if hide and n < self.k]
-            if total_hidden or (under_k and sum(under_k) < self.k):
+            hidden = [n for n in (int(q[part]) for q in quarters) if n < self.k]
+            if int(window[part]) < self.k or (hidden and sum(hidden) < self.k):
                 out.append(part)
         return out
 
