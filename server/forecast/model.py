@@ -382,6 +382,8 @@ class _Design:
     x: Array  # features, origin-major then h
     target: Array
     lvl: Array  # each row's level (1 without ``cfg.relative``)
+    xp: Array  # ``x`` with its level columns over ``lvl``: what the point model sees
+    tp: Array  # ``target / lvl``: what the point model fits
     fold: npt.NDArray[np.int64]  # each row's cross-fitting block
     usable: list[int]  # blocks that can calibrate
 
@@ -437,12 +439,13 @@ def _design(
         raise ForecastError("insufficient_history", "too few blocks of the history can calibrate the intervals")
     # Without ``relative`` the level is 1: the same path, and dividing by 1.0 changes no value.
     lvl = np.repeat(_level(y_ext, origins, cfg), horizon) if cfg.relative else np.ones(len(target))
-    return _Design(start, n, cal, y_ext, origins, x, target, lvl, fold, usable)
+    xp, tp = _over_level(x, lvl, cfg), target / lvl
+    return _Design(start, n, cal, y_ext, origins, x, target, lvl, xp, tp, fold, usable)
 
 
 def _point(dz: _Design, horizon: int, cfg: ModelConfig, lower: float, upper: float) -> tuple[Array, Array]:
     """The point forecast of a model fitted on every training row, clipped; and the forecast's feature rows."""
-    model = _fit(_over_level(dz.x, dz.lvl, cfg), dz.target / dz.lvl, cfg)
+    model = _fit(dz.xp, dz.tp, cfg)
     origin = np.array([dz.n], dtype=np.int64)
     xf = _features(dz.y_ext, dz.cal, origin, horizon, cfg)
     lvl_f = float(_level(dz.y_ext, origin, cfg)[0]) if cfg.relative else 1.0
@@ -492,7 +495,7 @@ def forecast(
     """
     cfg = cfg or ModelConfig()
     dz = _design(values, start, horizon, tz, is_holiday, cfg, lower, upper)
-    xp, tp = _over_level(dz.x, dz.lvl, cfg), dz.target / dz.lvl
+    xp, tp = dz.xp, dz.tp
     oof = np.full(len(dz.target), np.nan)
     for k in dz.usable:
         held = dz.fold == k
