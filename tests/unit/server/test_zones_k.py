@@ -295,6 +295,18 @@ def test_a_zone_read_every_minute_never_shows_two_occupancies_fewer_than_k_apart
             assert b - a >= k, (name, a, b)  # never 1 .. k - 1 people apart
 
 
+def play_hour(live: LiveState, clock: FakeClock, quarters: list[tuple[int, int] | None]) -> None:
+    """The shop's four quarters from 12:00, one count (entries, exits) a minute into each (None: nothing heard),
+    then a 0/0 count at 13:01 so the hour 12:00-13:00 is the last completed one."""
+    for q in quarters:
+        clock.advance(60)
+        if q is not None:
+            count(live, "shop", *q, occupancy=50)
+        clock.advance(14 * 60)
+    clock.advance(60)  # 13:01
+    count(live, "shop", 0, 0, occupancy=50)
+
+
 @pytest.mark.parametrize(
     ("quarters", "state"),
     [
@@ -308,13 +320,7 @@ def test_a_zone_read_every_minute_never_shows_two_occupancies_fewer_than_k_apart
 def test_the_hour_is_withheld_when_it_would_reveal_its_withheld_quarters(
     live: LiveState, clock: FakeClock, quarters: list[tuple[int, int] | None], state: str
 ) -> None:
-    for q in quarters:
-        clock.advance(60)
-        if q is not None:
-            count(live, "shop", *q, occupancy=50)
-        clock.advance(14 * 60)
-    clock.advance(60)  # 13:01
-    count(live, "shop", 0, 0, occupancy=50)
+    play_hour(live, clock, quarters)
     zone = live.zone("shop")
     assert zone is not None
     hour = zone.last_1h
@@ -348,13 +354,7 @@ def test_each_direction_of_the_hour_is_withheld_when_it_would_reveal_its_withhel
     entries: int | None,
     exits: int | None,
 ) -> None:
-    for q in quarters:
-        clock.advance(60)
-        if q is not None:
-            count(live, "shop", *q, occupancy=50)
-        clock.advance(14 * 60)
-    clock.advance(60)  # 13:01
-    count(live, "shop", 0, 0, occupancy=50)
+    play_hour(live, clock, quarters)
     got = public(live, tmp_path, "shop")
     assert got["api"] == got["sse"]
     hour = got["api"]["last_1h"]
