@@ -627,19 +627,24 @@ def write_influx(api: Api, body: str) -> None:
         assert r.status == 204
 
 
+def store_count(api: Api, at: datetime, zone_id: str, line_id: str, *, towards: int, away: int) -> None:
+    """One minute's footfall interval of the Altmarkt camera, ending at ``at``, written straight into InfluxDB
+    (history the live fleet never sent: days back, or under k)."""
+    interval = FootfallCount(
+        device_id="edge-cam-altmarkt", observed_at=at, reading_id=new_reading_id(), zone_id=zone_id,
+        camera_id="cam-altmarkt-north", interval_start=at - timedelta(seconds=60),
+        lines=[LineCount(line_id=line_id, towards=towards, away=away)],
+    )  # fmt: skip
+    write_influx(api, "\n".join(line_protocol(p) for p in to_points(interval, site_id=SITE_ID, received_at=at)))
+
+
 def test_the_analytics_panel_shows_the_apis_figures_and_suppressed_ones_as_suppressed(
     api: Api, fleet: Fleet, browser: Browser
 ) -> None:
     """An operator sees a zone's analytics as the API computes them; a figure under k is a word, never 0."""
     # The previous week: one footfall interval of 4 entries, so week-on-week rests on 4 people (< k = 10).
     earlier = utcnow() - timedelta(days=8)
-    old = FootfallCount(
-        device_id="edge-cam-altmarkt", observed_at=earlier, reading_id=new_reading_id(), zone_id="altmarkt",
-        camera_id="cam-altmarkt-north", interval_start=earlier - timedelta(seconds=60),
-        lines=[LineCount(line_id=SITE.cameras[0].lines[0].id, towards=4, away=4)],
-    )  # fmt: skip
-    body = "\n".join(line_protocol(p) for p in to_points(old, site_id=SITE_ID, received_at=earlier))
-    write_influx(api, body)
+    store_count(api, earlier, "altmarkt", SITE.cameras[0].lines[0].id, towards=4, away=4)
 
     open_console(browser, api)
     assert "Operator key needed" in browser.js("return document.getElementById('analytics-gate').textContent")
@@ -677,12 +682,7 @@ def test_the_analytics_panel_shows_the_apis_figures_and_suppressed_ones_as_suppr
 def test_a_zone_history_under_k_reads_as_suppressed_never_as_0(api: Api, fleet: Fleet, browser: Browser) -> None:
     """A zone whose last day holds 5 crossings (< k = 10): the API withholds the bucket, the page says so."""
     at = utcnow() - timedelta(hours=1)
-    few = FootfallCount(
-        device_id="edge-cam-altmarkt", observed_at=at, reading_id=new_reading_id(), zone_id="prager-strasse",
-        camera_id="cam-altmarkt-north", interval_start=at - timedelta(seconds=60),
-        lines=[LineCount(line_id="pavement", towards=3, away=2)],
-    )  # fmt: skip
-    write_influx(api, "\n".join(line_protocol(p) for p in to_points(few, site_id=SITE_ID, received_at=at)))
+    store_count(api, at, "prager-strasse", "pavement", towards=3, away=2)
     history = api.get("/v1/zones/prager-strasse/history?every=5m", api.keys["operator"])
     withheld = [b for b in history["buckets"] if b["state"] != "nodata"]
     assert [(b["state"], b["entries"], b["exits"], b["lines"]) for b in withheld] == [("suppressed", None, None, [])]
@@ -711,12 +711,7 @@ def test_a_zone_history_part_under_k_reads_as_withheld_never_as_0(api: Api, flee
     (hourly), where the 5 crossings written above, if run, join this bucket and leave its exits under k.
     """
     at = utcnow() - timedelta(days=2)
-    some = FootfallCount(
-        device_id="edge-cam-altmarkt", observed_at=at, reading_id=new_reading_id(), zone_id="prager-strasse",
-        camera_id="cam-altmarkt-north", interval_start=at - timedelta(seconds=60),
-        lines=[LineCount(line_id="pavement", towards=30, away=2)],
-    )  # fmt: skip
-    write_influx(api, "\n".join(line_protocol(p) for p in to_points(some, site_id=SITE_ID, received_at=at)))
+    store_count(api, at, "prager-strasse", "pavement", towards=30, away=2)
     # The last day (5-minute buckets, as the test above reads): untouched, 0 or 5 crossings.
     history = api.get("/v1/zones/prager-strasse/history?every=5m", api.keys["operator"])
     assert all(b["state"] in ("nodata", "suppressed") for b in history["buckets"])
