@@ -367,15 +367,10 @@ def zone_peak_withheld(counts: Mapping[str, float], k: int) -> list[str]:
     ``counts``: the slot's ``entries``, ``exits`` and ``days`` (:func:`zone_weekday_peaks`). The slot is
     published when its crossings reach k (:data:`ZONE_PEAK_HOUR`), but a mean times the weekday's ``days``
     (shown beside it) gives its sum back, so each direction must reach k on its own: the k rule's primary
-    suppression (:func:`server.analytics.privacy.withhold_parts`, a group of one part each; the crossings
+    suppression (as :func:`server.analytics.privacy.withhold_parts` for a group of one part; the crossings
     themselves are not shown, so nothing is recovered by subtraction).
     """
-    out = []
-    for part in ("entries", "exits"):
-        total = int(counts[part])
-        if withhold_parts(total, [total], k)[0]:
-            out.append(f"{part}_mean")
-    return out
+    return [f"{part}_mean" for part in ("entries", "exits") if int(counts[part]) < k]
 
 
 def _busiest(slots: Mapping[int, Counts]) -> int:
