@@ -22,9 +22,12 @@ the data and libraries are loaded).
 Two sets of origins (``--origin-set``): ``stress`` (the default), 15 hand-picked windows heavy in holidays and
 lockdown onsets, and ``grid``, the textbook rolling origin (Tashman 2000, Int. J. Forecasting 16:437, sec. 2):
 local midnight every :data:`GRID_STEP_DAYS` days from the first midnight with :data:`ZONE_HISTORY_DAYS` full days
-of data before it (:func:`grid_origins`), so holidays and lockdowns enter in the share of days they hold.
+of data before it (:func:`grid_origins`), so holidays and lockdowns enter in the share of days they hold;
+``fresh`` and ``holdout``, the grid moved on by four and by two weeks (:func:`origin_set`), for estimates free
+of the selection done on the sets before them (README).
 
-Run: ``nice .venv/bin/python bench/forecast/footfall.py [--origin-set stress|grid] [--origins N] [--sensors N]
+Run: ``nice .venv/bin/python bench/forecast/footfall.py [--origin-set stress|grid|fresh|holdout] [--origins N]
+[--sensors N]
 [--out results.json] [--markdown]``
 """
 
@@ -82,6 +85,9 @@ GRID_STEP_DAYS = 56
 #: The ``fresh`` set: the grid moved on by this many days (half its step: still a Thursday, and every window
 #: four weeks from any grid window), origins never used to choose the model (README, the third round's rule).
 FRESH_SHIFT_DAYS = 28
+#: The ``holdout`` set: the grid moved on by this many days (still a Thursday, two weeks from any grid or fresh
+#: window), added with the fourth round's rule before any run on it; it chooses nothing (README).
+HOLDOUT_SHIFT_DAYS = 14
 #: Days Auckland spent at COVID-19 Alert Level 3 or 4 (local dates, first and last, inclusive), from the
 #: government's announcements (covid19.govt.nz alert-level history): AL3 from 23 Mar 2020 and AL4 from 23:59
 #: 25 Mar to 23:59 27 Apr, AL3 to 23:59 13 May; Auckland AL3 from 12:00 12 Aug to 23:59 30 Aug 2020; from 23:59
@@ -156,22 +162,31 @@ def grid_note(day: date, is_holiday: Callable[[date], bool], names: Callable[[da
 
 
 def origin_set(name: str, first_hour: datetime, end: datetime) -> list[tuple[str, str]]:
-    """(date, note) of the origins of set ``name``: ``stress`` (:data:`ORIGINS`), ``grid`` (:func:`grid_origins`)
-    or ``fresh`` (the grid moved on by :data:`FRESH_SHIFT_DAYS`, windows inside the data and sharing no day with a
-    grid or stress window: 26 Mar 2020 and 11 Jul 2024 are dropped, each the day after a stress origin): 37."""
+    """(date, note) of the origins of set ``name``: ``stress`` (:data:`ORIGINS`), ``grid`` (:func:`grid_origins`),
+    ``fresh`` (the grid moved on by :data:`FRESH_SHIFT_DAYS`, windows inside the data and sharing no day with a
+    grid or stress window: 26 Mar 2020 and 11 Jul 2024 are dropped, each the day after a stress origin): 37, or
+    ``holdout`` (the grid moved on by :data:`HOLDOUT_SHIFT_DAYS`, sharing no day with a grid, fresh or stress
+    window). Raises ``ValueError`` for another name."""
     if name == "stress":
         return list(ORIGINS)
-    if name not in ("grid", "fresh"):
-        raise ValueError(f"unknown origin set {name!r}: stress, grid or fresh")
+    if name not in ("grid", "fresh", "holdout"):
+        raise ValueError(f"unknown origin set {name!r}: stress, grid, fresh or holdout")
     import holidays
 
     cal = holidays.country_holidays("NZ", subdiv="AUK")
-    days = grid_origins(first_hour, end, ZONE_HISTORY_DAYS)
-    if name == "fresh":
-        days = [d + timedelta(days=FRESH_SHIFT_DAYS) for d in days]
+    grid = grid_origins(first_hour, end, ZONE_HISTORY_DAYS)
+    stress = [date.fromisoformat(o) for o, _ in ORIGINS]
+
+    def shifted(by: int, used: list[date]) -> list[date]:
+        days = [d + timedelta(days=by) for d in grid]
         days = [d for d in days if datetime.combine(d, datetime.min.time()) + timedelta(hours=HORIZON) <= end]
-        used = [*grid_origins(first_hour, end, ZONE_HISTORY_DAYS), *(date.fromisoformat(o) for o, _ in ORIGINS)]
-        days = [d for d in days if all(abs((d - u).days) >= 2 for u in used)]  # no day shared with a used window
+        return [d for d in days if all(abs((d - u).days) >= 2 for u in used)]  # no day shared with a used window
+
+    days = grid
+    if name == "fresh":
+        days = shifted(FRESH_SHIFT_DAYS, [*grid, *stress])
+    elif name == "holdout":
+        days = shifted(HOLDOUT_SHIFT_DAYS, [*grid, *stress, *shifted(FRESH_SHIFT_DAYS, [*grid, *stress])])
     return [(d.isoformat(), grid_note(d, lambda x: x in cal, cal.get)) for d in days]
 
 
@@ -497,7 +512,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--origin-set",
-        choices=("stress", "grid", "fresh"),
+        choices=("stress", "grid", "fresh", "holdout"),
         default="stress",
         help="stress: the 15 hand-picked windows; grid: every 56 days from the first full year (Tashman 2000)",
     )

@@ -131,3 +131,19 @@ def test_fresh_origins_are_the_grid_four_weeks_on_and_share_no_window() -> None:
     assert last + timedelta(hours=HORIZON) <= END
     used = grid + [date.fromisoformat(d) for d, _ in ORIGINS]
     assert all(abs((f - u).days) >= 2 for f in fresh for u in used)  # 48-hour windows: none overlaps
+
+
+def test_holdout_origins_are_the_grid_two_weeks_on_and_share_no_window_with_any_set() -> None:
+    grid = [date.fromisoformat(d) for d, _ in origin_set("grid", FIRST, END)]
+    fresh = [date.fromisoformat(d) for d, _ in origin_set("fresh", FIRST, END)]
+    holdout = [date.fromisoformat(d) for d, _ in origin_set("holdout", FIRST, END)]
+    stress = [date.fromisoformat(d) for d, _ in ORIGINS]
+    shifted = [d + timedelta(days=14) for d in grid]
+    assert set(holdout) <= set(shifted) and len(holdout) >= len(shifted) - 3
+    assert {d.weekday() for d in holdout} == {3}
+    assert datetime.combine(holdout[-1], datetime.min.time()) + timedelta(hours=HORIZON) <= END
+    assert all(abs((h - u).days) >= 2 for h in holdout for u in grid + fresh + stress)
+    dropped = set(shifted) - set(holdout)
+    assert all(any(abs((d - u).days) < 2 for u in stress) or d > END.date() for d in dropped)
+    with pytest.raises(ValueError, match="unknown origin set"):
+        origin_set("latest", FIRST, END)
