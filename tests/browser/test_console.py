@@ -16,7 +16,9 @@ chart's path is exercised. The zone history and alerts are checked as the
 server has them: a chart (or "no history in this span") and a table (or "no
 alerts") when it does, "not available on this server" when it does not. The
 fleet's bay readings are also written to InfluxDB (as the gateway would), so
-a real history endpoint has something to answer.
+a real history endpoint has something to answer. A live 15-minute window with
+one direction under k is played on a second server of its own (no fleet), so
+the fleet's crossings never join it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -164,8 +167,9 @@ class Api:
         return r.json()
 
 
-@pytest.fixture(scope="module")
-def api(mosquitto: Service, influxd: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+@contextmanager
+def serve(mosquitto: Service, influxd: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """The server on the demo site under uvicorn, with its own topic prefix, database and keys."""
     prefix = f"t{uuid.uuid4().hex[:10]}"
     db = f"t{uuid.uuid4().hex[:10]}"
     influx_url = f"http://{influxd.host}:{influxd.port}"
@@ -204,6 +208,12 @@ def api(mosquitto: Service, influxd: Service, tmp_path_factory: pytest.TempPathF
         assert not thread.is_alive(), "uvicorn did not stop"
         q = urllib.parse.urlencode({"q": f'DROP DATABASE "{db}"'}).encode()
         urllib.request.urlopen(f"{influx_url}/query", data=q, timeout=10).read()
+
+
+@pytest.fixture(scope="module")
+def api(mosquitto: Service, influxd: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    with serve(mosquitto, influxd, tmp_path_factory) as started:
+        yield started
 
 
 # -- the fleet -----------------------------------------------------------------------------------------------
@@ -740,3 +750,64 @@ def test_a_zone_history_part_under_k_reads_as_withheld_never_as_0(api: Api, flee
     assert "entries" in labels and "exits" in labels
     browser.screenshot("07b-history-part-withheld")
     no_console_errors(browser)
+
+
+def test_a_live_direction_under_k_reads_as_withheld_never_as_0(
+    mosquitto: Service, influxd: Service, tmp_path_factory: pytest.TempPathFactory, browser: Browser
+) -> None:
+    """12 in and 3 out in the last full quarter hour (15 crossings, k = 10): the window is published, its 3 exits
+    are not, and the zones table reads "12 / < k" and a trend of "< k people".
+
+    On a server of its own: the shared fleet's interval (141 in, 108 out) would join the quarter whenever a
+    quarter hour ends between the fleet's start and this test, and no direction of it would be under k.
+    """
+    camera = SITE.cameras[0]
+    with serve(mosquitto, influxd, tmp_path_factory) as quiet:
+        cam = Fleet(quiet.broker, quiet.prefix)
+        try:
+            # The quarter under test is the one before now: the checks must be done before the next one ends.
+            if 900 - time.time() % 900 < 45:
+                time.sleep(900 - time.time() % 900 + 1)
+            now = utcnow()
+            quarter_end = datetime.fromtimestamp(now.timestamp() // 900 * 900, UTC)
+
+            def interval(at: datetime, towards: tuple[int, int], away: tuple[int, int]) -> FootfallCount:
+                return FootfallCount(
+                    device_id=camera.device, observed_at=at, reading_id=new_reading_id(), zone_id="altmarkt",
+                    camera_id=camera.id, interval_start=at - timedelta(seconds=60),
+                    lines=[LineCount(line_id=ln.id, towards=t, away=a)
+                           for ln, t, a in zip(camera.lines[::2], towards, away, strict=True)],
+                )  # fmt: skip
+
+            # The camera's minute now (nobody crossed): the zone's camera works, and the server has a fresh sample
+            # of the camera's clock, so a minute it sends late is placed when it was counted, not when it arrived.
+            cam.publish([interval(now, (0, 0), (0, 0))])
+            wait_for(lambda: quiet.get("/v1/zones/altmarkt")["state"] == "ok", what="the camera's minute")
+            # ... and a minute from the middle of the last full quarter hour, sent late (as after an outage).
+            cam.publish([interval(quarter_end - timedelta(seconds=450), (7, 5), (2, 1))])
+            zone = wait_for(
+                lambda: (z := quiet.get("/v1/zones/altmarkt"))["last_15m"]["state"] != "nodata" and z,
+                what="the late minute in the last quarter hour",
+            )
+            flow = zone["last_15m"]
+            assert flow["start"] == (quarter_end - timedelta(seconds=900)).isoformat().replace("+00:00", "Z")
+            assert (flow["state"], flow["entries"], flow["exits"], flow["withheld"]) == ("ok", 12, None, ["exits"])
+            # The net flow would narrow the 3 exits down: no trend either.
+            assert zone["state"] == "ok" and zone["trend"] == "suppressed"
+
+            open_console(browser, quiet)
+            cells = (
+                "const heads = [...document.querySelectorAll('#zones-table thead th')].map(th => th.textContent);"
+                " const row = document.querySelector('#zones-table tr[data-id=\"altmarkt\"]');"
+                " return row && Object.fromEntries(heads.map((th, i) => [th, row.children[i].textContent]));"
+            )
+            row = wait_for(lambda: browser.js(cells), what="the Altmarkt row")
+            assert row["In / out, last full 15 min"] == "12 / < k", row
+            assert row["Trend"] == "< k people", row
+            # Nothing moved meanwhile: the page shows the quarter the API answered for.
+            assert quiet.get("/v1/zones/altmarkt")["last_15m"] == flow
+            browser.screenshot("08-live-direction-under-k")
+            no_console_errors(browser)
+            browser.driver.get("about:blank")  # no event stream left open on a server about to stop
+        finally:
+            cam.close()
