@@ -31,7 +31,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -64,6 +64,7 @@ from gateway.influx import line_protocol
 from server.app import create_app
 from server.auth import OperatorDep
 from server.keys import add_key
+from server.live import Clock
 from tests.browser.conftest import Browser
 from tests.conftest import mqtt_access, wait_for
 from tests.integration.test_server import settings_for
@@ -168,8 +169,20 @@ class Api:
 
 
 @contextmanager
-def serve(mosquitto: Service, influxd: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    """The server on the demo site under uvicorn, with its own topic prefix, database and keys."""
+def serve(
+    mosquitto: Service,
+    influxd: Service,
+    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    seed: Callable[[str, str], None] | None = None,
+    clock: Clock = utcnow,
+    **settings_kw: Any,
+) -> Iterator[Api]:
+    """The server on the demo site under uvicorn, with its own topic prefix, database and keys.
+
+    ``seed(influx_url, db)`` writes history before the server starts (so its first forecast run reads it);
+    ``clock`` is the server's; ``settings_kw`` are further server settings (``forecast_refresh_s``).
+    """
     prefix = f"t{uuid.uuid4().hex[:10]}"
     db = f"t{uuid.uuid4().hex[:10]}"
     influx_url = f"http://{influxd.host}:{influxd.port}"
@@ -185,8 +198,11 @@ def serve(mosquitto: Service, influxd: Service, tmp_path_factory: pytest.TempPat
         db,
         keys_file=keyfile,
         state_dir=tmp_path_factory.mktemp("console-state"),
+        **settings_kw,
     )
-    app = create_app(settings)
+    if seed is not None:
+        seed(influx_url, db)
+    app = create_app(settings, clock=clock)
     paths = route_paths(app)
     if LOT_HISTORY not in paths:
         app.include_router(history_stand_in())
