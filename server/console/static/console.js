@@ -32,6 +32,7 @@
     selectedSign: null, signFeed: null, signState: null,
     history: { kind: null, id: null, chart: null, data: null },
     analytics: { index: null, choice: null },
+    forecast: { chart: null, seq: 0 },
     live: null, poll: null,
     marks: {},
   };
@@ -1057,6 +1058,171 @@
     gate("#analytics-gate", errors.length ? `Some figures could not be loaded: ${errors.join("; ")}` : "", errors.length > 0);
   }
 
+  // -- forecasts (docs/forecast.md) ----------------------------------------------------------------------
+
+  const FORECAST = {
+    zone: { template: "/v1/zones/{}/forecast", path: (id) => `v1/zones/${encodeURIComponent(id)}/forecast` },
+    lot: { template: "/v1/parking/lots/{}/forecast", path: (id) => `v1/parking/lots/${encodeURIComponent(id)}/forecast` },
+  };
+  /** The server's default refresh (DISTRICT_SERVER_FORECAST_REFRESH_S): the API does not say the one in use. */
+  const FORECAST_REFRESH_S = 3600;
+  const FORECAST_WORDS = {
+    pending: "no forecast yet: the server's first run has not finished",
+    insufficient_history: "not enough history yet",
+    unavailable: "forecast unavailable",
+  };
+
+  function fillForecastChoices(plan) {
+    const sel = $("#forecast-of");
+    const group = (label, kind, items) => h("optgroup", { label },
+      ...items.map((it) => h("option", { value: `${kind}:${it.id}` }, it.name)));
+    sel.replaceChildren(group("Zones", "zone", plan.zones), group("Parking lots", "lot", plan.lots));
+    const first = plan.zones[0] ? `zone:${plan.zones[0].id}` : plan.lots[0] ? `lot:${plan.lots[0].id}` : "";
+    if (first) sel.value = first;
+  }
+
+  function clearForecast() {
+    if (S.forecast.chart) {
+      S.forecast.chart.destroy();
+      S.forecast.chart = null;
+    }
+    $("#forecast-chart").replaceChildren();
+    $("#forecast-chart").classList.remove("stale");
+    for (const id of ["#forecast-stale", "#forecast-summary", "#forecast-arrival-answer"]) {
+      $(id).hidden = true;
+      $(id).textContent = "";
+    }
+  }
+
+  /** Whether a forecast made at ``madeAt`` (ISO) is stale at ``nowMs``: older than twice the refresh interval. */
+  function forecastStale(madeAt, nowMs) {
+    const t = Date.parse(madeAt);
+    return !Number.isFinite(t) || (nowMs - t) / 1000 > 2 * FORECAST_REFRESH_S;
+  }
+
+  const bandText = (b, pct) => `${b.mean} (${pct} %: ${b.lower}${dash}${b.upper})`;
+  const hourOf = (iso) => new Date(iso).toLocaleString("en-GB", {
+    timeZone: S.tz, weekday: "short", day: "2-digit", month: "short", hour: "2-digit", minute: "2-digit", hourCycle: "h23",
+  });
+  const clockOf = (iso) => new Date(iso).toLocaleTimeString("en-GB", {
+    timeZone: S.tz, hour: "2-digit", minute: "2-digit", hourCycle: "h23",
+  });
+  const dayOf = (iso) => new Date(iso).toLocaleDateString("en-GB", { timeZone: S.tz, day: "2-digit", month: "short", year: "numeric" });
+
+  /** The point forecast as a line, its interval as a filled band (uPlot ``bands``), in the site's time. */
+  function drawForecastChart(xs, bands, title, what, pct) {
+    const box = $("#forecast-chart");
+    if (typeof window.uPlot !== "function") {
+      box.append(h("p", { class: "muted" }, "The chart library did not load."));
+      return;
+    }
+    const edge = { stroke: "rgba(31, 119, 180, 0.45)", width: 1 };
+    const opts = {
+      title,
+      width: Math.max(320, box.clientWidth || 800),
+      height: 260,
+      scales: { x: { time: true } },
+      tzDate: (ts) => window.uPlot.tzDate(new Date(ts * 1e3), S.tz),
+      axes: [{ values: (u, splits) => timeTicks(splits) }, {}],
+      series: [{}, { label: `${pct} % lower`, ...edge }, { label: `${pct} % upper`, ...edge },
+        { label: what, stroke: COLORS[0], width: 2 }],
+      bands: [{ series: [2, 1], fill: "rgba(31, 119, 180, 0.18)" }],
+    };
+    const cols = [xs, bands.map((b) => b.lower), bands.map((b) => b.upper), bands.map((b) => b.mean)];
+    S.forecast.chart = new window.uPlot(opts, cols, box);
+    box.dataset.points = String(xs.length);
+  }
+
+  function showForecast(kind, id, data, asked) {
+    clearForecast();
+    const section = $("#forecast-section");
+    section.dataset.status = data.status;
+    const points = Array.isArray(data.points) ? data.points : [];
+    if (data.status !== "ok" || !points.length) {
+      // No chart and no number: a forecast that is not there is said in words, never drawn as 0.
+      const words = FORECAST_WORDS[data.status] || `no forecast (${data.status})`;
+      gate("#forecast-gate", data.detail ? `${words}: ${data.detail}` : words, true);
+      return;
+    }
+    gate("#forecast-gate", "");
+    const pct = Math.round((data.coverage || 0.8) * 100);
+    const made = `made at ${fmtTime(data.made_at)}, from history since ${dayOf(data.history_from)}, ${pct} % interval`;
+    const stale = forecastStale(data.made_at, Date.now());
+    section.dataset.stale = stale ? "1" : "0";
+    if (stale) {
+      const st = $("#forecast-stale");
+      st.textContent = `stale: made at ${fmtTime(data.made_at)}, over ${fmtAge(2 * FORECAST_REFRESH_S)} ago (the server`
+        + ` refreshes every ${fmtAge(FORECAST_REFRESH_S)}): the figures below are old, not a current forecast.`;
+      st.hidden = false;
+      $("#forecast-chart").classList.add("stale");
+    }
+    const xs = points.map((p) => Date.parse(p.start) / 1000);
+    const name = $("#forecast-of").selectedOptions[0] ? $("#forecast-of").selectedOptions[0].textContent : id;
+    const summary = $("#forecast-summary");
+    if (kind === "zone") {
+      const bands = points.map((p) => p.entries);
+      let top = 0;
+      for (let i = 1; i < bands.length; i++) if (bands[i].mean > bands[top].mean) top = i;
+      const p = points[top];
+      summary.replaceChildren(h("span", { id: "forecast-peak", "data-start": p.start, "data-mean": String(p.entries.mean),
+        "data-lower": String(p.entries.lower), "data-upper": String(p.entries.upper) },
+      `Busiest expected hour: ${hourOf(p.start)}${dash}${clockOf(p.end)}, ${bandText(p.entries, pct)} entries`),
+      `; ${made}.`);
+      drawForecastChart(xs, bands, `${name}: expected entries per hour, next ${points.length} h`, "expected entries", pct);
+    } else {
+      summary.replaceChildren(h("span", { id: "forecast-total", "data-total": String(data.total) },
+        `${data.total} bays in all`), `; ${made}.`);
+      const answer = $("#forecast-arrival-answer");
+      const a = data.arrival;
+      answer.dataset.asked = asked || "";
+      if (a) {
+        answer.dataset.free = a.free ? String(a.free.mean) : "";
+        answer.textContent = a.free
+          ? `Expected free at your arrival (${hourOf(a.at)}): ${bandText(a.free, pct)}`
+          : `Arrival at ${hourOf(a.at)}: outside the forecast.`;
+        answer.hidden = false;
+      }
+      drawForecastChart(xs, points.map((p) => p.free),
+        `${name}: expected free bays of ${data.total}, next ${Math.round(points.length / 4)} h`, "expected free bays", pct);
+    }
+    summary.hidden = false;
+  }
+
+  async function loadForecast() {
+    const choice = $("#forecast-of").value;
+    const seq = ++S.forecast.seq;
+    if (!choice) {
+      clearForecast();
+      gate("#forecast-gate", "Nothing on this site to forecast.", true);
+      return;
+    }
+    const [kind, ...rest] = choice.split(":");
+    const id = rest.join(":");
+    const spec = FORECAST[kind];
+    $("#forecast-arrival-label").hidden = kind !== "lot";
+    if (hasPath(spec.template) === false) {
+      clearForecast();
+      gate("#forecast-gate", "Forecasts are not available on this server.", true);
+      return;
+    }
+    let path = spec.path(id);
+    let asked = null;
+    if (kind === "lot") {
+      asked = new Date(Date.now() + (Number($("#forecast-arrival").value) || 30) * 60000).toISOString();
+      path += `?${new URLSearchParams({ arrival: asked })}`;
+    }
+    const r = await api(path);
+    if (seq !== S.forecast.seq) return; // another was asked meanwhile
+    if (r.status === 200 && r.data) {
+      showForecast(kind, id, r.data, asked);
+      return;
+    }
+    clearForecast();
+    $("#forecast-section").dataset.status = "error";
+    if (r.status === 404 && hasPath(spec.template) !== true) gate("#forecast-gate", "Forecasts are not available on this server.", true);
+    else gate("#forecast-gate", `The forecast could not be loaded: ${detailOf(r)}`, true);
+  }
+
   // -- signs and overrides ------------------------------------------------------------------------
 
   function localInput(d) {
@@ -1196,12 +1362,16 @@
     $("#history-span").addEventListener("change", loadHistory);
     $("#analytics-of").addEventListener("change", loadAnalytics);
     $("#analytics-span").addEventListener("change", loadAnalytics);
+    $("#forecast-of").addEventListener("change", loadForecast);
+    $("#forecast-arrival").addEventListener("change", loadForecast);
     $("#override-form").addEventListener("submit", setOverride);
     $("#ov-clear").addEventListener("click", clearOverride);
     $("#ov-mode").addEventListener("change", updateOverrideGate);
     window.addEventListener("resize", () => {
       const c = S.history.chart;
       if (c) c.setSize({ width: Math.max(320, $("#history-chart").clientWidth), height: 280 });
+      const f = S.forecast.chart;
+      if (f) f.setSize({ width: Math.max(320, $("#forecast-chart").clientWidth), height: 260 });
     });
   }
 
@@ -1224,12 +1394,15 @@
     document.title = `${site.data.name}: district console`;
     buildPlan(site.data);
     fillHistoryChoices(site.data);
+    fillForecastChoices(site.data);
     markSelected();
     connectLive();
     await applyKey();
     setInterval(tick, 5000);
     setInterval(refreshOperator, 5000);
     setInterval(() => { if (atLeast("operator")) { loadHistory(); loadAnalytics(); } }, 60000);
+    loadForecast(); // public (docs/forecast.md): no key needed
+    setInterval(loadForecast, 60000);
     document.body.dataset.ready = "1";
   }
 
