@@ -98,6 +98,12 @@ class ForecastService:
         self.lots: dict[str, ForecastState] = {lot.id: ForecastState("pending") for lot in site.parking}
         self.runs = 0
 
+    def stale(self, state: ForecastState) -> bool:
+        """Whether ``state`` was made more than twice ``refresh_s`` before the service's clock: the schedule has
+        stopped (a fit that never returned, a refresh task that died), so its figures are old, not a forecast
+        of now. A state never made (``pending``) is not stale."""
+        return state.made_at is not None and (self.clock() - state.made_at).total_seconds() > 2 * self.refresh_s
+
     async def run(self) -> None:
         """Refresh now and then every ``refresh_s`` until cancelled."""
         while True:

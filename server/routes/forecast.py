@@ -54,6 +54,12 @@ class ForecastMeta(BaseModel):
     history_from: datetime | None = Field(None, description="The first step of history the fit read.")
     coverage: float | None = Field(None, description="Nominal central coverage of each interval (0.8).")
     step_s: int
+    refresh_s: float | None = Field(None, description="How often the server refits its forecasts, in seconds.")
+    stale: bool = Field(
+        False,
+        description="True when `made_at` is more than twice `refresh_s` before the server's clock: the schedule"
+        " has stopped and these figures are old; a display must not show them as a forecast of now.",
+    )
     model: str = "lightgbm direct multi-horizon, locally weighted split-conformal intervals (docs/forecast.md)"
 
 
@@ -88,9 +94,11 @@ _404: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _meta(state: ForecastState, tz: tzinfo, step_s: int) -> dict[str, Any]:
+def _meta(state: ForecastState, tz: tzinfo, step_s: int, service: ForecastService | None) -> dict[str, Any]:
     fc = state.result
     return {
+        "refresh_s": service.refresh_s if service else None,
+        "stale": service.stale(state) if service else False,
         "status": state.status,
         "detail": state.detail,
         "made_at": state.made_at.astimezone(tz) if state.made_at else None,
@@ -126,7 +134,7 @@ async def zone_forecast(
                     entries=Band(mean=_r(fc.mean[i]), lower=_r(fc.lower[i]), upper=_r(fc.upper[i])),
                 )
             )
-    return ZoneForecast(zone_id=zone_id, points=points, **_meta(state, tz, 3600))
+    return ZoneForecast(zone_id=zone_id, points=points, **_meta(state, tz, 3600, service))
 
 
 @router.get(
@@ -157,7 +165,7 @@ async def lot_forecast(
             occ = Band(mean=_r(fc.mean[i]), lower=_r(fc.lower[i]), upper=_r(fc.upper[i]))
             free = Band(mean=_r(total - fc.mean[i]), lower=_r(total - fc.upper[i]), upper=_r(total - fc.lower[i]))
             points.append(LotPoint(start=t.astimezone(tz), end=(t + fc.step).astimezone(tz), occupied=occ, free=free))
-    out = LotForecast(lot_id=lot_id, total=total, points=points, **_meta(state, tz, 900))
+    out = LotForecast(lot_id=lot_id, total=total, points=points, **_meta(state, tz, 900, service))
     if when is not None:
         band = at_arrival(state, when)
         out.arrival = Arrival(

@@ -98,6 +98,7 @@ def test_forecasts_from_stored_history(tmp_path: Path, mosquitto: Service, store
         zone = api.get("/v1/zones/square/forecast").json()
         assert zone["status"] == "ok", zone
         assert len(zone["points"]) == 48 and zone["step_s"] == 3600 and zone["coverage"] == 0.8
+        assert (zone["refresh_s"], zone["stale"]) == (REFRESH_S, False)
         first = datetime.fromisoformat(zone["points"][0]["start"])
         assert first.astimezone(UTC) in (NOW, NOW + timedelta(hours=1))  # the hour may turn during the test
         errors = []

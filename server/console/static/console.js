@@ -1064,7 +1064,7 @@
     zone: { template: "/v1/zones/{}/forecast", path: (id) => `v1/zones/${encodeURIComponent(id)}/forecast` },
     lot: { template: "/v1/parking/lots/{}/forecast", path: (id) => `v1/parking/lots/${encodeURIComponent(id)}/forecast` },
   };
-  /** The server's default refresh (DISTRICT_SERVER_FORECAST_REFRESH_S): the API does not say the one in use. */
+  /** The server's default refresh (DISTRICT_SERVER_FORECAST_REFRESH_S), for a server that does not say its own. */
   const FORECAST_REFRESH_S = 3600;
   const FORECAST_WORDS = {
     pending: "no forecast yet: the server's first run has not finished",
@@ -1094,11 +1094,13 @@
     }
   }
 
-  /** Whether a forecast made at ``madeAt`` (ISO) is stale at ``nowMs``: older than twice the refresh interval. */
-  function forecastStale(madeAt, nowMs) {
-    const t = Date.parse(madeAt);
-    return !Number.isFinite(t) || (nowMs - t) / 1000 > 2 * FORECAST_REFRESH_S;
+  /** Whether a forecast is stale: the server says so (its clock), or ``made_at`` is older than twice the
+   *  server's refresh interval by this browser's clock at ``nowMs`` (a server whose own clock is wrong). */
+  function forecastStale(data, nowMs) {
+    const t = Date.parse(data.made_at);
+    return data.stale === true || !Number.isFinite(t) || (nowMs - t) / 1000 > 2 * forecastRefresh(data);
   }
+  const forecastRefresh = (data) => (data.refresh_s > 0 ? data.refresh_s : FORECAST_REFRESH_S);
 
   const bandText = (b, pct) => `${b.mean} (${pct} %: ${b.lower}${dash}${b.upper})`;
   const hourOf = (iso) => new Date(iso).toLocaleString("en-GB", {
@@ -1147,12 +1149,13 @@
     gate("#forecast-gate", "");
     const pct = Math.round((data.coverage || 0.8) * 100);
     const made = `made at ${fmtTime(data.made_at)}, from history since ${dayOf(data.history_from)}, ${pct} % interval`;
-    const stale = forecastStale(data.made_at, Date.now());
+    const stale = forecastStale(data, Date.now());
     section.dataset.stale = stale ? "1" : "0";
     if (stale) {
       const st = $("#forecast-stale");
-      st.textContent = `stale: made at ${fmtTime(data.made_at)}, over ${fmtAge(2 * FORECAST_REFRESH_S)} ago (the server`
-        + ` refreshes every ${fmtAge(FORECAST_REFRESH_S)}): the figures below are old, not a current forecast.`;
+      const every = forecastRefresh(data);
+      st.textContent = `stale: made at ${fmtTime(data.made_at)}, over ${fmtAge(2 * every)} ago (the server`
+        + ` refreshes every ${fmtAge(every)}): the figures below are old, not a current forecast.`;
       st.hidden = false;
       $("#forecast-chart").classList.add("stale");
     }
