@@ -133,11 +133,6 @@ class ModelConfig:
     #: it (the "lag 24 h beside lag 168 h" of day-ahead load forecasting; Hong & Fan 2016, Int. J. Forecasting
     #: 32:914, sec. 3). Kept on bench/forecast by a rule written before the runs (its README).
     recent_day: bool = True
-    #: Recency by sampling: each training origin is kept with probability ``0.5 ** (age / half_life)`` (age in
-    #: days from it to the forecast origin), drawn with a fixed seed; ``inf`` keeps every origin. In expectation
-    #: the sample carries exponential-forgetting weights (Hong & Fan 2016, sec. 3) while the fit stays unweighted
-    #: (LightGBM's absolute loss renews weighted leaves with a slower weighted percentile).
-    recency_half_life_days: float = math.inf
 
     def __post_init__(self) -> None:
         if self.steps_per_day <= 0 or 86_400 % self.steps_per_day:
@@ -146,10 +141,6 @@ class ModelConfig:
             raise ForecastError("bad_input", f"coverage must lie in (0, 1), got {self.coverage}")
         if self.stride <= 0 or self.max_history_days < 7 * MIN_HISTORY_WEEKS or self.folds < 2:
             raise ForecastError("bad_input", "stride > 0, max_history_days >= 28 and folds >= 2 are required")
-        if not self.recency_half_life_days > 0:
-            raise ForecastError(
-                "bad_input", f"recency_half_life_days must be > 0 (inf: keep all), got {self.recency_half_life_days}"
-            )
         if self.point_objective not in ("regression", "l1"):
             raise ForecastError(
                 "bad_input", f"point_objective must be 'regression' or 'l1', got {self.point_objective!r}"
@@ -432,10 +423,6 @@ def _design(
 
     # Training origins: every stride steps from two weeks in (two seasonal lags) to the last full horizon.
     origins = np.arange(2 * w, n - horizon + 1, cfg.stride, dtype=np.int64)
-    if math.isfinite(cfg.recency_half_life_days):
-        age_days = (n - origins) / cfg.steps_per_day
-        kept = np.random.default_rng(0).random(len(origins)) < 0.5 ** (age_days / cfg.recency_half_life_days)
-        origins = origins[kept]
     x = _features(y_ext, cal, origins, horizon, cfg)
     target = y_ext[(origins[:, None] + np.arange(horizon)[None, :]).ravel()]
     if np.count_nonzero(~np.isnan(target)) < 50 * horizon:

@@ -15,7 +15,6 @@ from server.forecast.model import (
     ForecastError,
     ModelConfig,
     _conformal_quantiles,
-    _design,
     _features,
     _level,
     calendar,
@@ -169,10 +168,7 @@ def test_level_is_last_weeks_mean_plus_one_with_a_four_week_fallback() -> None:
     assert np.isnan(_level(np.full(4 * 168, np.nan), np.array([4 * 168]), cfg)[0])
 
 
-@pytest.mark.parametrize(
-    "cfg",
-    [ModelConfig(), ModelConfig(recent_day=True, learning_rate=0.1), ModelConfig(recency_half_life_days=30.0)],
-)
+@pytest.mark.parametrize("cfg", [ModelConfig(), ModelConfig(recent_day=True, learning_rate=0.1)])
 def test_point_forecast_is_the_full_forecasts_mean(cfg: ModelConfig) -> None:
     """The screening path (one fit, no intervals) gives the full forecast's point values exactly."""
     y = synthetic(8, seed=3)
@@ -199,25 +195,3 @@ def test_recent_day_inputs_are_the_latest_day_before_the_origin_and_a_week_befor
     assert np.all(lag_day < o) and np.all(lag_day >= o - 48)
     assert np.array_equal(week, lag_day - 168)
     assert ModelConfig(recent_day=False).features == FEATURES  # off: the columns before it, unchanged
-
-
-def test_recency_sampling_keeps_origins_at_the_half_life_rate() -> None:
-    """With a half-life, a training origin ``a`` days old is kept with probability ``0.5 ** (a / half_life)``:
-    the share kept in each band of age follows it, the count is the expected one within four standard
-    deviations, and ``inf`` keeps every origin. A half-life of 0 or below is refused."""
-    y = synthetic(30, seed=5)
-    args = (y, START, 48, TZ, lambda _d: False)
-    every = _design(*args, ModelConfig(), 0.0, np.inf).origins
-    assert np.array_equal(every, np.arange(2 * 168, len(y) - 48 + 1, 6))
-    kept = _design(*args, ModelConfig(recency_half_life_days=35.0), 0.0, np.inf).origins
-    assert set(kept) < set(every)
-    p = 0.5 ** ((len(y) - every) / 24 / 35.0)
-    assert abs(len(kept) - p.sum()) < 4 * np.sqrt(np.sum(p * (1 - p)))
-    age = (len(y) - kept) / 24
-    young, old = np.count_nonzero(age < 35), np.count_nonzero(age >= 140)
-    assert young > 0.6 * np.count_nonzero((len(y) - every) / 24 < 35)
-    assert old < 0.2 * np.count_nonzero((len(y) - every) / 24 >= 140)
-    for bad in (0.0, -1.0):
-        with pytest.raises(ForecastError) as err:
-            ModelConfig(recency_half_life_days=bad)
-        assert err.value.code == "bad_input"
