@@ -21,8 +21,14 @@ Parking score (minutes of walking each term is worth; lower is better)::
 
     spaces    = free - reserve + 1    (bays that can fill before the lot shows full)
     trend_min = FILLING_MIN if the lot is filling, else 0       (no arrive_in_min)
-              = risk(spaces_at_arrival) - risk(spaces)          (arrive_in_min, known trend)
-    spaces_at_arrival = max(0, spaces + free_change / window_s * arrive_in_min * 60)
+              = risk(spaces_at_arrival) - risk(spaces)          (arrive_in_min, and a trend or a forecast)
+    spaces_at_arrival = max(0, spaces + change by the arrival), the change (``arrival_basis``):
+      trend:               free_change / window_s * arrive_in_min * 60   (no forecast, or arrival within window_s)
+      trend_then_forecast: the trend over its own window_s, then the forecast's change to the arrival
+      forecast:            the forecast's change from now to the arrival  (trend unknown)
+    The forecast's change is read from the lot's fresh forecast (``ForecastChange``) and added to the live
+    count, so its level error cancels; a 10-minute trend is never stretched over hours when a forecast knows
+    the day's shape.
 
 Tiers
     Only lots that are fresh, ``open`` (so at least one space beyond the
@@ -42,7 +48,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from contracts.site import COMPARTMENT_SIZES, CompartmentSize, CoordsConfig, SiteConfig
@@ -217,7 +223,13 @@ class _Judged:
     score: float | None
     parts: models.GuidanceScoreParts | None
     at_arrival: float | None
+    basis: models.ArrivalBasis | None
     reasons: list[str]
+
+
+#: ``(lot id, from_min, to_min)`` -> the change in the lot's free bays its forecast expects between those
+#: minutes from now, or None when no fresh forecast spans both (``server.forecast.service``, via the route).
+ForecastChange = Callable[[str, float, float], float | None]
 
 
 def rank_parking(
@@ -226,6 +238,7 @@ def rank_parking(
     destination: Destination,
     *,
     arrive_in_min: float | None = None,
+    forecast_change: ForecastChange | None = None,
     limit: int = 5,
     include_unavailable: bool = False,
 ) -> models.ParkingGuidance:
@@ -233,9 +246,11 @@ def rank_parking(
 
     At most ``limit`` available lots, by score (then walking distance, then
     id); with ``include_unavailable``, then at most ``limit`` unavailable ones,
-    nearest first, each with its reason.
+    nearest first, each with its reason. ``forecast_change`` (with
+    ``arrive_in_min``) lets the spaces at arrival follow the lots' forecasts
+    beyond the live trend's window (module docstring).
     """
-    judged = [_judge_lot(site, lot, destination, arrive_in_min) for lot in lots]
+    judged = [_judge_lot(site, lot, destination, arrive_in_min, forecast_change) for lot in lots]
     outside = bool(judged) and min(j.walk_m for j in judged) > MAX_WALK_M
     ok = sorted((j for j in judged if j.reason is None), key=_by_score)
     not_ok = sorted((j for j in judged if j.reason is not None), key=lambda j: (j.walk_m, j.lot.id))
@@ -288,7 +303,13 @@ def _nearest_entrance(
     )
 
 
-def _judge_lot(site: SiteConfig, lot: models.ParkingLot, dest: Destination, arrive_in_min: float | None) -> _Judged:
+def _judge_lot(
+    site: SiteConfig,
+    lot: models.ParkingLot,
+    dest: Destination,
+    arrive_in_min: float | None,
+    forecast_change: ForecastChange | None,
+) -> _Judged:
     metres, coords, entrance_name = _nearest_entrance(site, lot, dest)
     metres = round(metres, 1)
     entrance = models.GuidanceEntrance(name=entrance_name, coords=models.Coords(lat=coords.lat, lng=coords.lng))
@@ -313,7 +334,7 @@ def _judge_lot(site: SiteConfig, lot: models.ParkingLot, dest: Destination, arri
     walk = f"{w:.1f} min walk ({_distance(metres)} {where})"
     if reason is not None:
         sentence = _unavailable_sentence(lot, reason, reserve, metres)
-        return _Judged(lot, entrance, metres, reserve, spaces, reason, None, None, None, [sentence, walk])
+        return _Judged(lot, entrance, metres, reserve, spaces, reason, None, None, None, None, [sentence, walk])
 
     reasons = [f"{walk}: +{w:.2f}"]
     risk = space_risk_min(spaces)
@@ -322,20 +343,41 @@ def _judge_lot(site: SiteConfig, lot: models.ParkingLot, dest: Destination, arri
 
     trend = lot.trend
     at_arrival: float | None = None
+    basis: models.ArrivalBasis | None = None
     usable = trend.free_change is not None and trend.window_s >= MIN_TREND_WINDOW_S and trend.direction != "unknown"
     change = ""
     if trend.free_change is not None:
         bays = _plural(abs(trend.free_change), "bay")
         change = f"{trend.free_change:+d} {bays} in {trend.window_s / 60:.0f} min"
-    if arrive_in_min is not None and usable:
-        assert trend.free_change is not None
-        rate = trend.free_change / trend.window_s
-        at_arrival = max(0.0, min(float(lot.total), spaces + rate * arrive_in_min * 60.0))
+    later: float | None = None  # the forecast's change after the trend's span, to the arrival
+    span_min = 0.0  # minutes the live trend is projected over
+    if arrive_in_min is not None:
+        span_min = min(arrive_in_min, trend.window_s / 60) if usable else 0.0
+        if forecast_change is not None and arrive_in_min > span_min:
+            later = forecast_change(lot.id, span_min, arrive_in_min)
+        if usable and later is None:
+            span_min = arrive_in_min  # no forecast: the trend all the way, as before forecasts
+    if arrive_in_min is not None and (usable or later is not None):
+        rate = trend.free_change / trend.window_s if usable and trend.free_change is not None else 0.0
+        moved = rate * span_min * 60.0 + (later or 0.0)
+        at_arrival = max(0.0, min(float(lot.total), spaces + moved))
         trend_min = _zero(space_risk_min(at_arrival) - risk)
-        reasons.append(
-            f"{trend.direction} ({change}): about {at_arrival:.0f} {_plural(round(at_arrival), 'space')} left"
-            f" on arrival in {arrive_in_min:g} min: {trend_min:+.2f}"
-        )
+        left = f"about {at_arrival:.0f} {_plural(round(at_arrival), 'space')} left on arrival in {arrive_in_min:g} min"
+        if later is None:
+            basis = "trend"
+            reasons.append(f"{trend.direction} ({change}): {left}: {trend_min:+.2f}")
+        elif usable:
+            basis = "trend_then_forecast"
+            reasons.append(
+                f"{trend.direction} ({change}) for {span_min:g} min, then the forecast's {later:+.0f}"
+                f" {_plural(round(abs(later)), 'bay')}: {left}: {trend_min:+.2f}"
+            )
+        else:
+            basis = "forecast"
+            reasons.append(
+                f"trend unknown; the forecast's {later:+.0f} {_plural(round(abs(later)), 'bay')}: {left}:"
+                f" {trend_min:+.2f}"
+            )
     elif trend.direction == "filling":
         trend_min = FILLING_MIN
         reasons.append(f"filling ({change}): +{trend_min:.2f}")
@@ -360,7 +402,7 @@ def _judge_lot(site: SiteConfig, lot: models.ParkingLot, dest: Destination, arri
     )
     # The score shown is the score sorted on: equal shown scores tie-break on distance, then id.
     score = round(parts.walk_min + parts.space_risk_min + parts.trend_min + parts.freshness_min, 3)
-    return _Judged(lot, entrance, metres, reserve, spaces, None, score, parts, at_arrival, reasons)
+    return _Judged(lot, entrance, metres, reserve, spaces, None, score, parts, at_arrival, basis, reasons)
 
 
 def _unavailable_sentence(
@@ -416,6 +458,7 @@ def _parking_entry(j: _Judged, rank: int | None) -> models.ParkingGuidanceEntry:
         reserve=j.reserve,
         spaces_beyond_reserve=j.spaces,
         spaces_at_arrival=None if j.at_arrival is None else round(j.at_arrival, 1),
+        arrival_basis=j.basis,
         trend=lot.trend,
         fresh=lot.fresh,
         data_age_s=lot.age_s,

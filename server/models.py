@@ -341,6 +341,8 @@ class Health(_Out):
 
 DestinationSource = Literal["coords", "zone", "locker_bank"]
 ParkingUnavailableReason = Literal["closed", "stale", "nodata", "full", "too_far"]
+#: What a guidance entry's spaces at arrival rest on (docs/guidance.md).
+ArrivalBasis = Literal["trend", "trend_then_forecast", "forecast"]
 LockerUnavailableReason = Literal["stale", "nodata", "no_size", "none_free", "too_far"]
 
 
@@ -401,8 +403,16 @@ class ParkingGuidanceEntry(_Out):
         " reserve, so this is then just free). At least 1 for an available lot."
     )
     spaces_at_arrival: float | None = Field(
-        description="With arrive_in_min and a known trend: spaces_beyond_reserve projected at the trend's rate"
-        " (free_change / window_s) to the arrival, at least 0; null otherwise."
+        description="With arrive_in_min: spaces_beyond_reserve plus the change expected by the arrival (how:"
+        " arrival_basis), at least 0; null without arrive_in_min, or with neither a known trend nor a fresh"
+        " forecast."
+    )
+    arrival_basis: ArrivalBasis | None = Field(
+        None,
+        description="What spaces_at_arrival rests on: `trend` (the live trend's rate to the arrival: no fresh"
+        " forecast, or the arrival within the trend's window), `trend_then_forecast` (the trend over its own"
+        " window, then the lot forecast's change to the arrival) or `forecast` (trend unknown: the forecast's"
+        " change from now); null when spaces_at_arrival is.",
     )
     trend: Trend
     fresh: bool

@@ -180,6 +180,20 @@ class Forecast:
     def times(self) -> list[datetime]:
         return [self.start + i * self.step for i in range(len(self.mean))]
 
+    def mean_at(self, at: datetime) -> float | None:
+        """The point forecast at the instant ``at`` (aware): each step's ``mean`` stands at its midpoint and is
+        interpolated linearly between midpoints (held flat in the first and last half step); None outside the
+        forecast's span ``[start, start + len(mean) * step)``."""
+        x = (at - self.start) / self.step
+        n = len(self.mean)
+        if not 0 <= x < n:
+            return None
+        pos = min(max(x - 0.5, 0.0), n - 1.0)  # in steps from the first midpoint
+        i = min(int(pos), n - 2)
+        if i < 0:  # one step: flat
+            return float(self.mean[0])
+        return float(self.mean[i] + (self.mean[i + 1] - self.mean[i]) * (pos - i))
+
 
 HolidayTest = Callable[[date], bool]
 

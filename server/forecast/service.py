@@ -104,6 +104,17 @@ class ForecastService:
         of now. A state never made (``pending``) is not stale."""
         return state.made_at is not None and (self.clock() - state.made_at).total_seconds() > 2 * self.refresh_s
 
+    def occupancy_change(self, lot_id: str, start: datetime, end: datetime) -> float | None:
+        """The change in occupied bays the lot's forecast expects from ``start`` to ``end`` (aware), each read
+        with :meth:`Forecast.mean_at`; None unless the lot has a forecast that is ``ok``, not :meth:`stale`,
+        and spans both instants. Guidance adds it to the live count, so the forecast's level error cancels and
+        only the day's shape it learnt is used (docs/guidance.md)."""
+        state = self.lots.get(lot_id)
+        if state is None or state.status != "ok" or state.result is None or self.stale(state):
+            return None
+        a, b = state.result.mean_at(start), state.result.mean_at(end)
+        return None if a is None or b is None else b - a
+
     async def run(self) -> None:
         """Refresh now and then every ``refresh_s`` until cancelled."""
         while True:

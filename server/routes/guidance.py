@@ -10,6 +10,7 @@ stable code, ``detail[].msg`` says what to send instead).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any, NoReturn
 
 from fastapi import APIRouter, Depends, Query
@@ -18,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from server import guidance, models
 from server.deps import LiveDep, no_store
 from server.errors import NotFound
+from server.routes.forecast import ForecastsDep
 
 router = APIRouter(prefix="/v1/guidance", tags=["guidance"], dependencies=[Depends(no_store)])
 
@@ -50,8 +52,11 @@ with its `reason`. `limit` caps each group.
           + {guidance.STALENESS_MIN:g} * min(1, data_age_s / stale_after_s)       (freshness_min)
     spaces    = free - reserve + 1   (bays that can fill before the lot shows full; reserve = full_below)
     trend_min = {guidance.FILLING_MIN:g} if the lot is filling, else 0                  (no arrive_in_min)
-              = risk(spaces_at_arrival) - risk(spaces)         (arrive_in_min given, trend known)
-    spaces_at_arrival = max(0, spaces + free_change / window_s * arrive_in_min * 60)
+              = risk(spaces_at_arrival) - risk(spaces)         (arrive_in_min given, a trend or a forecast)
+    spaces_at_arrival = max(0, spaces + the change by the arrival), by `arrival_basis`:
+      trend               free_change / window_s * arrive_in_min * 60  (no fresh forecast, or within window_s)
+      trend_then_forecast the trend over its window_s, then the lot forecast's change to the arrival
+      forecast            the lot forecast's change from now to the arrival (trend unknown)
 
 Each entry gives the terms (`score_parts`), the inputs (`walk_m`, `spaces_beyond_reserve`, `trend`,
 `data_age_s`), one line per term (`reasons`) and a sentence (`summary`).
@@ -103,6 +108,7 @@ def _reject(exc: guidance.DestinationError) -> NoReturn:
 )
 async def parking_guidance(
     live: LiveDep,
+    forecasts: ForecastsDep,
     lat: Lat = None,
     lng: Lng = None,
     zone: ZoneId = None,
@@ -111,7 +117,12 @@ async def parking_guidance(
     ] = None,
     arrive_in_min: Annotated[
         float | None,
-        Query(ge=0, le=240, description="Minutes until the driver reaches the lot: projects spaces by the trend."),
+        Query(
+            ge=0,
+            le=240,
+            description="Minutes until the driver reaches the lot: projects spaces by the trend and the lot's"
+            " forecast (`arrival_basis`).",
+        ),
     ] = None,
     limit: Limit = 5,
     include_unavailable: IncludeUnavailable = False,
@@ -120,11 +131,22 @@ async def parking_guidance(
         dest = guidance.resolve_destination(live.site, lat=lat, lng=lng, zone=zone, locker_bank=locker_bank)
     except guidance.DestinationError as exc:
         _reject(exc)
+    change: guidance.ForecastChange | None = None
+    if forecasts is not None and arrive_in_min is not None:
+        service, now = forecasts, forecasts.clock()
+
+        def change(lot_id: str, from_min: float, to_min: float) -> float | None:
+            occupied = service.occupancy_change(
+                lot_id, now + timedelta(minutes=from_min), now + timedelta(minutes=to_min)
+            )
+            return None if occupied is None else -occupied
+
     return guidance.rank_parking(
         live.site,
         live.lots(),
         dest,
         arrive_in_min=arrive_in_min,
+        forecast_change=change,
         limit=limit,
         include_unavailable=include_unavailable,
     )

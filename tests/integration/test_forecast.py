@@ -5,18 +5,24 @@ is stored."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import urllib.parse
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
+import yaml
 
+from contracts import ParkingBayState, encode, new_reading_id, topics, utcnow
+from contracts.site import SiteConfig
 from district.services import Service
 from tests.conftest import Influx, wait_for
-from tests.integration.test_server import serve, settings_for
+from tests.integration.test_server import publisher, serve, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +75,54 @@ def footfall_lines(zone: str, line: str) -> list[str]:
         ns = int((at + timedelta(minutes=59)).timestamp()) * 10**9  # an interval counts where it ends
         lines.append(f"footfall,site=fc,zone={zone},camera=cam1,line={line} towards={entries(at)}i,away=1i {ns}")
     return lines
+
+
+def interpolated(points: list[dict[str, Any]], at: datetime) -> float:
+    """docs/guidance.md's reading of a forecast at an instant: each 15-minute mean at its step's midpoint,
+    linear between midpoints, flat in the first and last half step."""
+    mids = [datetime.fromisoformat(p["start"]) + timedelta(minutes=7.5) for p in points]
+    vals = [p["occupied"]["mean"] for p in points]
+    if at <= mids[0]:
+        return float(vals[0])
+    for (t0, v0), (t1, v1) in itertools.pairwise(zip(mids, vals, strict=True)):
+        if at <= t1:
+            return float(v0 + (v1 - v0) * ((at - t0) / (t1 - t0)))
+    return float(vals[-1])
+
+
+def guided_by_the_forecast(api: httpx.Client, broker: Service, prefix: str) -> None:
+    """Live bays heard a moment ago (so no trend yet): parking guidance for an arrival in 3 h takes the lot's
+    forecast change from now to then, added to the live spaces."""
+    bays = SiteConfig.model_validate(yaml.safe_load(SITE_YAML)).lot("lot1")
+    assert bays is not None
+    ids = bays.bay_ids()
+    with publisher(broker) as pub:
+        for i, bay_id in enumerate(ids):
+            state = ParkingBayState(
+                device_id="bays-1", observed_at=utcnow(), reading_id=new_reading_id(), lot_id="lot1",
+                bay_id=bay_id, status="occupied" if i < 10 else "free",
+            )  # fmt: skip
+            pub.publish(topics.build(prefix, "fc", "bays-1", "parking_bay"), encode(state))
+    wait_for(lambda: api.get("/v1/parking/lots/lot1").json()["free"] == 30, what="the live bays")
+    before = datetime.now(UTC)
+    answer = api.get("/v1/guidance/parking", params={"lat": 51.05, "lng": 13.73, "arrive_in_min": 180}).json()
+    after = datetime.now(UTC)
+    forecast = api.get("/v1/parking/lots/lot1/forecast").json()
+    [entry] = answer["lots"]
+    assert entry["trend"]["direction"] == "unknown" and entry["arrival_basis"] == "forecast", entry
+    spaces = entry["spaces_beyond_reserve"]
+    assert spaces == 30  # 30 free, no reserve: full_below 1
+    # The server read "now" between before and after: the expected value lies between the two readings.
+    bounds = [
+        min(40.0, max(0.0, spaces - (interpolated(forecast["points"], t + timedelta(hours=3))
+                                     - interpolated(forecast["points"], t))))
+        for t in (before, after)
+    ]  # fmt: skip
+    assert min(bounds) - 0.1 <= entry["spaces_at_arrival"] <= max(bounds) + 0.1, (entry, bounds)
+    assert "forecast" in entry["reasons"][2] and "on arrival in 180 min" in entry["reasons"][2]
+    # Without an arrival time, nothing is projected.
+    [plain] = api.get("/v1/guidance/parking", params={"lat": 51.05, "lng": 13.73}).json()["lots"]
+    assert plain["arrival_basis"] is None and plain["spaces_at_arrival"] is None
 
 
 @pytest.fixture
@@ -127,6 +181,8 @@ def test_forecasts_from_stored_history(tmp_path: Path, mosquitto: Service, store
         assert bad.status_code == 422 and bad.json()["detail"][0]["type"] == "bad_time"
         far = api.get("/v1/parking/lots/lot1/forecast", params={"arrival": (NOW + timedelta(days=3)).isoformat()})
         assert far.json()["arrival"]["free"] is None
+
+        guided_by_the_forecast(api, mosquitto, prefix)
 
         # The schedule: history stored after the first run is read by the next one.
         write(stored, footfall_lines("empty", "south"))

@@ -260,6 +260,72 @@ def test_arrival_time_projects_spaces_by_the_trend() -> None:
     assert e.spaces_at_arrival is None and e.score_parts is not None and e.score_parts.trend_min == 0.0
 
 
+class Forecasts:
+    """The route's ``forecast_change`` for a table: free bays per minute from now by lot (a straight line), or
+    nothing for a lot without a fresh forecast; remembers what it was asked."""
+
+    def __init__(self, per_min: dict[str, float]) -> None:
+        self.per_min = per_min
+        self.asked: list[tuple[str, float, float]] = []
+
+    def __call__(self, lot_id: str, from_min: float, to_min: float) -> float | None:
+        self.asked.append((lot_id, from_min, to_min))
+        rate = self.per_min.get(lot_id)
+        return None if rate is None else rate * (to_min - from_min)
+
+
+@pytest.mark.parametrize(
+    ("lot", "arrive", "forecast_per_min", "basis", "at_arrival", "asked"),
+    [
+        # Filling by 30 in 10 min (-3/min): the trend for its 10 minutes (-30), then the forecast (-0.5/min
+        # over 50 min, -25): 100 spaces become 45; a 10-minute trend alone would say 0 after 60 min.
+        (Lot("f", free=100, total=200, direction="filling", free_change=-30), 60, -0.5, "trend_then_forecast",
+         45.0, [("f", 10, 60)]),
+        # Arrival within the trend's window: the trend alone; the forecast is not asked.
+        (Lot("f", free=100, total=200, direction="filling", free_change=-30), 8, -0.5, "trend", 76.0, []),
+        # No fresh forecast: the trend all the way, as without forecasts.
+        (Lot("f", free=100, total=200, direction="filling", free_change=-30), 20, None, "trend", 40.0,
+         [("f", 10, 20)]),
+        # Trend unknown (under a minute of changes): the forecast from now.
+        (Lot("n", free=100, total=200, direction="unknown", free_change=0, window_s=20), 30, 1.0, "forecast",
+         130.0, [("n", 0, 30)]),
+        # Neither: nothing projected.
+        (Lot("n", free=100, total=200, direction="unknown", free_change=0, window_s=20), 30, None, None, None,
+         [("n", 0, 30)]),
+        # Clamped to the lot: never above its bays, never below 0.
+        (Lot("e", free=190, total=200, direction="emptying", free_change=5), 120, 2.0, "trend_then_forecast",
+         200.0, [("e", 10, 120)]),
+        (Lot("d", free=10, total=200, direction="steady", free_change=0), 90, -1.0, "trend_then_forecast", 0.0,
+         [("d", 10, 90)]),
+    ],
+)  # fmt: skip
+def test_arrival_follows_the_trend_for_its_window_then_the_forecast(
+    lot: Lot,
+    arrive: float,
+    forecast_per_min: float | None,
+    basis: str | None,
+    at_arrival: float | None,
+    asked: list[tuple[str, float, float]],
+) -> None:
+    fc = Forecasts({} if forecast_per_min is None else {lot.id: forecast_per_min})
+    [e] = rank([lot], arrive_in_min=arrive, forecast_change=fc).lots
+    assert (e.arrival_basis, e.spaces_at_arrival) == (basis, at_arrival)
+    assert fc.asked == asked
+    assert e.score_parts is not None
+    expected = (
+        0.0
+        if at_arrival is None
+        else guidance.space_risk_min(at_arrival) - guidance.space_risk_min(e.spaces_beyond_reserve)
+    )
+    assert e.score_parts.trend_min == pytest.approx(expected, abs=1e-3)
+    if basis is not None:
+        assert f"on arrival in {arrive:g} min" in e.reasons[2]
+        assert ("forecast" in e.reasons[2]) == (basis != "trend")
+    # Without an arrival time the forecast plays no part.
+    [plain] = rank([lot], forecast_change=fc).lots
+    assert plain.arrival_basis is None and plain.spaces_at_arrival is None and fc.asked == asked
+
+
 def test_equal_scores_go_by_distance_then_id() -> None:
     # Same score, different distances: impossible to build exactly with real inputs, so check the sort key
     # on the shown values: "b" is nearer than "a" but ranks second only if its score is higher.
@@ -326,8 +392,16 @@ def test_no_lot_without_trustworthy_space_ever_ranks_above_one_with_it(seed: int
     lots = [random_lot(rnd, n) for n in range(rnd.randint(0, 9))]
     site = site_of(lots)
     arrive = rnd.choice([None, rnd.uniform(0, 60)])
+    # Some lots have a forecast, rising or falling steeply: it may move the scores, never the tiers.
+    fc = Forecasts({x.id: rnd.uniform(-20, 20) for x in lots if rnd.random() < 0.5})
     answer = rank_parking(
-        site, [x.live() for x in lots], DEST, arrive_in_min=arrive, limit=20, include_unavailable=True
+        site,
+        [x.live() for x in lots],
+        DEST,
+        arrive_in_min=arrive,
+        forecast_change=fc,
+        limit=20,
+        include_unavailable=True,
     )
     by_id = {x.id: x for x in lots}
 
@@ -350,7 +424,10 @@ def test_no_lot_without_trustworthy_space_ever_ranks_above_one_with_it(seed: int
     # Deterministic: the same lots in another order give the same answer.
     shuffled = [x.live() for x in lots]
     rnd.shuffle(shuffled)
-    assert rank_parking(site, shuffled, DEST, arrive_in_min=arrive, limit=20, include_unavailable=True) == answer
+    again = rank_parking(
+        site, shuffled, DEST, arrive_in_min=arrive, forecast_change=fc, limit=20, include_unavailable=True
+    )
+    assert again == answer
 
 
 # -- destinations --------------------------------------------------------------------
