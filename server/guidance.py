@@ -22,13 +22,11 @@ Parking score (minutes of walking each term is worth; lower is better)::
     spaces    = free - reserve + 1    (bays that can fill before the lot shows full)
     trend_min = FILLING_MIN if the lot is filling, else 0       (no arrive_in_min)
               = risk(spaces_at_arrival) - risk(spaces)          (arrive_in_min, and a trend or a forecast)
-    spaces_at_arrival = max(0, spaces + change by the arrival), the change (``arrival_basis``):
-      trend:               free_change / window_s * arrive_in_min * 60   (no forecast, or arrival within window_s)
-      trend_then_forecast: the trend over its own window_s, then the forecast's change to the arrival
-      forecast:            the forecast's change from now to the arrival  (trend unknown)
-    The forecast's change is read from the lot's fresh forecast (``ForecastChange``) and added to the live
-    count, so its level error cancels; a 10-minute trend is never stretched over hours when a forecast knows
-    the day's shape.
+    spaces_at_arrival = max(0, min(total, spaces + the change by the arrival)), the change (``arrival_basis``):
+      forecast: the lot's fresh forecast's change of free bays from now to the arrival (``ForecastChange``)
+      trend:    free_change / window_s * arrive_in_min * 60   (no fresh forecast; a known trend)
+    The forecast enters as a change added to the live count, so its level error cancels. It is preferred to
+    the trend at every arrival time because bench/forecast/arrival.py measured it so (README there).
 
 Tiers
     Only lots that are fresh, ``open`` (so at least one space beyond the
@@ -247,8 +245,8 @@ def rank_parking(
     At most ``limit`` available lots, by score (then walking distance, then
     id); with ``include_unavailable``, then at most ``limit`` unavailable ones,
     nearest first, each with its reason. ``forecast_change`` (with
-    ``arrive_in_min``) lets the spaces at arrival follow the lots' forecasts
-    beyond the live trend's window (module docstring).
+    ``arrive_in_min``) makes the spaces at arrival follow a lot's fresh
+    forecast instead of its live trend (module docstring).
     """
     judged = [_judge_lot(site, lot, destination, arrive_in_min, forecast_change) for lot in lots]
     outside = bool(judged) and min(j.walk_m for j in judged) > MAX_WALK_M
@@ -349,34 +347,23 @@ def _judge_lot(
     if trend.free_change is not None:
         bays = _plural(abs(trend.free_change), "bay")
         change = f"{trend.free_change:+d} {bays} in {trend.window_s / 60:.0f} min"
-    later: float | None = None  # the forecast's change after the trend's span, to the arrival
-    span_min = 0.0  # minutes the live trend is projected over
-    if arrive_in_min is not None:
-        span_min = min(arrive_in_min, trend.window_s / 60) if usable else 0.0
-        if forecast_change is not None and arrive_in_min > span_min:
-            later = forecast_change(lot.id, span_min, arrive_in_min)
-        if usable and later is None:
-            span_min = arrive_in_min  # no forecast: the trend all the way, as before forecasts
-    if arrive_in_min is not None and (usable or later is not None):
-        rate = trend.free_change / trend.window_s if usable and trend.free_change is not None else 0.0
-        moved = rate * span_min * 60.0 + (later or 0.0)
+    later: float | None = None  # the forecast's change of free bays from now to the arrival
+    if arrive_in_min is not None and forecast_change is not None:
+        later = forecast_change(lot.id, 0.0, arrive_in_min)
+    if arrive_in_min is not None and (later is not None or usable):
+        if later is not None:
+            basis, moved = "forecast", later
+        else:
+            assert trend.free_change is not None
+            basis, moved = "trend", trend.free_change / trend.window_s * arrive_in_min * 60.0
         at_arrival = max(0.0, min(float(lot.total), spaces + moved))
         trend_min = _zero(space_risk_min(at_arrival) - risk)
         left = f"about {at_arrival:.0f} {_plural(round(at_arrival), 'space')} left on arrival in {arrive_in_min:g} min"
-        if later is None:
-            basis = "trend"
+        if basis == "trend":
             reasons.append(f"{trend.direction} ({change}): {left}: {trend_min:+.2f}")
-        elif usable:
-            basis = "trend_then_forecast"
-            reasons.append(
-                f"{trend.direction} ({change}) for {span_min:g} min, then the forecast's {later:+.0f}"
-                f" {_plural(round(abs(later)), 'bay')}: {left}: {trend_min:+.2f}"
-            )
         else:
-            basis = "forecast"
             reasons.append(
-                f"trend unknown; the forecast's {later:+.0f} {_plural(round(abs(later)), 'bay')}: {left}:"
-                f" {trend_min:+.2f}"
+                f"forecast {moved:+.0f} {_plural(round(abs(moved)), 'free bay')} by then: {left}: {trend_min:+.2f}"
             )
     elif trend.direction == "filling":
         trend_min = FILLING_MIN

@@ -342,7 +342,7 @@ class Health(_Out):
 DestinationSource = Literal["coords", "zone", "locker_bank"]
 ParkingUnavailableReason = Literal["closed", "stale", "nodata", "full", "too_far"]
 #: What a guidance entry's spaces at arrival rest on (docs/guidance.md).
-ArrivalBasis = Literal["trend", "trend_then_forecast", "forecast"]
+ArrivalBasis = Literal["forecast", "trend"]
 LockerUnavailableReason = Literal["stale", "nodata", "no_size", "none_free", "too_far"]
 
 
@@ -404,15 +404,14 @@ class ParkingGuidanceEntry(_Out):
     )
     spaces_at_arrival: float | None = Field(
         description="With arrive_in_min: spaces_beyond_reserve plus the change expected by the arrival (how:"
-        " arrival_basis), at least 0; null without arrive_in_min, or with neither a known trend nor a fresh"
-        " forecast."
+        " arrival_basis), within 0 and the lot's bays; null without arrive_in_min, or with neither a fresh"
+        " forecast nor a known trend."
     )
     arrival_basis: ArrivalBasis | None = Field(
         None,
-        description="What spaces_at_arrival rests on: `trend` (the live trend's rate to the arrival: no fresh"
-        " forecast, or the arrival within the trend's window), `trend_then_forecast` (the trend over its own"
-        " window, then the lot forecast's change to the arrival) or `forecast` (trend unknown: the forecast's"
-        " change from now); null when spaces_at_arrival is.",
+        description="What spaces_at_arrival rests on: `forecast` (the lot's fresh forecast's change of free bays"
+        " from now to the arrival) or, without one, `trend` (the live trend's rate to the arrival); null when"
+        " spaces_at_arrival is.",
     )
     trend: Trend
     fresh: bool

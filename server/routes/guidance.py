@@ -53,10 +53,9 @@ with its `reason`. `limit` caps each group.
     spaces    = free - reserve + 1   (bays that can fill before the lot shows full; reserve = full_below)
     trend_min = {guidance.FILLING_MIN:g} if the lot is filling, else 0                  (no arrive_in_min)
               = risk(spaces_at_arrival) - risk(spaces)         (arrive_in_min given, a trend or a forecast)
-    spaces_at_arrival = max(0, spaces + the change by the arrival), by `arrival_basis`:
-      trend               free_change / window_s * arrive_in_min * 60  (no fresh forecast, or within window_s)
-      trend_then_forecast the trend over its window_s, then the lot forecast's change to the arrival
-      forecast            the lot forecast's change from now to the arrival (trend unknown)
+    spaces_at_arrival = max(0, min(total, spaces + the change by the arrival)), by `arrival_basis`:
+      forecast  the lot's fresh forecast's change of free bays from now to the arrival
+      trend     free_change / window_s * arrive_in_min * 60          (no fresh forecast, a known trend)
 
 Each entry gives the terms (`score_parts`), the inputs (`walk_m`, `spaces_beyond_reserve`, `trend`,
 `data_age_s`), one line per term (`reasons`) and a sentence (`summary`).
