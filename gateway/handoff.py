@@ -362,7 +362,11 @@ class WriterLink:
         old = self._child
         if old is not None:
             status = old.wait(2)
-            old.conn.close()
+            # Under the send lock: a batch being sent on this connection finishes (or fails with OSError)
+            # first. Closed under a send, the connection's handle turns None mid-write, which raises
+            # TypeError, not OSError, and would end the sending thread: the intake then stalls.
+            with self._send_lock:
+                old.conn.close()
             log.error(
                 "the writer process (pid %s) ended (status %s) with %d messages not reported stored; "
                 "starting another, which stores them again",

@@ -13,13 +13,15 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from contracts import ParkingBayState, encode, new_reading_id, topics, utcnow
 from contracts.storage import to_ns
-from gateway.handoff import ForwardedException, Inbox, WriterLink, _add, _log_here
+from gateway.handoff import ForwardedException, Inbox, WriterLink, _add, _Child, _log_here
 from gateway.pipeline import Accepted, GatewayStats, Ignored, Rejected, Stats
 from gateway.processor import BulkQueue, Classifier, LogForwarder, Raw, Report, Writer
 from gateway.settings import GatewaySettings
@@ -319,6 +321,36 @@ def test_the_link_acknowledges_everything_in_receive_order_under_back_pressure(
     assert [m.message.seq for m in sink.readings()] == list(range(1, n + 1))
     stats = link.stats()
     assert stats is not None and stats.accepted == n and stats.write_retries == 1
+
+
+class ClosingConn:
+    """A writer side's connection that notes when it is closed."""
+
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def test_a_dead_writers_connection_is_not_closed_under_a_batch_being_sent(tmp_path: Path) -> None:
+    """CI, under load: the writer process was killed while the sending thread wrote a batch to it; the
+    restart closed the connection mid-write, ``send_bytes`` raised TypeError (its handle gone), not OSError,
+    the sending thread ended, and the intake stalled at 622 of 5,000 messages. The restart now closes the
+    old connection only once no batch is being sent (the send lock)."""
+    inbox = Inbox(bound=10)
+    link = WriterLink(settings(tmp_path), None, inbox, Acks(), sink=RecordingSink())
+    conn = ClosingConn()
+    link._child = _Child(cast(Connection, conn), None, None)  # a writer side that has ended
+    link._stop.set()  # stopping: the restart closes the old side and starts no other
+    with link._send_lock:  # a batch is being sent
+        restart = threading.Thread(target=link._restart)
+        restart.start()
+        assert not conn.closed.wait(0.5), "the connection was closed under a send"
+    assert conn.closed.wait(5), "the connection was not closed once the send ended"
+    restart.join(5)
+    assert not restart.is_alive()
+    inbox.close_sockets()
 
 
 def test_stopping_the_link_writes_and_acknowledges_what_was_taken(tmp_path: Path) -> None:
