@@ -411,9 +411,21 @@ class WriterLink:
                 ready = []
             if ready:
                 self._inbox.drain_wake()
-            if not self._stop.is_set() and self._send_batch():
+            if not self._stop.is_set() and self._send_guarded():
                 last_send = time.monotonic()
         self._send_batch(final=True)
+
+    def _send_guarded(self) -> bool:
+        """:meth:`_send_batch`, and never an end of this thread: if this thread ended, the intake would stall
+        with nothing said. On an unexpected error every unhandled message is handed on again (the writer side
+        takes a message twice without harm) and the error is logged."""
+        try:
+            return self._send_batch()
+        except Exception:
+            log.exception("handing a batch to the writer side failed; handing every unhandled message on again")
+            self._inbox.resend_all()
+            self._stop.wait(0.1)
+            return False
 
     def _send_batch(self, *, final: bool = False) -> bool:
         """Send what the inbox holds (and, ``final``, the stop request); whether a batch went."""

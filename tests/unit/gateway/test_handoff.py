@@ -353,6 +353,29 @@ def test_a_dead_writers_connection_is_not_closed_under_a_batch_being_sent(tmp_pa
     inbox.close_sockets()
 
 
+@pytest.mark.allow_logged_exceptions
+def test_an_unexpected_error_handing_on_a_batch_loses_nothing_and_ends_no_thread(
+    link_parts: tuple[Inbox, Acks, RecordingSink, WriterLink], caplog: pytest.LogCaptureFixture
+) -> None:
+    inbox, acks, _sink, link = link_parts
+    send = link._send_batch
+    failed: list[int] = []
+
+    def flaky(**kw: bool) -> bool:
+        if not failed and inbox._unsent:
+            failed.append(len(inbox.take()))  # taken, then the hand-on fails
+            raise TypeError("'NoneType' object cannot be interpreted as an integer")
+        return send(**kw)
+
+    link._send_batch = flaky  # type: ignore[method-assign]
+    for mid in range(1, 21):
+        assert inbox.put_raw(7, mid, 1, bay_topic(), bay_payload(seq=mid), False, time.time_ns())
+    wait_for(lambda: len(acks.acked) == 20, 10, what="all 20 acknowledged after the failure")
+    assert failed and sorted(acks.acked) == [(7, mid, 1) for mid in range(1, 21)]
+    assert "handing a batch to the writer side failed" in caplog.text
+    assert link._sender is not None and link._sender.is_alive()
+
+
 def test_stopping_the_link_writes_and_acknowledges_what_was_taken(tmp_path: Path) -> None:
     inbox = Inbox(bound=1000)
     acks = Acks()
