@@ -46,6 +46,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from contracts import history as h
+from contracts import storage
 from contracts.site import SiteConfig
 from contracts.storage import M_FOOTFALL, StoredPoint, to_ns
 from firmware_sim.demand import LotDemand, TargetFn
@@ -71,9 +72,24 @@ BATCH = 5000
 def footfall_point(
     at: datetime, *, site: str, device: str, camera: str, zone: str, line: str, towards: int, away: int
 ) -> StoredPoint:
-    """One interval [at, at + 5 min) of one line, as the gateway stores it (fields trimmed to the counts)."""
-    tags = {"site": site, "device": device, "camera": camera, "zone": zone, "line": line}
-    return StoredPoint(M_FOOTFALL, tags, {"towards": towards, "away": away, "interval_s": 300.0}, to_ns(at) + 1)
+    """One interval [at, at + 5 min) of one line as the gateway stores it (:func:`contracts.storage.to_points`):
+    at its end (``observed_at``, tiebreak 0), with a reading id of its own and ``received_ns`` the same time."""
+    ns = to_ns(at + STEP)
+    tags = {
+        storage.TAG_SITE: site,
+        storage.TAG_DEVICE: device,
+        storage.TAG_CAMERA: camera,
+        storage.TAG_ZONE: zone,
+        storage.TAG_LINE: line,
+    }
+    fields: dict[str, storage.FieldValue] = {
+        storage.F_TOWARDS: towards,
+        storage.F_AWAY: away,
+        storage.F_INTERVAL_S: STEP.total_seconds(),
+        storage.F_READING_ID: f"history-{camera}-{ns}",
+        storage.F_RECEIVED_NS: ns,
+    }
+    return StoredPoint(M_FOOTFALL, tags, fields, ns)
 
 
 def steps(start: datetime, end: datetime) -> list[datetime]:

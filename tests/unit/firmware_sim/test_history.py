@@ -12,11 +12,12 @@ import yaml
 
 from contracts.configfile import load_model, parse_model
 from contracts.history import M_LOT_OCCUPANCY
+from contracts.messages import FootfallCount, LineCount
 from contracts.site import SiteConfig
-from contracts.storage import M_FOOTFALL
+from contracts.storage import M_FOOTFALL, to_ns, to_points
 from district.demo import DEMO_SITE, Demo
 from firmware_sim.demand import fallback_fraction
-from firmware_sim.history import STEP, backfill, generate
+from firmware_sim.history import STEP, backfill, footfall_point, generate
 from scripts.analytics_example import site_data
 
 END = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)
@@ -78,6 +79,23 @@ def test_counts_are_plausible() -> None:
             assert int(p.fields["free"]) + int(p.fields["occupied"]) == bays[p.tags["lot"]]
     last = max(p.time_ns for p in points)
     assert last <= int(END.timestamp()) * 10**9 and last > int((END - STEP).timestamp()) * 10**9
+
+
+def test_footfall_is_stored_as_the_gateway_stores_it() -> None:
+    """Same measurement, tags, fields and time as the gateway's own mapping of the camera's message."""
+    at = END - STEP
+    msg = FootfallCount(
+        device_id="edge-cam-altmarkt", observed_at=at + STEP, reading_id=f"history-cam-altmarkt-north-{to_ns(END)}",
+        zone_id="altmarkt", camera_id="cam-altmarkt-north", interval_start=at,
+        lines=[LineCount(line_id="L1_road_west_x250", towards=7, away=5)],
+    )  # fmt: skip
+    (gateway,) = to_points(msg, site_id="dresden", received_at=END)
+    ours = footfall_point(
+        at, site="dresden", device="edge-cam-altmarkt", camera="cam-altmarkt-north", zone="altmarkt",
+        line="L1_road_west_x250", towards=7, away=5,
+    )  # fmt: skip
+    assert ours.measurement == gateway.measurement and ours.tags == gateway.tags and ours.fields == gateway.fields
+    assert gateway.time_ns - 999 <= ours.time_ns <= gateway.time_ns  # the gateway adds a tiebreak of 0..999 ns
 
 
 def test_zero_weeks_writes_nothing(tmp_path: Path) -> None:
