@@ -121,7 +121,8 @@ def _history_serves_forecasts_and_analytics(api: str, workdir: Path) -> None:
     assert status == 200, body
     shown = [hour for hour in body["hours"] if hour["state"] == "ok"]
     assert len(shown) >= 12 and all(hour["value"] > 0 for hour in shown), body["hours"]
-    assert body["peak_hour"] is not None
+    # The generated retail week and day (firmware_sim/history.py): Saturday busiest, the peak in shop hours.
+    assert body["peak_day"] == "saturday" and 10 <= int(body["peak_hour"]) <= 18, (body["peak_day"], body["peak_hour"])
     for zone in get(f"{api}/v1/zones")[1]:
         assert zone["cameras"]["working"] <= zone["cameras"]["configured"], zone
 
