@@ -406,7 +406,7 @@ class Demo:
                 " what it shows is logged in logs/sim.log",
                 flush=True,
             )
-        if backfilled is not None:
+        if backfilled is not None and backfilled.weeks:
             print(f"  {backfilled}: generated, not recorded", flush=True)
         print(f"Logs and data: {self.workdir}    Ctrl-C stops everything.\n", flush=True)
 
