@@ -15,6 +15,11 @@ sends every child SIGTERM (Linux), and the Python children also notice their
 parent has gone (:mod:`common.runtime`). A child that dies is restarted with
 backoff, like systemd's Restart=always.
 
+Before the gateway and the server start, the InfluxDB the demo started (never
+an external ``--influx``) receives ``--history-weeks`` (5) of synthetic
+history for the site's own camera lines and lots (:mod:`firmware_sim.history`),
+so forecasts and analytics have stored weeks to work on.
+
 A demo started beside a stale one fails at once, naming the process that
 holds the API port.
 
@@ -43,6 +48,7 @@ from typing import Any
 
 import yaml
 
+from common.influxdb import InfluxError
 from common.retry import Backoff
 from common.runtime import stop_on_signals, supervised
 from contracts.configfile import load_model
@@ -58,6 +64,8 @@ from district.services import (
     start_influxd,
     start_mosquitto,
 )
+from firmware_sim.demand import load_targets
+from firmware_sim.history import Backfilled, backfill
 
 log = logging.getLogger("district.demo")
 
@@ -223,6 +231,16 @@ class Demo:
         self.children.append(child)
         return child
 
+    def _backfill(self, influx_url: str) -> Backfilled:
+        """``--history-weeks`` of generated history for the site's own cameras and lots (docs/forecast.md)."""
+        weeks = self.args.history_weeks
+        data_dir = self.args.data_dir if self.args.data_dir and Path(self.args.data_dir).is_dir() else None
+        targets = {lot: fn for lot, (fn, _) in load_targets(data_dir, [lot.id for lot in self.site.parking]).items()}
+        try:
+            return backfill(influx_url, "district", self.site, weeks, targets=targets, seed=self.args.seed)
+        except (OSError, InfluxError) as exc:
+            raise RuntimeError(f"history backfill into {influx_url} failed: {exc}") from exc
+
     def _start_edge(self, device_id: str, config: dict[str, Any]) -> None:
         path = self.workdir / "edge" / f"{device_id}.yaml"
         path.parent.mkdir(exist_ok=True)
@@ -277,11 +295,14 @@ class Demo:
             self.mqtt_host, self.mqtt_port = broker.host, broker.port
             log.info("mosquitto   pid %d  mqtts://%s:%d (TLS, passwords, ACL)", broker.pid, broker.host, broker.port)
         influx_url = args.influx
+        backfilled: Backfilled | None = None
         if not args.fleet_only and not influx_url:
             db = start_influxd(self.workdir / "influxdb")
             self.services.append(db)
             influx_url = f"http://{db.host}:{db.port}"
             log.info("influxd     pid %d  %s", db.pid, influx_url)
+            # Our own, new database: weeks of synthetic history before the gateway and the server start.
+            backfilled = self._backfill(influx_url)
 
         bus_dir = self.workdir / "buses"
         sim_args = ["sim", "--site", str(args.site), "--bus-dir", str(bus_dir), "--speed", str(args.speed)]
@@ -385,6 +406,8 @@ class Demo:
                 " what it shows is logged in logs/sim.log",
                 flush=True,
             )
+        if backfilled is not None and backfilled.weeks:
+            print(f"  {backfilled}: generated, not recorded", flush=True)
         print(f"Logs and data: {self.workdir}    Ctrl-C stops everything.\n", flush=True)
 
     # -- run -----------------------------------------------------------------
@@ -479,7 +502,15 @@ def main(argv: list[str] | None = None) -> int:
         default="5",
         help="MQTT version of every edge agent, the gateway and the server (3.1.1: any broker, docs/brokers.md)",
     )
-    parser.add_argument("--influx", help="use this InfluxDB (URL) instead of starting one")
+    parser.add_argument("--influx", help="use this InfluxDB (URL) instead of starting one (never backfilled)")
+    parser.add_argument(
+        "--history-weeks",
+        type=int,
+        default=5,
+        metavar="N",
+        help="write N weeks of synthetic history into the demo's own new InfluxDB before the server starts, so"
+        " forecasts and analytics have data (default 5; 0: none)",
+    )
     parser.add_argument("--summary-s", type=float, default=5.0, help="print free counts this often")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)

@@ -84,6 +84,9 @@ class OccupancyCurve:
         self.days = days
         self.source = source
         self._dates = sorted(days)
+        self._years = sorted({d.year for d in self._dates})
+        #: ``day_for``'s answers (the curve does not change): asked at every demand step of every lot.
+        self._day_for: dict[date, date] = {}
 
     @classmethod
     def from_csv(cls, path: Path) -> OccupancyCurve:
@@ -111,9 +114,14 @@ class OccupancyCurve:
 
     def day_for(self, when: date) -> date:
         """The curve's day standing in for ``when``: same month/day, same weekday, in the data."""
+        found = self._day_for.get(when)
+        if found is None:
+            found = self._day_for[when] = self._find_day(when)
+        return found
+
+    def _find_day(self, when: date) -> date:
         best: date | None = None
-        years = sorted({d.year for d in self._dates})
-        for year in years:
+        for year in self._years:
             try:
                 anchor = when.replace(year=year)
             except ValueError:  # 29 February

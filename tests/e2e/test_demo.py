@@ -1,6 +1,7 @@
 """``district demo`` as a user runs it: up within 30 s, free counts moving
-within 20 s, every lot live within 45 s, health and OpenAPI complete, and
-Ctrl-C stops every process."""
+within 20 s, every lot live within 45 s, health and OpenAPI complete, the
+backfilled history giving forecasts and analytics figures (and no camera the
+site does not configure), and Ctrl-C stops every process."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +28,10 @@ from tests.conftest import SHARED, need
 pytestmark = pytest.mark.e2e
 
 
-def get(url: str) -> tuple[int, Any]:
+def get(url: str, key: str | None = None) -> tuple[int, Any]:
+    req = urllib.request.Request(url, headers={"X-API-Key": key} if key else {})
     try:
-        with urllib.request.urlopen(url, timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=5) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
@@ -86,6 +89,44 @@ def _demo_broker_is_secured(workdir: Path) -> None:
     assert "TLS (CA" in gateway_log and "user district-gateway" in gateway_log
 
 
+def _history_serves_forecasts_and_analytics(api: str, workdir: Path) -> None:
+    """The backfilled weeks (synthetic, for the site's own camera and lots) are stored history as the server
+    reads it: the counted zone's and a lot's forecasts become ``ok``, an operator's peaks have figures, and
+    the zones table counts no camera beyond the configured ones."""
+    pending = {"/v1/zones/altmarkt/forecast", "/v1/parking/lots/dresdenaltmarkt/forecast"}
+    deadline = time.monotonic() + 120  # the server's first run fits the zones, then the lots, one at a time
+    while pending:
+        for path in sorted(pending):
+            status, body = get(f"{api}{path}")
+            assert status == 200, (path, body)
+            if body["status"] != "pending":
+                assert body["status"] == "ok", (path, body["status"], body.get("detail"))
+                # Fitted on the backfilled weeks: the demo itself is minutes old.
+                fitted = datetime.fromisoformat(body["made_at"]) - datetime.fromisoformat(body["history_from"])
+                assert body["points"] and fitted >= timedelta(days=28), (path, fitted)
+                pending.discard(path)
+        assert time.monotonic() < deadline, f"forecasts still pending after 120 s: {sorted(pending)}"
+        time.sleep(0.5)
+    added = subprocess.run(
+        [sys.executable, "-m", "district.cli", "keys", "--file", str(workdir / "server-state" / "api-keys"),
+         "add", "demo-test", "--role", "operator"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    key = added.stdout.strip()
+    deadline = time.monotonic() + 10  # the server re-reads its key file within a second
+    while (peaks := get(f"{api}/v1/analytics/zones/altmarkt/peaks", key))[0] == 401:
+        assert time.monotonic() < deadline, "the operator key was not accepted"
+        time.sleep(0.3)
+    status, body = peaks
+    assert status == 200, body
+    shown = [hour for hour in body["hours"] if hour["state"] == "ok"]
+    assert len(shown) >= 12 and all(hour["value"] > 0 for hour in shown), body["hours"]
+    # The generated retail week and day (firmware_sim/history.py): Saturday busiest, the peak in shop hours.
+    assert body["peak_day"] == "saturday" and 10 <= int(body["peak_hour"]) <= 18, (body["peak_day"], body["peak_hour"])
+    for zone in get(f"{api}/v1/zones")[1]:
+        assert zone["cameras"]["working"] <= zone["cameras"]["configured"], zone
+
+
 def test_demo_serves_changing_counts_and_stops_cleanly(tmp_path: Path) -> None:
     need(
         find_binary("mosquitto") is not None and find_binary("influxd") is not None,
@@ -135,6 +176,12 @@ def test_demo_serves_changing_counts_and_stops_cleanly(tmp_path: Path) -> None:
             pytest.fail("demo exited before it was up:\n" + "".join(output[-40:]))
         assert up - started < 30, "the API must answer within 30 s of starting"
         assert re.search(rf"API: {re.escape(api)}/v1/parking/lots", "".join(output))
+        backfilled = re.search(
+            r"history: 5 weeks backfilled \(([\d,]+) points, synthetic\) in ([\d.]+) s", "".join(output)
+        )
+        assert backfilled, "".join(output)
+        # Five weeks of 5-minute steps: three counting lines and five lots, nothing else.
+        assert int(backfilled[1].replace(",", "")) == 5 * 7 * 288 * (3 + 5)
 
         status, lots = get(f"{api}/v1/parking/lots")
         assert status == 200 and len(lots) == 5
@@ -191,6 +238,7 @@ def test_demo_serves_changing_counts_and_stops_cleanly(tmp_path: Path) -> None:
             time.sleep(0.5)
 
         _demo_broker_is_secured(workdir)
+        _history_serves_forecasts_and_analytics(api, workdir)
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         try:
