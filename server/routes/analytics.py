@@ -194,13 +194,18 @@ async def lot_peaks(
 
 
 def _weeks(live: LiveDep, to: str | None) -> tuple[Window, Window, Window]:
-    """The 7 local days ending at ``to`` (default: the end of today), the 7 before, and those 364 days earlier.
+    """The 7 local days ending at ``to`` (default: today's local midnight, so the last 7 complete days), the 7
+    before, and those 364 days earlier.
 
-    Counted in local dates, not in 24-hour steps: a week with a DST change is 167 or 169 hours.
+    Counted in local dates, not in 24-hour steps: a week with a DST change is 167 or 169 hours. Not the end of
+    today by default: a week holding today's first hours against a whole week reads as a fall that is not there
+    (a fresh-user trial saw -12.4 % for +0.8 %).
     """
     end = _days_window(live, None, to, timedelta(days=1), timedelta(days=1))
     tz = end.tz
     last = end.end.astimezone(tz).date()
+    if to is None:
+        last -= timedelta(days=1)  # the default window ends at the end of today
 
     def week(back: int) -> Window:
         return Window(
@@ -213,8 +218,9 @@ def _weeks(live: LiveDep, to: str | None) -> tuple[Window, Window, Window]:
 
 _CHANGE = (
     " `to`: the end of the current week (a date: local midnight, or a date-time, widened to the end of its day;"
-    " default: the end of today); the week is the 7 local days before it. Week-on-week: against the 7 days"
-    " before; year-on-year: against the same weekdays 52 weeks (364 days) earlier."
+    " default: today's local midnight, so the last 7 complete days); the week is the 7 local days before it."
+    " Week-on-week: against the 7 days before; year-on-year: against the same weekdays 52 weeks (364 days)"
+    " earlier."
 )
 
 

@@ -668,9 +668,11 @@ def test_the_analytics_panel_shows_the_apis_figures_and_suppressed_ones_as_suppr
     api: Api, fleet: Fleet, browser: Browser
 ) -> None:
     """An operator sees a zone's analytics as the API computes them; a figure under k is a word, never 0."""
-    # The previous week: one footfall interval of 4 entries, so week-on-week rests on 4 people (< k = 10).
-    earlier = utcnow() - timedelta(days=8)
-    store_count(api, earlier, "altmarkt", SITE.cameras[0].lines[0].id, towards=4, away=4)
+    # The default week is the last 7 complete days: 20 entries in it two days ago, and one interval of 4 in the
+    # week before, so week-on-week rests on 4 people (< k = 10).
+    line = SITE.cameras[0].lines[0].id
+    store_count(api, utcnow() - timedelta(days=2), "altmarkt", line, towards=20, away=20)
+    store_count(api, utcnow() - timedelta(days=9), "altmarkt", line, towards=4, away=4)
 
     open_console(browser, api)
     assert "Operator key needed" in browser.js("return document.getElementById('analytics-gate').textContent")

@@ -565,3 +565,24 @@ def test_published_zone_figures_withhold_a_mean_or_occupancy_under_k(server: tup
         (peak,) = [p for p in peaks if p["state"] != "nodata"]
         assert (peak["state"], peak["hour"], peak["days"]) == ("ok", 10, 1), day
         assert (peak["entries_mean"], peak["exits_mean"], peak["withheld"]) == peak_want, day
+
+
+def test_the_default_week_is_the_last_seven_complete_days(server: tuple[httpx.Client, Influx]) -> None:
+    """Without ``to``, week-on-week compares the last 7 complete local days with the 7 before: 20 entries on
+    each of the last 14 days give 0 %, and today's 500 (a morning not yet over) are left out, never read as a
+    rise or, early in the day, as a fall (a fresh-user trial saw -12.4 % for +0.8 %)."""
+    client, influx = server
+    today = datetime.now(BERLIN).date()
+    points = [
+        p for back in range(1, 15) for p in footfall(local(today - timedelta(days=back), 10), "shop", "door", 20, 20)
+    ]
+    points += footfall(local(today), "shop", "door", 500, 0)  # from today's midnight: before now
+    write_lines(influx, [line_protocol(p) for p in points])
+    body = api(client, "/v1/analytics/zones/shop/change")
+    current, previous = body["periods"][0], body["periods"][1]
+    assert datetime.fromisoformat(current["end"]) == local(today)
+    assert (current["value"], previous["value"]) == (140, 140)
+    assert body["changes"][0]["state"] == "ok" and body["changes"][0]["value"] == 0.0
+    # An explicit ``to`` is taken as asked: the week to the end of today holds today's 500.
+    asked = api(client, f"/v1/analytics/zones/shop/change?to={today + timedelta(days=1)}")
+    assert asked["periods"][0]["value"] == 6 * 20 + 500
