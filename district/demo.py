@@ -66,8 +66,11 @@ from district.services import (
 )
 from firmware_sim.demand import load_targets
 from firmware_sim.history import Backfilled, backfill
+from server.keys import KeyCommandError, add_key, rotate_key
 
 log = logging.getLogger("district.demo")
+#: The name of the operator key each demo makes and prints.
+DEMO_KEY_NAME = "demo-operator"
 
 DEMO_SITE = Path(__file__).parent / "sites" / "dresden.yaml"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -231,6 +234,15 @@ class Demo:
         self.children.append(child)
         return child
 
+    @staticmethod
+    def _operator_key(keys_file: Path) -> str:
+        """A key named ``demo-operator`` in the server's key file (a new one each start, the old one revoked)."""
+        keys_file.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return add_key(keys_file, DEMO_KEY_NAME, "operator")
+        except KeyCommandError:  # a kept workdir (--workdir, --keep): the last run's key
+            return rotate_key(keys_file, DEMO_KEY_NAME)
+
     def _backfill(self, influx_url: str) -> Backfilled:
         """``--history-weeks`` of generated history for the site's own cameras and lots (docs/forecast.md)."""
         weeks = self.args.history_weeks
@@ -352,6 +364,8 @@ class Demo:
             log.info("fleet running: %d edge agents publishing to %s:%d", len(buses), self.mqtt_host, self.mqtt_port)
             return
 
+        # An operator key for this demo, so its console and analytics can be tried at once (docs/access-control.md).
+        self.operator_key = self._operator_key(self.workdir / "server-state" / "api-keys")
         common = {"INFLUX_URL": str(influx_url), "INFLUX_DB": "district"}
         metrics_port = free_port()
         self.gateway_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
@@ -391,6 +405,12 @@ class Demo:
         )
         print(f"  lockers: {self.api}/v1/lockers   crowd: {self.api}/v1/zones", flush=True)
         print(f"  console: {self.api}/console/   (site plan and live state; a key adds devices, overrides)", flush=True)
+        keys_file = self.workdir / "server-state" / "api-keys"
+        print(
+            f"  operator key (this demo's, {DEMO_KEY_NAME}): {self.operator_key}   (console key field, or header"
+            f" X-API-Key)\n  more keys: district keys --file {keys_file} add NAME --role operator|admin",
+            flush=True,
+        )
         if self.site.zones:
             print(f"  guidance: {self.api}/v1/guidance/parking?zone={self.site.zones[0].id}", flush=True)
         for display in self.site.displays:

@@ -89,7 +89,7 @@ def _demo_broker_is_secured(workdir: Path) -> None:
     assert "TLS (CA" in gateway_log and "user district-gateway" in gateway_log
 
 
-def _history_serves_forecasts_and_analytics(api: str, workdir: Path) -> None:
+def _history_serves_forecasts_and_analytics(api: str, workdir: Path, banner: str) -> None:
     """The backfilled weeks (synthetic, for the site's own camera and lots) are stored history as the server
     reads it: the counted zone's and a lot's forecasts become ``ok``, an operator's peaks have figures, and
     the zones table counts no camera beyond the configured ones."""
@@ -107,9 +107,14 @@ def _history_serves_forecasts_and_analytics(api: str, workdir: Path) -> None:
                 pending.discard(path)
         assert time.monotonic() < deadline, f"forecasts still pending after 120 s: {sorted(pending)}"
         time.sleep(0.5)
+    # The operator key the banner prints works; so does one made as the banner says.
+    printed = re.search(r"operator key \(this demo's, demo-operator\): (\S+)", banner)
+    assert printed, banner
+    assert get(f"{api}/v1/whoami", printed[1])[1]["role"] == "operator"
+    more = re.search(r"more keys: district keys --file (\S+) add NAME", banner)
+    assert more and Path(more[1]) == workdir / "server-state" / "api-keys", banner
     added = subprocess.run(
-        [sys.executable, "-m", "district.cli", "keys", "--file", str(workdir / "server-state" / "api-keys"),
-         "add", "demo-test", "--role", "operator"],
+        [sys.executable, "-m", "district.cli", "keys", "--file", more[1], "add", "demo-test", "--role", "operator"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     key = added.stdout.strip()
@@ -238,7 +243,7 @@ def test_demo_serves_changing_counts_and_stops_cleanly(tmp_path: Path) -> None:
             time.sleep(0.5)
 
         _demo_broker_is_secured(workdir)
-        _history_serves_forecasts_and_analytics(api, workdir)
+        _history_serves_forecasts_and_analytics(api, workdir, "".join(output))
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         try:
