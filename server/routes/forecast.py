@@ -187,7 +187,15 @@ def _parse_arrival(text: str) -> datetime:
     except (ValueError, OverflowError):
         pass
     raise RequestValidationError(
-        [{"type": "bad_time", "loc": ("query", "arrival"), "msg": "an RFC 3339 date-time with offset", "input": None}]
+        [
+            {
+                "type": "bad_time",
+                "loc": ("query", "arrival"),
+                "msg": "an RFC 3339 date-time with offset, e.g. 2026-11-30T10:00:00+01:00; in a query send '+' as"
+                " %2B (a bare '+' arrives as a space)",
+                "input": text,
+            }
+        ]
     )
 
 

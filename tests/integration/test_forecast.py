@@ -179,6 +179,9 @@ def test_forecasts_from_stored_history(tmp_path: Path, mosquitto: Service, store
         assert nolot.status_code == 404 and nolot.json()["error"] == "not_found"
         bad = api.get("/v1/parking/lots/lot1/forecast", params={"arrival": "2026-01-01T10:00"})
         assert bad.status_code == 422 and bad.json()["detail"][0]["type"] == "bad_time"
+        # A '+' sent bare arrives as a space: the answer shows what arrived and says how to send it.
+        plus = api.get("/v1/parking/lots/lot1/forecast?arrival=2026-11-30T10:00:00+01:00").json()["detail"][0]
+        assert plus["input"] == "2026-11-30T10:00:00 01:00" and "%2B" in plus["msg"]
         far = api.get("/v1/parking/lots/lot1/forecast", params={"arrival": (NOW + timedelta(days=3)).isoformat()})
         assert far.json()["arrival"]["free"] is None
 

@@ -4,12 +4,14 @@ lot's forecast at two instants (``Forecast.mean_at``, ``occupancy_change``), and
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import numpy as np
 import pytest
 
+from contracts.site import SiteConfig
 from server.forecast.model import Forecast
 from server.forecast.service import ForecastService, ForecastState
 from server.influx import InfluxClient
@@ -82,3 +84,18 @@ def test_occupancy_change_reads_a_fresh_ok_forecast_only(service: ForecastServic
     clock.advance(-(2 * REFRESH_S + 1))
     service.lots["L1"] = ForecastState("insufficient_history", made_at=T0, detail="2 weeks")
     assert service.occupancy_change("L1", T0 + timedelta(minutes=7.5), T0 + timedelta(minutes=30)) is None
+
+
+def test_a_zone_no_camera_counts_is_unavailable_not_waiting_for_history(clock: FakeClock) -> None:
+    site = SiteConfig.model_validate(
+        {
+            "site": {"id": "s1", "name": "Test"},
+            "zones": [{"id": "counted", "name": "Counted"}, {"id": "uncounted", "name": "Uncounted"}],
+            "cameras": [{"id": "cam1", "device": "cam-node", "lines": [{"id": "door", "zone": "counted"}]}],
+        }
+    )
+    service = ForecastService(site, cast(InfluxClient, None), is_holiday=lambda _d: False, clock=clock)
+    state = asyncio.run(service._zone("uncounted", T0))  # no history is read: the client is never used
+    assert (state.status, state.detail) == ("unavailable", "no camera line counts into this zone (site configuration)")
+    with pytest.raises(AttributeError):  # the counted zone does read history (here: from no client at all)
+        asyncio.run(service._zone("counted", T0))
