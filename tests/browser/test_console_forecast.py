@@ -5,9 +5,10 @@ intervals as the gateway stores them) are written into the server's own InfluxDB
 server's ForecastService fits them in its first run (``forecast_refresh_s`` an hour: one run per server, none
 during a test). The lots other than Altmarkt have no history: ``insufficient_history``. No camera line of the
 demo site counts into Prager Straße (the generator's second camera is not configured), so its forecast is
-``unavailable`` whatever is stored (its stored weeks are cut to two all the same). The page is compared with the API it reads: the zone's busiest hour and band, the
-lot's expected free bays at an arrival time, words instead of a chart where there is no forecast, and a
-forecast made three hours ago (a server whose clock is three hours behind the browser's) said to be stale.
+``unavailable`` whatever is stored. The page is compared with the API it reads: the zone's busiest hour and
+band, the lot's expected free bays at an arrival time, words instead of a chart where there is no forecast,
+and a forecast made three hours ago (a server whose clock is three hours behind the browser's) said to be
+stale.
 """
 
 from __future__ import annotations
