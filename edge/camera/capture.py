@@ -312,6 +312,9 @@ class Capture:
             self._file_offset += self._seg_frames / self._fps
             self._retry_at = self._clock()
             log.info("%s: end of file, starting again", self.cfg.describe())
+            # Reopened here, within this read: a loop is not a disconnection (health would report the camera
+            # disconnected and pause its zones for a moment at every loop). A failed reopen retries with backoff.
+            self._open()
             return
         self.read_failures += 1
         self.close()

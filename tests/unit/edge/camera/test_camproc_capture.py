@@ -62,7 +62,14 @@ def test_file_timestamps_are_frame_index_over_fps_and_end(clock: FakeClock) -> N
 def test_file_loop_keeps_time_increasing(clock: FakeClock) -> None:
     factory = ScriptedFactory([FakeSource(3, fps=2.0), FakeSource(3, fps=2.0), FakeSource(0)])
     cap = Capture(file_src(loop=True), factory=factory, clock=clock, wait=clock.wait, rng=no_jitter)
-    frames = [f for f in (cap.read() for _ in range(10)) if f is not None]
+    frames, connected = [], []
+    for _ in range(10):
+        f = cap.read()
+        connected.append(cap.connected)
+        if f is not None:
+            frames.append(f)
+    # Reopened within the read that met the end: connected throughout, until the empty file fails.
+    assert connected == [True] * 8 + [False] * 2, connected
     assert [f.t for f in frames] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
     assert [f.index for f in frames] == [1, 2, 3, 4, 5, 6]
     assert [f.new_segment for f in frames] == [True, False, False, True, False, False]
