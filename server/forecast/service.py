@@ -152,7 +152,7 @@ class ForecastService:
             return ForecastState("unavailable", made_at=self.clock(), detail=f"forecast failed: {type(exc).__name__}")
 
     async def _zone(self, zone_id: str, now: datetime) -> ForecastState:
-        if not any(line.zone == zone_id for camera in self.site.cameras for line in camera.lines):
+        if not self.site.lines_by_zone.get(zone_id):
             # Not "not enough history yet": waiting will not help, the site configuration must change.
             return ForecastState(
                 "unavailable", made_at=self.clock(), detail="no camera line counts into this zone (site configuration)"
