@@ -225,9 +225,9 @@ class _Judged:
     reasons: list[str]
 
 
-#: ``(lot id, from_min, to_min)`` -> the change in the lot's free bays its forecast expects between those
-#: minutes from now, or None when no fresh forecast spans both (``server.forecast.service``, via the route).
-ForecastChange = Callable[[str, float, float], float | None]
+#: ``(lot id, minutes)`` -> the change in the lot's free bays its forecast expects from now to that many minutes
+#: from now, or None when no fresh forecast spans both (``server.forecast.service``, via the route).
+ForecastChange = Callable[[str, float], float | None]
 
 
 def rank_parking(
@@ -347,12 +347,12 @@ def _judge_lot(
     if trend.free_change is not None:
         bays = _plural(abs(trend.free_change), "bay")
         change = f"{trend.free_change:+d} {bays} in {trend.window_s / 60:.0f} min"
-    later: float | None = None  # the forecast's change of free bays from now to the arrival
+    expected: float | None = None  # the forecast's change of free bays from now to the arrival
     if arrive_in_min is not None and forecast_change is not None:
-        later = forecast_change(lot.id, 0.0, arrive_in_min)
-    if arrive_in_min is not None and (later is not None or usable):
-        if later is not None:
-            basis, moved = "forecast", later
+        expected = forecast_change(lot.id, arrive_in_min)
+    if arrive_in_min is not None and (expected is not None or usable):
+        if expected is not None:
+            basis, moved = "forecast", expected
         else:
             assert trend.free_change is not None
             basis, moved = "trend", trend.free_change / trend.window_s * arrive_in_min * 60.0

@@ -134,10 +134,8 @@ async def parking_guidance(
     if forecasts is not None and arrive_in_min is not None:
         service, now = forecasts, forecasts.clock()
 
-        def change(lot_id: str, from_min: float, to_min: float) -> float | None:
-            occupied = service.occupancy_change(
-                lot_id, now + timedelta(minutes=from_min), now + timedelta(minutes=to_min)
-            )
+        def change(lot_id: str, minutes: float) -> float | None:
+            occupied = service.occupancy_change(lot_id, now, now + timedelta(minutes=minutes))
             return None if occupied is None else -occupied
 
     return guidance.rank_parking(

@@ -266,12 +266,12 @@ class Forecasts:
 
     def __init__(self, per_min: dict[str, float]) -> None:
         self.per_min = per_min
-        self.asked: list[tuple[str, float, float]] = []
+        self.asked: list[tuple[str, float]] = []
 
-    def __call__(self, lot_id: str, from_min: float, to_min: float) -> float | None:
-        self.asked.append((lot_id, from_min, to_min))
+    def __call__(self, lot_id: str, minutes: float) -> float | None:
+        self.asked.append((lot_id, minutes))
         rate = self.per_min.get(lot_id)
-        return None if rate is None else rate * (to_min - from_min)
+        return None if rate is None else rate * minutes
 
 
 @pytest.mark.parametrize(
@@ -299,7 +299,7 @@ def test_arrival_follows_a_fresh_forecast_else_the_trend(
     fc = Forecasts({} if forecast_per_min is None else {lot.id: forecast_per_min})
     [e] = rank([lot], arrive_in_min=arrive, forecast_change=fc).lots
     assert (e.arrival_basis, e.spaces_at_arrival) == (basis, at_arrival)
-    assert fc.asked == [(lot.id, 0.0, arrive)]  # from now to the arrival
+    assert fc.asked == [(lot.id, arrive)]  # from now to the arrival
     assert e.score_parts is not None
     risk = guidance.space_risk_min
     expected = 0.0 if at_arrival is None else risk(at_arrival) - risk(e.spaces_beyond_reserve)
