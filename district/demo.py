@@ -250,7 +250,7 @@ class Demo:
         targets = {lot: fn for lot, (fn, _) in load_targets(data_dir, [lot.id for lot in self.site.parking]).items()}
         try:
             return backfill(influx_url, "district", self.site, weeks, targets=targets, seed=self.args.seed)
-        except (OSError, InfluxError) as exc:
+        except (OSError, InfluxError, RuntimeError) as exc:  # unreachable, refused, lines dropped
             raise RuntimeError(f"history backfill into {influx_url} failed: {exc}") from exc
 
     def _start_edge(self, device_id: str, config: dict[str, Any]) -> None:

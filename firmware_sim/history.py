@@ -36,8 +36,6 @@ from __future__ import annotations
 import math
 import random
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -247,15 +245,23 @@ def generate(
 
 
 def write(url: str, db: str, points: list[StoredPoint]) -> None:
-    """``/write`` the points, :data:`BATCH` lines a request (InfluxDB 1.x, ns precision)."""
+    """``/write`` the points, :data:`BATCH` lines a request (InfluxDB 1.x, ns precision), through the gateway's
+    :class:`gateway.influx.InfluxWriter`; raises as :func:`_write` says."""
+    writer = InfluxWriter(url, db, timeout_s=60)
+    try:
+        _write(writer, points)
+    finally:
+        writer.close()
+
+
+def _write(writer: InfluxWriter, points: list[StoredPoint]) -> None:
+    """Raises :class:`common.influxdb.InfluxError` (unreachable, refused) or RuntimeError if a line is dropped."""
     lines = [line_protocol(p) for p in points]
-    params = urllib.parse.urlencode({"db": db, "precision": "ns"})
     for i in range(0, len(lines), BATCH):
-        body = "\n".join(lines[i : i + BATCH]).encode()
-        req = urllib.request.Request(f"{url}/write?{params}", data=body, method="POST")
-        with urllib.request.urlopen(req, timeout=60) as r:
-            if r.status != 204:
-                raise RuntimeError(f"InfluxDB /write answered {r.status}")
+        result = writer.write(lines[i : i + BATCH])
+        if not result.ok:
+            first = result.dropped[0]
+            raise RuntimeError(f"InfluxDB refused {len(result.dropped)} lines, e.g. {first.line!r}: {first.error}")
 
 
 @dataclass(frozen=True)
@@ -294,10 +300,10 @@ def backfill(
     end = datetime.fromtimestamp(to_ns(now) // 10**9 // 300 * 300, UTC)
     start = end - timedelta(weeks=weeks)
     points = generate(site, start, end, np.random.default_rng(seed), targets=targets)
-    writer = InfluxWriter(url, db)
+    writer = InfluxWriter(url, db, timeout_s=60)
     try:
         writer.create_database()
-        write(url, db, points)
+        _write(writer, points)
         setup = HistorySetup(writer.execute, RetentionPlan.of(db, config=site.history))
         setup.ensure()
         written = {p.measurement for p in points}
