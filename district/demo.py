@@ -66,6 +66,7 @@ from district.services import (
 )
 from firmware_sim.demand import load_targets
 from firmware_sim.history import Backfilled, backfill
+from server.alerts import FLAP_WINDOW_S
 from server.keys import KeyCommandError, add_key, rotate_key
 
 log = logging.getLogger("district.demo")
@@ -110,6 +111,19 @@ class Child:
             log.warning("%s ignored SIGTERM; killing", self.name)
             self.proc.kill()
             self.proc.wait(timeout)
+
+
+def flap_window_s(speed: float) -> float:
+    """The server's ``alert_flap_window_s`` for a fleet at ``speed`` simulated s per real s.
+
+    The flapping rule counts a bay's changes in real seconds. At 60x, a bay's
+    ordinary turnover (three cars in ten simulated hours) falls within the
+    default 600 s and reads as flapping, so the window shrinks with the speed,
+    to the same simulated span (600 s at 60x: 10 s). A sensor fault still
+    flaps at every poll, far faster. Never below 5 s, the alert engine's
+    interval; at speed 1 or slower (0 freezes time) it is the default.
+    """
+    return max(5.0, FLAP_WINDOW_S / speed) if speed > 1 else FLAP_WINDOW_S
 
 
 def _district(*args: str) -> list[str]:
@@ -385,7 +399,10 @@ class Demo:
             _district("server", "--site", str(args.site), "--host", args.host, "--port", str(port)),
             {f"DISTRICT_SERVER_{k}": v for k, v in common.items()}
             | self._access(SERVER).env("server")
-            | {"DISTRICT_SERVER_STATE_DIR": str(self.workdir / "server-state")},
+            | {
+                "DISTRICT_SERVER_STATE_DIR": str(self.workdir / "server-state"),
+                "DISTRICT_SERVER_ALERT_FLAP_WINDOW_S": str(flap_window_s(args.speed)),
+            },
         )
         self.api = f"http://{args.host}:{port}"
         deadline = time.monotonic() + 30

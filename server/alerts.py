@@ -34,7 +34,9 @@ Rules (constants below; the thresholds are ours, stated so they can be tuned):
   per bay (from its live churn) and at least :data:`STUCK_MIN_S`. A lot that
   barely changes (night) has no meaningful churn and raises nothing.
 - ``bay_flapping`` (warning): :data:`FLAP_CHANGES` or more status changes of
-  one bay within :data:`FLAP_WINDOW_S` (a failing sensor, a car on the line).
+  one bay within :data:`FLAP_WINDOW_S` (a failing sensor, a car on the line);
+  both are the server's settings ``alert_flap_changes`` and
+  ``alert_flap_window_s``, these constants their defaults.
 - ``reject_rate`` (warning): the server's stream rejected at least
   :data:`REJECT_RATE` of the messages of the last :data:`REJECT_WINDOW_S`
   (and :data:`REJECT_MIN` messages): it validates with the same contract as
@@ -116,8 +118,12 @@ class AlertEngine:
         interval_s: float = 5.0,
         stream_counts: StreamCounts | None = None,
         topic_prefix: str = "district",
+        flap_changes: int = FLAP_CHANGES,
+        flap_window_s: float = FLAP_WINDOW_S,
     ) -> None:
         self.live = live
+        self.flap_changes = flap_changes
+        self.flap_window_s = flap_window_s
         self.interval_s = interval_s
         self.stream_counts = stream_counts
         self.publish: Publish | None = None
@@ -314,11 +320,11 @@ class AlertEngine:
                             float(len(stuck)),
                         )
                     )  # fmt: skip
-        for lot_id, bay, n in self.live.bays.flapping(now, FLAP_WINDOW_S, FLAP_CHANGES):
+        for lot_id, bay, n in self.live.bays.flapping(now, self.flap_window_s, self.flap_changes):
             out.append(
                 Finding(
                     "bay_flapping", "warning", "bay", f"{lot_id}.{bay}",
-                    f"bay {bay} of lot {lot_id} changed {n} times in {_age(FLAP_WINDOW_S)}", float(n),
+                    f"bay {bay} of lot {lot_id} changed {n} times in {_age(self.flap_window_s)}", float(n),
                 )
             )  # fmt: skip
         return out

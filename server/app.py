@@ -107,7 +107,12 @@ def create_app(
     )
     live_feed = LiveFeed(live, display_engine)
 
-    alerts = AlertEngine(live, topic_prefix=settings.topic_prefix)
+    alerts = AlertEngine(
+        live,
+        topic_prefix=settings.topic_prefix,
+        flap_changes=settings.alert_flap_changes,
+        flap_window_s=settings.alert_flap_window_s,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from common.mqtt_security import MqttClientFields, SecretFileError, check_private
 from contracts.configfile import ConfigError
 from server.keys import Role
+from server.stores.bays import FLAP_KEEP
 
 
 class ServerSettings(BaseSettings, MqttClientFields):
@@ -87,6 +88,14 @@ class ServerSettings(BaseSettings, MqttClientFields):
     override_max_s: Annotated[float, Field(gt=0)] = 7 * 86_400.0
     #: SSE heartbeat (a comment line) on an idle display stream.
     sse_heartbeat_s: Annotated[float, Field(gt=0, le=30)] = 15.0
+
+    # -- alerts (server.alerts) ----------------------------------------------------
+    #: A bay is flapping when it changed status this many times within ``alert_flap_window_s``.
+    #: At most :data:`server.stores.bays.FLAP_KEEP`, the changes each bay remembers.
+    alert_flap_changes: Annotated[int, Field(ge=2, le=FLAP_KEEP)] = 6
+    #: The flapping window. A simulated fleet running faster than real time (the demo at
+    #: ``--speed 60``) divides it by its speed, or ordinary turnover reads as flapping.
+    alert_flap_window_s: Annotated[float, Field(gt=0)] = 600.0
 
     # -- forecasts (server.forecast, docs/forecast.md) ---------------------------
     #: Refit every zone and lot forecast this often; 0 turns forecasts off.

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from contracts import CameraHealth, DeviceStatus, ParkingBayState
 from contracts.site import SiteConfig
 from server.alerts import AlertEngine
+from server.app import create_app
 from server.live import BayReading, LiveState
+from server.settings import ServerSettings
 from tests.unit.server.test_server_live import FakeClock
 
 T0 = datetime(2026, 5, 4, 12, 0, 0, tzinfo=UTC)
@@ -228,3 +232,25 @@ def test_a_reject_spike_raises_and_clears(live: LiveState, clock: FakeClock) -> 
     engine._rejects.clear()  # the window moved on: only new samples count
     counts.append((400, 31))
     assert "reject_rate:site:s1" not in kinds(engine)
+
+
+def test_the_flapping_thresholds_are_the_servers_settings(
+    live: LiveState, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DISTRICT_SERVER_ALERT_FLAP_CHANGES", "3")
+    monkeypatch.setenv("DISTRICT_SERVER_ALERT_FLAP_WINDOW_S", "30")
+    settings = ServerSettings(site_config=tmp_path / "unused.yaml", state_dir=tmp_path)
+    engine = create_app(settings, site=live.site, live=live, connect=False).state.alerts
+    report_all(live, clock)
+    for k in range(3):  # 3 changes 20 s apart: within 30 s only 2 of them
+        clock.advance(20)
+        bay(live, clock, "B001", "free" if k % 2 == 0 else "occupied")
+    assert "bay_flapping:bay:L1.B001" not in kinds(engine)
+    for k in range(3):  # 3 more changes 10 s apart (it is free now)
+        clock.advance(10)
+        bay(live, clock, "B001", "occupied" if k % 2 == 0 else "free")
+    assert kinds(engine).get("bay_flapping:bay:L1.B001") == "warning"
+    assert "changed 3 times in 30 s" in next(a.text for a in engine.alerts() if a.kind == "bay_flapping")
+    monkeypatch.setenv("DISTRICT_SERVER_ALERT_FLAP_CHANGES", "33")  # more than a bay remembers (FLAP_KEEP)
+    with pytest.raises(ValidationError, match="alert_flap_changes"):
+        ServerSettings(site_config=tmp_path / "unused.yaml")
