@@ -9,13 +9,24 @@ short, or whose read failed, keeps an explicit state (``insufficient_history``,
 ``unavailable``) instead of a number; before the first run everything is
 ``pending``. Exceptions in one resource are logged and never stop the others
 or the schedule.
+
+A refresh that fails (InfluxDB down or cut off, a fit that raised) does not
+throw away a resource's last ``ok`` forecast: it is kept, its ``made_at``
+unchanged and its ``detail`` saying which refresh failed and why, so a blip
+at refresh time does not blank every forecast for an hour. It ages like any
+other: once ``made_at`` is more than twice ``refresh_s`` old it is
+:meth:`ForecastService.stale`, and guidance stops using it. Resources whose
+history read failed are retried after :data:`RETRY_S`, doubling up to the
+next scheduled refresh, not only at the next refresh.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -49,6 +60,8 @@ ZONE_CONFIG = ModelConfig(steps_per_day=24, stride=6)
 #: before: bench/forecast/README.md "Parking" says so, and what those curves (forecasts, not counts) can show.
 #: The latest day's profile (``recent_day``) they share with zones, by the rule that kept it (ratio 0.680).
 LOT_CONFIG = ModelConfig(steps_per_day=96, stride=24, relative=False)
+#: First retry of the resources whose history read failed (seconds); it doubles up to the next refresh.
+RETRY_S = 60.0
 #: The 5-minute rollup is read in spans the history module accepts (31 days of 5m buckets).
 _CHUNK = timedelta(days=31)
 
@@ -83,20 +96,24 @@ class ForecastService:
         refresh_s: float = 3600.0,
         zone_history_days: int = ZONE_HISTORY_DAYS,
         lot_history_days: int = LOT_HISTORY_DAYS,
+        retry_s: float = RETRY_S,
     ) -> None:
-        if refresh_s <= 0 or zone_history_days < 28 or lot_history_days < 28:
-            raise ValueError("refresh_s > 0 and at least 28 days of history are required")
+        if refresh_s <= 0 or retry_s <= 0 or zone_history_days < 28 or lot_history_days < 28:
+            raise ValueError("refresh_s > 0, retry_s > 0 and at least 28 days of history are required")
         self.site = site
         self.client = client
         self.tz = history.site_zone(site.site.timezone)
         self.is_holiday = is_holiday
         self.clock = clock
         self.refresh_s = refresh_s
+        self.retry_s = retry_s
         self.zone_history_days = min(zone_history_days, ZONE_CONFIG.max_history_days)
         self.lot_history_days = min(lot_history_days, LOT_CONFIG.max_history_days)
         self.zones: dict[str, ForecastState] = {z.id: ForecastState("pending") for z in site.zones}
         self.lots: dict[str, ForecastState] = {lot.id: ForecastState("pending") for lot in site.parking}
         self.runs = 0
+        #: Resources whose last history read failed ("zone"/"lot", id): retried before the next refresh.
+        self.failed: set[tuple[str, str]] = set()
 
     def stale(self, state: ForecastState) -> bool:
         """Whether ``state`` was made more than twice ``refresh_s`` before the service's clock: the schedule has
@@ -116,40 +133,69 @@ class ForecastService:
         return None if a is None or b is None else b - a
 
     async def run(self) -> None:
-        """Refresh now and then every ``refresh_s`` until cancelled."""
+        """Refresh now and then every ``refresh_s`` until cancelled; between refreshes, retry the resources
+        whose history read failed after ``retry_s``, doubling."""
         while True:
+            started = time.monotonic()
             try:
                 await self.refresh()
             except Exception:
                 log.exception("forecast refresh failed")
-            await asyncio.sleep(self.refresh_s)
+            backoff = self.retry_s
+            while self.failed and time.monotonic() + backoff < started + self.refresh_s:
+                await asyncio.sleep(backoff)
+                try:
+                    await self.refresh(only=set(self.failed))
+                except Exception:
+                    log.exception("forecast retry failed")
+                backoff *= 2
+            await asyncio.sleep(max(0.0, started + self.refresh_s - time.monotonic()))
 
-    async def refresh(self) -> None:
-        """Refit every zone and lot once."""
+    async def refresh(self, only: set[tuple[str, str]] | None = None) -> None:
+        """Refit every zone and lot once, or the ``only`` ones (("zone" | "lot", id))."""
         now = self.clock()
         for zone in self.site.zones:
-            self.zones[zone.id] = await self._guard(self._zone(zone.id, now), f"zone {zone.id}")
+            if only is None or ("zone", zone.id) in only:
+                await self._update(self.zones, ("zone", zone.id), self._zone(zone.id, now))
         for lot in self.site.parking:
-            self.lots[lot.id] = await self._guard(self._lot(lot.id, lot.total, now), f"lot {lot.id}")
-        self.runs += 1
+            if only is None or ("lot", lot.id) in only:
+                await self._update(self.lots, ("lot", lot.id), self._lot(lot.id, lot.total, now))
+        if only is None:
+            self.runs += 1
 
-    async def _guard(self, job: Coroutine[Any, Any, ForecastState], what: str) -> ForecastState:
+    async def _update(
+        self, states: dict[str, ForecastState], key: tuple[str, str], job: Coroutine[Any, Any, ForecastState]
+    ) -> None:
+        """Run one resource's refit and store its new state; a failed refit keeps the last ``ok`` forecast."""
+        what = f"{key[0]} {key[1]}"
+        previous = states[key[1]]
+        self.failed.discard(key)
         try:
-            return await job
+            states[key[1]] = await job
+            return
         except InfluxError as exc:
             log.warning("forecast of %s: history unavailable: %s", what, exc)
-            return ForecastState(
-                "unavailable", made_at=self.clock(), detail=f"InfluxDB failed the history query: {exc}"
-            )
+            self.failed.add(key)
+            why = f"InfluxDB failed the history query: {exc}"
+            failed = ForecastState("unavailable", made_at=self.clock(), detail=why)
         except ForecastError as exc:
-            return ForecastState(
+            states[key[1]] = ForecastState(
                 "unavailable" if exc.code == "bad_input" else "insufficient_history",
                 made_at=self.clock(),
                 detail=str(exc),
             )
+            return
         except Exception as exc:
             log.exception("forecast of %s failed", what)
-            return ForecastState("unavailable", made_at=self.clock(), detail=f"forecast failed: {type(exc).__name__}")
+            why = f"forecast failed: {type(exc).__name__}"
+            failed = ForecastState("unavailable", made_at=self.clock(), detail=why)
+        if previous.status == "ok" and previous.made_at is not None:
+            at, made = (t.astimezone(self.tz).isoformat(timespec="seconds") for t in (self.clock(), previous.made_at))
+            states[key[1]] = dataclasses.replace(
+                previous, detail=f"the refresh at {at} failed ({why}); this is the forecast made at {made}"
+            )
+        else:
+            states[key[1]] = failed
 
     async def _zone(self, zone_id: str, now: datetime) -> ForecastState:
         if not self.site.lines_by_zone.get(zone_id):

@@ -49,7 +49,11 @@ class LotPoint(BaseModel):
 
 class ForecastMeta(BaseModel):
     status: Status
-    detail: str | None = None
+    detail: str | None = Field(
+        None,
+        description="Why there is no forecast (any status but `ok`); with `ok`, that the latest refresh failed and"
+        " this is the last forecast made (`made_at`), kept until it is `stale`.",
+    )
     made_at: datetime | None = Field(None, description="When the forecast was computed (site time zone).")
     history_from: datetime | None = Field(None, description="The first step of history the fit read.")
     coverage: float | None = Field(None, description="Nominal central coverage of each interval (0.8).")

@@ -1,7 +1,7 @@
 """Forecast endpoints end to end on real InfluxDB and the provisioned broker (TLS, passwords, ACL): five weeks
 of stored footfall and lot snapshots are read back through the history module, fitted, and served; a zone
 without history says so instead of zeros, and gets a forecast at the next scheduled refresh once its history
-is stored."""
+is stored; a cut link to the database at refresh time keeps the last forecast until it comes back."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from contracts import ParkingBayState, encode, new_reading_id, topics, utcnow
 from contracts.site import SiteConfig
 from district.services import Service
 from tests.conftest import Influx, wait_for
+from tests.integration.test_field_faults import CutProxy
 from tests.integration.test_server import publisher, serve, settings_for
 
 pytestmark = pytest.mark.integration
@@ -199,3 +200,41 @@ def test_forecasts_from_stored_history(tmp_path: Path, mosquitto: Service, store
         for path in ("/v1/zones/{zone_id}/forecast", "/v1/parking/lots/{lot_id}/forecast"):
             answers = paths[path]["get"]["responses"]
             assert {"200", "404", "422"} <= answers.keys(), answers.keys()
+
+
+def test_a_database_cut_at_refresh_time_keeps_the_last_forecast_and_it_recovers(
+    tmp_path: Path, mosquitto: Service, stored: Influx, prefix: str
+) -> None:
+    """The link to InfluxDB is cut while refreshes run (a real TCP cut between the server and influxd): every
+    forecast stays `ok` with its `made_at` and points, its `detail` naming the failed refresh, and guidance
+    keeps its forecast basis; once the link is back, the next refresh replaces it."""
+    site = tmp_path / "site.yaml"
+    site.write_text(SITE_YAML)
+    proxy = CutProxy(int(urllib.parse.urlsplit(stored.url).port or 0))
+    settings = settings_for(
+        site, prefix, mosquitto, f"http://127.0.0.1:{proxy.port}", stored.db,
+        forecast_refresh_s=REFRESH_S, state_dir=tmp_path / "state",
+    )  # fmt: skip
+    try:
+        with serve(settings) as api:
+            first = wait_for(lambda: (r := api.get("/v1/parking/lots/lot1/forecast").json())["status"] == "ok" and r,
+                             timeout=120, what="the first lot forecast")  # fmt: skip
+            zone = api.get("/v1/zones/square/forecast").json()
+            assert zone["status"] == "ok" and zone["detail"] is None
+            proxy.cut()
+            kept = wait_for(lambda: (r := api.get("/v1/parking/lots/lot1/forecast").json())["detail"] and r,
+                            timeout=60, what="a refresh that failed on the cut link")  # fmt: skip
+            assert kept["status"] == "ok" and not kept["stale"]
+            assert kept["made_at"] >= first["made_at"] and kept["points"], kept
+            assert "failed (InfluxDB failed the history query" in kept["detail"]
+            assert f"this is the forecast made at {kept['made_at'][:19]}" in kept["detail"]
+            zone_kept = wait_for(lambda: (r := api.get("/v1/zones/square/forecast").json())["detail"] and r,
+                                 timeout=60, what="the zone's failed refresh")  # fmt: skip
+            assert zone_kept["status"] == "ok" and len(zone_kept["points"]) == 48
+            assert api.get("/v1/zones/empty/forecast").json()["status"] == "unavailable"  # never had one
+            proxy.restore()
+            back = wait_for(lambda: (r := api.get("/v1/parking/lots/lot1/forecast").json())["detail"] is None and r,
+                            timeout=120, what="a refresh after the link came back")  # fmt: skip
+            assert back["status"] == "ok" and back["made_at"] > kept["made_at"]
+    finally:
+        proxy.close()
