@@ -664,6 +664,17 @@ def store_count(api: Api, at: datetime, zone_id: str, line_id: str, *, towards: 
     write_influx(api, "\n".join(line_protocol(p) for p in to_points(interval, site_id=SITE_ID, received_at=at)))
 
 
+def store_lot_snapshots(api: Api, lot_id: str, end: datetime, *, occupied: int, minutes: int) -> None:
+    """``minutes`` of a lot's per-minute snapshots ending at ``end``, ``occupied`` bays each, straight into InfluxDB
+    (as the gateway writes them, ``contracts.history``)."""
+    total = next(lot.total for lot in SITE.parking if lot.id == lot_id)
+    write_influx(api, "\n".join(
+        f"lot_occupancy,site={SITE_ID},lot={lot_id} free={total - occupied}i,occupied={occupied}i,unknown=0i"
+        f" {int((end - timedelta(minutes=n)).timestamp() * 1e9)}"
+        for n in range(minutes)
+    ))  # fmt: skip
+
+
 def test_the_analytics_panel_shows_the_apis_figures_and_suppressed_ones_as_suppressed(
     api: Api, fleet: Fleet, browser: Browser
 ) -> None:
@@ -704,6 +715,25 @@ def test_the_analytics_panel_shows_the_apis_figures_and_suppressed_ones_as_suppr
     assert "entries" in rows["Dwell time (Little's law)"][2]
     assert "k = 10" in browser.js("return document.getElementById('analytics-k').textContent")
     browser.screenshot("06-analytics")
+
+    # A lot's figures rest on vehicles (the most parked at once), not people: 3 cars for an hour, under k = 10.
+    store_lot_snapshots(api, "dresdenkarstadt", utcnow() - timedelta(hours=2), occupied=3, minutes=30)
+    lot_peaks = api.get("/v1/analytics/lots/dresdenkarstadt/peaks", api.keys["operator"])
+    assert lot_peaks["peak_hour"] is None and {c["state"] for c in lot_peaks["hours"]} == {"nodata", "suppressed"}
+    browser.js(
+        "const s = document.getElementById('analytics-of'); s.value = 'lot:dresdenkarstadt';"
+        " s.dispatchEvent(new Event('change'));"
+    )
+    lot_peak = "document.querySelector('#analytics-table tr[data-figure=\"Peak hour\"][data-state=suppressed]')"
+    wait_page(browser, lot_peak, what="the lot's analytics")
+    rows = browser.js(rows_js)
+    state, value, _ = rows["Peak hour"]
+    assert state == "suppressed" and value == "suppressed: fewer than k vehicles", rows["Peak hour"]
+    note = browser.js("return document.getElementById('analytics-k').textContent")
+    assert note.startswith("No figure rests on fewer than k = 10 vehicles parked at once") and "people" not in note
+    table = browser.js("return document.getElementById('analytics-table').textContent")
+    assert "people" not in table, table
+    browser.screenshot("06b-analytics-lot")
     no_console_errors(browser)
 
 

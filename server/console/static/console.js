@@ -918,10 +918,19 @@
 
   const ANALYTICS_INDEX = "/v1/analytics";
   const STATE_WORDS = {
-    suppressed: "suppressed: fewer than k people",
     nodata: "no data",
     coarsened: "coarsened: merged into a wider interval to reach k",
     ok: "ok",
+  };
+  /** What the k rule counts for a figure (docs/analytics.md): people for a zone's footfall, for a lot the most
+   *  vehicles parked at once; an area's lags rest on the fewer of its arrivals (vehicles) and entries (people). */
+  const COUNTED = { zone: "people", lot: "vehicles", arrivals: "vehicles", lags: "arrivals or entries" };
+  const stateWord = (state, counted) =>
+    (state === "suppressed" ? `suppressed: fewer than k ${counted}` : STATE_WORDS[state] || state);
+  const K_NOTE = {
+    zone: "people",
+    lot: "vehicles parked at once",
+    area: "vehicles (the lots' arrivals) or people (the zones' entries)",
   };
 
   function fillAnalyticsChoices(index) {
@@ -934,8 +943,8 @@
     if (keep && [...sel.options].some((o) => o.value === keep)) sel.value = keep;
   }
 
-  function fmtValue(cell, unit) {
-    if (!cell || cell.value === null || cell.value === undefined) return STATE_WORDS[cell ? cell.state : "nodata"] || dash;
+  function fmtValue(cell, unit, counted) {
+    if (!cell || cell.value === null || cell.value === undefined) return stateWord(cell ? cell.state : "nodata", counted);
     if (unit === "share") return `${(cell.value * 100).toFixed(1)} %`;
     if (unit === "seconds") return `${(cell.value / 60).toFixed(1)} min`;
     if (unit === "percent") return `${cell.value > 0 ? "+" : ""}${cell.value.toFixed(1)} %`;
@@ -948,28 +957,30 @@
     return Object.entries(cell.counts).map(([k, v]) => `${k.replace(/_/g, " ")} ${Math.round(v * 10) / 10}`).join(", ");
   }
 
-  function analyticsRow(name, cell, unit, extra) {
+  /** One figure's row; ``counted``: what its k rule counts (COUNTED), said when it is suppressed. */
+  function analyticsRow(name, cell, unit, extra, counted = COUNTED.zone) {
     const state = cell ? cell.state : "nodata";
     const interval = cell && cell.start ? `${fmtTime(cell.start)} to ${fmtTime(cell.end)}` : dash;
     const withheld = state === "suppressed" || state === "nodata";
     return h("tr", { "data-figure": name, "data-state": state },
       h("td", {}, name),
-      h("td", { class: `num${withheld ? ` ${state}` : ""}` }, extra || fmtValue(cell, unit)),
-      h("td", { class: "state" }, STATE_WORDS[state] || state),
+      h("td", { class: `num${withheld ? ` ${state}` : ""}` }, extra || fmtValue(cell, unit, counted)),
+      h("td", { class: "state" }, stateWord(state, counted)),
       h("td", {}, interval),
       h("td", {}, fmtCounts(cell)));
   }
 
-  function peakRow(name, body, which) {
+  function peakRow(name, body, which, counted) {
     const label = which === "hour" ? body.peak_hour : body.peak_day;
     const cells = which === "hour" ? body.hours : body.days;
     const cell = cells.find((c) => c.label === label) || null;
     if (!cell) {
       const anyData = cells.some((c) => c.state !== "nodata");
-      return analyticsRow(name, { state: anyData ? "suppressed" : "nodata", start: body.window.start, end: body.window.end, value: null, counts: null });
+      return analyticsRow(name, { state: anyData ? "suppressed" : "nodata", start: body.window.start, end: body.window.end,
+        value: null, counts: null }, null, null, counted);
     }
     const shown = which === "hour" ? `${label}:00 (${fmtValue(cell)} ${body.unit})` : `${label} (${fmtValue(cell)} ${body.unit})`;
-    return analyticsRow(name, cell, null, shown);
+    return analyticsRow(name, cell, null, shown, counted);
   }
 
   async function loadAnalytics() {
@@ -1019,10 +1030,13 @@
     if (kind === "zone" || kind === "lot") {
       const base = kind === "zone" ? `v1/analytics/zones/${enc}` : `v1/analytics/lots/${enc}`;
       const peaks = await get(`${base}/peaks?${span}`);
-      if (peaks) rows.push(peakRow("Peak hour", peaks, "hour"), peakRow("Peak day", peaks, "day"));
+      const counted = COUNTED[kind];
+      if (peaks) rows.push(peakRow("Peak hour", peaks, "hour", counted), peakRow("Peak day", peaks, "day", counted));
       const change = await get(`${base}/change`);
       if (change) {
-        for (const c of change.changes) rows.push(analyticsRow(c.label === "week_on_week" ? "Week on week" : "Year on year", c, "percent"));
+        for (const c of change.changes) {
+          rows.push(analyticsRow(c.label === "week_on_week" ? "Week on week" : "Year on year", c, "percent", null, counted));
+        }
       }
       if (kind === "zone") {
         const zone = index.zones.find((z) => z.id === id);
@@ -1042,16 +1056,17 @@
     } else if (kind === "area") {
       const pf = await get(`v1/analytics/areas/${enc}/parking-footfall?${span}`);
       if (pf) {
-        rows.push(analyticsRow("Arrivals at the lots (vehicles)", pf.arrivals, null));
+        rows.push(analyticsRow("Arrivals at the lots (vehicles)", pf.arrivals, null, null, COUNTED.arrivals));
         rows.push(analyticsRow("Entries into the zones", pf.entries, null));
         const best = pf.best ? pf.lags.find((c) => c.label === String(pf.best.lag_h)) : null;
         rows.push(best
-          ? analyticsRow("Footfall follows parking by", best, null, `${pf.best.lag_h} h (r ${pf.best.r.toFixed(3)})`)
-          : analyticsRow("Footfall follows parking by", pf.lags[0] || null, null));
+          ? analyticsRow("Footfall follows parking by", best, null, `${pf.best.lag_h} h (r ${pf.best.r.toFixed(3)})`, COUNTED.lags)
+          : analyticsRow("Footfall follows parking by", pf.lags[0] || null, null, null, COUNTED.lags));
       }
     }
     if ($("#analytics-of").value !== choice) return; // another was chosen meanwhile
-    $("#analytics-k").textContent = `No figure rests on fewer than k = ${index.privacy.k} people: smaller ones are coarsened or suppressed, never shown as 0.`;
+    $("#analytics-k").textContent = `No figure rests on fewer than k = ${index.privacy.k} ${K_NOTE[kind]}: smaller ones are`
+      + " coarsened or suppressed, never shown as 0.";
     $("#analytics-k").hidden = false;
     table.querySelector("tbody").replaceChildren(...rows);
     table.hidden = rows.length === 0;
