@@ -800,6 +800,29 @@ def test_a_zone_history_part_under_k_reads_as_withheld_never_as_0(api: Api, flee
     no_console_errors(browser)
 
 
+def test_the_history_legend_names_what_each_series_counts(api: Api, fleet: Fleet, browser: Browser) -> None:
+    """A lot's history legend says "free bays (mean)", not the answer's field name ``free.mean``."""
+    store_lot_snapshots(api, "dresdencitycenter", utcnow() - timedelta(hours=1), occupied=120, minutes=30)
+    history = api.get("/v1/parking/lots/dresdencitycenter/history?every=5m", api.keys["operator"])
+    assert any(b["occupied"]["mean"] == 120 for b in history["buckets"])
+
+    open_console(browser, api, api.keys["operator"])
+    browser.js(
+        "const s = document.getElementById('history-of'); s.value = 'lot:dresdencitycenter';"
+        " s.dispatchEvent(new Event('change'));"
+    )
+    wait_page(browser, "document.querySelector('#history-chart canvas') !== null", what="the lot's history chart")
+    labels = browser.js(
+        "return [...document.querySelectorAll('#history-chart .u-legend .u-series:not(:first-child) .u-label')]"
+        ".map(e => e.textContent)"
+    )
+    assert labels[:3] == ["snapshots", "free bays (mean)", "free bays (min)"], labels
+    assert "occupied bays (mean)" in labels and "bays without a reading (mean)" in labels, labels
+    assert not [label for label in labels if "." in label or "_" in label], labels
+    browser.screenshot("07c-history-legend")
+    no_console_errors(browser)
+
+
 def test_a_live_direction_under_k_reads_as_withheld_never_as_0(
     mosquitto: Service, influxd: Service, tmp_path_factory: pytest.TempPathFactory, browser: Browser
 ) -> None:

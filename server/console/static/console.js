@@ -839,7 +839,24 @@
       "data-coarsened": String(coarsened), "data-withheld": String(partial) }, `${said.join("; ")}.`);
   }
 
-  function drawChart(series, title, note) {
+  /** Human names for the fields of the history answers (server/models.py: LotHistoryBucket, ZoneHistoryBucket,
+   *  LockerHistoryBucket), by what is charted; a ``field.stat`` name reads "field words (stat)". */
+  const SERIES_WORDS = {
+    lot: { free: "free bays", occupied: "occupied bays", unknown: "bays without a reading", samples: "snapshots" },
+    zone: { entries: "entries", exits: "exits", occupancy_mean: "people in the zone (mean)" },
+    bank: {
+      free: "free compartments", occupied: "occupied compartments", deposits: "deposits", pickups: "pickups",
+      mean_dwell_s: "mean dwell (s)", samples: "snapshots",
+    },
+  };
+  function seriesLabel(kind, name) {
+    const dot = name.indexOf(".");
+    const [field, stat] = dot < 0 ? [name, null] : [name.slice(0, dot), name.slice(dot + 1)];
+    const word = (SERIES_WORDS[kind] || {})[field] || field.replace(/_/g, " ");
+    return stat ? `${word} (${stat})` : word;
+  }
+
+  function drawChart(series, title, note, kind) {
     clearChart();
     const box = $("#history-chart");
     if (!series || !series.xs.length || !series.names.length) {
@@ -866,7 +883,7 @@
         // The legend reads a withheld part as "< k" (the live zones' word), not as a missing value.
         const value = (u, v, si, di) => (v === null && di !== null && series.withheld && series.withheld[di]
           && series.withheld[di].has(n) ? "< k" : v === null || v === undefined ? "--" : String(v));
-        return { label: n, stroke: COLORS[i % COLORS.length], width: minmax ? 1 : 2, dash: minmax ? [4, 4] : undefined,
+        return { label: seriesLabel(kind, n), stroke: COLORS[i % COLORS.length], width: minmax ? 1 : 2, dash: minmax ? [4, 4] : undefined,
           value };
       })),
     };
@@ -901,7 +918,8 @@
     const title = $("#history-of").selectedOptions[0] ? $("#history-of").selectedOptions[0].textContent : id;
     if (r.status === 200) {
       gate("#history-gate", "");
-      drawChart(parseHistory(r.data), `${title}, ${$("#history-span").selectedOptions[0].textContent}`, privacyNote(r.data));
+      const span = $("#history-span").selectedOptions[0].textContent;
+      drawChart(parseHistory(r.data), `${title}, ${span}`, privacyNote(r.data), kind);
     } else if (r.status === 401 || r.status === 403) {
       clearChart();
       gate("#history-gate", "Operator key needed to see history.");
