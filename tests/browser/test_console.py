@@ -882,3 +882,45 @@ def test_a_live_direction_under_k_reads_as_withheld_never_as_0(
             browser.driver.get("about:blank")  # no event stream left open on a server about to stop
         finally:
             cam.close()
+
+
+def test_a_device_the_site_does_not_list_reads_as_such_and_the_gateway_as_the_gateway(
+    api: Api, fleet: Fleet, browser: Browser
+) -> None:
+    """The gateway's own status (firmware ``district-gateway ...``) and a stray device, neither in the site
+    configuration: the kind column says so ("not in site config"), and the gateway is named, never "not configured".
+
+    Last in the module: two devices more than the site lists (the operator test above counts the rows).
+    """
+    now = utcnow()
+    fleet.publish([
+        DeviceStatus(device_id=device_id, observed_at=now, reading_id=new_reading_id(), state="online", firmware=fw)
+        for device_id, fw in (("district-gateway", "district-gateway 0.1.0"), ("edge-stray", "1.0.0"))
+    ])  # fmt: skip
+
+    def listed() -> bool:
+        return {"district-gateway", "edge-stray"} <= {d["id"] for d in api.get("/v1/devices", api.keys["operator"])}
+
+    wait_for(listed, what="the two statuses")
+    devices = {d["id"]: d for d in api.get("/v1/devices", api.keys["operator"])}
+    assert [(devices[i]["kind"], devices[i]["configured"]) for i in ("district-gateway", "edge-stray")] == [
+        (None, False),
+        (None, False),
+    ]
+
+    open_console(browser, api, api.keys["operator"])
+    wait_page(browser, "document.querySelector('#devices-table tr[data-id=\"edge-stray\"]') !== null",
+              what="the stray device's row")  # fmt: skip
+    kinds = browser.js(
+        "return Object.fromEntries([...document.querySelectorAll('#devices-table tbody tr')].map(tr =>"
+        " [tr.dataset.id, [tr.children[1].textContent, tr.children[1].title]]))"
+    )
+    assert kinds["district-gateway"][0] == "gateway (not in site config)", kinds["district-gateway"]
+    assert "district gateway, part of the system" in kinds["district-gateway"][1]
+    assert kinds["edge-stray"][0] == "not in site config", kinds["edge-stray"]
+    assert "not listed in the site configuration" in kinds["edge-stray"][1]
+    # A configured device keeps the site's kind.
+    assert kinds["edge-cam-altmarkt"][0] == "camera_node"
+    assert not [k for k, _ in kinds.values() if "not configured" in k]
+    browser.screenshot("09-devices-not-in-site-config")
+    no_console_errors(browser)

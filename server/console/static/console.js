@@ -481,6 +481,21 @@
     }));
   }
 
+  /** The kind column: the site configuration's kind; for a device it does not list (/v1/devices says
+   *  ``configured: false``, ``kind: null``), that, with a title saying what is known. The gateway's own status is
+   *  one such: it reports the firmware ``district-gateway <version>`` (gateway/intake.py) and is part of the
+   *  system, not a field device left out of the configuration. */
+  function kindCell(d) {
+    if (d.kind) return h("td", null, d.kind);
+    if (/^district-gateway\b/.test(d.firmware || "")) {
+      return h("td", { class: "muted", title: "Not listed in the site configuration, which lists field devices: its status"
+        + ` reports the gateway's firmware (${d.firmware}), so this is the district gateway, part of the system itself.` },
+      "gateway (not in site config)");
+    }
+    return h("td", { class: "muted", title: "Heard on the broker but not listed in the site configuration, so its kind"
+      + " is not known here; a field device is added to the site's devices." }, "not in site config");
+  }
+
   function renderDevices() {
     const table = $("#devices-table");
     if (!atLeast("operator") || !S.devices) {
@@ -495,7 +510,7 @@
     table.hidden = false;
     $("#devices-table tbody").replaceChildren(...S.devices.map((d) => h("tr", { "data-id": d.id },
       h("td", { title: d.description || "" }, d.id),
-      h("td", null, d.kind || "not configured"),
+      kindCell(d),
       h("td", { "data-field": "state" }, badge(d.state, d.state), d.reason ? ` ${d.reason}` : ""),
       h("td", null, d.last_heard_age_s === null ? "never" : `${fmtAge(d.last_heard_age_s)} ago`),
       h("td", { class: "num" }, d.battery_pct === null || d.battery_pct === undefined ? dash : `${Math.round(d.battery_pct)} %`),
