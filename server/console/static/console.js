@@ -74,13 +74,15 @@
     return `${Math.round(sec / 86400)} d`;
   }
 
+  /** ``value`` (an ISO time, a Date or epoch milliseconds) in the site's time zone, en-GB, with these Intl
+   *  options: the one place a time is put into words (fmtTime, timeTicks and the forecast's hourOf, clockOf, dayOf). */
+  const siteTime = (value, options) => new Date(value).toLocaleString("en-GB", { timeZone: S.tz, ...options });
+
   function fmtTime(iso) {
     if (!iso) return dash;
     const d = new Date(iso);
     if (Number.isNaN(d.getTime())) return String(iso);
-    return d.toLocaleString("en-GB", {
-      timeZone: S.tz, day: "2-digit", month: "short", hour: "2-digit", minute: "2-digit", second: "2-digit",
-    });
+    return siteTime(d, { day: "2-digit", month: "short", hour: "2-digit", minute: "2-digit", second: "2-digit" });
   }
 
   /** A live value's age now: its age_s when it arrived plus the time since. */
@@ -814,10 +816,9 @@
     const opts = spanS > 2 * 86400 ? { day: "2-digit", month: "short" } : { hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
     let lastDay = null;
     return splits.map((ts) => {
-      const d = new Date(ts * 1000);
-      const text = d.toLocaleString("en-GB", { timeZone: S.tz, ...opts });
+      const text = siteTime(ts * 1000, opts);
       if (spanS > 2 * 86400) return text;
-      const day = d.toLocaleDateString("en-GB", { timeZone: S.tz, day: "2-digit", month: "short" });
+      const day = siteTime(ts * 1000, { day: "2-digit", month: "short" });
       const withDay = day !== lastDay ? `${text}\n${day}` : text;
       lastDay = day;
       return withDay;
@@ -1151,13 +1152,11 @@
   const forecastRefresh = (data) => (data.refresh_s > 0 ? data.refresh_s : FORECAST_REFRESH_S);
 
   const bandText = (b, pct) => `${b.mean} (${pct} %: ${b.lower}${dash}${b.upper})`;
-  const hourOf = (iso) => new Date(iso).toLocaleString("en-GB", {
-    timeZone: S.tz, weekday: "short", day: "2-digit", month: "short", hour: "2-digit", minute: "2-digit", hourCycle: "h23",
+  const hourOf = (iso) => siteTime(iso, {
+    weekday: "short", day: "2-digit", month: "short", hour: "2-digit", minute: "2-digit", hourCycle: "h23",
   });
-  const clockOf = (iso) => new Date(iso).toLocaleTimeString("en-GB", {
-    timeZone: S.tz, hour: "2-digit", minute: "2-digit", hourCycle: "h23",
-  });
-  const dayOf = (iso) => new Date(iso).toLocaleDateString("en-GB", { timeZone: S.tz, day: "2-digit", month: "short", year: "numeric" });
+  const clockOf = (iso) => siteTime(iso, { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+  const dayOf = (iso) => siteTime(iso, { day: "2-digit", month: "short", year: "numeric" });
 
   /** The point forecast as a line, its interval as a filled band (uPlot ``bands``), in the site's time. */
   function drawForecastChart(xs, bands, title, what, pct) {
