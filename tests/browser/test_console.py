@@ -811,7 +811,10 @@ def test_the_history_legend_names_what_each_series_counts(api: Api, fleet: Fleet
         "const s = document.getElementById('history-of'); s.value = 'lot:dresdencitycenter';"
         " s.dispatchEvent(new Event('change'));"
     )
-    wait_page(browser, "document.querySelector('#history-chart canvas') !== null", what="the lot's history chart")
+    # The lot's own chart, not the first lot's drawn on opening (the title names the lot).
+    title = "document.querySelector('#history-chart .u-title')"
+    wait_page(browser, f"document.querySelector('#history-chart canvas') && {title}"
+              f" && {title}.textContent.startsWith('City Center')", what="the lot's history chart")  # fmt: skip
     labels = browser.js(
         "return [...document.querySelectorAll('#history-chart .u-legend .u-series:not(:first-child) .u-label')]"
         ".map(e => e.textContent)"
