@@ -664,6 +664,17 @@ def store_count(api: Api, at: datetime, zone_id: str, line_id: str, *, towards: 
     write_influx(api, "\n".join(line_protocol(p) for p in to_points(interval, site_id=SITE_ID, received_at=at)))
 
 
+def store_lot_snapshots(api: Api, lot_id: str, end: datetime, *, occupied: int, minutes: int) -> None:
+    """``minutes`` of a lot's per-minute snapshots ending at ``end``, ``occupied`` bays each, straight into InfluxDB
+    (as the gateway writes them, ``contracts.history``)."""
+    total = next(lot.total for lot in SITE.parking if lot.id == lot_id)
+    write_influx(api, "\n".join(
+        f"lot_occupancy,site={SITE_ID},lot={lot_id} free={total - occupied}i,occupied={occupied}i,unknown=0i"
+        f" {int((end - timedelta(minutes=n)).timestamp() * 1e9)}"
+        for n in range(minutes)
+    ))  # fmt: skip
+
+
 def test_the_analytics_panel_shows_the_apis_figures_and_suppressed_ones_as_suppressed(
     api: Api, fleet: Fleet, browser: Browser
 ) -> None:
@@ -704,6 +715,25 @@ def test_the_analytics_panel_shows_the_apis_figures_and_suppressed_ones_as_suppr
     assert "entries" in rows["Dwell time (Little's law)"][2]
     assert "k = 10" in browser.js("return document.getElementById('analytics-k').textContent")
     browser.screenshot("06-analytics")
+
+    # A lot's figures rest on vehicles (the most parked at once), not people: 3 cars for an hour, under k = 10.
+    store_lot_snapshots(api, "dresdenkarstadt", utcnow() - timedelta(hours=2), occupied=3, minutes=30)
+    lot_peaks = api.get("/v1/analytics/lots/dresdenkarstadt/peaks", api.keys["operator"])
+    assert lot_peaks["peak_hour"] is None and {c["state"] for c in lot_peaks["hours"]} == {"nodata", "suppressed"}
+    browser.js(
+        "const s = document.getElementById('analytics-of'); s.value = 'lot:dresdenkarstadt';"
+        " s.dispatchEvent(new Event('change'));"
+    )
+    lot_peak = "document.querySelector('#analytics-table tr[data-figure=\"Peak hour\"][data-state=suppressed]')"
+    wait_page(browser, lot_peak, what="the lot's analytics")
+    rows = browser.js(rows_js)
+    state, value, _ = rows["Peak hour"]
+    assert state == "suppressed" and value == "suppressed: fewer than k vehicles", rows["Peak hour"]
+    note = browser.js("return document.getElementById('analytics-k').textContent")
+    assert note.startswith("No figure rests on fewer than k = 10 vehicles parked at once") and "people" not in note
+    table = browser.js("return document.getElementById('analytics-table').textContent")
+    assert "people" not in table, table
+    browser.screenshot("06b-analytics-lot")
     no_console_errors(browser)
 
 
@@ -770,6 +800,32 @@ def test_a_zone_history_part_under_k_reads_as_withheld_never_as_0(api: Api, flee
     no_console_errors(browser)
 
 
+def test_the_history_legend_names_what_each_series_counts(api: Api, fleet: Fleet, browser: Browser) -> None:
+    """A lot's history legend says "free bays (mean)", not the answer's field name ``free.mean``."""
+    store_lot_snapshots(api, "dresdencitycenter", utcnow() - timedelta(hours=1), occupied=120, minutes=30)
+    history = api.get("/v1/parking/lots/dresdencitycenter/history?every=5m", api.keys["operator"])
+    assert any(b["occupied"]["mean"] == 120 for b in history["buckets"])
+
+    open_console(browser, api, api.keys["operator"])
+    browser.js(
+        "const s = document.getElementById('history-of'); s.value = 'lot:dresdencitycenter';"
+        " s.dispatchEvent(new Event('change'));"
+    )
+    # The lot's own chart, not the first lot's drawn on opening (the title names the lot).
+    title = "document.querySelector('#history-chart .u-title')"
+    wait_page(browser, f"document.querySelector('#history-chart canvas') && {title}"
+              f" && {title}.textContent.startsWith('City Center')", what="the lot's history chart")  # fmt: skip
+    labels = browser.js(
+        "return [...document.querySelectorAll('#history-chart .u-legend .u-series:not(:first-child) .u-label')]"
+        ".map(e => e.textContent)"
+    )
+    assert labels[:3] == ["snapshots", "free bays (mean)", "free bays (min)"], labels
+    assert "occupied bays (mean)" in labels and "bays without a reading (mean)" in labels, labels
+    assert not [label for label in labels if "." in label or "_" in label], labels
+    browser.screenshot("07c-history-legend")
+    no_console_errors(browser)
+
+
 def test_a_live_direction_under_k_reads_as_withheld_never_as_0(
     mosquitto: Service, influxd: Service, tmp_path_factory: pytest.TempPathFactory, browser: Browser
 ) -> None:
@@ -829,3 +885,45 @@ def test_a_live_direction_under_k_reads_as_withheld_never_as_0(
             browser.driver.get("about:blank")  # no event stream left open on a server about to stop
         finally:
             cam.close()
+
+
+def test_a_device_the_site_does_not_list_reads_as_such_and_the_gateway_as_the_gateway(
+    api: Api, fleet: Fleet, browser: Browser
+) -> None:
+    """The gateway's own status (firmware ``district-gateway ...``) and a stray device, neither in the site
+    configuration: the kind column says so ("not in site config"), and the gateway is named, never "not configured".
+
+    Last in the module: two devices more than the site lists (the operator test above counts the rows).
+    """
+    now = utcnow()
+    fleet.publish([
+        DeviceStatus(device_id=device_id, observed_at=now, reading_id=new_reading_id(), state="online", firmware=fw)
+        for device_id, fw in (("district-gateway", "district-gateway 0.1.0"), ("edge-stray", "1.0.0"))
+    ])  # fmt: skip
+
+    def listed() -> bool:
+        return {"district-gateway", "edge-stray"} <= {d["id"] for d in api.get("/v1/devices", api.keys["operator"])}
+
+    wait_for(listed, what="the two statuses")
+    devices = {d["id"]: d for d in api.get("/v1/devices", api.keys["operator"])}
+    assert [(devices[i]["kind"], devices[i]["configured"]) for i in ("district-gateway", "edge-stray")] == [
+        (None, False),
+        (None, False),
+    ]
+
+    open_console(browser, api, api.keys["operator"])
+    wait_page(browser, "document.querySelector('#devices-table tr[data-id=\"edge-stray\"]') !== null",
+              what="the stray device's row")  # fmt: skip
+    kinds = browser.js(
+        "return Object.fromEntries([...document.querySelectorAll('#devices-table tbody tr')].map(tr =>"
+        " [tr.dataset.id, [tr.children[1].textContent, tr.children[1].title]]))"
+    )
+    assert kinds["district-gateway"][0] == "gateway (not in site config)", kinds["district-gateway"]
+    assert "district gateway, part of the system" in kinds["district-gateway"][1]
+    assert kinds["edge-stray"][0] == "not in site config", kinds["edge-stray"]
+    assert "not listed in the site configuration" in kinds["edge-stray"][1]
+    # A configured device keeps the site's kind.
+    assert kinds["edge-cam-altmarkt"][0] == "camera_node"
+    assert not [k for k, _ in kinds.values() if "not configured" in k]
+    browser.screenshot("09-devices-not-in-site-config")
+    no_console_errors(browser)

@@ -74,13 +74,15 @@
     return `${Math.round(sec / 86400)} d`;
   }
 
+  /** ``value`` (an ISO time, a Date or epoch milliseconds) in the site's time zone, en-GB, with these Intl
+   *  options: the one place a time is put into words (fmtTime, timeTicks and the forecast's hourOf, clockOf, dayOf). */
+  const siteTime = (value, options) => new Date(value).toLocaleString("en-GB", { timeZone: S.tz, ...options });
+
   function fmtTime(iso) {
     if (!iso) return dash;
     const d = new Date(iso);
     if (Number.isNaN(d.getTime())) return String(iso);
-    return d.toLocaleString("en-GB", {
-      timeZone: S.tz, day: "2-digit", month: "short", hour: "2-digit", minute: "2-digit", second: "2-digit",
-    });
+    return siteTime(d, { day: "2-digit", month: "short", hour: "2-digit", minute: "2-digit", second: "2-digit" });
   }
 
   /** A live value's age now: its age_s when it arrived plus the time since. */
@@ -481,6 +483,21 @@
     }));
   }
 
+  /** The kind column: the site configuration's kind; for a device it does not list (/v1/devices says
+   *  ``configured: false``, ``kind: null``), that, with a title saying what is known. The gateway's own status is
+   *  one such: it reports the firmware ``district-gateway <version>`` (gateway/intake.py) and is part of the
+   *  system, not a field device left out of the configuration. */
+  function kindCell(d) {
+    if (d.kind) return h("td", null, d.kind);
+    if (/^district-gateway\b/.test(d.firmware || "")) {
+      return h("td", { class: "muted", title: "Not listed in the site configuration, which lists field devices: its status"
+        + ` reports the gateway's firmware (${d.firmware}), so this is the district gateway, part of the system itself.` },
+      "gateway (not in site config)");
+    }
+    return h("td", { class: "muted", title: "Heard on the broker but not listed in the site configuration, so its kind"
+      + " is not known here; a field device is added to the site's devices." }, "not in site config");
+  }
+
   function renderDevices() {
     const table = $("#devices-table");
     if (!atLeast("operator") || !S.devices) {
@@ -495,7 +512,7 @@
     table.hidden = false;
     $("#devices-table tbody").replaceChildren(...S.devices.map((d) => h("tr", { "data-id": d.id },
       h("td", { title: d.description || "" }, d.id),
-      h("td", null, d.kind || "not configured"),
+      kindCell(d),
       h("td", { "data-field": "state" }, badge(d.state, d.state), d.reason ? ` ${d.reason}` : ""),
       h("td", null, d.last_heard_age_s === null ? "never" : `${fmtAge(d.last_heard_age_s)} ago`),
       h("td", { class: "num" }, d.battery_pct === null || d.battery_pct === undefined ? dash : `${Math.round(d.battery_pct)} %`),
@@ -799,10 +816,9 @@
     const opts = spanS > 2 * 86400 ? { day: "2-digit", month: "short" } : { hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
     let lastDay = null;
     return splits.map((ts) => {
-      const d = new Date(ts * 1000);
-      const text = d.toLocaleString("en-GB", { timeZone: S.tz, ...opts });
+      const text = siteTime(ts * 1000, opts);
       if (spanS > 2 * 86400) return text;
-      const day = d.toLocaleDateString("en-GB", { timeZone: S.tz, day: "2-digit", month: "short" });
+      const day = siteTime(ts * 1000, { day: "2-digit", month: "short" });
       const withDay = day !== lastDay ? `${text}\n${day}` : text;
       lastDay = day;
       return withDay;
@@ -839,7 +855,24 @@
       "data-coarsened": String(coarsened), "data-withheld": String(partial) }, `${said.join("; ")}.`);
   }
 
-  function drawChart(series, title, note) {
+  /** Human names for the fields of the history answers (server/models.py: LotHistoryBucket, ZoneHistoryBucket,
+   *  LockerHistoryBucket), by what is charted; a ``field.stat`` name reads "field words (stat)". */
+  const SERIES_WORDS = {
+    lot: { free: "free bays", occupied: "occupied bays", unknown: "bays without a reading", samples: "snapshots" },
+    zone: { entries: "entries", exits: "exits", occupancy_mean: "people in the zone (mean)" },
+    bank: {
+      free: "free compartments", occupied: "occupied compartments", deposits: "deposits", pickups: "pickups",
+      mean_dwell_s: "mean dwell (s)", samples: "snapshots",
+    },
+  };
+  function seriesLabel(kind, name) {
+    const dot = name.indexOf(".");
+    const [field, stat] = dot < 0 ? [name, null] : [name.slice(0, dot), name.slice(dot + 1)];
+    const word = (SERIES_WORDS[kind] || {})[field] || field.replace(/_/g, " ");
+    return stat ? `${word} (${stat})` : word;
+  }
+
+  function drawChart(series, title, note, kind) {
     clearChart();
     const box = $("#history-chart");
     if (!series || !series.xs.length || !series.names.length) {
@@ -866,7 +899,7 @@
         // The legend reads a withheld part as "< k" (the live zones' word), not as a missing value.
         const value = (u, v, si, di) => (v === null && di !== null && series.withheld && series.withheld[di]
           && series.withheld[di].has(n) ? "< k" : v === null || v === undefined ? "--" : String(v));
-        return { label: n, stroke: COLORS[i % COLORS.length], width: minmax ? 1 : 2, dash: minmax ? [4, 4] : undefined,
+        return { label: seriesLabel(kind, n), stroke: COLORS[i % COLORS.length], width: minmax ? 1 : 2, dash: minmax ? [4, 4] : undefined,
           value };
       })),
     };
@@ -901,7 +934,8 @@
     const title = $("#history-of").selectedOptions[0] ? $("#history-of").selectedOptions[0].textContent : id;
     if (r.status === 200) {
       gate("#history-gate", "");
-      drawChart(parseHistory(r.data), `${title}, ${$("#history-span").selectedOptions[0].textContent}`, privacyNote(r.data));
+      const span = $("#history-span").selectedOptions[0].textContent;
+      drawChart(parseHistory(r.data), `${title}, ${span}`, privacyNote(r.data), kind);
     } else if (r.status === 401 || r.status === 403) {
       clearChart();
       gate("#history-gate", "Operator key needed to see history.");
@@ -918,10 +952,19 @@
 
   const ANALYTICS_INDEX = "/v1/analytics";
   const STATE_WORDS = {
-    suppressed: "suppressed: fewer than k people",
     nodata: "no data",
     coarsened: "coarsened: merged into a wider interval to reach k",
     ok: "ok",
+  };
+  /** What the k rule counts for a figure (docs/analytics.md): people for a zone's footfall, for a lot the most
+   *  vehicles parked at once; an area's lags rest on the fewer of its arrivals (vehicles) and entries (people). */
+  const COUNTED = { zone: "people", lot: "vehicles", arrivals: "vehicles", lags: "arrivals or entries" };
+  const stateWord = (state, counted) =>
+    (state === "suppressed" ? `suppressed: fewer than k ${counted}` : STATE_WORDS[state] || state);
+  const K_NOTE = {
+    zone: "people",
+    lot: "vehicles parked at once",
+    area: "vehicles (the lots' arrivals) or people (the zones' entries)",
   };
 
   function fillAnalyticsChoices(index) {
@@ -934,8 +977,8 @@
     if (keep && [...sel.options].some((o) => o.value === keep)) sel.value = keep;
   }
 
-  function fmtValue(cell, unit) {
-    if (!cell || cell.value === null || cell.value === undefined) return STATE_WORDS[cell ? cell.state : "nodata"] || dash;
+  function fmtValue(cell, unit, counted) {
+    if (!cell || cell.value === null || cell.value === undefined) return stateWord(cell ? cell.state : "nodata", counted);
     if (unit === "share") return `${(cell.value * 100).toFixed(1)} %`;
     if (unit === "seconds") return `${(cell.value / 60).toFixed(1)} min`;
     if (unit === "percent") return `${cell.value > 0 ? "+" : ""}${cell.value.toFixed(1)} %`;
@@ -948,28 +991,30 @@
     return Object.entries(cell.counts).map(([k, v]) => `${k.replace(/_/g, " ")} ${Math.round(v * 10) / 10}`).join(", ");
   }
 
-  function analyticsRow(name, cell, unit, extra) {
+  /** One figure's row; ``counted``: what its k rule counts (COUNTED), said when it is suppressed. */
+  function analyticsRow(name, cell, unit, extra, counted = COUNTED.zone) {
     const state = cell ? cell.state : "nodata";
     const interval = cell && cell.start ? `${fmtTime(cell.start)} to ${fmtTime(cell.end)}` : dash;
     const withheld = state === "suppressed" || state === "nodata";
     return h("tr", { "data-figure": name, "data-state": state },
       h("td", {}, name),
-      h("td", { class: `num${withheld ? ` ${state}` : ""}` }, extra || fmtValue(cell, unit)),
-      h("td", { class: "state" }, STATE_WORDS[state] || state),
+      h("td", { class: `num${withheld ? ` ${state}` : ""}` }, extra || fmtValue(cell, unit, counted)),
+      h("td", { class: "state" }, stateWord(state, counted)),
       h("td", {}, interval),
       h("td", {}, fmtCounts(cell)));
   }
 
-  function peakRow(name, body, which) {
+  function peakRow(name, body, which, counted) {
     const label = which === "hour" ? body.peak_hour : body.peak_day;
     const cells = which === "hour" ? body.hours : body.days;
     const cell = cells.find((c) => c.label === label) || null;
     if (!cell) {
       const anyData = cells.some((c) => c.state !== "nodata");
-      return analyticsRow(name, { state: anyData ? "suppressed" : "nodata", start: body.window.start, end: body.window.end, value: null, counts: null });
+      return analyticsRow(name, { state: anyData ? "suppressed" : "nodata", start: body.window.start, end: body.window.end,
+        value: null, counts: null }, null, null, counted);
     }
     const shown = which === "hour" ? `${label}:00 (${fmtValue(cell)} ${body.unit})` : `${label} (${fmtValue(cell)} ${body.unit})`;
-    return analyticsRow(name, cell, null, shown);
+    return analyticsRow(name, cell, null, shown, counted);
   }
 
   async function loadAnalytics() {
@@ -1019,10 +1064,13 @@
     if (kind === "zone" || kind === "lot") {
       const base = kind === "zone" ? `v1/analytics/zones/${enc}` : `v1/analytics/lots/${enc}`;
       const peaks = await get(`${base}/peaks?${span}`);
-      if (peaks) rows.push(peakRow("Peak hour", peaks, "hour"), peakRow("Peak day", peaks, "day"));
+      const counted = COUNTED[kind];
+      if (peaks) rows.push(peakRow("Peak hour", peaks, "hour", counted), peakRow("Peak day", peaks, "day", counted));
       const change = await get(`${base}/change`);
       if (change) {
-        for (const c of change.changes) rows.push(analyticsRow(c.label === "week_on_week" ? "Week on week" : "Year on year", c, "percent"));
+        for (const c of change.changes) {
+          rows.push(analyticsRow(c.label === "week_on_week" ? "Week on week" : "Year on year", c, "percent", null, counted));
+        }
       }
       if (kind === "zone") {
         const zone = index.zones.find((z) => z.id === id);
@@ -1042,16 +1090,17 @@
     } else if (kind === "area") {
       const pf = await get(`v1/analytics/areas/${enc}/parking-footfall?${span}`);
       if (pf) {
-        rows.push(analyticsRow("Arrivals at the lots (vehicles)", pf.arrivals, null));
+        rows.push(analyticsRow("Arrivals at the lots (vehicles)", pf.arrivals, null, null, COUNTED.arrivals));
         rows.push(analyticsRow("Entries into the zones", pf.entries, null));
         const best = pf.best ? pf.lags.find((c) => c.label === String(pf.best.lag_h)) : null;
         rows.push(best
-          ? analyticsRow("Footfall follows parking by", best, null, `${pf.best.lag_h} h (r ${pf.best.r.toFixed(3)})`)
-          : analyticsRow("Footfall follows parking by", pf.lags[0] || null, null));
+          ? analyticsRow("Footfall follows parking by", best, null, `${pf.best.lag_h} h (r ${pf.best.r.toFixed(3)})`, COUNTED.lags)
+          : analyticsRow("Footfall follows parking by", pf.lags[0] || null, null, null, COUNTED.lags));
       }
     }
     if ($("#analytics-of").value !== choice) return; // another was chosen meanwhile
-    $("#analytics-k").textContent = `No figure rests on fewer than k = ${index.privacy.k} people: smaller ones are coarsened or suppressed, never shown as 0.`;
+    $("#analytics-k").textContent = `No figure rests on fewer than k = ${index.privacy.k} ${K_NOTE[kind]}: smaller ones are`
+      + " coarsened or suppressed, never shown as 0.";
     $("#analytics-k").hidden = false;
     table.querySelector("tbody").replaceChildren(...rows);
     table.hidden = rows.length === 0;
@@ -1103,13 +1152,11 @@
   const forecastRefresh = (data) => (data.refresh_s > 0 ? data.refresh_s : FORECAST_REFRESH_S);
 
   const bandText = (b, pct) => `${b.mean} (${pct} %: ${b.lower}${dash}${b.upper})`;
-  const hourOf = (iso) => new Date(iso).toLocaleString("en-GB", {
-    timeZone: S.tz, weekday: "short", day: "2-digit", month: "short", hour: "2-digit", minute: "2-digit", hourCycle: "h23",
+  const hourOf = (iso) => siteTime(iso, {
+    weekday: "short", day: "2-digit", month: "short", hour: "2-digit", minute: "2-digit", hourCycle: "h23",
   });
-  const clockOf = (iso) => new Date(iso).toLocaleTimeString("en-GB", {
-    timeZone: S.tz, hour: "2-digit", minute: "2-digit", hourCycle: "h23",
-  });
-  const dayOf = (iso) => new Date(iso).toLocaleDateString("en-GB", { timeZone: S.tz, day: "2-digit", month: "short", year: "numeric" });
+  const clockOf = (iso) => siteTime(iso, { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+  const dayOf = (iso) => siteTime(iso, { day: "2-digit", month: "short", year: "numeric" });
 
   /** The point forecast as a line, its interval as a filled band (uPlot ``bands``), in the site's time. */
   function drawForecastChart(xs, bands, title, what, pct) {
