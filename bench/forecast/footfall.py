@@ -23,10 +23,10 @@ Two sets of origins (``--origin-set``): ``stress`` (the default), 15 hand-picked
 lockdown onsets, and ``grid``, the textbook rolling origin (Tashman 2000, Int. J. Forecasting 16:437, sec. 2):
 local midnight every :data:`GRID_STEP_DAYS` days from the first midnight with :data:`ZONE_HISTORY_DAYS` full days
 of data before it (:func:`grid_origins`), so holidays and lockdowns enter in the share of days they hold;
-``fresh`` and ``holdout``, the grid moved on by four and by two weeks (:func:`origin_set`), for estimates free
-of the selection done on the sets before them (README).
+``fresh``, ``holdout`` and ``fresh2``, the grid moved on by four, two and six weeks (:func:`origin_set`), for
+estimates free of the selection done on the sets before them (README).
 
-Run: ``nice .venv/bin/python bench/forecast/footfall.py [--origin-set stress|grid|fresh|holdout] [--origins N]
+Run: ``nice .venv/bin/python bench/forecast/footfall.py [--origin-set stress|grid|fresh|holdout|fresh2] [--origins N]
 [--sensors N]
 [--out results.json] [--markdown]``
 """
@@ -88,6 +88,9 @@ FRESH_SHIFT_DAYS = 28
 #: The ``holdout`` set: the grid moved on by this many days (still a Thursday, two weeks from any grid or fresh
 #: window), added with the fourth round's rule before any run on it; it chooses nothing (README).
 HOLDOUT_SHIFT_DAYS = 14
+#: The ``fresh2`` set: the grid moved on by this many days (still a Thursday, two weeks from any holdout
+#: window), added with the fifth round's rule before any run on it; it decides that round (README).
+FRESH2_SHIFT_DAYS = 42
 #: Days Auckland spent at COVID-19 Alert Level 3 or 4 (local dates, first and last, inclusive), from the
 #: government's announcements (covid19.govt.nz alert-level history): AL3 from 23 Mar 2020 and AL4 from 23:59
 #: 25 Mar to 23:59 27 Apr, AL3 to 23:59 13 May; Auckland AL3 from 12:00 12 Aug to 23:59 30 Aug 2020; from 23:59
@@ -102,6 +105,8 @@ LOCKDOWNS: list[tuple[date, date]] = [
 ]
 
 UTC_ZONE = ZoneInfo("UTC")
+#: The origin sets, in the order they were added (README: which chose what).
+ORIGIN_SETS = ("stress", "grid", "fresh", "holdout", "fresh2")
 
 
 def grid_origins(first_hour: datetime, end: datetime, history_days: int, step_days: int = GRID_STEP_DAYS) -> list[date]:
@@ -166,11 +171,12 @@ def origin_set(name: str, first_hour: datetime, end: datetime) -> list[tuple[str
     ``fresh`` (the grid moved on by :data:`FRESH_SHIFT_DAYS`, windows inside the data and sharing no day with a
     grid or stress window: 26 Mar 2020 and 11 Jul 2024 are dropped, each the day after a stress origin): 37, or
     ``holdout`` (the grid moved on by :data:`HOLDOUT_SHIFT_DAYS`, sharing no day with a grid, fresh or stress
-    window). Raises ``ValueError`` for another name."""
+    window), or ``fresh2`` (the grid moved on by :data:`FRESH2_SHIFT_DAYS`, sharing no day with a window of any
+    other set). Raises ``ValueError`` for another name."""
     if name == "stress":
         return list(ORIGINS)
-    if name not in ("grid", "fresh", "holdout"):
-        raise ValueError(f"unknown origin set {name!r}: stress, grid, fresh or holdout")
+    if name not in ORIGIN_SETS:
+        raise ValueError(f"unknown origin set {name!r}: {', '.join(ORIGIN_SETS)}")
     import holidays
 
     cal = holidays.country_holidays("NZ", subdiv="AUK")
@@ -183,10 +189,14 @@ def origin_set(name: str, first_hour: datetime, end: datetime) -> list[tuple[str
         return [d for d in days if all(abs((d - u).days) >= 2 for u in used)]  # no day shared with a used window
 
     days = grid
+    fresh = shifted(FRESH_SHIFT_DAYS, [*grid, *stress])
+    holdout = shifted(HOLDOUT_SHIFT_DAYS, [*grid, *stress, *fresh])
     if name == "fresh":
-        days = shifted(FRESH_SHIFT_DAYS, [*grid, *stress])
+        days = fresh
     elif name == "holdout":
-        days = shifted(HOLDOUT_SHIFT_DAYS, [*grid, *stress, *shifted(FRESH_SHIFT_DAYS, [*grid, *stress])])
+        days = holdout
+    elif name == "fresh2":
+        days = shifted(FRESH2_SHIFT_DAYS, [*grid, *stress, *fresh, *holdout])
     return [(d.isoformat(), grid_note(d, lambda x: x in cal, cal.get)) for d in days]
 
 
@@ -512,7 +522,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--origin-set",
-        choices=("stress", "grid", "fresh", "holdout"),
+        choices=ORIGIN_SETS,
         default="stress",
         help="stress: the 15 hand-picked windows; grid: every 56 days from the first full year (Tashman 2000)",
     )

@@ -133,6 +133,11 @@ class ModelConfig:
     #: it (the "lag 24 h beside lag 168 h" of day-ahead load forecasting; Hong & Fan 2016, Int. J. Forecasting
     #: 32:914, sec. 3). Kept on bench/forecast by a rule written before the runs (its README).
     recent_day: bool = True
+    #: Point models averaged (seeds 0, 1, ...); with ``recency_half_life_days`` each sees its own sample.
+    members: int = 1
+    #: Recency by sampling: each member keeps a training origin with probability ``0.5 ** (age / half_life)``
+    #: (age in days from it to the forecast origin), drawn with the member's seed; ``inf`` keeps every origin.
+    recency_half_life_days: float = math.inf
 
     def __post_init__(self) -> None:
         if self.steps_per_day <= 0 or 86_400 % self.steps_per_day:
@@ -141,6 +146,8 @@ class ModelConfig:
             raise ForecastError("bad_input", f"coverage must lie in (0, 1), got {self.coverage}")
         if self.stride <= 0 or self.max_history_days < 7 * MIN_HISTORY_WEEKS or self.folds < 2:
             raise ForecastError("bad_input", "stride > 0, max_history_days >= 28 and folds >= 2 are required")
+        if self.members < 1 or not self.recency_half_life_days > 0:
+            raise ForecastError("bad_input", "members >= 1 and recency_half_life_days > 0 (inf: keep all) are required")
         if self.point_objective not in ("regression", "l1"):
             raise ForecastError(
                 "bad_input", f"point_objective must be 'regression' or 'l1', got {self.point_objective!r}"
@@ -322,7 +329,20 @@ def _level(y: Array, origins: npt.NDArray[np.int64], cfg: ModelConfig) -> Array:
     return 1.0 + np.where(n1 >= d, m1, np.where(n4 >= d, m4, np.nan))
 
 
-def _fit(x: Array, target: Array, cfg: ModelConfig) -> Any:
+def _fit(x: Array, target: Array, cfg: ModelConfig, origin: npt.NDArray[np.int64], age: Array) -> Any:
+    """The point model: ``cfg.members`` boosters (a list), each on its recency sample (``origin``: each row's
+    training origin, ``age``: its age in days)."""
+    members = []
+    for seed in range(cfg.members):
+        keep = ~np.isnan(target)
+        if math.isfinite(cfg.recency_half_life_days):
+            draw = np.random.default_rng(seed).random(int(origin.max()) + 1)[origin]
+            keep &= draw < 0.5 ** (age / cfg.recency_half_life_days)
+        members.append(_fit_one(x[keep], target[keep], cfg, seed))
+    return members
+
+
+def _fit_one(x: Array, target: Array, cfg: ModelConfig, seed: int) -> Any:
     import lightgbm as lgb
 
     ok = ~np.isnan(target)
@@ -336,13 +356,15 @@ def _fit(x: Array, target: Array, cfg: ModelConfig) -> Any:
         "feature_fraction": 0.9,
         "num_threads": cfg.threads,
         "verbosity": -1,
-        "seed": 0,
+        "seed": seed,
     }
     data = lgb.Dataset(x[ok], target[ok], categorical_feature=[1], free_raw_data=True)
     return lgb.train(params, data, num_boost_round=cfg.n_estimators)
 
 
 def _predict(model: Any, x: Array) -> Array:
+    if isinstance(model, list):
+        return np.asarray(np.mean([_predict(m, x) for m in model], axis=0), dtype=np.float64)
     return np.asarray(model.predict(x), dtype=np.float64)
 
 
@@ -400,6 +422,8 @@ class _Design:
     tp: Array  # ``target / lvl``: what the point model fits
     fold: npt.NDArray[np.int64]  # each row's cross-fitting block
     usable: list[int]  # blocks that can calibrate
+    row_origin: npt.NDArray[np.int64]  # each row's index into ``origins``
+    age: Array  # each row's origin's age in days at the forecast origin
 
 
 def _design(
@@ -454,12 +478,14 @@ def _design(
     # Without ``relative`` the level is 1: the same path, and dividing by 1.0 changes no value.
     lvl = np.repeat(_level(y_ext, origins, cfg), horizon) if cfg.relative else np.ones(len(target))
     xp, tp = _over_level(x, lvl, cfg), target / lvl
-    return _Design(start, n, cal, y_ext, origins, x, target, lvl, xp, tp, fold, usable)
+    row_origin = np.repeat(np.arange(len(origins), dtype=np.int64), horizon)
+    age = np.repeat((n - origins) / cfg.steps_per_day, horizon)
+    return _Design(start, n, cal, y_ext, origins, x, target, lvl, xp, tp, fold, usable, row_origin, age)
 
 
 def _point(dz: _Design, horizon: int, cfg: ModelConfig, lower: float, upper: float) -> tuple[Array, Array]:
     """The point forecast of a model fitted on every training row, clipped; and the forecast's feature rows."""
-    model = _fit(dz.xp, dz.tp, cfg)
+    model = _fit(dz.xp, dz.tp, cfg, dz.row_origin, dz.age)
     origin = np.array([dz.n], dtype=np.int64)
     xf = _features(dz.y_ext, dz.cal, origin, horizon, cfg)
     lvl_f = float(_level(dz.y_ext, origin, cfg)[0]) if cfg.relative else 1.0
@@ -513,7 +539,8 @@ def forecast(
     oof = np.full(len(dz.target), np.nan)
     for k in dz.usable:
         held = dz.fold == k
-        oof[held] = np.maximum(_predict(_fit(xp[~held], tp[~held], cfg), xp[held]) * dz.lvl[held], lower)
+        model = _fit(xp[~held], tp[~held], cfg, dz.row_origin[~held], dz.age[~held])
+        oof[held] = np.maximum(_predict(model, xp[held]) * dz.lvl[held], lower)
     mean, xf = _point(dz, horizon, cfg, lower, upper)
     return _with_intervals(dz, oof, mean, xf, horizon, cfg, lower, upper)
 

@@ -11,6 +11,7 @@ import pytest
 from bench.forecast.footfall import (
     GRID_STEP_DAYS,
     HORIZON,
+    ORIGIN_SETS,
     ORIGINS,
     by_window_class,
     grid_origins,
@@ -147,3 +148,16 @@ def test_holdout_origins_are_the_grid_two_weeks_on_and_share_no_window_with_any_
     assert all(any(abs((d - u).days) < 2 for u in stress) or d > END.date() for d in dropped)
     with pytest.raises(ValueError, match="unknown origin set"):
         origin_set("latest", FIRST, END)
+
+
+def test_fresh2_origins_are_the_grid_six_weeks_on_and_share_no_window_with_any_other_set() -> None:
+    sets = {name: [date.fromisoformat(d) for d, _ in origin_set(name, FIRST, END)] for name in ORIGIN_SETS}
+    fresh2 = sets.pop("fresh2")
+    shifted = [d + timedelta(days=42) for d in sets["grid"]]
+    assert set(fresh2) <= set(shifted) and len(fresh2) == 37
+    assert {d.weekday() for d in fresh2} == {3}
+    assert datetime.combine(fresh2[-1], datetime.min.time()) + timedelta(hours=HORIZON) <= END
+    used = [d for days in sets.values() for d in days]
+    assert all(abs((f - u).days) >= 2 for f in fresh2 for u in used)
+    dropped = set(shifted) - set(fresh2)
+    assert all(any(abs((d - u).days) < 2 for u in used) or d + timedelta(days=2) > END.date() for d in dropped)

@@ -9,12 +9,14 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
+from server.forecast import model
 from server.forecast.model import (
     FEATURES,
     Forecast,
     ForecastError,
     ModelConfig,
     _conformal_quantiles,
+    _design,
     _features,
     _level,
     calendar,
@@ -168,7 +170,14 @@ def test_level_is_last_weeks_mean_plus_one_with_a_four_week_fallback() -> None:
     assert np.isnan(_level(np.full(4 * 168, np.nan), np.array([4 * 168]), cfg)[0])
 
 
-@pytest.mark.parametrize("cfg", [ModelConfig(), ModelConfig(recent_day=True, learning_rate=0.1)])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        ModelConfig(),
+        ModelConfig(recent_day=True, learning_rate=0.1),
+        ModelConfig(members=2, recency_half_life_days=30.0),
+    ],
+)
 def test_point_forecast_is_the_full_forecasts_mean(cfg: ModelConfig) -> None:
     """The screening path (one fit, no intervals) gives the full forecast's point values exactly."""
     y = synthetic(8, seed=3)
@@ -195,3 +204,50 @@ def test_recent_day_inputs_are_the_latest_day_before_the_origin_and_a_week_befor
     assert np.all(lag_day < o) and np.all(lag_day >= o - 48)
     assert np.array_equal(week, lag_day - 168)
     assert ModelConfig(recent_day=False).features == FEATURES  # off: the columns before it, unchanged
+
+
+def test_members_each_fit_their_own_recency_sample_and_the_forecast_is_their_mean(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a half-life, member ``m`` keeps a training origin ``a`` days old with probability
+    ``0.5 ** (a / half_life)`` (its own draw, seed ``m``, also its LightGBM seed): the kept counts are the
+    expected ones within four standard deviations, young origins are kept more than old ones, every horizon
+    row of an origin goes together, and the members' samples differ. Their forecast is the members' mean.
+    ``members=1`` without a half-life is the single model on every row. Nonsense is refused."""
+    y = synthetic(30, seed=5)
+    dz = _design(y, START, 48, TZ, lambda _d: False, ModelConfig(), 0.0, np.inf)
+    assert np.array_equal(dz.row_origin, np.repeat(np.arange(len(dz.origins)), 48))
+    assert np.array_equal(dz.age, np.repeat((len(y) - dz.origins) / 24, 48))
+    fits: list[tuple[int, int, int]] = []  # (rows, origins, seed) of each fit
+
+    class Member:
+        def __init__(self, value: float) -> None:
+            self.value = value
+
+        def predict(self, x: np.ndarray) -> np.ndarray:
+            return np.full(len(x), self.value)
+
+    def fake_fit_one(x: np.ndarray, target: np.ndarray, cfg: ModelConfig, seed: int) -> Member:
+        fits.append((len(x), len(x) // 48, seed))
+        return Member(10.0 * (seed + 1))
+
+    monkeypatch.setattr(model, "_fit_one", fake_fit_one)
+    half = 35.0
+    members = model._fit(dz.xp, dz.tp, ModelConfig(members=2, recency_half_life_days=half), dz.row_origin, dz.age)
+    assert np.array_equal(model._predict(members, dz.xp[:3]), [15.0, 15.0, 15.0])  # the mean of 10 and 20
+    age = (len(y) - dz.origins) / 24
+    p = 0.5 ** (age / half)
+    assert [seed for _, _, seed in fits] == [0, 1]
+    kept = [np.random.default_rng(seed).random(len(dz.origins)) < p for seed in (0, 1)]
+    for (rows, _, _), keep in zip(fits, kept, strict=True):
+        assert rows == 48 * int(keep.sum())  # whole origins, no NaN targets in this series
+        assert abs(keep.sum() - p.sum()) < 4 * np.sqrt(np.sum(p * (1 - p)))
+        assert keep[age < half].mean() > 0.6 > 0.2 > keep[age >= 4 * half].mean()
+    assert not np.array_equal(kept[0], kept[1])
+    fits.clear()
+    model._fit(dz.xp, dz.tp, ModelConfig(), dz.row_origin, dz.age)
+    assert fits == [(len(dz.tp), len(dz.origins), 0)]
+    for bad in ({"members": 0}, {"recency_half_life_days": 0.0}, {"recency_half_life_days": -3.0}):
+        with pytest.raises(ForecastError) as err:
+            ModelConfig(**bad)  # type: ignore[arg-type]
+        assert err.value.code == "bad_input"
