@@ -176,12 +176,14 @@ def serve(
     *,
     seed: Callable[[str, str], None] | None = None,
     clock: Clock = utcnow,
+    influx_port: int | None = None,
     **settings_kw: Any,
 ) -> Iterator[Api]:
     """The server on the demo site under uvicorn, with its own topic prefix, database and keys.
 
     ``seed(influx_url, db)`` writes history before the server starts (so its first forecast run reads it);
-    ``clock`` is the server's; ``settings_kw`` are further server settings (``forecast_refresh_s``).
+    ``clock`` is the server's; ``influx_port``: the server reaches InfluxDB there (a proxy that can be cut)
+    instead of at ``influxd``'s own port; ``settings_kw`` are further server settings (``forecast_refresh_s``).
     """
     prefix = f"t{uuid.uuid4().hex[:10]}"
     db = f"t{uuid.uuid4().hex[:10]}"
@@ -194,7 +196,7 @@ def serve(
         DEMO_SITE,
         prefix,
         mosquitto,
-        influx_url,
+        f"http://{influxd.host}:{influx_port}" if influx_port else influx_url,
         db,
         keys_file=keyfile,
         state_dir=tmp_path_factory.mktemp("console-state"),

@@ -7,8 +7,8 @@ during a test). The lots other than Altmarkt have no history: ``insufficient_his
 demo site counts into Prager Straße (the generator's second camera is not configured), so its forecast is
 ``unavailable`` whatever is stored. The page is compared with the API it reads: the zone's busiest hour and
 band, the lot's expected free bays at an arrival time, words instead of a chart where there is no forecast,
-and a forecast made three hours ago (a server whose clock is three hours behind the browser's) said to be
-stale.
+a forecast made three hours ago (a server whose clock is three hours behind the browser's) said to be
+stale, and a forecast kept after a failed refresh (the server's link to InfluxDB cut) said not refreshed.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from scripts.analytics_example import generate, write
 from tests.browser.conftest import Browser
 from tests.browser.test_console import Api, no_console_errors, open_console, serve, wait_page
 from tests.conftest import wait_for
+from tests.integration.test_field_faults import CutProxy
 
 pytestmark = pytest.mark.browser
 
@@ -204,3 +205,38 @@ def test_a_forecast_made_three_hours_ago_is_said_to_be_stale(
         browser.screenshot("12-forecast-stale")
         no_console_errors(browser)
         browser.driver.get("about:blank")  # no event stream left open on a server about to stop
+
+
+def test_a_forecast_kept_after_a_failed_refresh_is_drawn_and_said_not_refreshed(
+    mosquitto: Service, influxd: Service, tmp_path_factory: pytest.TempPathFactory, browser: Browser
+) -> None:
+    """The link from the server to InfluxDB is cut after its first forecast (a real TCP cut): the next refreshes
+    fail, the server keeps its last forecast with a ``detail``, and the page draws it, not stale, saying it was
+    not refreshed and why."""
+    proxy = CutProxy(influxd.port)
+    try:
+        with serve(
+            mosquitto, influxd, tmp_path_factory,
+            seed=seeder(lambda p, _: p.tags.get("zone") == "altmarkt"),
+            influx_port=proxy.port, forecast_refresh_s=5,
+        ) as cut:  # fmt: skip
+            fc = wait_for(lambda: (r := cut.get("/v1/zones/altmarkt/forecast"))["status"] == "ok" and r,
+                          timeout=180, what="the first forecast")  # fmt: skip
+            proxy.cut()
+            kept = wait_for(lambda: (r := cut.get("/v1/zones/altmarkt/forecast"))["detail"] and r,
+                            timeout=60, what="a refresh that failed on the cut link")  # fmt: skip
+            assert kept["status"] == "ok" and kept["made_at"] >= fc["made_at"] and not kept["stale"]
+            open_console(browser, cut)
+            choose(browser, "zone:altmarkt")
+            wait_page(browser, "document.getElementById('forecast-section').dataset.status === 'ok'"
+                      " && !document.getElementById('forecast-stale').hidden", what="'not refreshed'")  # fmt: skip
+            said = text(browser, "#forecast-stale")
+            assert said.startswith("Not refreshed: the refresh at ") and "InfluxDB failed the history query" in said
+            assert f"this is the forecast made at {kept['made_at'][:19]}" in said, said
+            assert browser.js("return document.getElementById('forecast-section').dataset.stale") == "0"
+            assert browser.js("return document.getElementById('forecast-chart').classList.contains('stale')") is False
+            assert browser.js("return document.getElementById('forecast-chart').dataset.points") == "48"
+            no_console_errors(browser)
+            browser.driver.get("about:blank")  # no event stream left open on a server about to stop
+    finally:
+        proxy.close()

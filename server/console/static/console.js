@@ -1205,6 +1205,11 @@
         + ` refreshes every ${fmtAge(every)}): the figures below are old, not a current forecast.`;
       st.hidden = false;
       $("#forecast-chart").classList.add("stale");
+    } else if (data.detail) {
+      // The latest refresh failed and the server kept its last forecast (still fresh): say so, draw it as it is.
+      const st = $("#forecast-stale");
+      st.textContent = `Not refreshed: ${data.detail}.`;
+      st.hidden = false;
     }
     const xs = points.map((p) => Date.parse(p.start) / 1000);
     const name = $("#forecast-of").selectedOptions[0] ? $("#forecast-of").selectedOptions[0].textContent : id;
