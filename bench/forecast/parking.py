@@ -15,7 +15,8 @@ real lots have noise, events, closures and sensor faults that the curves
 smooth away, so real MASE will be higher and the interval coverage here
 (curves are nearly deterministic) says little about coverage on real data.
 
-Run: ``nice .venv/bin/python bench/forecast/parking.py [--data DIR] [--out results.json] [--markdown]``
+Run: ``nice .venv/bin/python bench/forecast/parking.py [--data DIR] [--out results.json] [--markdown]
+[--set FIELD=VALUE]``
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import argparse
 import json
 import resource
 import statistics
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +33,10 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from server.forecast.model import ForecastError, forecast, holiday_calendar, seasonal_naive
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, for bench.forecast.footfall
+
+from bench.forecast.footfall import config_with
+from server.forecast.model import ForecastError, ModelConfig, forecast, holiday_calendar, seasonal_naive
 from server.forecast.service import LOT_CONFIG, LOT_HISTORY_DAYS
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "parking" / "parkapi-dresden" / "forecast_data"
@@ -78,10 +83,10 @@ def load(lot: str, data: Path = DATA) -> tuple[datetime, np.ndarray]:
     return first.replace(tzinfo=UTC), y
 
 
-def evaluate(data: Path = DATA) -> dict[str, object]:
+def evaluate(data: Path = DATA, cfg: ModelConfig = LOT_CONFIG) -> dict[str, object]:
+    """Every lot and origin with ``cfg`` (the server's lots' by default)."""
     t0 = time.monotonic()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    cfg = LOT_CONFIG
     is_holiday = holiday_calendar("DE", "SN")
     rows: list[dict[str, object]] = []
     fit_s = fit_cpu_s = 0.0
@@ -157,8 +162,15 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA, help="ParkAPI's forecast_data folder")
     ap.add_argument("--out", type=Path, default=None, help="write every row as JSON here")
     ap.add_argument("--markdown", action="store_true", help="print the per-lot table")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a candidate setting: the lots' ModelConfig with this field changed (repeatable), e.g. members=2",
+    )
     args = ap.parse_args()
-    res = evaluate(args.data)
+    res = evaluate(args.data, config_with(LOT_CONFIG, args.set))
     if args.out:
         args.out.write_text(json.dumps(res, indent=1))
     if args.markdown:
