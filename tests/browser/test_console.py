@@ -821,11 +821,34 @@ def test_the_history_legend_names_what_each_series_counts(api: Api, fleet: Fleet
         "return [...document.querySelectorAll('#history-chart .u-legend .u-series:not(:first-child) .u-label')]"
         ".map(e => e.textContent)"
     )
-    assert labels[:3] == ["snapshots", "free bays (mean)", "free bays (min)"], labels
+    assert labels[:3] == ["free bays (mean)", "free bays (min)", "free bays (max)"], labels
+    assert "snapshots" not in labels and "samples" not in labels, labels  # bookkeeping, not drawn
     assert "occupied bays (mean)" in labels and "bays without a reading (mean)" in labels, labels
     assert not [label for label in labels if "." in label or "_" in label], labels
     browser.screenshot("07c-history-legend")
     no_console_errors(browser)
+
+
+def test_a_lot_with_no_history_in_the_span_says_so_and_draws_nothing(
+    mosquitto: Service, influxd: Service, tmp_path_factory: pytest.TempPathFactory, browser: Browser
+) -> None:
+    """A server of its own, nothing stored: the API answers every bucket with 0 snapshots and no bays, and the
+    page says there is no history instead of drawing a line of 0 snapshots."""
+    with serve(mosquitto, influxd, tmp_path_factory) as empty:
+        history = empty.get("/v1/parking/lots/dresdencitycenter/history?every=1h", empty.keys["operator"])
+        assert history["buckets"] and all(b["samples"] == 0 for b in history["buckets"]), history
+        open_console(browser, empty, empty.keys["operator"])
+        browser.js(
+            "const s = document.getElementById('history-of'); s.value = 'lot:dresdencitycenter';"
+            " s.dispatchEvent(new Event('change'));"
+        )
+        said = "document.querySelector('#history-chart [data-empty]')"
+        wait_page(browser, f"{said} && {said}.textContent.includes('City Center')", what="'no history'")
+        said_text = browser.js(f"return {said}.textContent")
+        assert said_text.startswith("No history for City Center"), said_text
+        assert browser.js("return document.querySelector('#history-chart canvas')") is None
+        no_console_errors(browser)
+        browser.driver.get("about:blank")  # no event stream left open on a server about to stop
 
 
 def test_a_live_direction_under_k_reads_as_withheld_never_as_0(

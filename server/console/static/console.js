@@ -792,8 +792,10 @@
     }
     parsed.sort((a, b) => a[0] - b[0]);
     const withheld = names.filter((n) => parsed.some(([, , w]) => w.has(n)));
-    const shown = names.filter((n) => parsed.some(([, v]) => typeof v[n] === "number") || withheld.includes(n))
-      .slice(0, COLORS.length);
+    // ``samples`` counts the snapshots behind a bucket: bookkeeping, not a quantity on the chart's axis (a lot
+    // with no data in the span would otherwise draw a line of 0 snapshots instead of saying it has no history).
+    const shown = names.filter((n) => n !== "samples"
+      && (parsed.some(([, v]) => typeof v[n] === "number") || withheld.includes(n))).slice(0, COLORS.length);
     return {
       xs: parsed.map((p) => p[0]),
       names: shown,
@@ -858,11 +860,11 @@
   /** Human names for the fields of the history answers (server/models.py: LotHistoryBucket, ZoneHistoryBucket,
    *  LockerHistoryBucket), by what is charted; a ``field.stat`` name reads "field words (stat)". */
   const SERIES_WORDS = {
-    lot: { free: "free bays", occupied: "occupied bays", unknown: "bays without a reading", samples: "snapshots" },
+    lot: { free: "free bays", occupied: "occupied bays", unknown: "bays without a reading" },
     zone: { entries: "entries", exits: "exits", occupancy_mean: "people in the zone (mean)" },
     bank: {
       free: "free compartments", occupied: "occupied compartments", deposits: "deposits", pickups: "pickups",
-      mean_dwell_s: "mean dwell (s)", samples: "snapshots",
+      mean_dwell_s: "mean dwell (s)",
     },
   };
   function seriesLabel(kind, name) {
