@@ -711,7 +711,8 @@ def test_the_analytics_panel_shows_the_apis_figures_and_suppressed_ones_as_suppr
     # The peak hour the page shows is the API's, with its mean.
     peaks = api.get("/v1/analytics/zones/altmarkt/peaks", api.keys["operator"])
     assert peaks["peak_hour"] is not None
-    assert rows["Peak hour"][0] == "ok" and rows["Peak hour"][1].startswith(f"{peaks['peak_hour']}:00")
+    assert rows["Peak hour"][0] == "ok" and rows["Peak hour"][1].startswith(f"{peaks['peak_hour']}:00: ")
+    assert rows["Peak hour"][1].endswith(f" {peaks['unit']}") and "((" not in rows["Peak hour"][1], rows["Peak hour"]
     # Dwell time: Little's law over the last 7 days, in minutes, standing on entries and exits.
     assert rows["Dwell time (Little's law)"][0] == "ok" and rows["Dwell time (Little's law)"][1].endswith(" min")
     assert "entries" in rows["Dwell time (Little's law)"][2]

@@ -1015,7 +1015,8 @@
       return analyticsRow(name, { state: anyData ? "suppressed" : "nodata", start: body.window.start, end: body.window.end,
         value: null, counts: null }, null, null, counted);
     }
-    const shown = which === "hour" ? `${label}:00 (${fmtValue(cell)} ${body.unit})` : `${label} (${fmtValue(cell)} ${body.unit})`;
+    // "13:00: 195.7 occupied bays (mean)": the API's unit may carry its own brackets.
+    const shown = `${which === "hour" ? `${label}:00` : label}: ${fmtValue(cell)} ${body.unit}`;
     return analyticsRow(name, cell, null, shown, counted);
   }
 
