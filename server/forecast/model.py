@@ -25,6 +25,15 @@ one model serves every horizon; the trees are few and shallow (cheap on a
 Pi-class CPU: one fit on a year of hourly data takes well under a second of
 one core here, bench/forecast/README.md).
 
+The point model may be an average of ``members`` such fits (the server's zones
+and lots use two), each on its own *recency sample* of the training origins:
+an origin ``a`` days old is kept with probability ``0.5 ** (a / half_life)``
+(``recency_half_life_days``), drawn with the member's seed, which also seeds
+its LightGBM bagging. The sample carries exponential forgetting (Hong & Fan
+2016, sec. 3) without weighting the fit, and averaging members fitted on
+different samples lowers the forecast's variance (bagging, Breiman 1996,
+Machine Learning 24:123). Chosen on bench/forecast by the fifth round's rule.
+
 The point model is fitted to absolute error (LightGBM ``objective="l1"``):
 it estimates the conditional median, the best point forecast under an
 absolute-error measure such as MASE (Gneiting 2011, J. Am. Stat. Assoc.
@@ -48,7 +57,7 @@ around holidays, and the interval with them). The conformal quantiles of the
 scores (finite-sample step; a Mondrian split for holidays and their
 neighbours) are put around the point forecast of a model fitted on
 everything. Intervals are clipped to ``[lower, upper]`` (0 and, for a lot,
-its bays). Cost: ``folds + 1`` point fits and ``folds`` difficulty fits.
+its bays). Cost: ``(folds + 1) * members`` point fits and ``folds`` difficulty fits.
 
 Bad input raises :class:`ForecastError` (``code``: ``bad_input`` or
 ``insufficient_history``).
