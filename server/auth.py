@@ -128,8 +128,13 @@ def _is_wild(segment: str) -> bool:
 def prefix_matches(prefix: str, template: str) -> bool:
     """Whether the access map's ``prefix`` covers the route ``template`` (or request path): each of the
     prefix's segments equals the path's, or is a wildcard (``*`` or ``{param}``) for one segment."""
-    pre, segs = _segments(prefix), _segments(template)
-    return len(pre) <= len(segs) and all(p == s or _is_wild(p) for p, s in zip(pre, segs[: len(pre)], strict=True))
+    return _covers(_segments(prefix), _segments(template))
+
+
+def _covers(prefix: list[str], segs: list[str]) -> bool:
+    return len(prefix) <= len(segs) and all(
+        p == s or _is_wild(p) for p, s in zip(prefix, segs[: len(prefix)], strict=True)
+    )
 
 
 class AccessPolicy:
@@ -145,16 +150,17 @@ class AccessPolicy:
         self.map = merged
         self._cache: dict[str, Role] = {}
         self._entries = sorted(
-            merged.items(),
+            ((_segments(p), role) for p, role in merged.items()),
             # the most specific first: more segments, then more literal ones
-            key=lambda e: (len(_segments(e[0])), sum(not _is_wild(s) for s in _segments(e[0]))),
+            key=lambda e: (len(e[0]), sum(not _is_wild(s) for s in e[0])),
             reverse=True,
         )
 
     def role_for_path(self, template: str) -> Role:
         """The map's role for a route template such as ``/v1/parking/lots/{lot_id}``."""
+        segs = _segments(template)
         for prefix, role in self._entries:
-            if prefix_matches(prefix, template):
+            if _covers(prefix, segs):
                 return role
         return "operator"  # unreachable while "/" is in the map; safe if someone maps "/" away
 
